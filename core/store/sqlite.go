@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3"
+)
+
+//go:embed sqlite_schema.sql
+var sqliteSchema string
+
+// sqliteMigrations upgrades an existing database: sqliteMigrations[v] turns
+// schema version v into v+1. Entry 0 is reserved: version 0 is an empty
+// database, which gets sqliteSchema in one go. len(sqliteMigrations) is the
+// version this code writes. Append only; never edit an entry once released,
+// and mirror every change in sqlite_schema.sql.
+var sqliteMigrations = []string{
+	"", // 0 → 1: sqliteSchema
+}
+
+// sqliteOptions go-sqlite3 applies to every connection. synchronous=FULL (set
+// after journal_mode, which would otherwise lower it to NORMAL) makes each
+// commit survive power loss, so an enqueued message may be acknowledged.
+// _txlock=immediate takes the write lock at BEGIN, so two writers wait on the
+// busy timeout instead of failing on a lock upgrade.
+const sqliteOptions = "_foreign_keys=on&_busy_timeout=5000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
+
+// SQLite is the Store on a SQLite database.
+type SQLite struct {
+	db  *sql.DB
+	now func() time.Time // time source for created/delivered stamps; tests replace it
+}
+
+var _ Store = (*SQLite)(nil)
+
+// Open opens (creating if needed) the SQLite database at path and upgrades
+// its schema. ":memory:" gives a private in-memory database, for tests. It
+// refuses a database whose schema is newer than this code (ErrSchemaTooNew).
+func Open(path string) (*SQLite, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("store: invalid database path %q", path)
+	}
+	memory := path == ":memory:"
+	db, err := sql.Open("sqlite3", path+"?"+sqliteOptions)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if memory {
+		// Each connection to ":memory:" is a different database: keep one.
+		db.SetMaxOpenConns(1)
+	}
+	s := &SQLite{db: db, now: time.Now}
+	if err := s.upgrade(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// upgrade brings the schema to len(sqliteMigrations), each step in its own
+// transaction together with the new user_version.
+func (s *SQLite) upgrade(ctx context.Context) error {
+	var version int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	latest := len(sqliteMigrations)
+	if version > latest {
+		return fmt.Errorf("%w: it has version %d, this transportd knows up to %d; upgrade transportd or restore a backup",
+			ErrSchemaTooNew, version, latest)
+	}
+	if version == 0 {
+		return s.migrate(ctx, sqliteSchema, latest)
+	}
+	for v := version; v < latest; v++ {
+		if err := s.migrate(ctx, sqliteMigrations[v], v+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *SQLite) migrate(ctx context.Context, stmts string, to int) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, stmts); err != nil {
+			return fmt.Errorf("migrate schema to version %d: %w", to, err)
+		}
+		// PRAGMA takes no bound parameters.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", to)); err != nil {
+			return fmt.Errorf("set schema version %d: %w", to, err)
+		}
+		return nil
+	})
+}
+
+// inTx runs f in a transaction (BEGIN IMMEDIATE: it holds the write lock
+// from the start) and commits if f returns nil.
+func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Ping commits a write to a one-row table, proving the database takes writes
+// (a read-only file, a full disk or a held lock beyond the busy timeout fail).
+func (s *SQLite) Ping(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx,
+		`INSERT INTO ping(id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at`,
+		unixNano(s.now()))
+	return wrap("ping", err)
+}
+
+// Close closes the database.
+func (s *SQLite) Close() error {
+	return s.db.Close()
+}
+
+func unixNano(t time.Time) int64 { return t.UnixNano() }
+
+func fromUnixNano(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// wrap names the failed operation in err; sql.ErrNoRows becomes ErrNotFound,
+// which is returned as is.
+func wrap(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows), errors.Is(err, ErrNotFound):
+		return ErrNotFound
+	default:
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+}
+
+// affected returns ErrNotFound if res changed no row.
+func affected(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const outboxColumns = `id, account, direction, conversation, idem_key, payload, attempts, next_attempt, last_error, created`
+
+// isHead is true for an outbox row o that no earlier row of its conversation
+// queue precedes; it uses the outbox_conversation index.
+const isHead = `NOT EXISTS (SELECT 1 FROM outbox p
+	WHERE p.account = o.account AND p.direction = o.direction
+		AND p.conversation = o.conversation AND p.id < o.id)`
+
+func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup bool, err error) {
+	if it.AccountID == 0 {
+		return 0, false, errors.New("store: enqueue: no account")
+	}
+	if !it.Direction.valid() {
+		return 0, false, fmt.Errorf("store: enqueue: invalid direction %q", it.Direction)
+	}
+	now := s.now()
+	next := it.NextAttempt
+	if next.IsZero() {
+		next = now
+	}
+	payload := it.Payload
+	if payload == nil {
+		payload = []byte{}
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if it.IdemKey != "" {
+			err := tx.QueryRowContext(ctx, `SELECT id FROM outbox WHERE account = ? AND direction = ? AND idem_key = ?`,
+				it.AccountID, it.Direction, it.IdemKey).Scan(&id)
+			if err == nil {
+				dup = true
+				return nil
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			err = tx.QueryRowContext(ctx, `SELECT outbox_id FROM outbox_delivered
+				WHERE account = ? AND direction = ? AND idem_key = ? AND delivered >= ?`,
+				it.AccountID, it.Direction, it.IdemKey, unixNano(now.Add(-DedupeWindow))).Scan(&id)
+			if err == nil {
+				dup = true
+				return nil
+			} else if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		return tx.QueryRowContext(ctx, `INSERT INTO outbox(account, direction, conversation, idem_key,
+				payload, attempts, next_attempt, last_error, created)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			it.AccountID, it.Direction, it.Conversation, nullString(it.IdemKey),
+			payload, it.Attempts, unixNano(next), it.LastError, unixNano(now)).Scan(&id)
+	})
+	if err != nil {
+		return 0, false, wrap("enqueue", err)
+	}
+	if !dup {
+		it.ID, it.Created, it.NextAttempt = id, fromUnixNano(unixNano(now)), fromUnixNano(unixNano(next))
+	}
+	return id, dup, nil
+}
+
+func (s *SQLite) Due(ctx context.Context, dir Direction, now time.Time, limit int) ([]*OutboxItem, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+outboxColumns+` FROM outbox o
+		WHERE o.direction = ? AND o.next_attempt <= ? AND `+isHead+`
+		ORDER BY o.id LIMIT ?`,
+		dir, unixNano(now), limit)
+	if err != nil {
+		return nil, wrap("due", err)
+	}
+	defer rows.Close()
+	var items []*OutboxItem
+	for rows.Next() {
+		it, err := scanOutboxItem(rows)
+		if err != nil {
+			return nil, wrap("due", err)
+		}
+		items = append(items, it)
+	}
+	return items, wrap("due", rows.Err())
+}
+
+func (s *SQLite) Done(ctx context.Context, id int64) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var (
+			account   int64
+			direction string
+			idemKey   sql.NullString
+		)
+		err := tx.QueryRowContext(ctx, `DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`,
+			id).Scan(&account, &direction, &idemKey)
+		if err != nil || !idemKey.Valid {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(account, direction, idem_key) DO UPDATE SET
+				outbox_id = excluded.outbox_id, delivered = excluded.delivered`,
+			account, direction, idemKey.String, id, unixNano(s.now()))
+		return err
+	})
+	return wrap("done", err)
+}
+
+func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, errText string) error {
+	if next.IsZero() {
+		next = s.now()
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+		WHERE id = ?`, unixNano(next), errText, id)
+	if err != nil {
+		return wrap("retry", err)
+	}
+	return wrap("retry", affected(res))
+}
+
+func (s *SQLite) Pending(ctx context.Context, accountID int64, dir Direction) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox
+		WHERE (? = 0 OR account = ?) AND (? = '' OR direction = ?)`,
+		accountID, accountID, dir, dir).Scan(&n)
+	return n, wrap("pending", err)
+}
+
+func (s *SQLite) NextDue(ctx context.Context, dir Direction) (time.Time, error) {
+	var next sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(o.next_attempt) FROM outbox o
+		WHERE o.direction = ? AND `+isHead, dir).Scan(&next)
+	if err != nil {
+		return time.Time{}, wrap("next due", err)
+	}
+	if !next.Valid {
+		return time.Time{}, ErrNotFound
+	}
+	return fromUnixNano(next.Int64), nil
+}
+
+func (s *SQLite) PruneDelivered(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM outbox_delivered WHERE delivered < ?`, unixNano(before))
+	if err != nil {
+		return 0, wrap("prune delivered", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), wrap("prune delivered", err)
+}
+
+func scanOutboxItem(sc scanner) (*OutboxItem, error) {
+	var (
+		it            OutboxItem
+		idemKey       sql.NullString
+		next, created int64
+	)
+	if err := sc.Scan(&it.ID, &it.AccountID, &it.Direction, &it.Conversation, &idemKey, &it.Payload,
+		&it.Attempts, &next, &it.LastError, &created); err != nil {
+		return nil, err
+	}
+	it.IdemKey = idemKey.String
+	it.NextAttempt, it.Created = fromUnixNano(next), fromUnixNano(created)
+	return &it, nil
+}
+
+// nullString stores "" as NULL.
+func nullString(s string) sql.NullString {
+	return sql.NullString{String: s, Valid: s != ""}
+}

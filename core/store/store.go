@@ -1,0 +1,139 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (possibly wrapped) when the requested row does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrSchemaTooNew is returned (wrapped, with the versions) by Open when the
+// database was written by a newer transportd than this one.
+var ErrSchemaTooNew = errors.New("database schema is newer than this transportd")
+
+// DedupeWindow is how long the idempotency key of a delivered outbox item is
+// remembered: within it, Enqueue of the same key reports a duplicate. Callers
+// prune older keys with PruneDelivered(ctx, time.Now().Add(-DedupeWindow)).
+const DedupeWindow = 7 * 24 * time.Hour
+
+// Account is a user's registration with one transport on one XMPP domain.
+type Account struct {
+	ID        int64
+	Domain    string            // XMPP domain the transport serves, e.g. "example.net"
+	Transport string            // transport name, e.g. "email"
+	JID       string            // user's bare JID, normalised
+	Fields    map[string]string // non-secret registration fields (stored as JSON)
+	Secrets   []byte            // sealed (encrypted) secret fields; opaque to the store
+	Enabled   bool
+	Created   time.Time
+	Updated   time.Time
+}
+
+// Direction says which way an outbox item travels.
+type Direction string
+
+const (
+	ToLegacy Direction = "to_legacy" // accepted from XMPP, to be sent to the foreign network
+	ToXMPP   Direction = "to_xmpp"   // taken from the foreign network, to be sent to the XMPP user
+)
+
+func (d Direction) valid() bool { return d == ToLegacy || d == ToXMPP }
+
+// OutboxItem is one message waiting to be delivered.
+type OutboxItem struct {
+	ID           int64
+	AccountID    int64
+	Direction    Direction
+	Conversation string // ordering key: items of one (account, direction, conversation) are delivered in ID order
+	IdemKey      string // idempotency key: stanza id, Message-ID, "UIDVALIDITY:UID", MessageSid...; "" = no deduplication
+	Payload      []byte // opaque (JSON of a neutral message)
+	Attempts     int
+	NextAttempt  time.Time
+	LastError    string
+	Created      time.Time
+}
+
+// Store is the gateway's persistence. Every method is safe for concurrent use.
+// Times are returned in UTC.
+type Store interface {
+	// Accounts. (Domain, Transport, JID) is unique.
+
+	// PutAccount inserts or updates the account by (Domain, Transport, JID)
+	// (a.ID is ignored on input) and sets a.ID, a.Created and a.Updated.
+	PutAccount(ctx context.Context, a *Account) error
+	// GetAccount returns ErrNotFound if there is no such account.
+	GetAccount(ctx context.Context, domain, transport, jid string) (*Account, error)
+	// GetAccountByID returns ErrNotFound if there is no such account.
+	GetAccountByID(ctx context.Context, id int64) (*Account, error)
+	// ListAccounts returns accounts ordered by JID; domain or transport "" matches any.
+	ListAccounts(ctx context.Context, domain, transport string) ([]*Account, error)
+	// DeleteAccount deletes the account and, in the same transaction, its
+	// state, mappings, queued outbox items and delivered keys. ErrNotFound if absent.
+	DeleteAccount(ctx context.Context, id int64) error
+
+	// Per-account transport state (e.g. "INBOX.uidvalidity"): small key/value strings.
+
+	// GetState returns ErrNotFound if the key is absent.
+	GetState(ctx context.Context, accountID int64, key string) (string, error)
+	SetState(ctx context.Context, accountID int64, key, value string) error
+	// DeleteState deletes the key; deleting an absent key is not an error.
+	DeleteState(ctx context.Context, accountID int64, key string) error
+
+	// Message ID mapping between XMPP stanza ids and legacy ids, per account,
+	// for receipts, threads and corrections.
+
+	// PutMapping records that xmppID and legacyID name the same message. An
+	// xmppID maps to one legacyID (a later PutMapping replaces it); several
+	// xmppIDs may map to the same legacyID.
+	PutMapping(ctx context.Context, accountID int64, xmppID, legacyID string) error
+	// LegacyID returns ErrNotFound if xmppID is not mapped.
+	LegacyID(ctx context.Context, accountID int64, xmppID string) (string, error)
+	// XMPPID returns the first xmppID recorded for legacyID (the id a
+	// correction or receipt must refer to), or ErrNotFound.
+	XMPPID(ctx context.Context, accountID int64, legacyID string) (string, error)
+	// PruneMappings deletes mappings recorded before the given time and
+	// returns how many it deleted.
+	PruneMappings(ctx context.Context, before time.Time) (int, error)
+
+	// Durable outbox.
+
+	// Enqueue commits the item durably before returning. If an item with the
+	// same (AccountID, Direction, IdemKey) is queued now, or was delivered
+	// within DedupeWindow and not yet pruned, it inserts nothing and returns
+	// dup=true and the existing id. An empty IdemKey is never a duplicate.
+	// On insert it sets it.ID and it.Created, and it.NextAttempt to now if zero.
+	Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup bool, err error)
+	// Due returns up to limit (<= 0: no limit) items of dir whose NextAttempt
+	// <= now, but only the head (lowest ID) of each (AccountID, Direction,
+	// Conversation) queue, so order per conversation holds even while the
+	// head waits for a retry. Ordered by ID.
+	Due(ctx context.Context, dir Direction, now time.Time, limit int) ([]*OutboxItem, error)
+	// Done deletes a delivered item and records its idempotency key as
+	// delivered, in one transaction. ErrNotFound if the item is not queued.
+	Done(ctx context.Context, id int64) error
+	// Retry records a failed attempt: Attempts++, NextAttempt=next (zero:
+	// now), LastError=errText. ErrNotFound if the item is not queued.
+	Retry(ctx context.Context, id int64, next time.Time, errText string) error
+	// Pending counts queued items; accountID 0 = all accounts, dir "" = both directions.
+	Pending(ctx context.Context, accountID int64, dir Direction) (int, error)
+	// NextDue returns the earliest NextAttempt among the heads of the
+	// conversation queues of dir (the items Due can return), or ErrNotFound
+	// if none is queued, so a worker can sleep until then. Items behind a
+	// waiting head are not counted: they cannot be sent before it.
+	NextDue(ctx context.Context, dir Direction) (time.Time, error)
+	// PruneDelivered forgets idempotency keys delivered before the given
+	// time and returns how many it deleted.
+	PruneDelivered(ctx context.Context, before time.Time) (int, error)
+
+	// Runtime settings (operator changes persisted at runtime), a plain key/value table.
+
+	// GetSetting returns ErrNotFound if the key is absent.
+	GetSetting(ctx context.Context, key string) (string, error)
+	SetSetting(ctx context.Context, key, value string) error
+
+	// Ping checks the database is writable by committing a tiny write (used by /readyz).
+	Ping(ctx context.Context) error
+	Close() error
+}
