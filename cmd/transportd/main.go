@@ -1,0 +1,177 @@
+// Command transportd runs the XMPP gateway host.
+//
+//	transportd -config PATH          run
+//	transportd check -config PATH    validate a configuration
+//	transportd keygen [-out PATH]    create a credential encryption key
+//	transportd transports            list the transports compiled in
+//	transportd version               print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"transportd/core"
+	"transportd/core/config"
+	"transportd/core/store"
+	"transportd/registration"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, "transportd", core.Version)
+			return 0
+		case "transports":
+			for _, name := range core.Transports() {
+				fmt.Fprintln(stdout, name)
+			}
+			return 0
+		case "check":
+			return check(args[1:], stdout, stderr)
+		case "keygen":
+			return keygen(args[1:], stdout, stderr)
+		case "help", "-h", "-help", "--help":
+			usage(stdout)
+			return 0
+		}
+	}
+	fs := flag.NewFlagSet("transportd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path to the TOML configuration (required)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" || fs.NArg() > 0 {
+		usage(stderr)
+		return 2
+	}
+	cfg, err := config.Load(*path, core.Transports())
+	if err != nil {
+		fmt.Fprintf(stderr, "transportd: %s: %v\n", *path, err)
+		return 1
+	}
+	log := newLogger(cfg, stderr)
+	slog.SetDefault(log)
+	st, err := store.Open(cfg.Store.Path)
+	if err != nil {
+		log.Error("opening the store", "path", cfg.Store.Path, "error", err)
+		return 1
+	}
+	defer st.Close()
+	gw, err := core.New(cfg, st, core.Options{Logger: log})
+	if err != nil {
+		log.Error("starting", "error", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("transportd starting", "version", core.Version, "components", len(cfg.Domains))
+	if err := gw.Run(ctx); err != nil {
+		log.Error("stopped", "error", err)
+		return 1
+	}
+	log.Info("transportd stopped")
+	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  transportd -config PATH          run the gateway
+  transportd check -config PATH    validate a configuration and list every problem
+  transportd keygen [-out PATH]    create a key for encrypting stored credentials
+  transportd transports            list the transports compiled in
+  transportd version               print the version
+`)
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path to the TOML configuration (required)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "transportd check: -config is required")
+		return 2
+	}
+	cfg, err := config.Load(*path, core.Transports())
+	if err != nil {
+		var list *config.Errors
+		if errors.As(err, &list) {
+			fmt.Fprintf(stderr, "%s: %d problem(s):\n", *path, len(list.List))
+			for _, e := range list.List {
+				fmt.Fprintf(stderr, "  %s\n", e)
+			}
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		}
+		return 1
+	}
+	n := 0
+	for _, d := range cfg.Domains {
+		for _, t := range d.Transports {
+			if t.Enabled {
+				n++
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d domain(s), %d component(s) enabled)\n", *path, len(cfg.Domains), n)
+	return 0
+}
+
+func keygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "write the key to this file (mode 0600, must not exist) instead of standard output")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	key, err := registration.GenerateKey()
+	if err != nil {
+		fmt.Fprintln(stderr, "transportd keygen:", err)
+		return 1
+	}
+	text := registration.EncodeKey(key) + "\n"
+	if *out == "" {
+		fmt.Fprint(stdout, text)
+		return 0
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		fmt.Fprintln(stderr, "transportd keygen:", err)
+		return 1
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		fmt.Fprintln(stderr, "transportd keygen:", err)
+		return 1
+	}
+	if err := f.Close(); err != nil {
+		fmt.Fprintln(stderr, "transportd keygen:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "key written to %s\n", *out)
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Log.Level}
+	if cfg.Log.JSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,315 @@
+package core
+
+import (
+	"context"
+	"encoding/xml"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/commands"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core/store"
+	"transportd/registration"
+)
+
+// Command is an ad-hoc command (XEP-0050) on the gateway JID.
+type Command struct {
+	Node, Name string
+	// Admin restricts the command to the domain's admins; others get
+	// forbidden and do not see it.
+	Admin bool
+	// Registered restricts the command to registered users.
+	Registered bool
+	// Execute runs one stage. On the first stage req.Form is nil. It runs
+	// on its own goroutine and may do I/O.
+	Execute func(ctx context.Context, req *CommandRequest) *CommandResponse
+}
+
+// CommandRequest is one stage of a command as the user sent it.
+type CommandRequest struct {
+	From    jid.JID
+	Account *store.Account // nil when the user is not registered
+	Form    *registration.Submission
+	Stage   int
+	// State is what the previous stage returned in CommandResponse.State.
+	State any
+}
+
+// CommandResponse is what a stage answers.
+type CommandResponse struct {
+	// Form, if set, is shown and the command continues (status executing).
+	Form xml.TokenReader
+	// Result, if set, is a type=result form shown with a completed command.
+	Result   xml.TokenReader
+	Note     string
+	NoteType string // info (default), warn, error
+	State    any
+	// Err ends the command with a stanza error.
+	Err error
+}
+
+// Commander is implemented by transports that add user commands (settings).
+type Commander interface {
+	Commands() []Command
+}
+
+type cmdSession struct {
+	node    string
+	from    string
+	stage   int
+	state   any
+	expires time.Time
+}
+
+type commandRegistry struct {
+	c    *component
+	cmds []Command
+
+	mu       sync.Mutex
+	sessions map[string]*cmdSession
+}
+
+func newCommandRegistry(c *component) *commandRegistry {
+	r := &commandRegistry{c: c, sessions: map[string]*cmdSession{}}
+	r.cmds = append(r.cmds, userCommands(c)...)
+	if tc, ok := c.t.(Commander); ok {
+		r.cmds = append(r.cmds, tc.Commands()...)
+	}
+	sort.SliceStable(r.cmds, func(i, j int) bool { return r.cmds[i].Name < r.cmds[j].Name })
+	return r
+}
+
+func (r *commandRegistry) allowed(cmd *Command, from jid.JID) bool {
+	if cmd.Admin && !r.c.domain.IsAdmin(from.Bare().String()) {
+		return false
+	}
+	if cmd.Registered && r.c.lookupUser(from.Bare().String()) == nil {
+		return false
+	}
+	return true
+}
+
+func (r *commandRegistry) visible(from jid.JID) []*Command {
+	var out []*Command
+	for i := range r.cmds {
+		if r.allowed(&r.cmds[i], from) {
+			out = append(out, &r.cmds[i])
+		}
+	}
+	return out
+}
+
+func (r *commandRegistry) lookup(node string, from jid.JID) *Command {
+	for i := range r.cmds {
+		if r.cmds[i].Node == node {
+			return &r.cmds[i]
+		}
+	}
+	return nil
+}
+
+func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
+	node := payload.Get("node")
+	cmd := r.lookup(node, from)
+	if cmd == nil {
+		rep.error(NewError(stanza.ItemNotFound, "no such command: "+quote(node)))
+		return
+	}
+	if cmd.Admin && !r.c.domain.IsAdmin(from.Bare().String()) {
+		r.c.log.Warn("admin command refused", "from", r.c.redact(from.Bare().String()), "node", node)
+		rep.error(NewError(stanza.Forbidden, "this command is for the domain's administrators"))
+		return
+	}
+	action := payload.Get("action")
+	if action == "" {
+		action = "execute"
+	}
+	sid := payload.Get("sessionid")
+	r.mu.Lock()
+	now := time.Now()
+	for id, s := range r.sessions {
+		if now.After(s.expires) {
+			delete(r.sessions, id)
+		}
+	}
+	var sess *cmdSession
+	if sid != "" {
+		sess = r.sessions[sid]
+		if sess == nil || sess.from != from.String() || sess.node != node {
+			r.mu.Unlock()
+			rep.error(NewError(stanza.BadRequest, "unknown or expired command session"))
+			return
+		}
+	} else {
+		if len(r.sessions) > 10000 {
+			r.mu.Unlock()
+			rep.error(NewError(stanza.ResourceConstraint, "too many open command sessions"))
+			return
+		}
+		sid = randomID()
+		sess = &cmdSession{node: node, from: from.String()}
+		r.sessions[sid] = sess
+	}
+	sess.expires = now.Add(10 * time.Minute)
+	r.mu.Unlock()
+
+	reply := func(status string, resp *CommandResponse) {
+		el := NewElement(commands.NS, "command", "node", node, "sessionid", sid, "status", status)
+		if resp != nil {
+			if resp.Form != nil {
+				el.Add(NewElement("", "actions", "execute", "complete").Add(NewElement("", "complete")))
+				if f, err := ElementFromTokens(resp.Form); err == nil {
+					el.Add(f)
+				}
+			}
+			if resp.Result != nil {
+				if f, err := ElementFromTokens(resp.Result); err == nil {
+					el.Add(f)
+				}
+			}
+			if resp.Note != "" {
+				t := resp.NoteType
+				if t == "" {
+					t = "info"
+				}
+				n := NewElement("", "note", "type", t)
+				n.Text = resp.Note
+				el.Add(n)
+			}
+		}
+		rep.result(el)
+	}
+	end := func() {
+		r.mu.Lock()
+		delete(r.sessions, sid)
+		r.mu.Unlock()
+	}
+	if action == "cancel" {
+		end()
+		reply("canceled", nil)
+		return
+	}
+	var sub *registration.Submission
+	if x := payload.Child(nsData, "x"); x != nil {
+		s, err := registration.ParseForm(x.ExplicitTokenReader())
+		if err != nil {
+			end()
+			rep.error(err)
+			return
+		}
+		if s.Cancel {
+			end()
+			reply("canceled", nil)
+			return
+		}
+		sub = s
+	}
+	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state}
+	r.c.g.goSafe("command", func() {
+		ctx, cancel := workCtx(60 * time.Second)
+		defer cancel()
+		if a, err := r.c.account(ctx, from.Bare().String()); err == nil {
+			req.Account = a
+		}
+		if cmd.Registered && req.Account == nil {
+			end()
+			rep.error(NewError(stanza.RegistrationRequired, "register with "+r.c.jid.String()+" first"))
+			return
+		}
+		resp := cmd.Execute(ctx, req)
+		if resp == nil {
+			resp = &CommandResponse{}
+		}
+		if resp.Err != nil {
+			end()
+			rep.error(resp.Err)
+			return
+		}
+		if resp.Form != nil {
+			r.mu.Lock()
+			sess.stage++
+			sess.state = resp.State
+			r.mu.Unlock()
+			reply("executing", resp)
+			return
+		}
+		end()
+		reply("completed", resp)
+	})
+}
+
+// userCommands are the commands core gives every transport.
+func userCommands(c *component) []Command {
+	return []Command{
+		{
+			Node: "status", Name: "Status", Registered: true,
+			Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
+				u := c.lookupUser(req.Account.JID)
+				st := &stateSnapshot{State: StateDisconnected}
+				if u != nil {
+					st = u.stateNow.Load()
+				}
+				queued, _ := c.g.store.Pending(ctx, req.Account.ID, store.ToLegacy)
+				incoming, _ := c.g.store.Pending(ctx, req.Account.ID, store.ToXMPP)
+				var b strings.Builder
+				fmt.Fprintf(&b, "Session: %s", st.State)
+				if st.Text != "" && st.Text != st.State.String() {
+					fmt.Fprintf(&b, " (%s)", st.Text)
+				}
+				fmt.Fprintf(&b, "\nRegistered: %s\nYour online resources seen: %d\nMessages waiting to be sent: %d\nMessages waiting for you: %d",
+					req.Account.Created.Format(time.RFC3339), st.Resources, queued, incoming)
+				schema := c.schema()
+				fields := []registration.Field{{Var: "state", Label: "Session", Type: registration.TextSingle}}
+				vals := registration.Values{"state": st.State.String()}
+				for _, f := range schema.Fields {
+					if f.Secret || f.Type == registration.Fixed {
+						continue
+					}
+					fields = append(fields, registration.Field{Var: f.Var, Label: f.Label, Type: registration.TextSingle})
+					vals[f.Var] = req.Account.Fields[f.Var]
+				}
+				return &CommandResponse{Note: b.String(), Result: registration.ResultForm("Status", fields, vals)}
+			},
+		},
+		{
+			Node: "unregister", Name: "Unregister", Registered: true,
+			Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
+				confirm := registration.Schema{
+					Title:        "Unregister",
+					Instructions: "This deletes your " + c.info.DisplayName + " credentials from the gateway and ends the session.",
+					Fields:       []registration.Field{{Var: "confirm", Label: "Delete my registration", Type: registration.Boolean, Required: true}},
+				}
+				if req.Form == nil {
+					return &CommandResponse{Form: confirm.RenderForm(nil)}
+				}
+				vals, err := confirm.Validate(req.Form)
+				if err != nil {
+					return &CommandResponse{Err: err}
+				}
+				if vals["confirm"] != "true" {
+					return &CommandResponse{Note: "Nothing was changed."}
+				}
+				if err := c.unregister(req.Account); err != nil {
+					return &CommandResponse{Err: err}
+				}
+				return &CommandResponse{Note: "Your registration was deleted."}
+			},
+		},
+		{
+			Node: "reconnect", Name: "Reconnect", Registered: true,
+			Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
+				u := c.lookupUser(req.Account.JID)
+				if u == nil {
+					return &CommandResponse{Err: NewError(stanza.ItemNotFound, "no session")}
+				}
+				u.post(evReconnect{})
+				return &CommandResponse{Note: "Reconnecting."}
+			},
+		},
+	}
+}

@@ -1,0 +1,250 @@
+package core
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp"
+	xmppcomponent "mellium.im/xmpp/component"
+	"mellium.im/xmpp/jid"
+)
+
+// errNotConnected is returned by send while the component link is down.
+var errNotConnected = Temporary(errors.New("component not connected to the XMPP server"))
+
+// link is one XEP-0114 connection of a component, re-dialled for ever with
+// capped exponential backoff and jitter. mellium sessions are single-use, so
+// a link owns a new session per connection; handlers and state live in the
+// component, outside it.
+//
+// The read loop is ours, not mellium's Serve: Serve ends the stream on any
+// handler error and on a payload-less IQ (see MELLIUM.md). Ours reads one
+// whole stanza into an Element under size and depth limits, hands it to the
+// component's dispatcher, and never lets a handler end the stream.
+type link struct {
+	addr     string
+	jid      jid.JID
+	secret   []byte
+	min, max time.Duration
+	limits   Limits
+	dispatch func(*Element)
+	// onState is called with true after each successful handshake and with
+	// false after each loss.
+	onState func(up bool, err error)
+	logf    func(msg string, args ...any)
+
+	mu   sync.Mutex
+	sess *xmpp.Session
+	conn net.Conn
+	up   atomic.Bool
+}
+
+// run dials until ctx is done.
+func (l *link) run(ctx context.Context) {
+	delay := l.min
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := l.connectAndServe(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 30*time.Second {
+			// It was up for a while: the next attempt starts small again.
+			delay = l.min
+		}
+		// Full jitter between delay/2 and delay, so a fleet of components
+		// does not reconnect in lock step.
+		wait := delay/2 + rand.N(delay/2+1)
+		l.logf("component link down, retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		delay *= 2
+		if delay > l.max {
+			delay = l.max
+		}
+	}
+}
+
+func (l *link) connectAndServe(ctx context.Context) (err error) {
+	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	conn := &countingConn{Conn: raw}
+	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	sess, err := xmppcomponent.NewSession(hctx, l.jid, l.secret, conn)
+	cancel()
+	if err != nil {
+		raw.Close()
+		return fmt.Errorf("handshake: %w", err)
+	}
+	l.mu.Lock()
+	l.sess, l.conn = sess, raw
+	l.mu.Unlock()
+	l.up.Store(true)
+	l.onState(true, nil)
+
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	err = l.serve(sess, conn)
+	stop()
+
+	l.up.Store(false)
+	l.mu.Lock()
+	l.sess, l.conn = nil, nil
+	l.mu.Unlock()
+	_ = sess.Close()
+	raw.Close()
+	l.onState(false, err)
+	return err
+}
+
+// serve reads stanzas until the stream ends.
+func (l *link) serve(sess *xmpp.Session, conn *countingConn) error {
+	r := sess.TokenReader()
+	defer r.Close()
+	// A stanza bigger than the hard limit ends the connection: the decoder
+	// would otherwise buffer it whole. Below it, an oversized stanza is read
+	// and dropped with an error reply, so that one remote entity cannot
+	// disconnect every user by sending it.
+	conn.hardLimit = int64(l.limits.MaxBytes) * 16
+	for {
+		conn.n.Store(0)
+		tok, err := r.Token()
+		if err != nil {
+			if err == io.EOF {
+				return errors.New("stream closed by the server")
+			}
+			return err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			el, err := readStanza(r, t, l.limits, conn)
+			if err != nil && !errors.Is(err, errLimit) {
+				return err
+			}
+			if err != nil {
+				l.logf("stanza refused", "error", err, "name", t.Name.Local, "from", el.Get("from"))
+				el.Children = nil
+				el.SetAttr("transportd-limit", err.Error())
+			}
+			if t.Name.Local == "error" && t.Name.Space == "http://etherx.jabber.org/streams" {
+				return fmt.Errorf("stream error from server: %s", el.String())
+			}
+			l.dispatch(el)
+		case xml.EndElement:
+			return errors.New("stream closed by the server")
+		case xml.CharData:
+			// whitespace keepalives
+		default:
+			return fmt.Errorf("unexpected %T on the stream", tok)
+		}
+	}
+}
+
+// readStanza is readElement with the byte limit applied through the
+// connection's counter; past a limit the rest of the stanza is consumed and
+// discarded and the returned element has only the stanza's attributes.
+func readStanza(r xml.TokenReader, start xml.StartElement, lim Limits, conn *countingConn) (*Element, error) {
+	lr := &limitReader{r: r, conn: conn, max: int64(lim.MaxBytes)}
+	el, err := readElement(lr, start, lim)
+	if err == nil {
+		return el, nil
+	}
+	if !errors.Is(err, errLimit) {
+		return newElement(start), err
+	}
+	// Skip to the end of the stanza.
+	depth := lr.depth + 1
+	for depth > 0 {
+		tok, rerr := r.Token()
+		if rerr != nil {
+			return newElement(start), rerr
+		}
+		switch tok.(type) {
+		case xml.StartElement:
+			depth++
+		case xml.EndElement:
+			depth--
+		}
+	}
+	return newElement(start), err
+}
+
+// limitReader fails with errLimit once the bytes read for this stanza pass
+// max; it tracks depth so the caller can skip the rest.
+type limitReader struct {
+	r     xml.TokenReader
+	conn  *countingConn
+	max   int64
+	depth int
+}
+
+func (l *limitReader) Token() (xml.Token, error) {
+	if l.max > 0 && l.conn != nil && l.conn.n.Load() > l.max {
+		return nil, fmt.Errorf("%w: larger than %d bytes", errLimit, l.max)
+	}
+	tok, err := l.r.Token()
+	switch tok.(type) {
+	case xml.StartElement:
+		l.depth++
+	case xml.EndElement:
+		l.depth--
+	}
+	return tok, err
+}
+
+// send writes one stanza. Every stanza the component originates goes through
+// here, which enforces a from at the component's domain and a non-empty to: a
+// server closes the stream on a bad from.
+func (l *link) send(ctx context.Context, el *Element) error {
+	from, err := jid.Parse(el.Get("from"))
+	if err != nil || from.Domainpart() != l.jid.Domainpart() {
+		return fmt.Errorf("refusing to send a stanza with from %q outside %s", el.Get("from"), l.jid)
+	}
+	if el.Get("to") == "" {
+		return errors.New("refusing to send a stanza without to")
+	}
+	l.mu.Lock()
+	sess := l.sess
+	conn := l.conn
+	l.mu.Unlock()
+	if sess == nil {
+		return errNotConnected
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := sess.Send(ctx, el.TokenReader()); err != nil {
+		// A send error means the stream is broken: make the read loop
+		// notice and reconnect.
+		conn.Close()
+		return Temporary(fmt.Errorf("send: %w", err))
+	}
+	return nil
+}
+
+// countingConn counts the bytes read since the last reset.
+type countingConn struct {
+	net.Conn
+	n         atomic.Int64
+	hardLimit int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.n.Add(int64(n)) > c.hardLimit && c.hardLimit > 0 {
+		return n, fmt.Errorf("stanza larger than %d bytes: closing the stream", c.hardLimit)
+	}
+	return n, err
+}

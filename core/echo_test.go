@@ -1,0 +1,105 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core"
+	"transportd/core/jidesc"
+	"transportd/registration"
+)
+
+// echoTransport is a test-only network: every message sent to a contact
+// comes back from that contact as "echo: BODY". It lives in a test file so
+// it never ships in the binary.
+type echoTransport struct{}
+
+func init() {
+	core.Register("echo", func() core.Transport { return echoTransport{} })
+}
+
+func (echoTransport) Info() core.Info {
+	return core.Info{Name: "echo", DisplayName: "Echo", DiscoType: "echo", Policy: core.FollowPresence}
+}
+
+func (echoTransport) Schema(defaults map[string]string) registration.Schema {
+	mode := defaults["mode"]
+	if mode == "" {
+		mode = "fast"
+	}
+	return registration.Schema{
+		Title:        "Echo registration",
+		Instructions: "Enter your echo network login.",
+		Fields: []registration.Field{
+			{Var: "username", Label: "User name", Type: registration.TextSingle, Required: true, Legacy: "username"},
+			{Var: "password", Label: "Password", Type: registration.TextPrivate, Required: true, Secret: true, Legacy: "password"},
+			{Var: "mode", Label: "Mode", Type: registration.ListSingle, Default: mode, Options: []registration.Option{{Label: "Fast", Value: "fast"}, {Label: "Slow", Value: "slow"}}},
+			{Var: "verbose", Label: "Verbose", Type: registration.Boolean},
+		},
+	}
+}
+
+func (echoTransport) Verify(ctx context.Context, a *core.Account) error {
+	switch {
+	case a.Values["username"] == "unreachable":
+		return core.NewError(stanza.RemoteServerNotFound, "the echo server does not answer")
+	case a.Values["password"] == "wrong":
+		return core.NewError(stanza.NotAuthorized, "the echo network refused the login")
+	}
+	return nil
+}
+
+func (echoTransport) NewSession(a *core.Account, sink core.Sink) core.Session {
+	return &echoSession{a: a, sink: sink}
+}
+
+func (echoTransport) Localpart(address string) string { return jidesc.Escape(address) }
+
+func (echoTransport) Address(localpart string) (string, error) {
+	addr := jidesc.Unescape(localpart)
+	if addr == "nobody" {
+		return "", core.NewError(stanza.ItemNotFound, "no such echo user")
+	}
+	return addr, nil
+}
+
+func (echoTransport) GatewayPrompt() (string, string) {
+	return "Enter the echo user name", "Echo user"
+}
+
+func (echoTransport) TranslateAddress(input string, _ map[string]string) (string, error) {
+	return input, nil
+}
+
+var echoSeq atomic.Int64
+
+type echoSession struct {
+	a    *core.Account
+	sink core.Sink
+}
+
+func (s *echoSession) Run(ctx context.Context) {
+	if s.a.Values["password"] == "expired" {
+		s.sink.State(core.StateBadCredentials, "password expired")
+		<-ctx.Done()
+		return
+	}
+	s.sink.State(core.StateConnected, "")
+	<-ctx.Done()
+}
+
+func (s *echoSession) Send(ctx context.Context, m *core.Message) (string, error) {
+	if m.Contact == "refuser" {
+		return "", core.NewError(stanza.NotAcceptable, "refused by the echo network")
+	}
+	id := fmt.Sprintf("echo-%d", echoSeq.Add(1))
+	reply := &core.Message{Contact: m.Contact, Nick: "Echo " + m.Contact, Body: "echo: " + m.Body, Subject: m.Subject, Thread: m.Thread, LegacyID: id + "-reply", Time: time.Now()}
+	if err := s.sink.Deliver(ctx, reply); err != nil {
+		return "", err
+	}
+	return id, nil
+}

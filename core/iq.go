@@ -1,0 +1,267 @@
+package core
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"runtime"
+	"sort"
+	"strings"
+
+	"mellium.im/xmpp/commands"
+	"mellium.im/xmpp/disco"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/ping"
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/version"
+)
+
+const (
+	nsRegister = "jabber:iq:register"
+	nsGateway  = "jabber:iq:gateway"
+	nsReceipts = "urn:xmpp:receipts"
+	nsDelay    = "urn:xmpp:delay"
+	nsNick     = "http://jabber.org/protocol/nick"
+	nsOOB      = "jabber:x:oob"
+	nsData     = "jabber:x:data"
+	capsNode   = "https://transportd.invalid/caps"
+)
+
+// iqReply answers one IQ get/set exactly once.
+type iqReply struct {
+	c    *component
+	el   *Element
+	done bool
+}
+
+func (r *iqReply) result(payload *Element) {
+	if r.done {
+		r.c.log.Error("second answer to an IQ suppressed", "id", r.el.Get("id"))
+		return
+	}
+	r.done = true
+	res := NewElement("", "iq", "type", "result", "id", r.el.Get("id"), "to", r.el.Get("from"), "from", r.el.Get("to"))
+	res.Add(payload)
+	if err := r.c.send(res); err != nil {
+		r.c.log.Debug("IQ result not sent", "error", err)
+	}
+}
+
+func (r *iqReply) error(err error) {
+	if r.done {
+		r.c.log.Error("second answer to an IQ suppressed", "id", r.el.Get("id"))
+		return
+	}
+	r.done = true
+	r.c.replyError(r.el, err)
+}
+
+func (c *component) handleIQ(el *Element) {
+	typ := el.Get("type")
+	switch typ {
+	case "result", "error":
+		if ch, ok := c.pending.LoadAndDelete(el.Get("id")); ok {
+			ch.(chan *Element) <- el
+		}
+		return
+	case "get", "set":
+	default:
+		c.replyError(el, NewError(stanza.BadRequest, "invalid IQ type "+quote(typ)))
+		return
+	}
+	if el.Get("id") == "" {
+		c.replyError(el, NewError(stanza.BadRequest, "IQ without id"))
+		return
+	}
+	payload := el.FirstChild()
+	if payload == nil || len(el.Children) != 1 {
+		c.replyError(el, NewError(stanza.BadRequest, "an IQ get or set must have exactly one payload"))
+		return
+	}
+	from, ok := c.sender(el)
+	if !ok {
+		return
+	}
+	to, err := jid.Parse(el.Get("to"))
+	if err != nil {
+		c.replyError(el, NewError(stanza.JIDMalformed, "invalid to address"))
+		return
+	}
+	r := &iqReply{c: c, el: el}
+	key := typ + " " + payload.Name.Space + " " + payload.Name.Local
+	if to.Localpart() != "" {
+		c.handleContactIQ(r, key, from, to, payload)
+		return
+	}
+	switch key {
+	case "get " + disco.NSInfo + " query":
+		c.discoInfo(r, from, payload.Get("node"))
+	case "get " + disco.NSItems + " query":
+		c.discoItems(r, from, payload.Get("node"))
+	case "get " + version.NS + " query":
+		q := NewElement(version.NS, "query")
+		q.AddText("", "name", "transportd")
+		q.AddText("", "version", Version)
+		q.AddText("", "os", runtime.GOOS)
+		r.result(q)
+	case "get " + ping.NS + " ping":
+		r.result(nil)
+	case "get " + nsRegister + " query", "set " + nsRegister + " query":
+		c.handleRegister(r, from, payload)
+	case "get " + nsGateway + " query", "set " + nsGateway + " query":
+		c.handleGateway(r, from, payload)
+	case "set " + commands.NS + " command":
+		c.cmds.handle(r, from, payload)
+	default:
+		r.error(NewError(stanza.ServiceUnavailable, "not supported: "+payload.Name.Space+" "+payload.Name.Local))
+	}
+}
+
+// handleContactIQ answers IQs addressed to a legacy contact's JID.
+func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, payload *Element) {
+	if _, err := c.t.Address(to.Localpart()); err != nil {
+		r.error(err)
+		return
+	}
+	switch key {
+	case "get " + disco.NSInfo + " query":
+		q := NewElement(disco.NSInfo, "query")
+		if n := payload.Get("node"); n != "" {
+			q.SetAttr("node", n)
+		}
+		q.Add(NewElement("", "identity", "category", "client", "type", "pc", "name", to.Localpart()))
+		for _, f := range []string{disco.NSInfo, nsReceipts} {
+			q.Add(NewElement("", "feature", "var", f))
+		}
+		r.result(q)
+	case "get " + ping.NS + " ping":
+		r.result(nil)
+	default:
+		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
+	}
+}
+
+// features lists what the gateway JID supports, sorted.
+func (c *component) features() []string {
+	fs := []string{
+		disco.NSInfo, disco.NSItems, nsRegister, nsGateway, version.NS, ping.NS,
+		commands.NS, nsReceipts, disco.NSCaps,
+	}
+	fs = append(fs, c.info.Features...)
+	sort.Strings(fs)
+	out := fs[:0]
+	for i, f := range fs {
+		if i == 0 || f != fs[i-1] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (c *component) identity() (category, typ, name string) {
+	return "gateway", c.info.DiscoType, c.info.DisplayName
+}
+
+// capsVer is the XEP-0115 verification string of the gateway's disco info.
+func (c *component) capsVer() string {
+	cat, typ, name := c.identity()
+	var b strings.Builder
+	b.WriteString(cat + "/" + typ + "//" + name + "<")
+	for _, f := range c.features() {
+		b.WriteString(f + "<")
+	}
+	h := sha1.Sum([]byte(b.String()))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+func (c *component) capsElement() *Element {
+	return NewElement(disco.NSCaps, "c", "hash", "sha-1", "node", capsNode, "ver", c.capsVer())
+}
+
+func (c *component) discoInfo(r *iqReply, from jid.JID, node string) {
+	q := NewElement(disco.NSInfo, "query")
+	switch {
+	case node == "" || node == capsNode+"#"+c.capsVer():
+		if node != "" {
+			q.SetAttr("node", node)
+		}
+		cat, typ, name := c.identity()
+		q.Add(NewElement("", "identity", "category", cat, "type", typ, "name", name))
+		for _, f := range c.features() {
+			q.Add(NewElement("", "feature", "var", f))
+		}
+	case node == commands.NS:
+		q.SetAttr("node", node)
+		q.Add(NewElement("", "identity", "category", "automation", "type", "command-list", "name", "Commands"))
+	default:
+		cmd := c.cmds.lookup(node, from)
+		if cmd == nil {
+			r.error(NewError(stanza.ItemNotFound, "no such node"))
+			return
+		}
+		q.SetAttr("node", node)
+		q.Add(NewElement("", "identity", "category", "automation", "type", "command-node", "name", cmd.Name))
+		q.Add(NewElement("", "feature", "var", commands.NS))
+		q.Add(NewElement("", "feature", "var", nsData))
+	}
+	r.result(q)
+}
+
+func (c *component) discoItems(r *iqReply, from jid.JID, node string) {
+	q := NewElement(disco.NSItems, "query")
+	switch node {
+	case "":
+	case commands.NS:
+		q.SetAttr("node", node)
+		for _, cmd := range c.cmds.visible(from) {
+			q.Add(NewElement("", "item", "jid", c.jid.String(), "node", cmd.Node, "name", cmd.Name))
+		}
+	default:
+		r.error(NewError(stanza.ItemNotFound, "no such node"))
+		return
+	}
+	r.result(q)
+}
+
+// handleGateway is XEP-0100's jabber:iq:gateway: a prompt, and the
+// translation of what the user typed into a contact JID.
+func (c *component) handleGateway(r *iqReply, from jid.JID, payload *Element) {
+	gw, ok := c.t.(Gatewayer)
+	if !ok {
+		r.error(NewError(stanza.ServiceUnavailable, "this gateway has no address prompt"))
+		return
+	}
+	desc, prompt := gw.GatewayPrompt()
+	if r.el.Get("type") == "get" {
+		q := NewElement(nsGateway, "query")
+		q.AddText("", "desc", desc)
+		q.AddText("", "prompt", prompt)
+		r.result(q)
+		return
+	}
+	input := strings.TrimSpace(payload.ChildText("", "prompt"))
+	if input == "" {
+		r.error(NewError(stanza.BadRequest, "prompt: an address is required"))
+		return
+	}
+	addr, err := gw.TranslateAddress(input, c.tc.Defaults)
+	if err != nil {
+		r.error(err)
+		return
+	}
+	j, err := jid.New(c.t.Localpart(addr), c.jid.Domainpart(), "")
+	if err != nil {
+		r.error(NewError(stanza.JIDMalformed, "prompt: this address cannot be written as a JID"))
+		return
+	}
+	q := NewElement(nsGateway, "query")
+	q.AddText("", "jid", j.String())
+	q.AddText("", "prompt", j.String()) // pre-XEP-0100 1.0 clients read <prompt/>
+	r.result(q)
+}
+
+func quote(s string) string {
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return "'" + s + "'"
+}

@@ -1,0 +1,84 @@
+package core
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+)
+
+// maxBody caps a message body accepted from XMPP. Larger bodies are refused
+// with an error rather than truncated.
+const maxBody = 64 << 10
+
+// handleMessage takes a user's message for a legacy contact and commits it
+// to the outbox before anything else happens: from then on it survives a
+// crash or an outage of either side.
+func (c *component) handleMessage(el *Element) {
+	typ := el.Get("type")
+	if typ == "error" {
+		c.log.Debug("message error received", "from", c.redact(el.Get("from")))
+		return
+	}
+	from, ok := c.sender(el)
+	if !ok {
+		return
+	}
+	to, err := jid.Parse(el.Get("to"))
+	if err != nil {
+		c.replyError(el, NewError(stanza.JIDMalformed, "invalid to address"))
+		return
+	}
+	bare := from.Bare().String()
+	u := c.lookupUser(bare)
+	if u == nil {
+		c.replyError(el, NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first"))
+		return
+	}
+	body, hasBody := "", el.Child("", "body") != nil
+	if hasBody {
+		body = el.ChildText("", "body")
+	}
+	if to.Localpart() == "" {
+		if hasBody {
+			c.replyError(el, NewError(stanza.ServiceUnavailable, "this is the "+c.info.DisplayName+" gateway: write to contacts at "+c.jid.String()+", and use its commands for settings"))
+		}
+		return
+	}
+	if !hasBody || strings.TrimSpace(body) == "" {
+		// Chat states, receipts and markers without a body: nothing to
+		// send to the legacy network yet.
+		return
+	}
+	if len(body) > maxBody {
+		c.replyError(el, NewError(stanza.NotAcceptable, "message too long: the limit is 64 KiB"))
+		return
+	}
+	if !utf8.ValidString(body) {
+		c.replyError(el, NewError(stanza.BadRequest, "message body is not valid UTF-8"))
+		return
+	}
+	addr, err := c.t.Address(to.Localpart())
+	if err != nil {
+		c.replyError(el, err)
+		return
+	}
+	m := Message{
+		Contact:      addr,
+		Body:         body,
+		Subject:      el.ChildText("", "subject"),
+		Thread:       el.ChildText("", "thread"),
+		XMPPID:       el.Get("id"),
+		Receipt:      el.Child(nsReceipts, "request") != nil,
+		UserResource: from.Resourcepart(),
+	}
+	ctx, cancel := workCtx(10 * time.Second)
+	defer cancel()
+	if err := c.g.outbox.enqueueToLegacy(ctx, u, m); err != nil {
+		c.log.Error("outbox commit failed", "error", err)
+		c.replyError(el, Temporary(err))
+		return
+	}
+}

@@ -1,0 +1,378 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/ping"
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core/store"
+)
+
+// Envelope kinds in the outbox toward XMPP.
+const (
+	kindMessage = "message"
+	kindReceipt = "receipt"
+	kindError   = "error"
+)
+
+// envelope is the outbox payload.
+type envelope struct {
+	Kind    string  `json:"kind"`
+	Msg     Message `json:"msg"`
+	ErrCond string  `json:"err_cond,omitempty"`
+	ErrText string  `json:"err_text,omitempty"`
+}
+
+const (
+	// giveUpAfter is how long an outgoing message waits for its account's
+	// session before the user is told it was not sent.
+	giveUpAfter = 48 * time.Hour
+	// maxAttempts is how many temporary failures of the legacy network a
+	// message survives.
+	maxAttempts = 10
+)
+
+// outbox moves committed messages in both directions. XEP-0114 has no stream
+// management and servers queue nothing for a component that is down, so a
+// message is only removed once the other side took it: toward XMPP after the
+// server answered a ping sent behind it on the same stream, toward a legacy
+// network after the transport's Send returned.
+type outbox struct {
+	g      *Gateway
+	wakeCh chan struct{}
+
+	mu       sync.Mutex
+	inflight map[string]bool
+	sem      chan struct{}
+}
+
+func newOutbox(g *Gateway) *outbox {
+	return &outbox{g: g, wakeCh: make(chan struct{}, 1), inflight: map[string]bool{}, sem: make(chan struct{}, 16)}
+}
+
+func (o *outbox) wake() {
+	select {
+	case o.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (o *outbox) enqueueToLegacy(ctx context.Context, u *user, m Message) error {
+	key := m.UserResource + "/" + m.XMPPID
+	if m.XMPPID == "" {
+		key = randomID()
+	}
+	return o.enqueue(ctx, u.acctID(), store.ToLegacy, m.Contact, key, envelope{Kind: kindMessage, Msg: m})
+}
+
+func (o *outbox) enqueueToXMPP(ctx context.Context, u *user, env envelope) error {
+	key := env.Kind + ":" + env.Msg.LegacyID
+	if env.Kind == kindReceipt {
+		key = "receipt:" + env.Msg.XMPPID
+	}
+	if env.Msg.LegacyID == "" && env.Kind != kindReceipt {
+		key = randomID()
+	}
+	return o.enqueue(ctx, u.acctID(), store.ToXMPP, env.Msg.Contact, key, env)
+}
+
+func (o *outbox) enqueue(ctx context.Context, acctID int64, dir store.Direction, conv, key string, env envelope) error {
+	payload, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	_, dup, err := o.g.store.Enqueue(ctx, &store.OutboxItem{
+		AccountID: acctID, Direction: dir, Conversation: conv, IdemKey: key,
+		Payload: payload, NextAttempt: time.Now(),
+	})
+	if err != nil {
+		return err
+	}
+	if dup {
+		o.g.metrics.outboxDup.WithLabelValues(string(dir)).Inc()
+		return nil
+	}
+	o.wake()
+	return nil
+}
+
+func (o *outbox) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		busy := o.toXMPP(ctx)
+		o.toLegacy(ctx)
+		o.gauges(ctx)
+		if busy {
+			continue
+		}
+		wait := 30 * time.Second
+		for _, dir := range []store.Direction{store.ToXMPP, store.ToLegacy} {
+			if t, err := o.g.store.NextDue(ctx, dir); err == nil {
+				if d := time.Until(t); d < wait {
+					wait = max(d, 50*time.Millisecond)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wakeCh:
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (o *outbox) gauges(ctx context.Context) {
+	for _, dir := range []store.Direction{store.ToXMPP, store.ToLegacy} {
+		if n, err := o.g.store.Pending(ctx, 0, dir); err == nil {
+			o.g.metrics.outboxDepth.WithLabelValues(string(dir)).Set(float64(n))
+		}
+	}
+}
+
+// toXMPP sends due items whose component is up, then confirms them with a
+// ping round trip before deleting them. It reports whether it made progress
+// on a full batch (so the caller loops without sleeping).
+func (o *outbox) toXMPP(ctx context.Context) bool {
+	const batch = 100
+	items, err := o.g.store.Due(ctx, store.ToXMPP, time.Now(), batch)
+	if err != nil {
+		o.g.log.Error("outbox read", "error", err)
+		return false
+	}
+	sent := map[*component][]int64{}
+	for _, it := range items {
+		a, err := o.g.store.GetAccountByID(ctx, it.AccountID)
+		if err != nil {
+			o.g.log.Error("outbox item without account", "id", it.ID, "error", err)
+			_ = o.g.store.Done(ctx, it.ID)
+			continue
+		}
+		c := o.g.component(a.Domain, a.Transport)
+		if c == nil || !c.link.up.Load() {
+			// Waits for the link; linkState wakes the worker when it is up.
+			_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(time.Second), "XMPP link down")
+			continue
+		}
+		var env envelope
+		if err := json.Unmarshal(it.Payload, &env); err != nil {
+			c.log.Error("outbox item unreadable, dropped", "id", it.ID, "error", err)
+			_ = o.g.store.Done(ctx, it.ID)
+			continue
+		}
+		el, xmppID := c.renderToXMPP(a, env)
+		if err := c.send(el); err != nil {
+			_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(time.Second), err.Error())
+			continue
+		}
+		if env.Kind == kindMessage && env.Msg.LegacyID != "" {
+			_ = o.g.store.PutMapping(ctx, a.ID, xmppID, env.Msg.LegacyID)
+		}
+		sent[c] = append(sent[c], it.ID)
+	}
+	for c, ids := range sent {
+		if err := c.confirm(ctx); err != nil {
+			c.log.Warn("server did not confirm delivery; will resend", "items", len(ids), "error", err)
+			continue
+		}
+		for _, id := range ids {
+			if err := o.g.store.Done(ctx, id); err != nil {
+				o.g.log.Error("outbox done", "error", err)
+			}
+		}
+		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Add(float64(len(ids)))
+	}
+	return len(items) == batch && len(sent) > 0
+}
+
+// renderToXMPP builds the stanza for an outbox envelope.
+func (c *component) renderToXMPP(a *store.Account, env envelope) (*Element, string) {
+	m := env.Msg
+	local := c.t.Localpart(m.Contact)
+	to := a.JID
+	switch env.Kind {
+	case kindReceipt:
+		if m.UserResource != "" {
+			to += "/" + m.UserResource
+		}
+		el := c.stanza("message", local, "", to, "")
+		el.SetAttr("id", randomID())
+		el.Add(NewElement(nsReceipts, "received", "id", m.XMPPID))
+		return el, ""
+	case kindError:
+		if m.UserResource != "" {
+			to += "/" + m.UserResource
+		}
+		el := c.stanza("message", local, "", to, "error")
+		el.SetAttr("id", m.XMPPID)
+		e := &Error{Condition: stanza.Condition(env.ErrCond), Text: env.ErrText}
+		e.Type = defaultErrorType[e.Condition]
+		if e.Type == "" {
+			e.Type = stanza.Cancel
+		}
+		el.Add(e.element())
+		return el, m.XMPPID
+	}
+	typ := "chat"
+	if m.Normal {
+		typ = "normal"
+	}
+	id := randomID()
+	el := c.stanza("message", local, "", to, typ)
+	el.SetAttr("id", id)
+	if m.Subject != "" {
+		el.AddText("", "subject", m.Subject)
+	}
+	el.AddText("", "body", m.Body)
+	if m.Thread != "" {
+		el.AddText("", "thread", m.Thread)
+	}
+	if m.Nick != "" {
+		el.AddText(nsNick, "nick", m.Nick)
+	}
+	for _, at := range m.Attachments {
+		x := NewElement(nsOOB, "x")
+		x.AddText("", "url", at.URL)
+		x.AddText("", "desc", at.Name)
+		el.Add(x)
+	}
+	if !m.Time.IsZero() {
+		el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))
+	}
+	el.Add(NewElement(nsReceipts, "request"))
+	return el, id
+}
+
+// confirm sends a ping to the server behind the stanzas just written and
+// waits for its answer: the stream is ordered, so the answer means the
+// server took everything before it.
+func (c *component) confirm(ctx context.Context) error {
+	id := randomID()
+	ch := make(chan *Element, 1)
+	c.pending.Store(id, ch)
+	defer c.pending.Delete(id)
+	iq := c.stanza("iq", "", "", c.domain.Name, "get")
+	iq.SetAttr("id", id)
+	iq.Add(NewElement(ping.NS, "ping"))
+	if err := c.send(iq); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	select {
+	case <-ch:
+		// A result or an error both prove the server read the stream up
+		// to here.
+		return nil
+	case <-ctx.Done():
+		return errors.New("no answer to the confirming ping")
+	}
+}
+
+// toLegacy hands due items to their sessions, one conversation at a time.
+func (o *outbox) toLegacy(ctx context.Context) {
+	items, err := o.g.store.Due(ctx, store.ToLegacy, time.Now(), 200)
+	if err != nil {
+		o.g.log.Error("outbox read", "error", err)
+		return
+	}
+	for _, it := range items {
+		key := strconv.FormatInt(it.AccountID, 10) + "|" + it.Conversation
+		o.mu.Lock()
+		if o.inflight[key] {
+			o.mu.Unlock()
+			continue
+		}
+		o.inflight[key] = true
+		o.mu.Unlock()
+		select {
+		case o.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		o.g.goSafe("outbox-send", func() {
+			defer func() {
+				<-o.sem
+				o.mu.Lock()
+				delete(o.inflight, key)
+				o.mu.Unlock()
+				o.wake()
+			}()
+			o.deliverLegacy(ctx, it)
+		})
+	}
+}
+
+func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
+	a, err := o.g.store.GetAccountByID(ctx, it.AccountID)
+	if err != nil {
+		_ = o.g.store.Done(ctx, it.ID)
+		return
+	}
+	c := o.g.component(a.Domain, a.Transport)
+	var env envelope
+	if c == nil || json.Unmarshal(it.Payload, &env) != nil {
+		o.g.log.Error("outbox item cannot be delivered, dropped", "id", it.ID)
+		_ = o.g.store.Done(ctx, it.ID)
+		return
+	}
+	m := env.Msg
+	fail := func(err error) {
+		se := toStanzaError(err)
+		c.log.Info("message not sent", "error", err)
+		u := c.lookupUser(a.JID)
+		if u != nil {
+			_ = o.enqueueToXMPP(ctx, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + it.IdemKey}, ErrCond: string(se.Condition), ErrText: se.Text})
+		}
+		_ = o.g.store.Done(ctx, it.ID)
+	}
+	u := c.lookupUser(a.JID)
+	var live *liveSession
+	if u != nil {
+		live = u.live.Load()
+	}
+	if live == nil || u.stateNow.Load().State != StateConnected {
+		if time.Since(it.Created) > giveUpAfter {
+			fail(NewError(stanza.RemoteServerTimeout, "not sent: the gateway could not reach the network for two days"))
+			return
+		}
+		_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(5*time.Second), "session not connected")
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	legacyID, err := live.s.Send(sctx, &m)
+	cancel()
+	switch {
+	case err == nil:
+		if m.Receipt {
+			_ = o.enqueueToXMPP(ctx, u, envelope{Kind: kindReceipt, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource}})
+		}
+		if legacyID != "" && m.XMPPID != "" {
+			_ = o.g.store.PutMapping(ctx, a.ID, m.XMPPID, legacyID)
+		}
+		_ = o.g.store.Done(ctx, it.ID)
+		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
+	case errors.Is(err, ErrTemporary) && it.Attempts+1 < maxAttempts:
+		backoff := min(time.Duration(1<<min(it.Attempts, 20))*time.Second, 5*time.Minute)
+		c.log.Info("send failed, will retry", "error", err, "attempt", it.Attempts+1, "retry_in", backoff)
+		_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(backoff), err.Error())
+	default:
+		fail(err)
+	}
+}
+
+// acctID returns the account ID of a user, stable for its life.
+func (u *user) acctID() int64 { return u.id }

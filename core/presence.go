@@ -1,0 +1,72 @@
+package core
+
+import (
+	"mellium.im/xmpp/jid"
+)
+
+// handlePresence follows XEP-0100's presence flow for the gateway JID and
+// approves subscriptions to legacy contacts.
+func (c *component) handlePresence(el *Element) {
+	typ := el.Get("type")
+	if typ == "error" {
+		c.log.Debug("presence error", "from", c.redact(el.Get("from")))
+		return
+	}
+	from, ok := c.sender(el)
+	if !ok {
+		return
+	}
+	to, err := jid.Parse(el.Get("to"))
+	if err != nil {
+		return
+	}
+	bare := from.Bare().String()
+	u := c.lookupUser(bare)
+	if to.Localpart() != "" {
+		c.contactPresence(u, from, to, typ)
+		return
+	}
+	switch typ {
+	case "subscribe":
+		if u == nil {
+			_ = c.send(c.stanza("presence", "", "", bare, "unsubscribed"))
+			return
+		}
+		_ = c.send(c.stanza("presence", "", "", bare, "subscribed"))
+		u.post(evProbe{})
+	case "probe":
+		if u == nil {
+			_ = c.send(c.stanza("presence", "", "", bare, "unsubscribed"))
+			return
+		}
+		u.post(evProbe{})
+	case "subscribed", "unsubscribe", "unsubscribed":
+		// The user's client answering our subscription request, or removing
+		// the gateway from the roster: registration is kept; <remove/>
+		// (or the Unregister command) is how an account is deleted.
+		if typ == "unsubscribe" {
+			_ = c.send(c.stanza("presence", "", "", bare, "unsubscribed"))
+		}
+	case "", "unavailable":
+		if u == nil {
+			return
+		}
+		u.post(evPresence{resource: from.Resourcepart(), available: typ == ""})
+	}
+}
+
+// contactPresence handles presence addressed to a legacy contact's JID.
+func (c *component) contactPresence(u *user, from, to jid.JID, typ string) {
+	if u == nil {
+		return
+	}
+	if _, err := c.t.Address(to.Localpart()); err != nil {
+		return
+	}
+	switch typ {
+	case "subscribe":
+		_ = c.send(c.stanza("presence", to.Localpart(), "", from.Bare().String(), "subscribed"))
+	case "unsubscribe":
+		_ = c.send(c.stanza("presence", to.Localpart(), "", from.Bare().String(), "unsubscribed"))
+	}
+}

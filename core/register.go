@@ -1,0 +1,200 @@
+package core
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core/store"
+	"transportd/registration"
+)
+
+// aad binds sealed secrets to their account row.
+func aad(a *store.Account) []byte {
+	return []byte(a.Domain + "|" + a.Transport + "|" + a.JID)
+}
+
+// values returns an account's fields and secrets merged.
+func (c *component) values(a *store.Account) (map[string]string, error) {
+	v := maps.Clone(a.Fields)
+	if v == nil {
+		v = map[string]string{}
+	}
+	if len(a.Secrets) > 0 {
+		secrets, err := c.g.sealer.Open(a.Secrets, aad(a))
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(v, secrets)
+	}
+	return v, nil
+}
+
+func (c *component) schema() registration.Schema {
+	return c.t.Schema(c.tc.Defaults)
+}
+
+// handleRegister is XEP-0077 on the gateway JID. A get is answered at once;
+// a set validates, runs the transport's credential check (network I/O) on
+// its own goroutine and answers from there.
+func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
+	bare := from.Bare().String()
+	ctx, cancel := workCtx(5 * time.Second)
+	acct, err := c.account(ctx, bare)
+	cancel()
+	if err != nil {
+		c.log.Error("reading account", "error", err)
+		r.error(err)
+		return
+	}
+	schema := c.schema()
+	if r.el.Get("type") == "get" {
+		if acct == nil && !c.domain.MayRegister(bare) {
+			r.error(NewError(stanza.NotAllowed, "registration is closed for "+from.Domainpart()+" users on this gateway"))
+			return
+		}
+		var current registration.Values
+		if acct != nil {
+			current = registration.Values(maps.Clone(acct.Fields))
+		}
+		el, err := ElementFromTokens(schema.Render(current, acct != nil))
+		if err != nil {
+			r.error(err)
+			return
+		}
+		r.result(el)
+		return
+	}
+
+	sub, err := registration.ParseQuery(payload.ExplicitTokenReader())
+	if err != nil {
+		c.log.Info("malformed registration", "from", c.redact(bare), "error", err)
+		r.error(err)
+		return
+	}
+	if sub.Remove {
+		if acct == nil {
+			r.error(NewError(stanza.RegistrationRequired, "you are not registered with this gateway"))
+			return
+		}
+		c.g.goSafe("unregister", func() {
+			if err := c.unregister(acct); err != nil {
+				r.error(err)
+				return
+			}
+			r.result(nil)
+		})
+		return
+	}
+	if sub.Cancel {
+		r.error(NewError(stanza.BadRequest, "registration cancelled"))
+		return
+	}
+	if acct == nil && !c.domain.MayRegister(bare) {
+		r.error(NewError(stanza.NotAllowed, "registration is closed for "+from.Domainpart()+" users on this gateway"))
+		return
+	}
+	var current registration.Values
+	if acct != nil {
+		// Secret fields are never sent back in the form; left empty on
+		// re-registration they keep their stored value.
+		old, err := c.values(acct)
+		if err != nil {
+			c.log.Error("opening stored secrets", "error", err)
+		}
+		current = old
+	}
+	vals, err := schema.ValidateWith(sub, current)
+	if err != nil {
+		c.log.Info("registration refused", "from", c.redact(bare), "error", err)
+		r.error(err)
+		return
+	}
+	rateKey := ""
+	if rk, ok := c.t.(RateKeyer); ok {
+		rateKey = rk.RegistrationRateKey(vals)
+	}
+	if wait := c.g.limiter.allow(c.domain.Name+"|"+c.info.Name+"|"+bare, rateKey); wait > 0 {
+		c.log.Warn("registration rate-limited", "from", c.redact(bare), "legacy_host", rateKey)
+		r.error(NewError(stanza.ResourceConstraint, "too many registration attempts; try again in "+wait.Round(time.Second).String()))
+		return
+	}
+	c.g.goSafe("register", func() {
+		if err := c.register(bare, acct, schema, vals); err != nil {
+			c.log.Info("registration failed", "from", c.redact(bare), "error", err)
+			r.error(err)
+			return
+		}
+		r.result(nil)
+	})
+}
+
+// register verifies credentials, stores the account and starts its session.
+func (c *component) register(bare string, old *store.Account, schema registration.Schema, vals registration.Values) error {
+	ctx, cancel := workCtx(60 * time.Second)
+	defer cancel()
+	acct := &Account{Domain: c.domain.Name, Transport: c.info.Name, JID: bare, Values: vals, Defaults: c.tc.Defaults}
+	if old != nil {
+		acct.ID = old.ID
+	}
+	if err := c.t.Verify(ctx, acct); err != nil {
+		return err
+	}
+	fields, secrets := schema.Split(vals)
+	a := &store.Account{Domain: c.domain.Name, Transport: c.info.Name, JID: bare, Fields: fields, Enabled: true}
+	sealed, err := c.g.sealer.Seal(secrets, aad(a))
+	if err != nil {
+		return err
+	}
+	a.Secrets = sealed
+	if err := c.g.store.PutAccount(ctx, a); err != nil {
+		return err
+	}
+	c.log.Info("registered", "user", c.redact(bare), "update", old != nil)
+	u := c.userFor(ctx, a)
+	u.post(evRegistered{account: a, first: old == nil})
+	return nil
+}
+
+// unregister deletes the credentials, ends the session and unsubscribes.
+func (c *component) unregister(a *store.Account) error {
+	ctx, cancel := workCtx(10 * time.Second)
+	defer cancel()
+	if err := c.g.store.DeleteAccount(ctx, a.ID); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	u := c.users[a.JID]
+	delete(c.users, a.JID)
+	c.mu.Unlock()
+	if u != nil {
+		u.stop()
+	}
+	for _, typ := range []string{"unsubscribe", "unsubscribed", "unavailable"} {
+		_ = c.send(c.stanza("presence", "", "", a.JID, typ))
+	}
+	c.log.Info("unregistered", "user", c.redact(a.JID))
+	return nil
+}
+
+// userFor returns the live user of an account, creating it.
+func (c *component) userFor(ctx context.Context, a *store.Account) *user {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if u, ok := c.users[a.JID]; ok {
+		return u
+	}
+	u := newUser(c, a)
+	c.users[a.JID] = u
+	c.g.goSafe("user", u.loop)
+	return u
+}
+
+func (c *component) lookupUser(bare string) *user {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.users[bare]
+}

@@ -1,0 +1,249 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"transportd/registration"
+)
+
+// Info describes a transport to core and, through service discovery, to
+// users' clients.
+type Info struct {
+	// Name is the transport's registered name and the default first label of
+	// its component JID ("email" serves email.example.net).
+	Name string
+	// DisplayName is shown in disco identities and the gateway's presence.
+	DisplayName string
+	// DiscoType is the gateway identity type (XEP-0100 registry: "smtp",
+	// "sms", "irc", ...).
+	DiscoType string
+	// Features are extra disco features beyond the ones core provides.
+	Features []string
+	// Policy says whether a legacy session follows the user's presence.
+	Policy SessionPolicy
+}
+
+// SessionPolicy decides when core runs a registered account's session.
+type SessionPolicy int
+
+const (
+	// FollowPresence runs the session while at least one of the user's
+	// resources is available to the gateway.
+	FollowPresence SessionPolicy = iota
+	// Persistent runs the session whenever the account is registered and
+	// enabled, whether the user is online or not (messages wait in the
+	// outbox).
+	Persistent
+)
+
+// Account is what a transport knows of one registration.
+type Account struct {
+	ID        int64
+	Domain    string // the XMPP domain served
+	Transport string
+	JID       string            // the user's bare JID
+	Values    map[string]string // every registration field, secrets included
+	Defaults  map[string]string // the domain's configured defaults for this transport
+}
+
+// Transport is one foreign network. Implementations register themselves by
+// name with Register, usually from init.
+//
+// A transport never builds XML and never sees the component stream: it gets
+// neutral values from core and hands neutral values back.
+type Transport interface {
+	Info() Info
+
+	// Schema returns the registration form for a domain, with defaults from
+	// that domain's configuration already filled in.
+	Schema(defaults map[string]string) registration.Schema
+
+	// Verify proves that the submitted credentials work (logs in and out)
+	// before anything is stored. Its error is shown to the user: wrap it
+	// with an Error carrying the right condition (NotAuthorized for refused
+	// credentials, RemoteServerNotFound when a host does not answer).
+	Verify(ctx context.Context, a *Account) error
+
+	// NewSession returns the live session of a registered account. It does
+	// no I/O; core calls Run.
+	NewSession(a *Account, sink Sink) Session
+
+	// Localpart turns a legacy address into a JID localpart and Address the
+	// reverse, rejecting what is not a valid address on the network with an
+	// Error (JIDMalformed, ItemNotFound, ...).
+	Localpart(address string) string
+	Address(localpart string) (string, error)
+}
+
+// Session is the live connection of one account to the foreign network.
+type Session interface {
+	// Run connects and serves until ctx is cancelled. It reports connection
+	// state through the Sink, retries transient failures by itself and
+	// returns only when ctx is done or the credentials are refused for good.
+	Run(ctx context.Context)
+
+	// Send delivers one message from the XMPP user to the network and returns
+	// the legacy ID the network gave it, if any. An error wrapping ErrTemporary
+	// is retried by the outbox; any other error is reported to the user.
+	Send(ctx context.Context, m *Message) (legacyID string, err error)
+}
+
+// Gatewayer is implemented by transports that translate what a user types
+// into a contact JID (XEP-0100 jabber:iq:gateway).
+type Gatewayer interface {
+	// GatewayPrompt returns the description and the prompt label.
+	GatewayPrompt() (desc, prompt string)
+	// TranslateAddress turns user input ("555 123 4567", "jane@example.org")
+	// into a legacy address.
+	TranslateAddress(input string, defaults map[string]string) (string, error)
+}
+
+// RateKeyer is implemented by transports whose registrations log in to a
+// host that a stolen-password tester could aim at: the key (for example the
+// IMAP host) is rate-limited on top of the per-user limit.
+type RateKeyer interface {
+	RegistrationRateKey(values map[string]string) string
+}
+
+// Sink is how a session talks back to core. Its methods are safe to call
+// from any goroutine; Deliver blocks until the message is committed.
+type Sink interface {
+	// State reports the session's connection state; core shows it to the
+	// user as the gateway's presence.
+	State(s State, text string)
+	// Deliver durably queues a message for the XMPP user and returns once it
+	// is committed; only then may the transport acknowledge it upstream. A
+	// message with the same LegacyID (the idempotency key) as one already
+	// queued or delivered is dropped, and Deliver returns nil.
+	Deliver(ctx context.Context, m *Message) error
+	// Receipt tells the user that the network confirmed delivery of the
+	// message they sent with the given XMPP id.
+	Receipt(ctx context.Context, contact, xmppID string) error
+	// Store is this account's small key/value state (UIDs, cursors).
+	Store() StateStore
+	// Logger is the account's logger (transport, domain and user attached;
+	// the JID redacted when the operator asks).
+	Logger() *slog.Logger
+}
+
+// StateStore is per-account persistent state for a transport.
+type StateStore interface {
+	Get(ctx context.Context, key string) (string, bool, error)
+	Set(ctx context.Context, key, value string) error
+	Delete(ctx context.Context, key string) error
+}
+
+// State is a legacy session's connection state.
+type State int
+
+const (
+	StateDisconnected   State = iota // not running (user offline)
+	StateConnecting                  // first connection under way
+	StateConnected                   // logged in and working
+	StateTransientFail               // lost or failing; retrying
+	StateBadCredentials              // refused; will not retry until re-registration
+)
+
+func (s State) String() string {
+	switch s {
+	case StateDisconnected:
+		return "disconnected"
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateTransientFail:
+		return "transient-failure"
+	case StateBadCredentials:
+		return "bad-credentials"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// Message is a neutral chat message in either direction.
+type Message struct {
+	Contact     string       `json:"contact"`            // legacy address of the other party
+	Nick        string       `json:"nick,omitempty"`     // the contact's display name (inbound)
+	Body        string       `json:"body"`               //
+	Subject     string       `json:"subject,omitempty"`  //
+	Thread      string       `json:"thread,omitempty"`   // conversation thread id
+	ReplyTo     string       `json:"reply_to,omitempty"` // legacy id of the message answered
+	Time        time.Time    `json:"time,omitzero"`      // original time (inbound: delay stamp)
+	LegacyID    string       `json:"legacy_id,omitempty"`
+	XMPPID      string       `json:"xmpp_id,omitempty"`
+	Receipt     bool         `json:"receipt,omitempty"` // the XMPP sender asked for a receipt
+	Normal      bool         `json:"normal,omitempty"`  // deliver as type normal instead of chat
+	Attachments []Attachment `json:"attachments,omitempty"`
+	// UserResource is the resource the user sent from (outbound), so errors
+	// and receipts go back to that client.
+	UserResource string `json:"user_resource,omitempty"`
+}
+
+// Attachment is a file carried with a message.
+type Attachment struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	Size int64  `json:"size"`
+	URL  string `json:"url"`
+}
+
+// ErrTemporary marks errors worth retrying.
+var ErrTemporary = errors.New("temporary failure")
+
+// Temporary wraps err so that errors.Is(err, ErrTemporary) holds.
+func Temporary(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &tempError{err}
+}
+
+type tempError struct{ err error }
+
+func (e *tempError) Error() string        { return e.err.Error() }
+func (e *tempError) Unwrap() []error      { return []error{e.err, ErrTemporary} }
+func (e *tempError) Is(target error) bool { return target == ErrTemporary }
+
+var (
+	regMu      sync.Mutex
+	registered = map[string]func() Transport{}
+)
+
+// Register makes a transport available under its name. A duplicate name
+// panics: it is a programming error.
+func Register(name string, factory func() Transport) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registered[name]; dup {
+		panic("core: transport registered twice: " + name)
+	}
+	registered[name] = factory
+}
+
+// Transports lists the registered transport names, sorted.
+func Transports() []string {
+	regMu.Lock()
+	defer regMu.Unlock()
+	names := make([]string, 0, len(registered))
+	for n := range registered {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func newTransport(name string) (Transport, bool) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	f, ok := registered[name]
+	if !ok {
+		return nil, false
+	}
+	return f(), true
+}

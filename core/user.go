@@ -1,0 +1,287 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"transportd/core/store"
+)
+
+// user is one registered account on one component. A single goroutine
+// (loop) owns its state; the read loop, the outbox and the legacy session
+// only post events to it.
+type user struct {
+	c      *component
+	bare   string
+	id     int64 // account ID: re-registration updates the row in place
+	log    *slog.Logger
+	events chan userEvent
+	done   chan struct{}
+	once   sync.Once
+
+	// live is the running legacy session, read by the outbox worker.
+	live atomic.Pointer[liveSession]
+	// stateNow mirrors state for readers outside the loop (commands).
+	stateNow atomic.Pointer[stateSnapshot]
+
+	// Owned by loop.
+	acct      *store.Account
+	resources map[string]bool
+	state     State
+	stateText string
+	gen       int
+	cancel    context.CancelFunc
+}
+
+type liveSession struct {
+	s   Session
+	gen int
+}
+
+type stateSnapshot struct {
+	State     State
+	Text      string
+	Resources int
+	Since     time.Time
+}
+
+type userEvent interface{}
+
+type (
+	evPresence struct {
+		resource  string
+		available bool
+	}
+	evState struct {
+		gen   int
+		state State
+		text  string
+	}
+	evRegistered struct {
+		account *store.Account
+		first   bool
+	}
+	evLinkUp    struct{}
+	evProbe     struct{}
+	evReconnect struct{}
+)
+
+func newUser(c *component, a *store.Account) *user {
+	u := &user{
+		c:         c,
+		bare:      a.JID,
+		id:        a.ID,
+		acct:      a,
+		log:       c.log.With("user", c.redact(a.JID)),
+		events:    make(chan userEvent, 64),
+		done:      make(chan struct{}),
+		resources: map[string]bool{},
+	}
+	u.stateNow.Store(&stateSnapshot{State: StateDisconnected, Since: time.Now()})
+	return u
+}
+
+// post hands an event to the user's goroutine. It blocks while the queue is
+// full (back-pressure on the reader) and drops the event once the user is
+// stopped.
+func (u *user) post(ev userEvent) {
+	select {
+	case u.events <- ev:
+	case <-u.done:
+	}
+}
+
+func (u *user) stop() {
+	u.once.Do(func() { close(u.done) })
+}
+
+func (u *user) loop() {
+	defer u.stopSession()
+	if u.c.info.Policy == Persistent {
+		u.startSession()
+	}
+	for {
+		select {
+		case <-u.done:
+			return
+		case ev := <-u.events:
+			u.handle(ev)
+		}
+	}
+}
+
+func (u *user) handle(ev userEvent) {
+	switch ev := ev.(type) {
+	case evPresence:
+		had := len(u.resources) > 0
+		if ev.available {
+			u.resources[ev.resource] = true
+		} else {
+			delete(u.resources, ev.resource)
+		}
+		has := len(u.resources) > 0
+		u.snapshot()
+		switch {
+		case !had && has:
+			if u.cancel == nil {
+				u.startSession()
+			}
+			u.sendPresence()
+		case had && !has && u.c.info.Policy == FollowPresence:
+			u.stopSession()
+			u.sendPresence()
+		case ev.available:
+			// A new resource: it needs our presence too.
+			u.sendPresence()
+		}
+	case evState:
+		if ev.gen != u.gen {
+			return // a session we already stopped
+		}
+		if ev.state == u.state && ev.text == u.stateText {
+			return
+		}
+		u.log.Info("legacy session state", "state", ev.state.String(), "text", ev.text)
+		u.state, u.stateText = ev.state, ev.text
+		u.snapshot()
+		u.sendPresence()
+		if ev.state == StateConnected {
+			u.c.g.outbox.wake()
+		}
+	case evRegistered:
+		u.acct = ev.account
+		if ev.first {
+			_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "subscribe"))
+		}
+		if u.cancel != nil {
+			u.stopSession() // credentials changed
+		}
+		if u.c.info.Policy == Persistent || len(u.resources) > 0 {
+			u.startSession()
+		}
+		u.sendPresence()
+	case evLinkUp:
+		_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "probe"))
+		u.sendPresence()
+	case evProbe:
+		u.sendPresence()
+	case evReconnect:
+		u.stopSession()
+		u.startSession()
+		u.sendPresence()
+	}
+}
+
+func (u *user) snapshot() {
+	u.stateNow.Store(&stateSnapshot{State: u.state, Text: u.stateText, Resources: len(u.resources), Since: time.Now()})
+}
+
+func (u *user) startSession() {
+	vals, err := u.c.values(u.acct)
+	if err != nil {
+		u.log.Error("cannot open the stored credentials", "error", err)
+		u.state, u.stateText = StateBadCredentials, "stored credentials cannot be read; register again"
+		u.snapshot()
+		return
+	}
+	u.gen++
+	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Values: vals, Defaults: u.c.tc.Defaults}
+	s := u.c.t.NewSession(a, &sink{u: u, gen: u.gen, acctID: u.acct.ID})
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	u.state, u.stateText = StateConnecting, "connecting"
+	u.snapshot()
+	u.live.Store(&liveSession{s: s, gen: u.gen})
+	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Inc()
+	u.c.g.goSafe("session", func() { s.Run(ctx) })
+}
+
+func (u *user) stopSession() {
+	if u.cancel == nil {
+		return
+	}
+	u.cancel()
+	u.cancel = nil
+	u.gen++
+	u.live.Store(nil)
+	u.state, u.stateText = StateDisconnected, ""
+	u.snapshot()
+	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Dec()
+}
+
+// sendPresence shows the account's state as the gateway's presence
+// (XEP-0100): available when the legacy session is up, away while it
+// connects, xa when it is failing and dnd when its credentials are refused.
+func (u *user) sendPresence() {
+	if len(u.resources) == 0 && u.state == StateDisconnected {
+		_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "unavailable"))
+		return
+	}
+	p := u.c.stanza("presence", "", "", u.bare, "")
+	switch u.state {
+	case StateConnected:
+	case StateConnecting, StateDisconnected:
+		p.AddText("", "show", "away")
+	case StateTransientFail:
+		p.AddText("", "show", "xa")
+	case StateBadCredentials:
+		p.AddText("", "show", "dnd")
+	}
+	text := u.stateText
+	if text == "" && u.state != StateConnected {
+		text = u.state.String()
+	}
+	if text != "" {
+		p.AddText("", "status", text)
+	}
+	p.Add(u.c.capsElement())
+	_ = u.c.send(p)
+}
+
+// sink is what a legacy session gets to report back.
+type sink struct {
+	u      *user
+	gen    int
+	acctID int64
+}
+
+func (s *sink) State(st State, text string) {
+	s.u.post(evState{gen: s.gen, state: st, text: text})
+}
+
+func (s *sink) Deliver(ctx context.Context, m *Message) error {
+	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
+}
+
+func (s *sink) Receipt(ctx context.Context, contact, xmppID string) error {
+	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindReceipt, Msg: Message{Contact: contact, XMPPID: xmppID}})
+}
+
+func (s *sink) Store() StateStore { return accountState{st: s.u.c.g.store, id: s.acctID} }
+
+func (s *sink) Logger() *slog.Logger { return s.u.log }
+
+type accountState struct {
+	st store.Store
+	id int64
+}
+
+func (a accountState) Get(ctx context.Context, key string) (string, bool, error) {
+	v, err := a.st.GetState(ctx, a.id, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", false, nil
+	}
+	return v, err == nil, err
+}
+
+func (a accountState) Set(ctx context.Context, key, value string) error {
+	return a.st.SetState(ctx, a.id, key, value)
+}
+
+func (a accountState) Delete(ctx context.Context, key string) error {
+	return a.st.DeleteState(ctx, a.id, key)
+}
