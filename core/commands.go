@@ -77,6 +77,9 @@ type commandRegistry struct {
 func newCommandRegistry(c *component) *commandRegistry {
 	r := &commandRegistry{c: c, sessions: map[string]*cmdSession{}}
 	r.cmds = append(r.cmds, userCommands(c)...)
+	if cf, ok := c.t.(Configurable); ok {
+		r.cmds = append(r.cmds, settingsCommand(c, cf))
+	}
 	if tc, ok := c.t.(Commander); ok {
 		r.cmds = append(r.cmds, tc.Commands()...)
 	}

@@ -94,6 +94,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
+	for _, c := range g.components {
+		if st, ok := c.t.(Starter); ok {
+			if err := st.Start(ctx, host{c}); err != nil {
+				return fmt.Errorf("starting %s: %w", c.jid, err)
+			}
+		}
+	}
 	if g.cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", g.cfg.HTTP.Listen)
 		if err != nil {

@@ -357,11 +357,15 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 	cancel()
 	switch {
 	case err == nil:
-		if m.Receipt {
-			_ = o.enqueueToXMPP(ctx, u, envelope{Kind: kindReceipt, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource}})
-		}
 		if legacyID != "" && m.XMPPID != "" {
 			_ = o.g.store.PutMapping(ctx, a.ID, m.XMPPID, legacyID)
+		}
+		switch {
+		case m.Receipt && c.info.DeferredReceipts && legacyID != "":
+			// The network confirms later: remember who asked.
+			_ = o.g.store.SetState(ctx, a.ID, receiptKey(legacyID), m.UserResource+"\x00"+m.XMPPID)
+		case m.Receipt:
+			_ = o.enqueueToXMPP(ctx, u, envelope{Kind: kindReceipt, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource}})
 		}
 		_ = o.g.store.Done(ctx, it.ID)
 		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()

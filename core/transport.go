@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -27,6 +28,11 @@ type Info struct {
 	Features []string
 	// Policy says whether a legacy session follows the user's presence.
 	Policy SessionPolicy
+	// DeferredReceipts says that the network confirms delivery later than
+	// Send returns (SMS status callbacks): core then sends the user's
+	// requested receipt when the session calls Sink.Receipt, not when Send
+	// succeeds.
+	DeferredReceipts bool
 }
 
 // SessionPolicy decides when core runs a registered account's session.
@@ -111,6 +117,37 @@ type RateKeyer interface {
 	RegistrationRateKey(values map[string]string) string
 }
 
+// Host is what core offers a transport at start: HTTP routes on the
+// gateway's listener (webhooks, attachment links) and their public URLs.
+type Host interface {
+	// Handle registers h under the component's own prefix
+	// "/<transport>/<domain>" (for example "/sms/example.net/webhook").
+	Handle(path string, h http.Handler)
+	// URL returns the public URL of a path registered with Handle, built
+	// from the configured http.public_url (never from request headers);
+	// "" when no public URL is configured.
+	URL(path string) string
+	// Domain is the XMPP domain this instance serves; Defaults its
+	// configured defaults.
+	Domain() string
+	Defaults() map[string]string
+	Logger() *slog.Logger
+}
+
+// Starter is implemented by transports that need the Host. Start is called
+// once, before any session runs; an error stops the gateway from starting.
+type Starter interface {
+	Start(ctx context.Context, host Host) error
+}
+
+// Configurable is implemented by transports with user settings beyond the
+// registration (folders to watch, signature...). Core offers them as the
+// ad-hoc command "Settings", stores them with the account's fields and
+// restarts the session when they change.
+type Configurable interface {
+	Settings(defaults map[string]string) registration.Schema
+}
+
 // Sink is how a session talks back to core. Its methods are safe to call
 // from any goroutine; Deliver blocks until the message is committed.
 type Sink interface {
@@ -122,9 +159,13 @@ type Sink interface {
 	// message with the same LegacyID (the idempotency key) as one already
 	// queued or delivered is dropped, and Deliver returns nil.
 	Deliver(ctx context.Context, m *Message) error
-	// Receipt tells the user that the network confirmed delivery of the
-	// message they sent with the given XMPP id.
-	Receipt(ctx context.Context, contact, xmppID string) error
+	// Receipt tells the user that the network delivered the message that
+	// Send returned legacyID for (used with Info.DeferredReceipts). Core
+	// sends a receipt only if the user asked for one.
+	Receipt(ctx context.Context, contact, legacyID string) error
+	// Failed tells the user that the message Send returned legacyID for
+	// was not delivered after all; err's text (an *Error's Text) is shown.
+	Failed(ctx context.Context, contact, legacyID string, err error) error
 	// Store is this account's small key/value state (UIDs, cursors).
 	Store() StateStore
 	// Logger is the account's logger (transport, domain and user attached;

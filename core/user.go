@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -257,9 +258,33 @@ func (s *sink) Deliver(ctx context.Context, m *Message) error {
 	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
 }
 
-func (s *sink) Receipt(ctx context.Context, contact, xmppID string) error {
-	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindReceipt, Msg: Message{Contact: contact, XMPPID: xmppID}})
+func (s *sink) Receipt(ctx context.Context, contact, legacyID string) error {
+	st := accountState{st: s.u.c.g.store, id: s.acctID}
+	v, ok, err := st.Get(ctx, receiptKey(legacyID))
+	if err != nil || !ok {
+		return err // no receipt was asked for
+	}
+	resource, xmppID, _ := strings.Cut(v, "\x00")
+	if err := s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindReceipt, Msg: Message{Contact: contact, XMPPID: xmppID, UserResource: resource}}); err != nil {
+		return err
+	}
+	return st.Delete(ctx, receiptKey(legacyID))
 }
+
+func (s *sink) Failed(ctx context.Context, contact, legacyID string, cause error) error {
+	xmppID, err := s.u.c.g.store.XMPPID(ctx, s.acctID, legacyID)
+	if errors.Is(err, store.ErrNotFound) {
+		xmppID = ""
+	} else if err != nil {
+		return err
+	}
+	se := toStanzaError(cause)
+	_ = accountState{st: s.u.c.g.store, id: s.acctID}.Delete(ctx, receiptKey(legacyID))
+	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindError, Msg: Message{Contact: contact, XMPPID: xmppID, LegacyID: "failed:" + legacyID}, ErrCond: string(se.Condition), ErrText: se.Text})
+}
+
+// receiptKey is the state key under which a deferred receipt waits.
+func receiptKey(legacyID string) string { return "receipt:" + legacyID }
 
 func (s *sink) Store() StateStore { return accountState{st: s.u.c.g.store, id: s.acctID} }
 

@@ -1,0 +1,73 @@
+package core
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/http"
+	"strings"
+
+	"transportd/registration"
+)
+
+// host is a component's view of the gateway, handed to Starter transports.
+type host struct{ c *component }
+
+func (h host) prefix() string { return "/" + h.c.info.Name + "/" + h.c.domain.Name }
+
+func (h host) Handle(path string, hd http.Handler) {
+	h.c.g.mux.Handle(h.prefix()+path, hd)
+}
+
+func (h host) URL(path string) string {
+	pub := h.c.g.cfg.HTTP.PublicURL
+	if pub == nil {
+		return ""
+	}
+	u := *pub
+	u.Path = strings.TrimSuffix(u.Path, "/") + h.prefix() + path
+	u.RawQuery, u.Fragment = "", ""
+	return u.String()
+}
+
+func (h host) Domain() string               { return h.c.domain.Name }
+func (h host) Defaults() map[string]string { return maps.Clone(h.c.tc.Defaults) }
+func (h host) Logger() *slog.Logger        { return h.c.log }
+
+// settingsCommand is the "Settings" command of Configurable transports.
+func settingsCommand(c *component, cf Configurable) Command {
+	return Command{
+		Node: "settings", Name: "Settings", Registered: true,
+		Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
+			schema := cf.Settings(c.tc.Defaults)
+			current := registration.Values(maps.Clone(req.Account.Fields))
+			if req.Form == nil {
+				return &CommandResponse{Form: schema.RenderForm(current)}
+			}
+			vals, err := schema.ValidateWith(req.Form, current)
+			if err != nil {
+				return &CommandResponse{Err: err}
+			}
+			a := *req.Account
+			a.Fields = maps.Clone(a.Fields)
+			if a.Fields == nil {
+				a.Fields = map[string]string{}
+			}
+			for _, f := range schema.Fields {
+				if f.Secret {
+					continue // settings hold no secrets
+				}
+				if v, ok := vals[f.Var]; ok {
+					a.Fields[f.Var] = v
+				}
+			}
+			if err := c.g.store.PutAccount(ctx, &a); err != nil {
+				return &CommandResponse{Err: err}
+			}
+			if u := c.lookupUser(a.JID); u != nil {
+				u.post(evRegistered{account: &a})
+			}
+			return &CommandResponse{Note: "Settings saved."}
+		},
+	}
+}
