@@ -30,7 +30,7 @@ func (h host) URL(path string) string {
 	return u.String()
 }
 
-func (h host) Domain() string               { return h.c.domain.Name }
+func (h host) Domain() string              { return h.c.domain.Name }
 func (h host) Defaults() map[string]string { return maps.Clone(h.c.tc.Defaults) }
 func (h host) Logger() *slog.Logger        { return h.c.log }
 
