@@ -5,11 +5,16 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,14 +40,14 @@ type gateway struct {
 	gw     *core.Gateway
 	st     store.Store
 	dbPath string
-	logs   *bytes.Buffer
+	logs   *syncWriter
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 // testGateway starts a gateway with one echo component at name.a.test.
 // extra is appended to the [domains."a.test"] table.
-func testGateway(t *testing.T, env xmpptest.Env, name, extra string) *gateway {
+func testGateway(t testing.TB, env xmpptest.Env, name, extra string) *gateway {
 	t.Helper()
 	dir := t.TempDir()
 	key := bytes.Repeat([]byte{7}, 32)
@@ -81,14 +86,17 @@ mode = "slow"
 	return startGateway(t, cfg, filepath.Join(dir, "t.db"))
 }
 
-func startGateway(t *testing.T, cfg *config.Config, dbPath string) *gateway {
+func startGateway(t testing.TB, cfg *config.Config, dbPath string) *gateway {
 	t.Helper()
 	st, err := store.Open(dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &bytes.Buffer{}
-	log := slog.New(slog.NewTextHandler(&syncWriter{w: logs, t: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs := &syncWriter{w: &bytes.Buffer{}, t: t}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, bench := t.(*testing.B); bench {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	gw, err := core.New(cfg, st, core.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -116,13 +124,22 @@ func (g *gateway) stop() {
 
 // syncWriter sends gateway logs to the test log too.
 type syncWriter struct {
-	w *bytes.Buffer
-	t *testing.T
+	mu sync.Mutex
+	w  *bytes.Buffer
+	t  testing.TB
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.t.Logf("gw: %s", bytes.TrimSpace(p))
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 // waitConnected waits until the component answers disco#info.
@@ -510,4 +527,104 @@ func assertNotInFiles(t *testing.T, dbPath, secret string) {
 			t.Errorf("%s contains a credential in clear", filepath.Base(p))
 		}
 	}
+}
+
+func TestLegacyRegistrationRateLimitAndHTTP(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	testGateway(t, env, "echo6", "")
+	const gw = "echo6.a.test"
+	c := xmpptest.Dial(t, env, "user6@a.test", false)
+	waitConnected(t, c, gw)
+
+	// A client without data forms: <username/> and <password/>.
+	legacy := core.NewElement("", "iq", "type", "set", "to", gw)
+	legacy.Add(core.NewElement(nsRegister, "query").AddText("", "username", "old").AddText("", "password", "client"))
+	if res := c.IQ(legacy); res.Get("type") != "result" {
+		t.Fatalf("legacy registration: %s", res)
+	}
+
+	// Guessing passwords through the gateway is throttled: the first
+	// attempts are answered, then resource-constraint.
+	var conds []string
+	for i := 0; i < 7; i++ {
+		res := c.IQ(registerIQ(gw, map[string]string{"username": "victim", "password": "wrong"}))
+		conds = append(conds, xmpptest.Condition(res))
+	}
+	if conds[0] != "not-authorized" || conds[len(conds)-1] != "resource-constraint" {
+		t.Errorf("conditions of 7 bad registrations in a row: %v; want not-authorized first and resource-constraint at the end", conds)
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	port := freePort(t)
+	testGateway(t, env, "echo3", fmt.Sprintf("# http below\n[http]\nlisten = \"127.0.0.1:%d\"\n", port))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := xmpptest.Dial(t, env, "user8@a.test", false)
+	waitConnected(t, c, "echo3.a.test")
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		var resp *http.Response
+		var err error
+		for i := 0; i < 50; i++ {
+			resp, err = http.Get(base + path)
+			if err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	_, before := get("/metrics")
+	if !strings.Contains(before, `transportd_component_up{domain="a.test",transport="echo"} 1`) {
+		t.Errorf("metrics lack the component's up gauge:\n%s", grepLines(before, "transportd_"))
+	}
+	ping := core.NewElement("", "iq", "type", "get", "to", "echo3.a.test")
+	ping.Add(core.NewElement("urn:xmpp:ping", "ping"))
+	c.IQ(ping)
+	_, after := get("/metrics")
+	if metricValue(after, `transportd_stanzas_total{direction="in",kind="iq"}`) <= metricValue(before, `transportd_stanzas_total{direction="in",kind="iq"}`) {
+		t.Errorf("stanza counter did not move:\n%s", grepLines(after, "transportd_stanzas"))
+	}
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func metricValue(s, name string) float64 {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(l, name)), 64)
+			return v
+		}
+	}
+	return -1
 }

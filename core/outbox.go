@@ -150,7 +150,9 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 	const batch = 100
 	items, err := o.g.store.Due(ctx, store.ToXMPP, time.Now(), batch)
 	if err != nil {
-		o.g.log.Error("outbox read", "error", err)
+		if ctx.Err() == nil {
+			o.g.log.Error("outbox read", "error", err)
+		}
 		return false
 	}
 	sent := map[*component][]int64{}
@@ -286,7 +288,9 @@ func (c *component) confirm(ctx context.Context) error {
 func (o *outbox) toLegacy(ctx context.Context) {
 	items, err := o.g.store.Due(ctx, store.ToLegacy, time.Now(), 200)
 	if err != nil {
-		o.g.log.Error("outbox read", "error", err)
+		if ctx.Err() == nil {
+			o.g.log.Error("outbox read", "error", err)
+		}
 		return
 	}
 	for _, it := range items {
