@@ -3,6 +3,8 @@ package core_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,6 +101,81 @@ func (s *echoSession) Send(ctx context.Context, m *core.Message) (string, error)
 	id := fmt.Sprintf("echo-%d", echoSeq.Add(1))
 	reply := &core.Message{Contact: m.Contact, Nick: "Echo " + m.Contact, Body: "echo: " + m.Body, Subject: m.Subject, Thread: m.Thread, LegacyID: id + "-reply", Time: time.Now()}
 	if err := s.sink.Deliver(ctx, reply); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// roomTransport is echoTransport with group chats: addresses starting with
+// "#" are rooms where alice and bob sit; alice answers every message.
+type roomTransport struct{ echoTransport }
+
+func init() {
+	core.Register("echoroom", func() core.Transport { return roomTransport{} })
+}
+
+func (roomTransport) Info() core.Info {
+	return core.Info{Name: "echoroom", DisplayName: "Echo rooms", DiscoType: "irc", Policy: core.FollowPresence, RegistrationOptional: true}
+}
+
+func (roomTransport) IsRoom(address string) bool { return strings.HasPrefix(address, "#") }
+
+func (roomTransport) NewSession(a *core.Account, sink core.Sink) core.Session {
+	return &roomSession{echoSession: echoSession{a: a, sink: sink}, rooms: sink.(core.RoomSink)}
+}
+
+type roomSession struct {
+	echoSession
+	rooms core.RoomSink
+	mu    sync.Mutex
+	nicks map[string]string
+}
+
+func (s *roomSession) JoinRoom(ctx context.Context, room, nick, password string) error {
+	if nick == "taken" {
+		s.rooms.RoomError(room, core.NewError(stanza.Conflict, "nick already in use"))
+		return nil
+	}
+	s.mu.Lock()
+	if s.nicks == nil {
+		s.nicks = map[string]string{}
+	}
+	s.nicks[room] = nick
+	s.mu.Unlock()
+	s.rooms.RoomJoined(room, core.Occupant{Nick: nick, Role: "participant"},
+		[]core.Occupant{{Nick: "alice", Role: "participant"}, {Nick: "bob", Role: "moderator", Affiliation: "admin"}}, "Welcome to "+room)
+	return nil
+}
+
+func (s *roomSession) LeaveRoom(ctx context.Context, room string) error { return nil }
+
+func (s *roomSession) ChangeNick(ctx context.Context, room, nick string) error {
+	s.mu.Lock()
+	old := s.nicks[room]
+	s.nicks[room] = nick
+	s.mu.Unlock()
+	s.rooms.RoomNick(room, old, nick)
+	return nil
+}
+
+func (s *roomSession) SetSubject(ctx context.Context, room, subject string) error {
+	s.rooms.RoomSubject(room, subject, "bob")
+	return nil
+}
+
+func (s *roomSession) Send(ctx context.Context, m *core.Message) (string, error) {
+	if !m.Groupchat {
+		return s.echoSession.Send(ctx, m)
+	}
+	id := fmt.Sprintf("room-%d", echoSeq.Add(1))
+	s.mu.Lock()
+	self := s.nicks[m.Contact]
+	s.mu.Unlock()
+	// The network reflects the user's message, then alice answers.
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: m.Contact, Groupchat: true, Nick: self, Body: m.Body, XMPPID: m.XMPPID, LegacyID: id}); err != nil {
+		return "", err
+	}
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: m.Contact, Groupchat: true, Nick: "alice", Body: "alice heard: " + m.Body, LegacyID: id + "-alice"}); err != nil {
 		return "", err
 	}
 	return id, nil

@@ -49,6 +49,12 @@ type gateway struct {
 // extra is appended to the [domains."a.test"] table.
 func testGateway(t testing.TB, env xmpptest.Env, name, extra string) *gateway {
 	t.Helper()
+	return testGatewayWith(t, env, "echo", name, extra)
+}
+
+// testGatewayWith is testGateway for another test transport.
+func testGatewayWith(t testing.TB, env xmpptest.Env, transport, name, extra string) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	key := bytes.Repeat([]byte{7}, 32)
 	if err := os.WriteFile(filepath.Join(dir, "key"), []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
@@ -73,12 +79,12 @@ level = "debug"
 [domains."a.test"]
 %s
 
-[domains."a.test".transports.echo]
-jid = "%s.a.test"
+[domains."a.test".transports.%[4]s]
+jid = "%[3]s.a.test"
 secret_file = "secret"
-[domains."a.test".transports.echo.defaults]
+[domains."a.test".transports.%[4]s.defaults]
 mode = "slow"
-`, env.Component, extra, name)
+`, env.Component, extra, name, transport)
 	cfg, err := config.Parse([]byte(cfgText), dir, core.Transports())
 	if err != nil {
 		t.Fatalf("config: %v", err)

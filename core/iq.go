@@ -88,6 +88,10 @@ func (c *component) handleIQ(el *Element) {
 	}
 	r := &iqReply{c: c, el: el}
 	key := typ + " " + payload.Name.Space + " " + payload.Name.Local
+	if addr, isRoom := c.roomAddress(to); isRoom {
+		c.handleRoomIQ(r, key, to, addr)
+		return
+	}
 	if to.Localpart() != "" {
 		c.handleContactIQ(r, key, from, to, payload)
 		return
@@ -140,6 +144,25 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	}
 }
 
+// handleRoomIQ answers IQs to a room or an occupant.
+func (c *component) handleRoomIQ(r *iqReply, key string, to jid.JID, addr string) {
+	switch {
+	case key == "get "+disco.NSInfo+" query" && to.Resourcepart() == "":
+		q := NewElement(disco.NSInfo, "query")
+		q.Add(NewElement("", "identity", "category", "conference", "type", "text", "name", addr))
+		for _, f := range []string{disco.NSInfo, nsMUC, "muc_open", "muc_public", "muc_persistent", "muc_nonanonymous", "muc_unsecured"} {
+			q.Add(NewElement("", "feature", "var", f))
+		}
+		r.result(q)
+	case key == "get "+disco.NSItems+" query" && to.Resourcepart() == "":
+		r.result(NewElement(disco.NSItems, "query"))
+	case key == "get "+ping.NS+" ping":
+		r.result(nil)
+	default:
+		r.error(NewError(stanza.ServiceUnavailable, "not supported by this room"))
+	}
+}
+
 // features lists what the gateway JID supports, sorted.
 func (c *component) features() []string {
 	fs := []string{
@@ -147,6 +170,9 @@ func (c *component) features() []string {
 		commands.NS, nsReceipts, disco.NSCaps,
 	}
 	fs = append(fs, c.info.Features...)
+	if _, ok := c.t.(GroupChats); ok {
+		fs = append(fs, nsMUC)
+	}
 	sort.Strings(fs)
 	out := fs[:0]
 	for i, f := range fs {
@@ -164,8 +190,15 @@ func (c *component) identity() (category, typ, name string) {
 // capsVer is the XEP-0115 verification string of the gateway's disco info.
 func (c *component) capsVer() string {
 	cat, typ, name := c.identity()
+	ids := []string{cat + "/" + typ + "//" + name}
+	if _, ok := c.t.(GroupChats); ok {
+		ids = append(ids, "conference/"+typ+"//"+name)
+	}
+	sort.Strings(ids)
 	var b strings.Builder
-	b.WriteString(cat + "/" + typ + "//" + name + "<")
+	for _, id := range ids {
+		b.WriteString(id + "<")
+	}
 	for _, f := range c.features() {
 		b.WriteString(f + "<")
 	}
@@ -186,6 +219,9 @@ func (c *component) discoInfo(r *iqReply, from jid.JID, node string) {
 		}
 		cat, typ, name := c.identity()
 		q.Add(NewElement("", "identity", "category", cat, "type", typ, "name", name))
+		if _, ok := c.t.(GroupChats); ok {
+			q.Add(NewElement("", "identity", "category", "conference", "type", typ, "name", name))
+		}
 		for _, f := range c.features() {
 			q.Add(NewElement("", "feature", "var", f))
 		}

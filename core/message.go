@@ -33,6 +33,14 @@ func (c *component) handleMessage(el *Element) {
 	}
 	bare := from.Bare().String()
 	u := c.lookupUser(bare)
+	roomAddr, isRoom := c.roomAddress(to)
+	if u == nil && c.info.RegistrationOptional && to.Localpart() != "" {
+		u, err = c.autoRegister(bare)
+		if err != nil {
+			c.replyError(el, err)
+			return
+		}
+	}
 	if u == nil {
 		c.replyError(el, NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first"))
 		return
@@ -46,6 +54,16 @@ func (c *component) handleMessage(el *Element) {
 			c.replyError(el, NewError(stanza.ServiceUnavailable, "this is the "+c.info.DisplayName+" gateway: write to contacts at "+c.jid.String()+", and use its commands for settings"))
 		}
 		return
+	}
+	if isRoom && typ == "groupchat" {
+		if !contains(u.roomResources(roomAddr), from.Resourcepart()) {
+			c.replyError(el, NewError(stanza.NotAcceptable, "join the room before writing to it"))
+			return
+		}
+		if subj := el.Child("", "subject"); subj != nil && !hasBody {
+			u.post(evRoomSubjectSet{room: roomAddr, subject: subj.Text})
+			return
+		}
 	}
 	if !hasBody || strings.TrimSpace(body) == "" {
 		// Chat states, receipts and markers without a body: nothing to
@@ -74,6 +92,15 @@ func (c *component) handleMessage(el *Element) {
 		Receipt:      el.Child(nsReceipts, "request") != nil,
 		UserResource: from.Resourcepart(),
 	}
+	if isRoom {
+		m.Contact = roomAddr
+		if typ == "groupchat" {
+			m.Groupchat = true
+		} else {
+			// A private message to an occupant.
+			m.Nick = to.Resourcepart()
+		}
+	}
 	ctx, cancel := workCtx(10 * time.Second)
 	defer cancel()
 	if err := c.g.outbox.enqueueToLegacy(ctx, u, m); err != nil {
@@ -81,4 +108,13 @@ func (c *component) handleMessage(el *Element) {
 		c.replyError(el, Temporary(err))
 		return
 	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -175,8 +175,14 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			_ = o.g.store.Done(ctx, it.ID)
 			continue
 		}
-		el, xmppID := c.renderToXMPP(a, env)
-		if err := c.send(el); err != nil {
+		els, xmppID := c.renderToXMPP(a, env)
+		err = nil
+		for _, el := range els {
+			if err = c.send(el); err != nil {
+				break
+			}
+		}
+		if err != nil {
 			_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(time.Second), err.Error())
 			continue
 		}
@@ -200,8 +206,42 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 	return len(items) == batch && len(sent) > 0
 }
 
-// renderToXMPP builds the stanza for an outbox envelope.
-func (c *component) renderToXMPP(a *store.Account, env envelope) (*Element, string) {
+// renderToXMPP builds the stanzas for an outbox envelope: one, or one per
+// joined resource for a room message (none if nobody is in the room now).
+func (c *component) renderToXMPP(a *store.Account, env envelope) ([]*Element, string) {
+	if env.Msg.Groupchat {
+		return c.renderRoomMessage(a, env.Msg)
+	}
+	el, id := c.renderOne(a, env)
+	return []*Element{el}, id
+}
+
+func (c *component) renderRoomMessage(a *store.Account, m Message) ([]*Element, string) {
+	u := c.lookupUser(a.JID)
+	if u == nil {
+		return nil, ""
+	}
+	id := m.XMPPID // the user's own message reflected keeps its id
+	if id == "" {
+		id = randomID()
+	}
+	var els []*Element
+	for _, res := range u.roomResources(m.Contact) {
+		el := c.stanza("message", c.t.Localpart(m.Contact), m.Nick, a.JID+"/"+res, "groupchat")
+		el.SetAttr("id", id)
+		el.AddText("", "body", m.Body)
+		if !m.Time.IsZero() {
+			el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))
+		}
+		if m.LegacyID != "" {
+			el.Add(NewElement("urn:xmpp:sid:0", "stanza-id", "id", m.LegacyID, "by", c.t.Localpart(m.Contact)+"@"+c.jid.Domainpart()))
+		}
+		els = append(els, el)
+	}
+	return els, id
+}
+
+func (c *component) renderOne(a *store.Account, env envelope) (*Element, string) {
 	m := env.Msg
 	local := c.t.Localpart(m.Contact)
 	to := a.JID

@@ -2,6 +2,7 @@ package core
 
 import (
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 )
 
 // handlePresence follows XEP-0100's presence flow for the gateway JID and
@@ -23,6 +24,10 @@ func (c *component) handlePresence(el *Element) {
 	bare := from.Bare().String()
 	u := c.lookupUser(bare)
 	if to.Localpart() != "" {
+		if addr, isRoom := c.roomAddress(to); isRoom {
+			c.roomPresence(el, u, from, to, addr, typ)
+			return
+		}
 		c.contactPresence(u, from, to, typ)
 		return
 	}
@@ -69,4 +74,54 @@ func (c *component) contactPresence(u *user, from, to jid.JID, typ string) {
 	case "unsubscribe":
 		_ = c.send(c.stanza("presence", to.Localpart(), "", from.Bare().String(), "unsubscribed"))
 	}
+}
+
+// roomAddress reports whether a JID at the gateway is a group chat, and its
+// legacy address.
+func (c *component) roomAddress(to jid.JID) (string, bool) {
+	gc, ok := c.t.(GroupChats)
+	if !ok || to.Localpart() == "" {
+		return "", false
+	}
+	addr, err := c.t.Address(to.Localpart())
+	if err != nil || !gc.IsRoom(addr) {
+		return "", false
+	}
+	return addr, true
+}
+
+// roomPresence handles a user's presence to a room occupant JID: joining,
+// changing nick, leaving.
+func (c *component) roomPresence(el *Element, u *user, from, to jid.JID, addr, typ string) {
+	switch typ {
+	case "", "unavailable":
+	default:
+		return // subscriptions to rooms mean nothing
+	}
+	if to.Resourcepart() == "" {
+		if typ == "" {
+			c.replyError(el, NewError(stanza.JIDMalformed, "join a room with a nick: room@service/nick"))
+		}
+		return
+	}
+	if u == nil && typ == "" {
+		var err error
+		u, err = c.autoRegister(from.Bare().String())
+		if err != nil {
+			c.replyError(el, err)
+			return
+		}
+	}
+	if u == nil {
+		return
+	}
+	if typ == "unavailable" {
+		u.post(evRoomLeave{resource: from.Resourcepart(), room: addr})
+		return
+	}
+	password := ""
+	if x := el.Child(nsMUC, "x"); x != nil {
+		password = x.ChildText("", "password")
+	}
+	u.post(evRoomJoin{resource: from.Resourcepart(), room: addr, nick: to.Resourcepart(), password: password})
 }

@@ -198,3 +198,33 @@ func (c *component) lookupUser(bare string) *user {
 	defer c.mu.Unlock()
 	return c.users[bare]
 }
+
+// autoRegister creates an empty account for a user of a transport whose
+// registration is optional, if the domain's policy lets them register.
+func (c *component) autoRegister(bare string) (*user, error) {
+	if !c.info.RegistrationOptional {
+		return nil, NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first")
+	}
+	if !c.domain.MayRegister(bare) {
+		return nil, NewError(stanza.NotAllowed, "registration is closed for your domain on this gateway")
+	}
+	ctx, cancel := workCtx(10 * time.Second)
+	defer cancel()
+	a, err := c.account(ctx, bare)
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		a = &store.Account{Domain: c.domain.Name, Transport: c.info.Name, JID: bare, Fields: map[string]string{}, Enabled: true}
+		sealed, err := c.g.sealer.Seal(map[string]string{}, aad(a))
+		if err != nil {
+			return nil, err
+		}
+		a.Secrets = sealed
+		if err := c.g.store.PutAccount(ctx, a); err != nil {
+			return nil, err
+		}
+		c.log.Info("account created on first use", "user", c.redact(bare))
+	}
+	return c.userFor(ctx, a), nil
+}

@@ -33,6 +33,18 @@ type Info struct {
 	// requested receipt when the session calls Sink.Receipt, not when Send
 	// succeeds.
 	DeferredReceipts bool
+	// RegistrationOptional lets users who never registered use the
+	// transport (joining an IRC channel needs no credentials): core creates
+	// an empty account for them on first use, if the domain's registration
+	// policy allows them to register.
+	RegistrationOptional bool
+}
+
+// AccountPolicy is implemented by transports whose session policy is a
+// user's choice (stay connected while offline, or not). fields are the
+// account's non-secret registration fields and settings.
+type AccountPolicy interface {
+	PolicyFor(fields map[string]string) SessionPolicy
 }
 
 // SessionPolicy decides when core runs a registered account's session.
@@ -220,6 +232,7 @@ type Message struct {
 	XMPPID      string       `json:"xmpp_id,omitempty"`
 	Receipt     bool         `json:"receipt,omitempty"` // the XMPP sender asked for a receipt
 	Normal      bool         `json:"normal,omitempty"`  // deliver as type normal instead of chat
+	Groupchat   bool         `json:"groupchat,omitempty"` // a room message: Contact is the room, Nick the speaker (inbound) or the addressee of a private message (outbound, Groupchat false)
 	Attachments []Attachment `json:"attachments,omitempty"`
 	// UserResource is the resource the user sent from (outbound), so errors
 	// and receipts go back to that client.

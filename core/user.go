@@ -29,9 +29,14 @@ type user struct {
 	// stateNow mirrors state for readers outside the loop (commands).
 	stateNow atomic.Pointer[stateSnapshot]
 
+	// roomsView maps each joined room to its joined resources, for the
+	// outbox; written by loop only.
+	roomsView atomic.Pointer[map[string][]string]
+
 	// Owned by loop.
 	acct      *store.Account
 	resources map[string]bool
+	rooms     map[string]*room
 	state     State
 	stateText string
 	gen       int
@@ -81,6 +86,7 @@ func newUser(c *component, a *store.Account) *user {
 		events:    make(chan userEvent, 64),
 		done:      make(chan struct{}),
 		resources: map[string]bool{},
+		rooms:     map[string]*room{},
 	}
 	u.stateNow.Store(&stateSnapshot{State: StateDisconnected, Since: time.Now()})
 	return u
@@ -102,9 +108,7 @@ func (u *user) stop() {
 
 func (u *user) loop() {
 	defer u.stopSession()
-	if u.c.info.Policy == Persistent {
-		u.startSession()
-	}
+	u.reconcileSession()
 	for {
 		select {
 		case <-u.done:
@@ -118,25 +122,21 @@ func (u *user) loop() {
 func (u *user) handle(ev userEvent) {
 	switch ev := ev.(type) {
 	case evPresence:
-		had := len(u.resources) > 0
+		isNew := ev.available && !u.resources[ev.resource]
 		if ev.available {
 			u.resources[ev.resource] = true
 		} else {
 			delete(u.resources, ev.resource)
-		}
-		has := len(u.resources) > 0
-		u.snapshot()
-		switch {
-		case !had && has:
-			if u.cancel == nil {
-				u.startSession()
+			// A resource going offline leaves its rooms.
+			for addr, r := range u.rooms {
+				if r.resources[ev.resource] || r.pending[ev.resource] {
+					u.handleRoom(evRoomLeave{resource: ev.resource, room: addr})
+				}
 			}
-			u.sendPresence()
-		case had && !has && u.c.info.Policy == FollowPresence:
-			u.stopSession()
-			u.sendPresence()
-		case ev.available:
-			// A new resource: it needs our presence too.
+		}
+		u.snapshot()
+		changed := u.reconcileSession()
+		if changed || isNew || !ev.available {
 			u.sendPresence()
 		}
 	case evState:
@@ -161,9 +161,7 @@ func (u *user) handle(ev userEvent) {
 		if u.cancel != nil {
 			u.stopSession() // credentials changed
 		}
-		if u.c.info.Policy == Persistent || len(u.resources) > 0 {
-			u.startSession()
-		}
+		u.reconcileSession()
 		u.sendPresence()
 	case evLinkUp:
 		_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "probe"))
@@ -172,9 +170,35 @@ func (u *user) handle(ev userEvent) {
 		u.sendPresence()
 	case evReconnect:
 		u.stopSession()
-		u.startSession()
+		u.reconcileSession()
 		u.sendPresence()
+	default:
+		u.handleRoom(ev)
 	}
+}
+
+// policy is the account's session policy.
+func (u *user) policy() SessionPolicy {
+	if ap, ok := u.c.t.(AccountPolicy); ok {
+		return ap.PolicyFor(u.acct.Fields)
+	}
+	return u.c.info.Policy
+}
+
+// reconcileSession starts the legacy session when it is wanted (persistent
+// policy, a resource online, or a room joined) and stops it when not. It
+// reports whether it changed anything.
+func (u *user) reconcileSession() bool {
+	want := u.policy() == Persistent || len(u.resources) > 0 || len(u.rooms) > 0
+	switch {
+	case want && u.cancel == nil:
+		u.startSession()
+		return true
+	case !want && u.cancel != nil:
+		u.stopSession()
+		return true
+	}
+	return false
 }
 
 func (u *user) snapshot() {

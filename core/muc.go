@@ -1,0 +1,456 @@
+package core
+
+import (
+	"context"
+	"maps"
+	"sort"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+)
+
+// Group chats (XEP-0045) for networks that have them (IRC channels). Core
+// plays the MUC service: it tracks which of the user's resources joined
+// which room with which nick, renders occupants, subjects and messages,
+// and asks the legacy session to join, leave and speak. The transport only
+// says what happened on its network.
+
+const (
+	nsMUC     = "http://jabber.org/protocol/muc"
+	nsMUCUser = "http://jabber.org/protocol/muc#user"
+)
+
+// GroupChats is implemented by transports whose network has group chats.
+type GroupChats interface {
+	// IsRoom reports whether a legacy address (from Address) names a group
+	// chat rather than a person.
+	IsRoom(address string) bool
+}
+
+// GroupSession is implemented by the Session of a GroupChats transport.
+// Its methods return quickly (they queue work); outcomes come back through
+// the RoomSink the session's Sink also implements.
+type GroupSession interface {
+	// JoinRoom joins a room with a nick (and password, if the room has
+	// one). The session answers with RoomJoined, or RoomError (a nick
+	// already taken is an Error with stanza.Conflict).
+	JoinRoom(ctx context.Context, room, nick, password string) error
+	// LeaveRoom leaves a room: the user's last resource in it left.
+	LeaveRoom(ctx context.Context, room string) error
+	// ChangeNick asks for a new nick in a room; the network's answer comes
+	// as RoomNick (or RoomError).
+	ChangeNick(ctx context.Context, room, nick string) error
+	// SetSubject asks to change a room's subject; the network's answer
+	// comes as RoomSubject.
+	SetSubject(ctx context.Context, room, subject string) error
+}
+
+// Occupant is someone in a room, as XEP-0045 shows them.
+type Occupant struct {
+	Nick        string
+	Role        string // moderator, participant, visitor
+	Affiliation string // owner, admin, member, none
+	Show        string // "", away, xa, dnd, chat
+	Status      string
+}
+
+// RoomSink is implemented by the Sink core gives a GroupChats session.
+// Sessions type-assert their Sink to it.
+type RoomSink interface {
+	// RoomJoined reports that the user is in a room, with the occupants
+	// (the user included, as self) and the subject.
+	RoomJoined(room string, self Occupant, occupants []Occupant, subject string)
+	// RoomError reports that joining (or staying in) a room failed.
+	RoomError(room string, err error)
+	// RoomPresence reports that an occupant joined or changed (role, show).
+	RoomPresence(room string, o Occupant)
+	// RoomLeft reports that an occupant left; kicked says they were
+	// removed by someone (status 307) and reason is shown. If nick is the
+	// user's own, the user is out of the room.
+	RoomLeft(room, nick, reason string, kicked bool)
+	// RoomNick reports an occupant's nick change (status 303).
+	RoomNick(room, oldNick, newNick string)
+	// RoomSubject reports the room's subject.
+	RoomSubject(room, subject, by string)
+}
+
+// Room messages are delivered with Sink.Deliver and Message.Groupchat set:
+// Contact is the room, Nick the speaker. A message the user sent, reflected
+// by the network, carries the XMPPID of the user's stanza.
+
+type room struct {
+	address   string
+	nick      string          // the user's nick in the room
+	wanted    string          // nick the user asked for
+	password  string          //
+	resources map[string]bool // joined resources (full JID resource parts)
+	pending   map[string]bool // resources waiting for the join to complete
+	joined    bool            // the network confirmed
+	occupants map[string]Occupant
+	subject   string
+}
+
+type (
+	evRoomJoin struct {
+		resource, room, nick, password string
+	}
+	evRoomLeave struct {
+		resource, room string
+	}
+	evRoomSubjectSet struct {
+		room, subject string
+	}
+	evRoomJoined struct {
+		gen       int
+		room      string
+		self      Occupant
+		occupants []Occupant
+		subject   string
+	}
+	evRoomError struct {
+		gen  int
+		room string
+		err  error
+	}
+	evRoomPresence struct {
+		gen  int
+		room string
+		o    Occupant
+	}
+	evRoomLeft struct {
+		gen                int
+		room, nick, reason string
+		kicked             bool
+	}
+	evRoomNick struct {
+		gen                   int
+		room, oldNick, newNic string
+	}
+	evRoomSubject struct {
+		gen                  int
+		room, subject, by string
+	}
+)
+
+// RoomSink methods of core's sink: they post to the user's goroutine.
+func (s *sink) RoomJoined(r string, self Occupant, occ []Occupant, subject string) {
+	s.u.post(evRoomJoined{gen: s.gen, room: r, self: self, occupants: occ, subject: subject})
+}
+func (s *sink) RoomError(r string, err error) { s.u.post(evRoomError{gen: s.gen, room: r, err: err}) }
+func (s *sink) RoomPresence(r string, o Occupant) {
+	s.u.post(evRoomPresence{gen: s.gen, room: r, o: o})
+}
+func (s *sink) RoomLeft(r, nick, reason string, kicked bool) {
+	s.u.post(evRoomLeft{gen: s.gen, room: r, nick: nick, reason: reason, kicked: kicked})
+}
+func (s *sink) RoomNick(r, oldNick, newNick string) {
+	s.u.post(evRoomNick{gen: s.gen, room: r, oldNick: oldNick, newNic: newNick})
+}
+func (s *sink) RoomSubject(r, subject, by string) {
+	s.u.post(evRoomSubject{gen: s.gen, room: r, subject: subject, by: by})
+}
+
+// groupSession returns the live session as a GroupSession, or nil.
+func (u *user) groupSession() GroupSession {
+	if l := u.live.Load(); l != nil {
+		gs, _ := l.s.(GroupSession)
+		return gs
+	}
+	return nil
+}
+
+// publishRooms updates the snapshot the outbox uses to fan room messages
+// out to joined resources.
+func (u *user) publishRooms() {
+	view := make(map[string][]string, len(u.rooms))
+	for addr, r := range u.rooms {
+		if !r.joined {
+			continue
+		}
+		res := make([]string, 0, len(r.resources))
+		for rr := range r.resources {
+			res = append(res, rr)
+		}
+		sort.Strings(res)
+		view[addr] = res
+	}
+	u.roomsView.Store(&view)
+}
+
+// roomResources returns the resources joined to a room (any goroutine).
+func (u *user) roomResources(room string) []string {
+	if v := u.roomsView.Load(); v != nil {
+		return (*v)[room]
+	}
+	return nil
+}
+
+func (u *user) handleRoom(ev userEvent) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch ev := ev.(type) {
+	case evRoomJoin:
+		r := u.rooms[ev.room]
+		if r == nil {
+			r = &room{address: ev.room, wanted: ev.nick, nick: ev.nick, password: ev.password,
+				resources: map[string]bool{}, pending: map[string]bool{}, occupants: map[string]Occupant{}}
+			u.rooms[ev.room] = r
+		}
+		if r.resources[ev.resource] {
+			// Already in: a presence update, or a nick change.
+			if ev.nick != r.nick {
+				if gs := u.groupSession(); gs != nil {
+					if err := gs.ChangeNick(ctx, ev.room, ev.nick); err != nil {
+						u.sendRoomError(ev.room, ev.nick, ev.resource, err)
+					}
+				}
+			}
+			return
+		}
+		u.reconcileSession()
+		if r.joined {
+			// Another resource joins a room the user is in: show it the room.
+			r.resources[ev.resource] = true
+			u.publishRooms()
+			u.sendRoomState(r, ev.resource, ev.nick != r.nick)
+			return
+		}
+		r.pending[ev.resource] = true
+		if len(r.pending) == 1 {
+			gs := u.groupSession()
+			if gs == nil {
+				u.sendRoomError(ev.room, ev.nick, ev.resource, NewError(stanza.ServiceUnavailable, "this gateway has no group chats"))
+				delete(u.rooms, ev.room)
+				return
+			}
+			if err := gs.JoinRoom(ctx, ev.room, ev.nick, ev.password); err != nil {
+				u.failRoom(r, err)
+			}
+		}
+	case evRoomLeave:
+		r := u.rooms[ev.room]
+		if r == nil {
+			return
+		}
+		wasJoined := r.resources[ev.resource]
+		delete(r.resources, ev.resource)
+		delete(r.pending, ev.resource)
+		if wasJoined {
+			p := u.roomPresence(r, r.nick, ev.resource, "unavailable", Occupant{Nick: r.nick, Role: "none", Affiliation: "none"}, "110")
+			_ = u.c.send(p)
+		}
+		if len(r.resources) == 0 && len(r.pending) == 0 {
+			if gs := u.groupSession(); gs != nil {
+				_ = gs.LeaveRoom(ctx, ev.room)
+			}
+			delete(u.rooms, ev.room)
+		}
+		u.publishRooms()
+		u.reconcileSession()
+	case evRoomSubjectSet:
+		if gs := u.groupSession(); gs != nil {
+			_ = gs.SetSubject(ctx, ev.room, ev.subject)
+		}
+	case evRoomJoined:
+		r := u.rooms[ev.room]
+		if ev.gen != u.gen || r == nil {
+			return
+		}
+		r.joined = true
+		r.nick = ev.self.Nick
+		r.subject = ev.subject
+		r.occupants = map[string]Occupant{}
+		for _, o := range ev.occupants {
+			r.occupants[o.Nick] = o
+		}
+		r.occupants[ev.self.Nick] = ev.self
+		for res := range r.pending {
+			r.resources[res] = true
+		}
+		pending := r.pending
+		r.pending = map[string]bool{}
+		u.publishRooms()
+		for res := range pending {
+			u.sendRoomState(r, res, r.nick != r.wanted)
+		}
+	case evRoomError:
+		r := u.rooms[ev.room]
+		if ev.gen != u.gen || r == nil {
+			return
+		}
+		u.failRoom(r, ev.err)
+	case evRoomPresence:
+		r := u.rooms[ev.room]
+		if ev.gen != u.gen || r == nil || !r.joined {
+			return
+		}
+		r.occupants[ev.o.Nick] = ev.o
+		u.broadcastRoom(r, func(res string) *Element {
+			codes := []string(nil)
+			if ev.o.Nick == r.nick {
+				codes = []string{"110"}
+			}
+			return u.roomPresence(r, ev.o.Nick, res, "", ev.o, codes...)
+		})
+	case evRoomLeft:
+		r := u.rooms[ev.room]
+		if ev.gen != u.gen || r == nil || !r.joined {
+			return
+		}
+		o := r.occupants[ev.nick]
+		o.Nick, o.Role = ev.nick, "none"
+		delete(r.occupants, ev.nick)
+		self := ev.nick == r.nick
+		u.broadcastRoom(r, func(res string) *Element {
+			var codes []string
+			if ev.kicked {
+				codes = append(codes, "307")
+			}
+			if self {
+				codes = append(codes, "110")
+			}
+			p := u.roomPresence(r, ev.nick, res, "unavailable", o, codes...)
+			if ev.reason != "" {
+				if x := p.Child(nsMUCUser, "x"); x != nil {
+					x.FirstChild().AddText("", "reason", ev.reason)
+				}
+				p.AddText("", "status", ev.reason)
+			}
+			return p
+		})
+		if self {
+			delete(u.rooms, ev.room)
+			u.publishRooms()
+			u.reconcileSession()
+		}
+	case evRoomNick:
+		r := u.rooms[ev.room]
+		if ev.gen != u.gen || r == nil || !r.joined {
+			return
+		}
+		o, ok := r.occupants[ev.oldNick]
+		if !ok {
+			o = Occupant{Role: "participant", Affiliation: "none"}
+		}
+		delete(r.occupants, ev.oldNick)
+		self := ev.oldNick == r.nick
+		u.broadcastRoom(r, func(res string) *Element {
+			codes := []string{"303"}
+			if self {
+				codes = append(codes, "110")
+			}
+			p := u.roomPresence(r, ev.oldNick, res, "unavailable", o, codes...)
+			p.Child(nsMUCUser, "x").FirstChild().SetAttr("nick", ev.newNic)
+			return p
+		})
+		o.Nick = ev.newNic
+		r.occupants[ev.newNic] = o
+		if self {
+			r.nick = ev.newNic
+		}
+		u.broadcastRoom(r, func(res string) *Element {
+			var codes []string
+			if self {
+				codes = []string{"110"}
+			}
+			return u.roomPresence(r, ev.newNic, res, "", o, codes...)
+		})
+	case evRoomSubject:
+		r := u.rooms[ev.room]
+		if ev.gen != u.gen || r == nil || !r.joined {
+			return
+		}
+		r.subject = ev.subject
+		u.broadcastRoom(r, func(res string) *Element { return u.subjectMessage(r, res, ev.by) })
+	}
+}
+
+// failRoom tells the resources waiting to join that it failed.
+func (u *user) failRoom(r *room, err error) {
+	for res := range r.pending {
+		u.sendRoomError(r.address, r.wanted, res, err)
+	}
+	r.pending = map[string]bool{}
+	if len(r.resources) == 0 {
+		delete(u.rooms, r.address)
+	}
+	u.publishRooms()
+	u.reconcileSession()
+}
+
+func (u *user) roomJID(room, nick string) string {
+	j := u.c.t.Localpart(room) + "@" + u.c.jid.Domainpart()
+	if nick != "" {
+		j += "/" + nick
+	}
+	return j
+}
+
+func (u *user) sendRoomError(room, nick, resource string, err error) {
+	se := toStanzaError(err)
+	p := u.c.stanza("presence", u.c.t.Localpart(room), nick, u.bare+"/"+resource, "error")
+	p.Add(NewElement(nsMUC, "x"))
+	p.Add(se.element())
+	_ = u.c.send(p)
+}
+
+// roomPresence renders an occupant's presence for one resource.
+func (u *user) roomPresence(r *room, nick, resource, typ string, o Occupant, codes ...string) *Element {
+	p := u.c.stanza("presence", u.c.t.Localpart(r.address), nick, u.bare+"/"+resource, typ)
+	if typ == "" {
+		if o.Show != "" {
+			p.AddText("", "show", o.Show)
+		}
+		if o.Status != "" {
+			p.AddText("", "status", o.Status)
+		}
+	}
+	role, aff := o.Role, o.Affiliation
+	if role == "" {
+		role = "participant"
+	}
+	if aff == "" {
+		aff = "none"
+	}
+	x := NewElement(nsMUCUser, "x").Add(NewElement("", "item", "affiliation", aff, "role", role))
+	for _, c := range codes {
+		x.Add(NewElement("", "status", "code", c))
+	}
+	return p.Add(x)
+}
+
+func (u *user) subjectMessage(r *room, resource, by string) *Element {
+	m := u.c.stanza("message", u.c.t.Localpart(r.address), by, u.bare+"/"+resource, "groupchat")
+	m.SetAttr("id", randomID())
+	subj := NewElement("", "subject")
+	subj.Text = r.subject
+	return m.Add(subj)
+}
+
+// sendRoomState shows a resource that just joined the occupants, itself
+// (status 110, and 210 when the network gave another nick than asked) and
+// the subject, in XEP-0045's order.
+func (u *user) sendRoomState(r *room, resource string, renamed bool) {
+	nicks := make([]string, 0, len(r.occupants))
+	for n := range r.occupants {
+		if n != r.nick {
+			nicks = append(nicks, n)
+		}
+	}
+	sort.Strings(nicks)
+	for _, n := range nicks {
+		_ = u.c.send(u.roomPresence(r, n, resource, "", r.occupants[n]))
+	}
+	codes := []string{"110"}
+	if renamed {
+		codes = append(codes, "210")
+	}
+	_ = u.c.send(u.roomPresence(r, r.nick, resource, "", r.occupants[r.nick], codes...))
+	_ = u.c.send(u.subjectMessage(r, resource, ""))
+}
+
+func (u *user) broadcastRoom(r *room, render func(resource string) *Element) {
+	for res := range maps.Keys(r.resources) {
+		_ = u.c.send(render(res))
+	}
+}

@@ -1,0 +1,124 @@
+package core_test
+
+import (
+	"testing"
+
+	"transportd/core"
+	"transportd/internal/xmpptest"
+)
+
+const nsMUCUser = "http://jabber.org/protocol/muc#user"
+
+func statusCodes(el *core.Element) map[string]bool {
+	codes := map[string]bool{}
+	for _, c := range el.Child(nsMUCUser, "x").Children {
+		if c.Name.Local == "status" {
+			codes[c.Get("code")] = true
+		}
+	}
+	return codes
+}
+
+// TestGroupChat joins a room of a group-chat transport from a real client
+// without registering first, and checks what XEP-0045 clients rely on.
+func TestGroupChat(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	testGatewayWith(t, env, "echoroom", "echo5", "")
+	const room = "#test@echo5.a.test"
+	c := xmpptest.Dial(t, env, "user9@a.test", false)
+	info := waitConnected(t, c, "echo5.a.test")
+	if !contains(featureList(info), "http://jabber.org/protocol/muc") {
+		t.Errorf("gateway does not advertise MUC: %s", info)
+	}
+
+	join := core.NewElement("", "presence", "to", room+"/me")
+	join.Add(core.NewElement("http://jabber.org/protocol/muc", "x"))
+	c.Send(join)
+	bob := c.Expect(wait, "bob's presence", xmpptest.IsFrom("presence", room+"/bob", ""))
+	if item := bob.Child(nsMUCUser, "x").Child("", "item"); item.Get("role") != "moderator" || item.Get("affiliation") != "admin" {
+		t.Errorf("bob = %s", bob)
+	}
+	c.Expect(wait, "alice's presence", xmpptest.IsFrom("presence", room+"/alice", ""))
+	self := c.Expect(wait, "self-presence", xmpptest.IsFrom("presence", room+"/me", ""))
+	if !statusCodes(self)["110"] {
+		t.Errorf("self-presence without status 110: %s", self)
+	}
+	subj := c.Expect(wait, "subject", xmpptest.IsFrom("message", room, "groupchat"))
+	if subj.ChildText("", "subject") != "Welcome to #test" {
+		t.Errorf("subject = %s", subj)
+	}
+
+	msg := core.NewElement("", "message", "to", room, "type", "groupchat", "id", "g1")
+	msg.AddText("", "body", "hello room")
+	c.Send(msg)
+	refl := c.Expect(wait, "reflection", xmpptest.IsFrom("message", room+"/me", "groupchat"))
+	if refl.Get("id") != "g1" || refl.ChildText("", "body") != "hello room" {
+		t.Errorf("reflection = %s", refl)
+	}
+	ans := c.Expect(wait, "alice's answer", xmpptest.IsFrom("message", room+"/alice", "groupchat"))
+	if ans.ChildText("", "body") != "alice heard: hello room" {
+		t.Errorf("answer = %s", ans)
+	}
+
+	// Nick change: 303 then the new nick.
+	c.Send(core.NewElement("", "presence", "to", room+"/me2"))
+	gone := c.Expect(wait, "nick change", xmpptest.IsFrom("presence", room+"/me", "unavailable"))
+	codes := statusCodes(gone)
+	if !codes["303"] || !codes["110"] || gone.Child(nsMUCUser, "x").Child("", "item").Get("nick") != "me2" {
+		t.Errorf("nick change presence = %s", gone)
+	}
+	c.Expect(wait, "new nick", xmpptest.IsFrom("presence", room+"/me2", ""))
+
+	// Subject change goes through the network.
+	s := core.NewElement("", "message", "to", room, "type", "groupchat")
+	s.AddText("", "subject", "new topic")
+	c.Send(s)
+	ns := c.Expect(wait, "new subject", func(el *core.Element) bool {
+		return xmpptest.IsFrom("message", room, "groupchat")(el) && el.ChildText("", "subject") == "new topic"
+	})
+	if ns.Get("from") != room+"/bob" {
+		t.Errorf("subject change from %q, want the occupant who set it", ns.Get("from"))
+	}
+
+	// A taken nick: the MUC conflict error clients understand.
+	other := core.NewElement("", "presence", "to", "#other@echo5.a.test/taken")
+	other.Add(core.NewElement("http://jabber.org/protocol/muc", "x"))
+	c.Send(other)
+	e := c.Expect(wait, "conflict", xmpptest.IsFrom("presence", "#other@echo5.a.test/taken", "error"))
+	if xmpptest.Condition(e) != "conflict" {
+		t.Errorf("taken nick: %s", e)
+	}
+
+	// Writing to a room one has not joined is refused.
+	w := core.NewElement("", "message", "to", "#other@echo5.a.test", "type", "groupchat")
+	w.AddText("", "body", "x")
+	c.Send(w)
+	if e := c.Expect(wait, "not joined", xmpptest.IsFrom("message", "#other@echo5.a.test", "error")); xmpptest.Condition(e) != "not-acceptable" {
+		t.Errorf("message to a room not joined: %s", e)
+	}
+
+	// Leaving.
+	c.Send(core.NewElement("", "presence", "to", room+"/me2", "type", "unavailable"))
+	left := c.Expect(wait, "leave", xmpptest.IsFrom("presence", room+"/me2", "unavailable"))
+	if !statusCodes(left)["110"] {
+		t.Errorf("leave presence = %s", left)
+	}
+
+	// disco#info on the room.
+	q := core.NewElement("", "iq", "type", "get", "to", room)
+	q.Add(core.NewElement(nsDiscoI, "query"))
+	res := c.IQ(q)
+	if id := res.Child(nsDiscoI, "query").Child("", "identity"); id.Get("category") != "conference" {
+		t.Errorf("room disco = %s", res)
+	}
+}
+
+func featureList(info *core.Element) []string {
+	var out []string
+	for _, f := range info.Child(nsDiscoI, "query").Children {
+		if f.Name.Local == "feature" {
+			out = append(out, f.Get("var"))
+		}
+	}
+	return out
+}
