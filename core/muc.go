@@ -127,7 +127,7 @@ type (
 		room, oldNick, newNic string
 	}
 	evRoomSubject struct {
-		gen                  int
+		gen               int
 		room, subject, by string
 	}
 )

@@ -230,8 +230,8 @@ type Message struct {
 	Time        time.Time    `json:"time,omitzero"`      // original time (inbound: delay stamp)
 	LegacyID    string       `json:"legacy_id,omitempty"`
 	XMPPID      string       `json:"xmpp_id,omitempty"`
-	Receipt     bool         `json:"receipt,omitempty"` // the XMPP sender asked for a receipt
-	Normal      bool         `json:"normal,omitempty"`  // deliver as type normal instead of chat
+	Receipt     bool         `json:"receipt,omitempty"`   // the XMPP sender asked for a receipt
+	Normal      bool         `json:"normal,omitempty"`    // deliver as type normal instead of chat
 	Groupchat   bool         `json:"groupchat,omitempty"` // a room message: Contact is the room, Nick the speaker (inbound) or the addressee of a private message (outbound, Groupchat false)
 	Attachments []Attachment `json:"attachments,omitempty"`
 	// UserResource is the resource the user sent from (outbound), so errors
