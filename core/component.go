@@ -172,6 +172,11 @@ func (c *component) dispatch(el *Element) {
 		c.replyError(el, NewError(stanza.PolicyViolation, "stanza too large or too deeply nested"))
 		return
 	}
+	if el.Name.Local != "iq" && el.Get("type") == "error" {
+		// Errors are never answered; a bounce of what we sent.
+		c.log.Debug(el.Name.Local+" error received", "from", c.redact(el.Get("from")))
+		return
+	}
 	switch el.Name.Local {
 	case "iq":
 		c.handleIQ(el)
@@ -184,22 +189,27 @@ func (c *component) dispatch(el *Element) {
 	}
 }
 
-// sender parses and checks the from of a stanza: it must be a JID of a user
-// domain this component serves. Returns nil (and has already answered) when
-// the stanza must not be processed.
-func (c *component) sender(el *Element) (jid.JID, bool) {
+// addresses parses and checks the from and to of a stanza: from must be a
+// JID of a user domain this component serves. It returns false (having
+// answered with an error) when the stanza must not be processed.
+func (c *component) addresses(el *Element) (from, to jid.JID, ok bool) {
 	from, err := jid.Parse(el.Get("from"))
 	if err != nil || el.Get("from") == "" {
 		c.log.Warn("stanza with a bad from", "from", el.Get("from"))
 		c.replyError(el, NewError(stanza.JIDMalformed, "invalid from address"))
-		return jid.JID{}, false
+		return from, to, false
 	}
 	if !c.domain.UserAllowed(from.Bare().String()) {
 		c.log.Info("stanza from a user domain not served here", "from", c.redact(from.Bare().String()))
 		c.replyError(el, NewError(stanza.Forbidden, "this gateway does not serve users of "+from.Domainpart()))
-		return jid.JID{}, false
+		return from, to, false
 	}
-	return from, true
+	to, err = jid.Parse(el.Get("to"))
+	if err != nil {
+		c.replyError(el, NewError(stanza.JIDMalformed, "invalid to address"))
+		return from, to, false
+	}
+	return from, to, true
 }
 
 // replyError answers a stanza with an error, unless it is itself an error or

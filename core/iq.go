@@ -77,13 +77,8 @@ func (c *component) handleIQ(el *Element) {
 		c.replyError(el, NewError(stanza.BadRequest, "an IQ get or set must have exactly one payload"))
 		return
 	}
-	from, ok := c.sender(el)
+	from, to, ok := c.addresses(el)
 	if !ok {
-		return
-	}
-	to, err := jid.Parse(el.Get("to"))
-	if err != nil {
-		c.replyError(el, NewError(stanza.JIDMalformed, "invalid to address"))
 		return
 	}
 	r := &iqReply{c: c, el: el}

@@ -5,7 +5,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -18,19 +17,11 @@ const maxBody = 64 << 10
 // crash or an outage of either side.
 func (c *component) handleMessage(el *Element) {
 	typ := el.Get("type")
-	if typ == "error" {
-		c.log.Debug("message error received", "from", c.redact(el.Get("from")))
-		return
-	}
-	from, ok := c.sender(el)
+	from, to, ok := c.addresses(el)
 	if !ok {
 		return
 	}
-	to, err := jid.Parse(el.Get("to"))
-	if err != nil {
-		c.replyError(el, NewError(stanza.JIDMalformed, "invalid to address"))
-		return
-	}
+	var err error
 	bare := from.Bare().String()
 	u := c.lookupUser(bare)
 	roomAddr, isRoom := c.roomAddress(to)

@@ -9,16 +9,8 @@ import (
 // approves subscriptions to legacy contacts.
 func (c *component) handlePresence(el *Element) {
 	typ := el.Get("type")
-	if typ == "error" {
-		c.log.Debug("presence error", "from", c.redact(el.Get("from")))
-		return
-	}
-	from, ok := c.sender(el)
+	from, to, ok := c.addresses(el)
 	if !ok {
-		return
-	}
-	to, err := jid.Parse(el.Get("to"))
-	if err != nil {
 		return
 	}
 	bare := from.Bare().String()
