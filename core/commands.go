@@ -77,6 +77,7 @@ type commandRegistry struct {
 func newCommandRegistry(c *component) *commandRegistry {
 	r := &commandRegistry{c: c, sessions: map[string]*cmdSession{}}
 	r.cmds = append(r.cmds, userCommands(c)...)
+	r.cmds = append(r.cmds, adminCommands(c)...)
 	if cf, ok := c.t.(Configurable); ok {
 		r.cmds = append(r.cmds, settingsCommand(c, cf))
 	}
@@ -88,7 +89,7 @@ func newCommandRegistry(c *component) *commandRegistry {
 }
 
 func (r *commandRegistry) allowed(cmd *Command, from jid.JID) bool {
-	if cmd.Admin && !r.c.domain.IsAdmin(from.Bare().String()) {
+	if cmd.Admin && !r.c.dom().IsAdmin(from.Bare().String()) {
 		return false
 	}
 	if cmd.Registered && r.c.lookupUser(from.Bare().String()) == nil {
@@ -123,7 +124,7 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 		rep.error(NewError(stanza.ItemNotFound, "no such command: "+quote(node)))
 		return
 	}
-	if cmd.Admin && !r.c.domain.IsAdmin(from.Bare().String()) {
+	if cmd.Admin && !r.c.dom().IsAdmin(from.Bare().String()) {
 		r.c.log.Warn("admin command refused", "from", r.c.redact(from.Bare().String()), "node", node)
 		rep.error(NewError(stanza.Forbidden, "this command is for the domain's administrators"))
 		return

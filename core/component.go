@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -22,8 +24,8 @@ import (
 // to it.
 type component struct {
 	g      *Gateway
-	domain *config.Domain
-	tc     config.Transport
+	conf   atomic.Pointer[compConf]
+	xc     config.XMPP // link settings it was started with
 	t      Transport
 	info   Info
 	jid    jid.JID
@@ -33,29 +35,48 @@ type component struct {
 
 	// pending maps the id of an IQ we sent to the channel awaiting its answer.
 	pending sync.Map
+	stats componentStats
+	// httpMux holds the routes the transport registered through its Host.
+	httpMux *http.ServeMux
+
+	// cancel stops run; done is closed when it returned.
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	mu    sync.Mutex
 	users map[string]*user // by bare JID
 }
 
-func newComponent(g *Gateway, d *config.Domain, tc config.Transport, t Transport, j jid.JID) *component {
+// compConf is the part of the configuration a running component can take
+// in place on reload (policies, admins, defaults).
+type compConf struct {
+	domain *config.Domain
+	tc     config.Transport
+}
+
+func (c *component) dom() *config.Domain   { return c.conf.Load().domain }
+func (c *component) tcfg() config.Transport { return c.conf.Load().tc }
+
+func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transport, t Transport, j jid.JID) *component {
 	c := &component{
-		g:      g,
-		domain: d,
-		tc:     tc,
-		t:      t,
-		info:   t.Info(),
-		jid:    j,
-		log:    g.log.With("domain", d.Name, "transport", tc.Name),
-		users:  map[string]*user{},
+		g:       g,
+		xc:      xc,
+		t:       t,
+		info:    t.Info(),
+		jid:     j,
+		log:     g.log.With("domain", d.Name, "transport", tc.Name),
+		users:   map[string]*user{},
+		httpMux: http.NewServeMux(),
+		done:    make(chan struct{}),
 	}
+	c.conf.Store(&compConf{domain: d, tc: tc})
 	c.link = &link{
-		addr:     g.cfg.XMPP.ComponentAddr,
+		addr:     xc.ComponentAddr,
 		jid:      j,
 		secret:   []byte(tc.Secret),
-		min:      g.cfg.XMPP.ReconnectMin,
-		max:      g.cfg.XMPP.ReconnectMax,
-		limits:   Limits{MaxDepth: g.cfg.XMPP.MaxStanzaDepth, MaxBytes: g.cfg.XMPP.MaxStanzaBytes},
+		min:      xc.ReconnectMin,
+		max:      xc.ReconnectMax,
+		limits:   Limits{MaxDepth: xc.MaxStanzaDepth, MaxBytes: xc.MaxStanzaBytes},
 		dispatch: c.dispatch,
 		onState:  c.linkState,
 	}
@@ -84,16 +105,16 @@ func newComponent(g *Gateway, d *config.Domain, tc config.Transport, t Transport
 	return c
 }
 
-// run starts the sessions that do not wait for the user and keeps the link up.
+// run starts the sessions that do not wait for the user and keeps the link
+// up until ctx is done; then it stops every user.
 func (c *component) run(ctx context.Context) {
-	accts, err := c.g.store.ListAccounts(ctx, c.domain.Name, c.info.Name)
+	defer close(c.done)
+	accts, err := c.g.store.ListAccounts(ctx, c.dom().Name, c.info.Name)
 	if err != nil {
 		c.log.Error("listing accounts", "error", err)
 	}
 	for _, a := range accts {
-		if a.Enabled {
-			c.userFor(ctx, a)
-		}
+		c.userFor(ctx, a)
 	}
 	c.link.run(ctx)
 	c.mu.Lock()
@@ -107,8 +128,37 @@ func (c *component) run(ctx context.Context) {
 	}
 }
 
+// users returns a snapshot of the live users.
+func (c *component) liveUsers() []*user {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*user, 0, len(c.users))
+	for _, u := range c.users {
+		out = append(out, u)
+	}
+	return out
+}
+
+// shutdown tells every user why the gateway goes away, then stops the
+// component and waits for it.
+func (c *component) shutdown(reason string) {
+	if reason != "" && c.link.up.Load() {
+		for _, u := range c.liveUsers() {
+			p := c.stanza("presence", "", "", u.bare, "unavailable")
+			p.AddText("", "status", reason)
+			_ = c.send(p)
+		}
+	}
+	if c.cancel != nil {
+		c.cancel()
+		<-c.done
+	}
+	c.g.metrics.componentUp.DeleteLabelValues(c.dom().Name, c.info.Name)
+	c.log.Info("component stopped", "reason", reason)
+}
+
 func (c *component) linkState(up bool, err error) {
-	c.g.metrics.componentUp.WithLabelValues(c.domain.Name, c.info.Name).Set(b2f(up))
+	c.g.metrics.componentUp.WithLabelValues(c.dom().Name, c.info.Name).Set(b2f(up))
 	if !up {
 		return
 	}
@@ -199,7 +249,7 @@ func (c *component) addresses(el *Element) (from, to jid.JID, ok bool) {
 		c.replyError(el, NewError(stanza.JIDMalformed, "invalid from address"))
 		return from, to, false
 	}
-	if !c.domain.UserAllowed(from.Bare().String()) {
+	if !c.dom().UserAllowed(from.Bare().String()) {
 		c.log.Info("stanza from a user domain not served here", "from", c.redact(from.Bare().String()))
 		c.replyError(el, NewError(stanza.Forbidden, "this gateway does not serve users of "+from.Domainpart()))
 		return from, to, false
@@ -240,11 +290,12 @@ func (c *component) replyError(el *Element, err error) {
 		c.log.Debug("error reply not sent", "error", serr)
 	}
 	c.g.metrics.errors.WithLabelValues(string(se.Condition)).Inc()
+	c.stats.errors.add()
 }
 
 // redact returns a JID as it may appear in logs.
 func (c *component) redact(j string) string {
-	if !c.g.cfg.Log.RedactJIDs {
+	if !c.g.config().Log.RedactJIDs {
 		return j
 	}
 	h := sha256.Sum256([]byte(j))
@@ -253,7 +304,7 @@ func (c *component) redact(j string) string {
 
 // account looks a registered account up; nil if there is none.
 func (c *component) account(ctx context.Context, bare string) (*store.Account, error) {
-	a, err := c.g.store.GetAccount(ctx, c.domain.Name, c.info.Name, bare)
+	a, err := c.g.store.GetAccount(ctx, c.dom().Name, c.info.Name, bare)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}

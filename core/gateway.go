@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,9 +22,10 @@ import (
 var Version = "dev"
 
 // Gateway hosts every enabled (domain, transport) component of one
-// configuration.
+// configuration. The set of components follows the configuration (Reload)
+// and the operators' runtime choices (admin commands, persisted in the
+// store).
 type Gateway struct {
-	cfg     *config.Config
 	store   store.Store
 	sealer  *registration.Sealer
 	log     *slog.Logger
@@ -31,9 +33,12 @@ type Gateway struct {
 	outbox  *outbox
 	limiter *regLimiter
 	mux     *http.ServeMux
+	started time.Time
 
-	mu         sync.Mutex
-	components []*component
+	mu         sync.RWMutex
+	cfg        *config.Config
+	runCtx     context.Context // set by Run; nil before
+	components map[string]*component // by component JID
 }
 
 // Options are the optional parts of New.
@@ -53,39 +58,42 @@ func New(cfg *config.Config, st store.Store, opts Options) (*Gateway, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := checkTransports(cfg); err != nil {
+		return nil, err
+	}
 	g := &Gateway{
-		cfg:     cfg,
-		store:   st,
-		sealer:  sealer,
-		log:     log,
-		metrics: newMetrics(),
-		limiter: newRegLimiter(),
-		mux:     http.NewServeMux(),
+		cfg:        cfg,
+		store:      st,
+		sealer:     sealer,
+		log:        log,
+		metrics:    newMetrics(),
+		limiter:    newRegLimiter(),
+		mux:        http.NewServeMux(),
+		components: map[string]*component{},
+		started:    time.Now(),
 	}
 	g.outbox = newOutbox(g)
-	for i := range cfg.Domains {
-		d := &cfg.Domains[i]
-		for _, tc := range d.Transports {
-			if !tc.Enabled {
-				continue
-			}
-			t, ok := newTransport(tc.Name)
-			if !ok {
-				return nil, fmt.Errorf("domains.%q.transports.%s: no such transport (known: %v)", d.Name, tc.Name, Transports())
-			}
-			j, err := jid.Parse(tc.JID)
-			if err != nil {
-				return nil, fmt.Errorf("domains.%q.transports.%s.jid: %w", d.Name, tc.Name, err)
-			}
-			g.components = append(g.components, newComponent(g, d, tc, t, j))
-		}
-	}
 	g.routes()
 	return g, nil
 }
 
-// Handle registers an HTTP handler on the gateway's listener (webhooks,
-// attachment links). Call it before Run.
+// checkTransports makes sure every enabled transport is compiled in.
+func checkTransports(cfg *config.Config) error {
+	for _, d := range cfg.Domains {
+		for _, tc := range d.Transports {
+			if _, ok := newTransport(tc.Name); !ok {
+				return fmt.Errorf("domains.%q.transports.%s: no such transport (known: %v)", d.Name, tc.Name, Transports())
+			}
+			if _, err := jid.Parse(tc.JID); err != nil {
+				return fmt.Errorf("domains.%q.transports.%s.jid: %w", d.Name, tc.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Handle registers an HTTP handler on the gateway's listener. Call it
+// before Run. Transports use their Host instead.
 func (g *Gateway) Handle(pattern string, h http.Handler) { g.mux.Handle(pattern, h) }
 
 // Run connects every component and serves until ctx is cancelled.
@@ -94,15 +102,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	for _, c := range g.components {
-		if st, ok := c.t.(Starter); ok {
-			if err := st.Start(ctx, host{c}); err != nil {
-				return fmt.Errorf("starting %s: %w", c.jid, err)
-			}
-		}
-	}
-	if g.cfg.HTTP.Listen != "" {
-		ln, err := net.Listen("tcp", g.cfg.HTTP.Listen)
+	g.mu.RLock()
+	listen := g.cfg.HTTP.Listen
+	g.mu.RUnlock()
+	if listen != "" {
+		ln, err := net.Listen("tcp", listen)
 		if err != nil {
 			return fmt.Errorf("http.listen: %w", err)
 		}
@@ -125,13 +129,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 		})
 		g.log.Info("http listener up", "addr", ln.Addr().String())
 	}
+	g.mu.Lock()
+	g.runCtx = ctx
+	err := g.reconcileLocked()
+	g.mu.Unlock()
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); g.outbox.run(ctx) }()
-	for _, c := range g.components {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.run(ctx) }()
-	}
 	<-ctx.Done()
+	g.mu.Lock()
+	for key, c := range g.components {
+		c.shutdown("")
+		delete(g.components, key)
+	}
+	g.mu.Unlock()
 	wg.Wait()
 	select {
 	case err := <-errc:
@@ -141,14 +156,130 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// component finds the component serving a domain and transport.
+// Reload applies a new configuration without a restart: components whose
+// link settings did not change keep running (and their users' sessions),
+// with the new policies and defaults; others are started or stopped. The
+// HTTP listener and the store are not reloaded.
+func (g *Gateway) Reload(cfg *config.Config) error {
+	if err := checkTransports(cfg); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cfg = cfg
+	if g.runCtx == nil {
+		return nil
+	}
+	return g.reconcileLocked()
+}
+
+// overrideKey is the store setting that records an operator's runtime
+// choice to enable or disable a transport for a domain.
+func overrideKey(domain, transport string) string {
+	return "enabled/" + domain + "/" + transport
+}
+
+// enabled reports whether a transport is wanted for a domain: the config's
+// choice unless an operator changed it at runtime.
+func (g *Gateway) enabled(ctx context.Context, domain string, tc config.Transport) bool {
+	v, err := g.store.GetSetting(ctx, overrideKey(domain, tc.Name))
+	if err == nil {
+		return v == "true"
+	}
+	return tc.Enabled
+}
+
+// SetEnabled records an operator's runtime choice and applies it.
+func (g *Gateway) SetEnabled(ctx context.Context, domain, transport string, on bool) error {
+	if err := g.store.SetSetting(ctx, overrideKey(domain, transport), strconv.FormatBool(on)); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.runCtx == nil {
+		return nil
+	}
+	return g.reconcileLocked()
+}
+
+// linkKey is what a running component cannot change in place.
+func linkKey(xc config.XMPP, tc config.Transport) string {
+	return fmt.Sprint(xc.ComponentAddr, "|", xc.ReconnectMin, "|", xc.ReconnectMax, "|", xc.MaxStanzaBytes, "|", xc.MaxStanzaDepth, "|", tc.JID, "|", tc.Secret)
+}
+
+// reconcileLocked makes the running components match the configuration
+// and the runtime overrides. g.mu must be held.
+func (g *Gateway) reconcileLocked() error {
+	ctx := g.runCtx
+	want := map[string]bool{}
+	for i := range g.cfg.Domains {
+		d := &g.cfg.Domains[i]
+		for _, tc := range d.Transports {
+			if !g.enabled(ctx, d.Name, tc) {
+				continue
+			}
+			want[tc.JID] = true
+			if c, ok := g.components[tc.JID]; ok {
+				if c.info.Name == tc.Name && linkKey(c.xc, c.tcfg()) == linkKey(g.cfg.XMPP, tc) {
+					c.conf.Store(&compConf{domain: d, tc: tc})
+					continue
+				}
+				c.shutdown("the gateway is being reconfigured")
+				delete(g.components, tc.JID)
+			}
+			t, _ := newTransport(tc.Name)
+			j, _ := jid.Parse(tc.JID)
+			c := newComponent(g, g.cfg.XMPP, d, tc, t, j)
+			cctx, cancel := context.WithCancel(ctx)
+			if st, ok := t.(Starter); ok {
+				if err := st.Start(cctx, host{c}); err != nil {
+					cancel()
+					return fmt.Errorf("starting %s: %w", tc.JID, err)
+				}
+			}
+			c.cancel = cancel
+			g.components[tc.JID] = c
+			g.goSafe("component", func() { c.run(cctx) })
+			c.log.Info("component started", "jid", tc.JID)
+		}
+	}
+	for key, c := range g.components {
+		if !want[key] {
+			c.shutdown("the " + c.info.DisplayName + " gateway was disabled by the operator")
+			delete(g.components, key)
+		}
+	}
+	return nil
+}
+
+// component finds the running component serving a domain and transport.
 func (g *Gateway) component(domain, transport string) *component {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
 	for _, c := range g.components {
-		if c.domain.Name == domain && c.info.Name == transport {
+		if c.dom().Name == domain && c.info.Name == transport {
 			return c
 		}
 	}
 	return nil
+}
+
+// running returns the running components.
+func (g *Gateway) running() []*component {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]*component, 0, len(g.components))
+	for _, c := range g.components {
+		out = append(out, c)
+	}
+	return out
+}
+
+// config returns the current configuration.
+func (g *Gateway) config() *config.Config {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.cfg
 }
 
 // goSafe runs f on a new goroutine that recovers panics, logs the stack and

@@ -13,14 +13,31 @@ import (
 // host is a component's view of the gateway, handed to Starter transports.
 type host struct{ c *component }
 
-func (h host) prefix() string { return "/" + h.c.info.Name + "/" + h.c.domain.Name }
+func (h host) prefix() string { return "/" + h.c.info.Name + "/" + h.c.dom().Name }
 
 func (h host) Handle(path string, hd http.Handler) {
-	h.c.g.mux.Handle(h.prefix()+path, hd)
+	h.c.httpMux.Handle(h.prefix()+path, hd)
+}
+
+// serveComponentHTTP routes /<transport>/<domain>/... to the running
+// component's own routes, so a component restarted by a reload registers
+// its routes again without clashing with the old ones.
+func (g *Gateway) serveComponentHTTP(w http.ResponseWriter, r *http.Request) {
+	parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 3)
+	if len(parts) < 2 {
+		http.NotFound(w, r)
+		return
+	}
+	c := g.component(parts[1], parts[0])
+	if c == nil {
+		http.NotFound(w, r)
+		return
+	}
+	c.httpMux.ServeHTTP(w, r)
 }
 
 func (h host) URL(path string) string {
-	pub := h.c.g.cfg.HTTP.PublicURL
+	pub := h.c.g.config().HTTP.PublicURL
 	if pub == nil {
 		return ""
 	}
@@ -30,8 +47,8 @@ func (h host) URL(path string) string {
 	return u.String()
 }
 
-func (h host) Domain() string              { return h.c.domain.Name }
-func (h host) Defaults() map[string]string { return maps.Clone(h.c.tc.Defaults) }
+func (h host) Domain() string              { return h.c.dom().Name }
+func (h host) Defaults() map[string]string { return maps.Clone(h.c.tcfg().Defaults) }
 func (h host) Logger() *slog.Logger        { return h.c.log }
 
 // settingsCommand is the "Settings" command of Configurable transports.
@@ -39,7 +56,7 @@ func settingsCommand(c *component, cf Configurable) Command {
 	return Command{
 		Node: "settings", Name: "Settings", Registered: true,
 		Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
-			schema := cf.Settings(c.tc.Defaults)
+			schema := cf.Settings(c.tcfg().Defaults)
 			current := registration.Values(maps.Clone(req.Account.Fields))
 			if req.Form == nil {
 				return &CommandResponse{Form: schema.RenderForm(current)}

@@ -634,3 +634,10 @@ func metricValue(s, name string) float64 {
 	}
 	return -1
 }
+
+func writeFile(t testing.TB, dir, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -274,7 +274,7 @@ func (c *component) handleGateway(r *iqReply, from jid.JID, payload *Element) {
 		r.error(NewError(stanza.BadRequest, "prompt: an address is required"))
 		return
 	}
-	addr, err := gw.TranslateAddress(input, c.tc.Defaults)
+	addr, err := gw.TranslateAddress(input, c.tcfg().Defaults)
 	if err != nil {
 		r.error(err)
 		return

@@ -36,6 +36,10 @@ func (c *component) handleMessage(el *Element) {
 		c.replyError(el, NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first"))
 		return
 	}
+	if u.disabled.Load() {
+		c.replyError(el, errDisabled)
+		return
+	}
 	body, hasBody := "", el.Child("", "body") != nil
 	if hasBody {
 		body = el.ChildText("", "body")

@@ -64,6 +64,7 @@ func (g *Gateway) Registry() *prometheus.Registry { return g.metrics.reg }
 
 // routes installs /healthz, /readyz and /metrics.
 func (g *Gateway) routes() {
+	g.mux.HandleFunc("/", g.serveComponentHTTP)
 	g.mux.Handle("/metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	g.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -75,7 +76,7 @@ func (g *Gateway) routes() {
 		if err := g.store.Ping(ctx); err != nil {
 			problems = append(problems, "store: "+err.Error())
 		}
-		for _, c := range g.components {
+		for _, c := range g.running() {
 			if !c.link.up.Load() {
 				problems = append(problems, "component "+c.jid.String()+" not connected")
 			}

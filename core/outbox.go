@@ -202,6 +202,7 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			}
 		}
 		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Add(float64(len(ids)))
+		c.stats.toXMPP.Add(int64(len(ids)))
 	}
 	return len(items) == batch && len(sent) > 0
 }
@@ -306,7 +307,7 @@ func (c *component) confirm(ctx context.Context) error {
 	ch := make(chan *Element, 1)
 	c.pending.Store(id, ch)
 	defer c.pending.Delete(id)
-	iq := c.stanza("iq", "", "", c.domain.Name, "get")
+	iq := c.stanza("iq", "", "", c.dom().Name, "get")
 	iq.SetAttr("id", id)
 	iq.Add(NewElement(ping.NS, "ping"))
 	if err := c.send(iq); err != nil {
@@ -413,6 +414,7 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 		}
 		_ = o.g.store.Done(ctx, it.ID)
 		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
+		c.stats.toLegacy.Add(1)
 	case errors.Is(err, ErrTemporary) && it.Attempts+1 < maxAttempts:
 		backoff := min(time.Duration(1<<min(it.Attempts, 20))*time.Second, 5*time.Minute)
 		c.log.Info("send failed, will retry", "error", err, "attempt", it.Attempts+1, "retry_in", backoff)

@@ -107,6 +107,10 @@ func (c *component) roomPresence(el *Element, u *user, from, to jid.JID, addr, t
 	if u == nil {
 		return
 	}
+	if u.disabled.Load() && typ == "" {
+		c.replyError(el, errDisabled)
+		return
+	}
 	if typ == "unavailable" {
 		u.post(evRoomLeave{resource: from.Resourcepart(), room: addr})
 		return

@@ -34,7 +34,7 @@ func (c *component) values(a *store.Account) (map[string]string, error) {
 }
 
 func (c *component) schema() registration.Schema {
-	return c.t.Schema(c.tc.Defaults)
+	return c.t.Schema(c.tcfg().Defaults)
 }
 
 // handleRegister is XEP-0077 on the gateway JID. A get is answered at once;
@@ -52,7 +52,7 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 	}
 	schema := c.schema()
 	if r.el.Get("type") == "get" {
-		if acct == nil && !c.domain.MayRegister(bare) {
+		if acct == nil && !c.dom().MayRegister(bare) {
 			r.error(NewError(stanza.NotAllowed, "registration is closed for "+from.Domainpart()+" users on this gateway"))
 			return
 		}
@@ -93,7 +93,11 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 		r.error(NewError(stanza.BadRequest, "registration cancelled"))
 		return
 	}
-	if acct == nil && !c.domain.MayRegister(bare) {
+	if acct != nil && !acct.Enabled {
+		r.error(errDisabled)
+		return
+	}
+	if acct == nil && !c.dom().MayRegister(bare) {
 		r.error(NewError(stanza.NotAllowed, "registration is closed for "+from.Domainpart()+" users on this gateway"))
 		return
 	}
@@ -117,7 +121,7 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 	if rk, ok := c.t.(RateKeyer); ok {
 		rateKey = rk.RegistrationRateKey(vals)
 	}
-	if wait := c.g.limiter.allow(c.domain.Name+"|"+c.info.Name+"|"+bare, rateKey); wait > 0 {
+	if wait := c.g.limiter.allow(c.dom().Name+"|"+c.info.Name+"|"+bare, rateKey); wait > 0 {
 		c.log.Warn("registration rate-limited", "from", c.redact(bare), "legacy_host", rateKey)
 		r.error(NewError(stanza.ResourceConstraint, "too many registration attempts; try again in "+wait.Round(time.Second).String()))
 		return
@@ -136,7 +140,7 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 func (c *component) register(bare string, old *store.Account, schema registration.Schema, vals registration.Values) error {
 	ctx, cancel := workCtx(60 * time.Second)
 	defer cancel()
-	acct := &Account{Domain: c.domain.Name, Transport: c.info.Name, JID: bare, Values: vals, Defaults: c.tc.Defaults}
+	acct := &Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Values: vals, Defaults: c.tcfg().Defaults}
 	if old != nil {
 		acct.ID = old.ID
 	}
@@ -144,7 +148,10 @@ func (c *component) register(bare string, old *store.Account, schema registratio
 		return err
 	}
 	fields, secrets := schema.Split(vals)
-	a := &store.Account{Domain: c.domain.Name, Transport: c.info.Name, JID: bare, Fields: fields, Enabled: true}
+	a := &store.Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Fields: fields, Enabled: true}
+	if old != nil {
+		a.Enabled = old.Enabled
+	}
 	sealed, err := c.g.sealer.Seal(secrets, aad(a))
 	if err != nil {
 		return err
@@ -199,13 +206,16 @@ func (c *component) lookupUser(bare string) *user {
 	return c.users[bare]
 }
 
+// errDisabled answers users whose account an operator disabled.
+var errDisabled = NewError(stanza.Forbidden, "your account on this gateway is disabled by the operator")
+
 // autoRegister creates an empty account for a user of a transport whose
 // registration is optional, if the domain's policy lets them register.
 func (c *component) autoRegister(bare string) (*user, error) {
 	if !c.info.RegistrationOptional {
 		return nil, NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first")
 	}
-	if !c.domain.MayRegister(bare) {
+	if !c.dom().MayRegister(bare) {
 		return nil, NewError(stanza.NotAllowed, "registration is closed for your domain on this gateway")
 	}
 	ctx, cancel := workCtx(10 * time.Second)
@@ -215,7 +225,7 @@ func (c *component) autoRegister(bare string) (*user, error) {
 		return nil, err
 	}
 	if a == nil {
-		a = &store.Account{Domain: c.domain.Name, Transport: c.info.Name, JID: bare, Fields: map[string]string{}, Enabled: true}
+		a = &store.Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Fields: map[string]string{}, Enabled: true}
 		sealed, err := c.g.sealer.Seal(map[string]string{}, aad(a))
 		if err != nil {
 			return nil, err

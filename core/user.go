@@ -28,6 +28,8 @@ type user struct {
 	live atomic.Pointer[liveSession]
 	// stateNow mirrors state for readers outside the loop (commands).
 	stateNow atomic.Pointer[stateSnapshot]
+	// disabled is set while an operator has disabled the account.
+	disabled atomic.Bool
 
 	// roomsView maps each joined room to its joined resources, for the
 	// outbox; written by loop only.
@@ -72,6 +74,7 @@ type (
 		first   bool
 	}
 	evLinkUp    struct{}
+	evEnable    struct{ on bool }
 	evProbe     struct{}
 	evReconnect struct{}
 )
@@ -89,6 +92,7 @@ func newUser(c *component, a *store.Account) *user {
 		rooms:     map[string]*room{},
 	}
 	u.stateNow.Store(&stateSnapshot{State: StateDisconnected, Since: time.Now()})
+	u.disabled.Store(!a.Enabled)
 	return u
 }
 
@@ -168,6 +172,17 @@ func (u *user) handle(ev userEvent) {
 		u.sendPresence()
 	case evProbe:
 		u.sendPresence()
+	case evEnable:
+		u.disabled.Store(!ev.on)
+		u.acct.Enabled = ev.on
+		u.reconcileSession()
+		if !ev.on {
+			p := u.c.stanza("presence", "", "", u.bare, "unavailable")
+			p.AddText("", "status", "Your account on this gateway was disabled by the operator.")
+			_ = u.c.send(p)
+			return
+		}
+		u.sendPresence()
 	case evReconnect:
 		u.stopSession()
 		u.reconcileSession()
@@ -189,7 +204,7 @@ func (u *user) policy() SessionPolicy {
 // policy, a resource online, or a room joined) and stops it when not. It
 // reports whether it changed anything.
 func (u *user) reconcileSession() bool {
-	want := u.policy() == Persistent || len(u.resources) > 0 || len(u.rooms) > 0
+	want := !u.disabled.Load() && (u.policy() == Persistent || len(u.resources) > 0 || len(u.rooms) > 0)
 	switch {
 	case want && u.cancel == nil:
 		u.startSession()
@@ -214,7 +229,7 @@ func (u *user) startSession() {
 		return
 	}
 	u.gen++
-	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Values: vals, Defaults: u.c.tc.Defaults}
+	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Values: vals, Defaults: u.c.tcfg().Defaults}
 	s := u.c.t.NewSession(a, &sink{u: u, gen: u.gen, acctID: u.acct.ID})
 	ctx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
@@ -242,7 +257,7 @@ func (u *user) stopSession() {
 // (XEP-0100): available when the legacy session is up, away while it
 // connects, xa when it is failing and dnd when its credentials are refused.
 func (u *user) sendPresence() {
-	if len(u.resources) == 0 && u.state == StateDisconnected {
+	if u.disabled.Load() || (len(u.resources) == 0 && u.state == StateDisconnected) {
 		_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "unavailable"))
 		return
 	}

@@ -3,6 +3,7 @@ package registration
 import (
 	"encoding/xml"
 	"io"
+	"strings"
 )
 
 // secretSetNote is added to the description of a secret field that is set.
@@ -79,7 +80,11 @@ func (s *Schema) form(b *builder, current Values, formType string) {
 		if f.Required && !set && f.Type != Fixed {
 			b.elem("required", "")
 		}
-		if v := f.shown(current); v != "" {
+		if v := f.shown(current); v != "" && f.Type == TextMulti {
+			for _, line := range strings.Split(v, "\n") {
+				b.elem("value", line)
+			}
+		} else if v != "" {
 			b.elem("value", v)
 		}
 		for _, o := range f.Options {

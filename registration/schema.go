@@ -20,8 +20,9 @@ const (
 	maxVarLen     = 256      // bytes in a field's var
 )
 
-// FieldType is the XEP-0004 type of a field. Only single-valued types are
-// offered: every value a transport asks for is one line.
+// FieldType is the XEP-0004 type of a field. Every value a transport asks
+// for is one line; TextMulti (several lines, joined with "\n" in Values)
+// is for commands such as an operator's announcement.
 type FieldType string
 
 // The field types a Schema may use.
@@ -31,13 +32,14 @@ const (
 	ListSingle  FieldType = "list-single"
 	Boolean     FieldType = "boolean"
 	JIDSingle   FieldType = "jid-single"
+	TextMulti   FieldType = "text-multi"
 	Fixed       FieldType = "fixed"
 	Hidden      FieldType = "hidden"
 )
 
 func (t FieldType) known() bool {
 	switch t {
-	case TextSingle, TextPrivate, ListSingle, Boolean, JIDSingle, Fixed, Hidden:
+	case TextSingle, TextPrivate, ListSingle, Boolean, JIDSingle, Fixed, Hidden, TextMulti:
 		return true
 	}
 	return false

@@ -56,6 +56,9 @@ func (s *Schema) ValidateWith(sub *Submission, current Values) (Values, error) {
 			continue
 		}
 		raw, sent := f.raw(sub)
+		if f.Type == TextMulti && len(raw) > 1 {
+			raw = []string{strings.Join(raw, "\n")}
+		}
 		if len(raw) > 1 {
 			return nil, badRequest(f.Var, "%s: expects one value, got %d", f.name(), len(raw))
 		}
@@ -149,13 +152,23 @@ func (f *Field) normalise(v string) (string, *FieldError) {
 	if !utf8.ValidString(v) {
 		return "", badRequest(f.Var, "%s: not valid UTF-8", f.name())
 	}
+	if f.Type == TextMulti {
+		v = strings.ReplaceAll(strings.ReplaceAll(v, "\r\n", "\n"), "\r", "\n")
+		for _, line := range strings.Split(v, "\n") {
+			if err := f.checkLine(line); err != nil {
+				return "", err
+			}
+		}
+		if len(v) > f.maxLen() {
+			return "", notAcceptable(f.Var, "%s: longer than %d bytes", f.name(), f.maxLen())
+		}
+		return v, nil
+	}
 	if strings.ContainsAny(v, "\r\n") {
 		return "", notAcceptable(f.Var, "%s: must be a single line", f.name())
 	}
-	for i := 0; i < len(v); i++ {
-		if v[i] < 0x20 && v[i] != '\t' {
-			return "", notAcceptable(f.Var, "%s: must not contain NUL or other control characters", f.name())
-		}
+	if err := f.checkLine(v); err != nil {
+		return "", err
 	}
 	if len(v) > f.maxLen() {
 		return "", notAcceptable(f.Var, "%s: longer than %d bytes", f.name(), f.maxLen())
@@ -173,6 +186,16 @@ func (f *Field) normalise(v string) (string, *FieldError) {
 		return j.Bare().String(), nil
 	}
 	return v, nil
+}
+
+// checkLine refuses NUL and other control characters except tab.
+func (f *Field) checkLine(v string) *FieldError {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 && v[i] != '\t' {
+			return notAcceptable(f.Var, "%s: must not contain NUL or other control characters", f.name())
+		}
+	}
+	return nil
 }
 
 // Unknown returns, sorted, what a submission carried that the schema does

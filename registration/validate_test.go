@@ -302,7 +302,7 @@ func TestCheck(t *testing.T) {
 		0:  {[]Field{ok, {Type: Fixed, Default: "Heading"}}, ""},
 		1:  {[]Field{{Type: TextSingle}}, "missing var"},
 		2:  {[]Field{ok, ok}, "duplicate var"},
-		3:  {[]Field{{Var: "a", Type: "text-multi"}}, "unknown type"},
+		3:  {[]Field{{Var: "a", Type: "list-multi"}}, "unknown type"},
 		4:  {[]Field{{Var: "a", Type: ListSingle}}, "without options"},
 		5:  {[]Field{{Var: "a", Type: TextSingle, Options: []Option{{Value: "x"}}}}, "options on"},
 		6:  {[]Field{{Var: "a", Type: TextSingle, Legacy: "login"}}, "unknown legacy"},
@@ -322,5 +322,20 @@ func TestCheck(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%d: got %v, want an error about %q", i, err, tc.want)
 		}
+	}
+}
+
+func TestTextMulti(t *testing.T) {
+	s := Schema{Fields: []Field{{Var: "msg", Label: "Message", Type: TextMulti, Required: true}}}
+	v, err := s.Validate(&Submission{Form: true, Raw: map[string][]string{"msg": {"line one", "line two"}}})
+	if err != nil || v["msg"] != "line one\nline two" {
+		t.Fatalf("multi-line value = %q, %v", v["msg"], err)
+	}
+	v, err = s.Validate(&Submission{Form: true, Raw: map[string][]string{"msg": {"a\r\nb\rc"}}})
+	if err != nil || v["msg"] != "a\nb\nc" {
+		t.Fatalf("line ends not normalised: %q, %v", v["msg"], err)
+	}
+	if _, err := s.Validate(&Submission{Form: true, Raw: map[string][]string{"msg": {"a\x00b"}}}); err == nil {
+		t.Fatal("NUL accepted in a text-multi field")
 	}
 }

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -58,12 +59,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	cfg, err := config.Load(*path, core.Transports())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return serve(ctx, *path, stderr, hup)
+}
+
+// serve runs the gateway until ctx is done, reloading the configuration on
+// each value from hup. A configuration that fails to load on reload is
+// refused with its problems logged, and the running one kept.
+func serve(ctx context.Context, path string, stderr io.Writer, hup <-chan os.Signal) int {
+	cfg, err := config.Load(path, core.Transports())
 	if err != nil {
-		fmt.Fprintf(stderr, "transportd: %s: %v\n", *path, err)
+		fmt.Fprintf(stderr, "transportd: %v\n", err)
 		return 1
 	}
-	log := newLogger(cfg, stderr)
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	log := newLogger(cfg, level, stderr)
 	slog.SetDefault(log)
 	st, err := store.Open(cfg.Store.Path)
 	if err != nil {
@@ -76,9 +91,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("starting", "error", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log.Info("transportd starting", "version", core.Version, "components", len(cfg.Domains))
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				next, err := config.Load(path, core.Transports())
+				if err != nil {
+					log.Error("configuration reload refused; keeping the running configuration", "error", err)
+					continue
+				}
+				if next.Store.Path != cfg.Store.Path || next.HTTP.Listen != cfg.HTTP.Listen || !bytes.Equal(next.Store.Key, cfg.Store.Key) {
+					log.Warn("store and http settings change only with a restart; the rest is applied")
+				}
+				if err := gw.Reload(next); err != nil {
+					log.Error("configuration reload refused; keeping the running configuration", "error", err)
+					continue
+				}
+				level.Set(next.Log.Level)
+				log.Info("configuration reloaded", "path", path)
+			}
+		}
+	}()
+	log.Info("transportd starting", "version", core.Version, "config", path)
 	if err := gw.Run(ctx); err != nil {
 		log.Error("stopped", "error", err)
 		return 1
@@ -168,8 +204,8 @@ func keygen(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.Log.Level}
+func newLogger(cfg *config.Config, level slog.Leveler, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Log.JSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"transportd/registration"
 )
@@ -79,5 +83,75 @@ func TestUsage(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run(nil, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "usage") {
 		t.Errorf("no arguments: code %d, %q", code, errOut.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func waitFor(t *testing.T, buf *lockedBuffer, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(buf.String(), what) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never said %q:\n%s", what, buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReloadOnHUP: a broken configuration on SIGHUP is refused with its
+// problems and the gateway keeps running; a good one is applied.
+func TestReloadOnHUP(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := registration.GenerateKey()
+	os.WriteFile(filepath.Join(dir, "key"), []byte(registration.EncodeKey(key)), 0o600)
+	path := filepath.Join(dir, "t.toml")
+	good := `
+[xmpp]
+component_addr = "127.0.0.1:9"
+[store]
+path = "x.db"
+key_file = "key"
+[domains."example.net"]
+`
+	os.WriteFile(path, []byte(good), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	hup := make(chan os.Signal, 1)
+	logs := &lockedBuffer{}
+	done := make(chan int)
+	go func() { done <- serve(ctx, path, logs, hup) }()
+	waitFor(t, logs, "transportd starting")
+
+	os.WriteFile(path, []byte(good+"\nnonsense = [\n"), 0o600)
+	hup <- syscall.SIGHUP
+	waitFor(t, logs, "configuration reload refused")
+
+	os.WriteFile(path, []byte(strings.Replace(good, "[domains.", "[log]\nlevel = \"debug\"\n[domains.", 1)), 0o600)
+	hup <- syscall.SIGHUP
+	waitFor(t, logs, "configuration reloaded")
+
+	select {
+	case code := <-done:
+		t.Fatalf("gateway stopped during reloads with code %d:\n%s", code, logs.String())
+	default:
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit code %d:\n%s", code, logs.String())
 	}
 }
