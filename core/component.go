@@ -23,19 +23,19 @@ import (
 // server, its registered users and the handlers for what the server routes
 // to it.
 type component struct {
-	g      *Gateway
-	conf   atomic.Pointer[compConf]
-	xc     config.XMPP // link settings it was started with
-	t      Transport
-	info   Info
-	jid    jid.JID
-	log    *slog.Logger
-	link   *link
-	cmds   *commandRegistry
+	g    *Gateway
+	conf atomic.Pointer[compConf]
+	xc   config.XMPP // link settings it was started with
+	t    Transport
+	info Info
+	jid  jid.JID
+	log  *slog.Logger
+	link *link
+	cmds *commandRegistry
 
 	// pending maps the id of an IQ we sent to the channel awaiting its answer.
 	pending sync.Map
-	stats componentStats
+	stats   componentStats
 	// httpMux holds the routes the transport registered through its Host.
 	httpMux *http.ServeMux
 
@@ -54,7 +54,7 @@ type compConf struct {
 	tc     config.Transport
 }
 
-func (c *component) dom() *config.Domain   { return c.conf.Load().domain }
+func (c *component) dom() *config.Domain    { return c.conf.Load().domain }
 func (c *component) tcfg() config.Transport { return c.conf.Load().tc }
 
 func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transport, t Transport, j jid.JID) *component {

@@ -37,7 +37,7 @@ type Gateway struct {
 
 	mu         sync.RWMutex
 	cfg        *config.Config
-	runCtx     context.Context // set by Run; nil before
+	runCtx     context.Context       // set by Run; nil before
 	components map[string]*component // by component JID
 }
 
