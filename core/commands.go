@@ -78,9 +78,7 @@ func newCommandRegistry(c *component) *commandRegistry {
 	r := &commandRegistry{c: c, sessions: map[string]*cmdSession{}}
 	r.cmds = append(r.cmds, userCommands(c)...)
 	r.cmds = append(r.cmds, adminCommands(c)...)
-	if cf, ok := c.t.(Configurable); ok {
-		r.cmds = append(r.cmds, settingsCommand(c, cf))
-	}
+	r.cmds = append(r.cmds, settingsCommand(c), diagnoseCommand(c))
 	if tc, ok := c.t.(Commander); ok {
 		r.cmds = append(r.cmds, tc.Commands()...)
 	}

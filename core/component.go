@@ -36,6 +36,11 @@ type component struct {
 	// pending maps the id of an IQ we sent to the channel awaiting its answer.
 	pending sync.Map
 	stats   componentStats
+	// privs maps a server host to what it granted (XEP-0356).
+	privs    sync.Map
+	rosterMu sync.Mutex
+	// pushedNames remembers the name each roster item was pushed with.
+	pushedNames sync.Map
 	// httpMux holds the routes the transport registered through its Host.
 	httpMux *http.ServeMux
 
@@ -225,6 +230,9 @@ func (c *component) dispatch(el *Element) {
 	if el.Name.Local != "iq" && el.Get("type") == "error" {
 		// Errors are never answered; a bounce of what we sent.
 		c.log.Debug(el.Name.Local+" error received", "from", c.redact(el.Get("from")))
+		return
+	}
+	if c.handlePrivilege(el) {
 		return
 	}
 	switch el.Name.Local {

@@ -99,6 +99,10 @@ func (s *echoSession) Send(ctx context.Context, m *core.Message) (string, error)
 		return "", core.NewError(stanza.NotAcceptable, "refused by the echo network")
 	}
 	id := fmt.Sprintf("echo-%d", echoSeq.Add(1))
+	if rest, ok := strings.CutPrefix(m.Body, "elsewhere:"); ok {
+		// Pretend the user also wrote this from another client of the network.
+		return id, s.sink.(core.ContactSink).Sent(ctx, &core.Message{Contact: m.Contact, Body: rest, LegacyID: id + "-sent", Time: time.Now()})
+	}
 	reply := &core.Message{Contact: m.Contact, Nick: "Echo " + m.Contact, Body: "echo: " + m.Body, Subject: m.Subject, Thread: m.Thread, LegacyID: id + "-reply", Time: time.Now()}
 	if err := s.sink.Deliver(ctx, reply); err != nil {
 		return "", err

@@ -52,11 +52,19 @@ func (h host) Defaults() map[string]string { return maps.Clone(h.c.tcfg().Defaul
 func (h host) Logger() *slog.Logger        { return h.c.log }
 
 // settingsCommand is the "Settings" command of Configurable transports.
-func settingsCommand(c *component, cf Configurable) Command {
+func settingsCommand(c *component) Command {
 	return Command{
 		Node: "settings", Name: "Settings", Registered: true,
 		Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
-			schema := cf.Settings(c.tcfg().Defaults)
+			schema := registration.Schema{Title: c.info.DisplayName + " settings"}
+			schema.Fields = append(schema.Fields, registration.Field{
+				Var: settingRoster, Label: "Add the people I exchange messages with to my roster", Type: registration.Boolean, Default: "true",
+			})
+			if cf, ok := c.t.(Configurable); ok {
+				ts := cf.Settings(c.tcfg().Defaults)
+				schema.Instructions = ts.Instructions
+				schema.Fields = append(schema.Fields, ts.Fields...)
+			}
 			current := registration.Values(maps.Clone(req.Account.Fields))
 			if req.Form == nil {
 				return &CommandResponse{Form: schema.RenderForm(current)}

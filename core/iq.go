@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"mellium.im/xmpp/commands"
 	"mellium.im/xmpp/disco"
@@ -122,13 +123,20 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 		return
 	}
 	switch key {
+	case "get " + nsVCard + " vCard":
+		addr, _ := c.t.Address(to.Localpart())
+		c.g.goSafe("vcard", func() {
+			ctx, cancel := workCtx(10 * time.Second)
+			defer cancel()
+			c.vcard(ctx, r, from.Bare().String(), addr)
+		})
 	case "get " + disco.NSInfo + " query":
 		q := NewElement(disco.NSInfo, "query")
 		if n := payload.Get("node"); n != "" {
 			q.SetAttr("node", n)
 		}
 		q.Add(NewElement("", "identity", "category", "client", "type", "pc", "name", to.Localpart()))
-		for _, f := range []string{disco.NSInfo, nsReceipts} {
+		for _, f := range []string{disco.NSInfo, nsReceipts, nsVCard} {
 			q.Add(NewElement("", "feature", "var", f))
 		}
 		r.result(q)

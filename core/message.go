@@ -21,6 +21,10 @@ func (c *component) handleMessage(el *Element) {
 	if !ok {
 		return
 	}
+	if from.Resourcepart() == "" && strings.HasPrefix(el.Get("id"), carbonPrefix) {
+		// Our own sent carbon, routed back by the server: already shown.
+		return
+	}
 	var err error
 	bare := from.Bare().String()
 	u := c.lookupUser(bare)

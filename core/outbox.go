@@ -21,6 +21,7 @@ const (
 	kindMessage = "message"
 	kindReceipt = "receipt"
 	kindError   = "error"
+	kindSent    = "sent" // the user's own message sent elsewhere
 )
 
 // envelope is the outbox payload.
@@ -213,6 +214,12 @@ func (c *component) renderToXMPP(a *store.Account, env envelope) ([]*Element, st
 	if env.Msg.Groupchat {
 		return c.renderRoomMessage(a, env.Msg)
 	}
+	if env.Kind == kindSent {
+		return c.renderSent(a, env.Msg), ""
+	}
+	if env.Kind == kindMessage {
+		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
+	}
 	el, id := c.renderOne(a, env)
 	return []*Element{el}, id
 }
@@ -404,6 +411,9 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 	case err == nil:
 		if legacyID != "" && m.XMPPID != "" {
 			_ = o.g.store.PutMapping(ctx, a.ID, m.XMPPID, legacyID)
+		}
+		if !m.Groupchat && m.Nick == "" {
+			c.noteContact(ctx, a, m.Contact, "")
 		}
 		switch {
 		case m.Receipt && c.info.DeferredReceipts && legacyID != "":

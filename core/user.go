@@ -30,6 +30,8 @@ type user struct {
 	stateNow atomic.Pointer[stateSnapshot]
 	// disabled is set while an operator has disabled the account.
 	disabled atomic.Bool
+	// features are the disco features of the user's online resources.
+	features clientFeatures
 
 	// roomsView maps each joined room to its joined resources, for the
 	// outbox; written by loop only.
@@ -127,10 +129,14 @@ func (u *user) handle(ev userEvent) {
 	switch ev := ev.(type) {
 	case evPresence:
 		isNew := ev.available && !u.resources[ev.resource]
+		if isNew {
+			u.discoResource(ev.resource)
+		}
 		if ev.available {
 			u.resources[ev.resource] = true
 		} else {
 			delete(u.resources, ev.resource)
+			u.forgetResource(ev.resource)
 			// A resource going offline leaves its rooms.
 			for addr, r := range u.rooms {
 				if r.resources[ev.resource] || r.pending[ev.resource] {

@@ -281,7 +281,7 @@ stop_system_daemon() {
 # ---------------------------------------------------------------------------
 # Prosody (XMPP server): c2s, external components (XEP-0114), MUC, HTTP upload.
 
-pkgs_prosody() { echo prosody; }
+pkgs_prosody() { printf '%s\n' prosody prosody-modules; } # prosody-modules: mod_privilege (XEP-0356)
 
 stop_system_prosody() {
 	# Debian 12's /etc/init.d/prosody matches the process name "lua5.2" while the
@@ -384,6 +384,15 @@ prosody_write_config() {
 		for d in "${DOMAINS[@]}"; do
 			printf '\nVirtualHost "%s"\n' "$d"
 		done
+		# a.test grants its transports' components the roster and message
+		# privileges (XEP-0356, prosody-modules' mod_privilege); b.test grants
+		# nothing, so tests see both kinds of server.
+		printf '\nVirtualHost "%s"\n\tmodules_enabled = { "privilege" }\n\tprivileged_entities = {\n' "${DOMAINS[0]}"
+		for c in echo6 email sms irc; do
+			printf '\t\t["%s.%s"] = { roster = "both", message = "outgoing" },\n' "$c" "${DOMAINS[0]}"
+		done
+		printf '\t}\n'
+		printf '\nVirtualHost "%s"\n' "${DOMAINS[1]}"
 		for d in "${DOMAINS[@]}"; do
 			printf '\nComponent "conference.%s" "muc"\n' "$d"
 			printf '\tmuc_room_locking = false\n'
@@ -399,6 +408,9 @@ prosody_write_config() {
 		for d in "${DOMAINS[@]}"; do
 			for c in "${COMPONENTS[@]}" check; do
 				printf 'Component "%s.%s"\n\tcomponent_secret = "%s"\n' "$c" "$d" "$COMPONENT_SECRET"
+				# mod_privilege must run on the component host too: it
+				# advertises the grants when the component authenticates.
+				if [ "$d" = "${DOMAINS[0]}" ]; then printf '\tmodules_enabled = { "privilege" }\n'; fi
 			done
 		done
 	} >"$P_HOSTS"

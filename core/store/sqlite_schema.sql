@@ -77,3 +77,15 @@ CREATE TABLE ping (
 	id INTEGER PRIMARY KEY CHECK(id = 1),
 	at INTEGER NOT NULL
 );
+
+-- Legacy contacts an account exchanged messages with, for the roster.
+CREATE TABLE contact (
+	account INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+	address TEXT NOT NULL,
+	name TEXT NOT NULL DEFAULT '',
+	pushed INTEGER NOT NULL DEFAULT 0, -- added to the user's roster
+	last_seen INTEGER NOT NULL,
+	PRIMARY KEY(account, address)
+);
+
+CREATE INDEX contact_recent ON contact(account, last_seen);

@@ -32,6 +32,15 @@ type Account struct {
 }
 
 // Direction says which way an outbox item travels.
+// Contact is a legacy address an account exchanged messages with.
+type Contact struct {
+	AccountID int64
+	Address   string
+	Name      string // display name, if the network told one
+	Pushed    bool   // added to the user's roster
+	LastSeen  time.Time
+}
+
 type Direction string
 
 const (
@@ -132,6 +141,16 @@ type Store interface {
 	// GetSetting returns ErrNotFound if the key is absent.
 	GetSetting(ctx context.Context, key string) (string, error)
 	SetSetting(ctx context.Context, key, value string) error
+
+	// Contacts: legacy addresses an account exchanged messages with.
+	// PutContact records one as seen now (a non-empty name replaces the
+	// stored one) and reports whether it is new.
+	PutContact(ctx context.Context, accountID int64, address, name string) (isNew bool, err error)
+	GetContact(ctx context.Context, accountID int64, address string) (*Contact, error) // ErrNotFound
+	// ListContacts returns up to limit contacts (<= 0: all), most recently seen first.
+	ListContacts(ctx context.Context, accountID int64, limit int) ([]*Contact, error)
+	// SetContactPushed records whether the contact is in the user's roster.
+	SetContactPushed(ctx context.Context, accountID int64, address string, pushed bool) error // ErrNotFound
 
 	// Ping checks the database is writable by committing a tiny write (used by /readyz).
 	Ping(ctx context.Context) error

@@ -732,3 +732,42 @@ func BenchmarkEnqueueDone(b *testing.B) {
 		}
 	}
 }
+
+func TestContacts(t *testing.T) {
+	s, _ := openMemory(t)
+	ctx := context.Background()
+	a := &Account{Domain: "d", Transport: "t", JID: "u@d"}
+	if err := s.PutAccount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if isNew, err := s.PutContact(ctx, a.ID, "jane@example.org", "Jane"); err != nil || !isNew {
+		t.Fatalf("first put: new=%v %v", isNew, err)
+	}
+	if isNew, err := s.PutContact(ctx, a.ID, "jane@example.org", ""); err != nil || isNew {
+		t.Fatalf("second put: new=%v %v", isNew, err)
+	}
+	c, err := s.GetContact(ctx, a.ID, "jane@example.org")
+	if err != nil || c.Name != "Jane" || c.Pushed {
+		t.Fatalf("contact = %+v %v (an empty name must not erase the known one)", c, err)
+	}
+	s.PutContact(ctx, a.ID, "bob@example.org", "Bob")
+	list, err := s.ListContacts(ctx, a.ID, 0)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list = %v %v", list, err)
+	}
+	if err := s.SetContactPushed(ctx, a.ID, "jane@example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.GetContact(ctx, a.ID, "jane@example.org"); !c.Pushed {
+		t.Error("pushed flag not stored")
+	}
+	if err := s.SetContactPushed(ctx, a.ID, "nobody", true); err != ErrNotFound {
+		t.Errorf("unknown contact: %v", err)
+	}
+	if err := s.DeleteAccount(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetContact(ctx, a.ID, "bob@example.org"); err != ErrNotFound {
+		t.Errorf("contacts survive their account: %v", err)
+	}
+}
