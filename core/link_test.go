@@ -16,6 +16,7 @@ import (
 
 	"transportd/core"
 	"transportd/core/config"
+	"transportd/internal/xmpptest"
 )
 
 // fakeServer is an in-process XEP-0114 server, for what a real server will
@@ -234,4 +235,26 @@ func conditionOf(el *core.Element) string {
 		}
 	}
 	return ""
+}
+
+// TestSecondInstanceConflict starts two gateways with the same component
+// JID against Prosody: the second is refused and backs off instead of
+// hammering the server, and the first keeps serving.
+func TestSecondInstanceConflict(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	testGateway(t, env, "echo3", "")
+	c := xmpptest.Dial(t, env, "user15@a.test", false)
+	waitConnected(t, c, "echo3.a.test")
+	second := testGateway(t, env, "echo3", "")
+	time.Sleep(3 * time.Second)
+	logs := second.logs.String()
+	attempts := strings.Count(logs, "component link down")
+	if attempts == 0 || !strings.Contains(strings.ToLower(logs), "conflict") {
+		t.Errorf("the second instance was not refused with a conflict:\n%s", logs)
+	}
+	// reconnect_min 200ms doubling to 2s: at most a handful in 3s.
+	if attempts > 8 {
+		t.Errorf("%d attempts in 3s: the second instance hammers the server", attempts)
+	}
+	waitConnected(t, c, "echo3.a.test")
 }
