@@ -39,8 +39,10 @@ type component struct {
 	// privs maps a server host to what it granted (XEP-0356).
 	privs    sync.Map
 	rosterMu sync.Mutex
-	// pushedNames remembers the name each roster item was pushed with.
-	pushedNames sync.Map
+	// pushedNames remembers the name each roster item was pushed with;
+	// seenContacts when each contact was last recorded.
+	pushedNames  sync.Map
+	seenContacts sync.Map
 	// httpMux holds the routes the transport registered through its Host.
 	httpMux *http.ServeMux
 

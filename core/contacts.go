@@ -140,6 +140,16 @@ func (c *component) noteContact(ctx context.Context, a *store.Account, address, 
 	if address == "" {
 		return
 	}
+	// Most messages are with known contacts: skip the store for a contact
+	// seen with the same name in the last ten minutes (last_seen only
+	// orders the roster and the Status list; minutes do not matter).
+	key := strconv.FormatInt(a.ID, 10) + "|" + address
+	if v, ok := c.seenContacts.Load(key); ok {
+		if s := v.(seenContact); time.Since(s.at) < 10*time.Minute && (name == "" || name == s.name) {
+			return
+		}
+	}
+	defer c.seenContacts.Store(key, seenContact{name: name, at: time.Now()})
 	old, err := c.g.store.GetContact(ctx, a.ID, address)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.log.Warn("reading a contact", "error", err)
@@ -226,6 +236,12 @@ func (c *component) pushContact(a *store.Account, address string) {
 		c.log.Warn("recording a roster push", "error", err)
 	}
 	c.log.Debug("contact added to the roster", "user", c.redact(a.JID), "how", how)
+}
+
+// seenContact is the last time a contact was recorded.
+type seenContact struct {
+	name string
+	at   time.Time
 }
 
 // clientFeatures remembers the disco features of the user's resources.

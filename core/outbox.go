@@ -197,10 +197,8 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			c.log.Warn("server did not confirm delivery; will resend", "items", len(ids), "error", err)
 			continue
 		}
-		for _, id := range ids {
-			if err := o.g.store.Done(ctx, id); err != nil {
-				o.g.log.Error("outbox done", "error", err)
-			}
+		if err := o.g.store.DoneMany(ctx, ids); err != nil {
+			o.g.log.Error("outbox done", "error", err)
 		}
 		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Add(float64(len(ids)))
 		c.stats.toXMPP.Add(int64(len(ids)))

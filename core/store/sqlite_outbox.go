@@ -91,24 +91,47 @@ func (s *SQLite) Due(ctx context.Context, dir Direction, now time.Time, limit in
 }
 
 func (s *SQLite) Done(ctx context.Context, id int64) error {
+	return s.DoneMany(ctx, []int64{id})
+}
+
+// DoneMany is Done for several items in one transaction (one commit).
+// Items already gone are skipped; if none of ids existed it returns
+// ErrNotFound.
+func (s *SQLite) DoneMany(ctx context.Context, ids []int64) error {
+	found := 0
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		var (
-			account   int64
-			direction string
-			idemKey   sql.NullString
-		)
-		err := tx.QueryRowContext(ctx, `DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`,
-			id).Scan(&account, &direction, &idemKey)
-		if err != nil || !idemKey.Valid {
-			return err
+		for _, id := range ids {
+			var (
+				account   int64
+				direction string
+				idemKey   sql.NullString
+			)
+			err := tx.QueryRowContext(ctx, `DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`,
+				id).Scan(&account, &direction, &idemKey)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			found++
+			if !idemKey.Valid {
+				continue
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
+				VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT(account, direction, idem_key) DO UPDATE SET
+					outbox_id = excluded.outbox_id, delivered = excluded.delivered`,
+				account, direction, idemKey.String, id, unixNano(s.now()))
+			if err != nil {
+				return err
+			}
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
-			VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT(account, direction, idem_key) DO UPDATE SET
-				outbox_id = excluded.outbox_id, delivered = excluded.delivered`,
-			account, direction, idemKey.String, id, unixNano(s.now()))
-		return err
+		return nil
 	})
+	if err == nil && found == 0 && len(ids) > 0 {
+		err = ErrNotFound
+	}
 	return wrap("done", err)
 }
 

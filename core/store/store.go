@@ -122,6 +122,8 @@ type Store interface {
 	// Done deletes a delivered item and records its idempotency key as
 	// delivered, in one transaction. ErrNotFound if the item is not queued.
 	Done(ctx context.Context, id int64) error
+	// DoneMany is Done for several items in one commit.
+	DoneMany(ctx context.Context, ids []int64) error
 	// Retry records a failed attempt: Attempts++, NextAttempt=next (zero:
 	// now), LastError=errText. ErrNotFound if the item is not queued.
 	Retry(ctx context.Context, id int64, next time.Time, errText string) error
