@@ -120,7 +120,9 @@ func TestAdminCommands(t *testing.T) {
 
 	// Disable the user: their messages are refused; enable again.
 	runCommand(t, admin, gwA, "admin-user", map[string]string{"jid": "user11@a.test", "action": "disable"})
-	user.Expect(wait, "gateway gone unavailable", xmpptest.IsFrom("presence", gwA, "unavailable"))
+	user.Expect(wait, "gateway gone unavailable", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", gwA, "unavailable")(el) && strings.Contains(el.ChildText("", "status"), "disabled by the operator")
+	})
 	msg := core.NewElement("", "message", "to", "x@"+gwA, "type", "chat")
 	msg.AddText("", "body", "hi")
 	user.Send(msg)

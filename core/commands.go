@@ -213,7 +213,7 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 	}
 	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state}
 	r.c.g.goSafe("command", func() {
-		ctx, cancel := workCtx(60 * time.Second)
+		ctx, cancel := r.c.g.workCtx(60 * time.Second)
 		defer cancel()
 		if a, err := r.c.account(ctx, from.Bare().String()); err == nil {
 			req.Account = a

@@ -175,7 +175,7 @@ func (c *component) noteContact(ctx context.Context, a *store.Account, address, 
 func (c *component) pushContact(a *store.Account, address string) {
 	c.rosterMu.Lock() // one roster change at a time: pushes are cheap, races are not
 	defer c.rosterMu.Unlock()
-	ctx, cancel := workCtx(20 * time.Second)
+	ctx, cancel := c.g.workCtx(20 * time.Second)
 	defer cancel()
 	ct, err := c.g.store.GetContact(ctx, a.ID, address)
 	if err != nil {
@@ -253,7 +253,7 @@ type clientFeatures struct {
 // discoResource asks a user's new resource what it supports.
 func (u *user) discoResource(resource string) {
 	u.c.g.goSafe("disco-client", func() {
-		ctx, cancel := workCtx(15 * time.Second)
+		ctx, cancel := u.c.g.workCtx(15 * time.Second)
 		defer cancel()
 		iq := u.c.stanza("iq", "", "", u.bare+"/"+resource, "get")
 		iq.Add(NewElement(disco.NSInfo, "query"))

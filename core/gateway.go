@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -34,6 +35,17 @@ type Gateway struct {
 	limiter *regLimiter
 	mux     *http.ServeMux
 	started time.Time
+
+	// work counts the goroutines started with goSafe; Run waits for them
+	// (a while) before it returns. bg is cancelled when Run stops: work
+	// contexts derive from it.
+	work     sync.WaitGroup
+	bg       context.Context
+	bgCancel context.CancelFunc
+
+	// cfgNow is the current configuration, readable without mu (Starter
+	// transports read it through their Host while mu is held).
+	cfgNow atomic.Pointer[config.Config]
 
 	mu         sync.RWMutex
 	cfg        *config.Config
@@ -72,6 +84,8 @@ func New(cfg *config.Config, st store.Store, opts Options) (*Gateway, error) {
 		components: map[string]*component{},
 		started:    time.Now(),
 	}
+	g.cfgNow.Store(cfg)
+	g.bg, g.bgCancel = context.WithCancel(context.Background())
 	g.outbox = newOutbox(g)
 	g.routes()
 	return g, nil
@@ -148,6 +162,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.mu.Unlock()
 	wg.Wait()
+	// Background work (registrations, roster pushes, sessions) ends once
+	// the components are stopped and its contexts cancelled.
+	g.bgCancel()
+	drained := make(chan struct{})
+	go func() { g.work.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		g.log.Warn("some background work did not finish within 10s of shutdown")
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -167,6 +191,7 @@ func (g *Gateway) Reload(cfg *config.Config) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.cfg = cfg
+	g.cfgNow.Store(cfg)
 	if g.runCtx == nil {
 		return nil
 	}
@@ -276,16 +301,20 @@ func (g *Gateway) running() []*component {
 }
 
 // config returns the current configuration.
-func (g *Gateway) config() *config.Config {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	return g.cfg
+func (g *Gateway) config() *config.Config { return g.cfgNow.Load() }
+
+// workCtx bounds work handed off from the read loop; it ends early when
+// the gateway stops.
+func (g *Gateway) workCtx(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(g.bg, d)
 }
 
 // goSafe runs f on a new goroutine that recovers panics, logs the stack and
 // counts them.
 func (g *Gateway) goSafe(name string, f func()) {
+	g.work.Add(1)
 	go func() {
+		defer g.work.Done()
 		defer g.recoverPanic(name)
 		f()
 	}()

@@ -123,23 +123,33 @@ func (g *gateway) stop() {
 	g.cancel()
 	select {
 	case <-g.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(15 * time.Second):
 	}
+	g.logs.close()
 	g.st.Close()
 }
 
 // syncWriter sends gateway logs to the test log too.
 type syncWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-	t  testing.TB
+	mu     sync.Mutex
+	w      *bytes.Buffer
+	t      testing.TB
+	closed bool // the test is over: t.Logf would panic
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {
-	s.t.Logf("gw: %s", bytes.TrimSpace(p))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		s.t.Logf("gw: %s", bytes.TrimSpace(p))
+	}
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 }
 
 func (s *syncWriter) String() string {

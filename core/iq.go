@@ -24,6 +24,7 @@ const (
 	nsNick     = "http://jabber.org/protocol/nick"
 	nsOOB      = "jabber:x:oob"
 	nsData     = "jabber:x:data"
+	nsMarkers  = "urn:xmpp:chat-markers:0"
 	capsNode   = "https://transportd.invalid/caps"
 )
 
@@ -126,7 +127,7 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	case "get " + nsVCard + " vCard":
 		addr, _ := c.t.Address(to.Localpart())
 		c.g.goSafe("vcard", func() {
-			ctx, cancel := workCtx(10 * time.Second)
+			ctx, cancel := c.g.workCtx(10 * time.Second)
 			defer cancel()
 			c.vcard(ctx, r, from.Bare().String(), addr)
 		})
@@ -170,7 +171,7 @@ func (c *component) handleRoomIQ(r *iqReply, key string, to jid.JID, addr string
 func (c *component) features() []string {
 	fs := []string{
 		disco.NSInfo, disco.NSItems, nsRegister, nsGateway, version.NS, ping.NS,
-		commands.NS, nsReceipts, disco.NSCaps,
+		commands.NS, nsReceipts, disco.NSCaps, nsMarkers,
 	}
 	fs = append(fs, c.info.Features...)
 	if _, ok := c.t.(GroupChats); ok {

@@ -65,8 +65,12 @@ func (c *component) handleMessage(el *Element) {
 		}
 	}
 	if !hasBody || strings.TrimSpace(body) == "" {
-		// Chat states, receipts and markers without a body: nothing to
-		// send to the legacy network yet.
+		// Chat states and receipts without a body: nothing to send to the
+		// legacy network. A displayed marker (XEP-0333) marks the message
+		// read where the network has read state.
+		if d := el.Child(nsMarkers, "displayed"); d != nil && d.Get("id") != "" && !isRoom {
+			c.markRead(u, to.Localpart(), d.Get("id"))
+		}
 		return
 	}
 	if len(body) > maxBody {
@@ -100,7 +104,7 @@ func (c *component) handleMessage(el *Element) {
 			m.Nick = to.Resourcepart()
 		}
 	}
-	ctx, cancel := workCtx(10 * time.Second)
+	ctx, cancel := c.g.workCtx(10 * time.Second)
 	defer cancel()
 	if err := c.g.outbox.enqueueToLegacy(ctx, u, m); err != nil {
 		c.log.Error("outbox commit failed", "error", err)
@@ -116,4 +120,32 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// markRead hands a displayed marker to the session, if its network has
+// read state.
+func (c *component) markRead(u *user, local, xmppID string) {
+	l := u.live.Load()
+	if l == nil {
+		return
+	}
+	mk, ok := l.s.(Marker)
+	if !ok {
+		return
+	}
+	addr, err := c.t.Address(local)
+	if err != nil {
+		return
+	}
+	c.g.goSafe("marker", func() {
+		ctx, cancel := c.g.workCtx(30 * time.Second)
+		defer cancel()
+		legacyID, err := c.g.store.LegacyID(ctx, u.acctID(), xmppID)
+		if err != nil {
+			return // not a message we delivered, or too old
+		}
+		if err := mk.MarkRead(ctx, addr, legacyID); err != nil {
+			u.log.Info("marking read failed", "error", err)
+		}
+	})
 }

@@ -301,6 +301,7 @@ func (c *component) renderOne(a *store.Account, env envelope) (*Element, string)
 		el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))
 	}
 	el.Add(NewElement(nsReceipts, "request"))
+	el.Add(NewElement(nsMarkers, "markable"))
 	return el, id
 }
 
@@ -414,6 +415,9 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 			c.noteContact(ctx, a, m.Contact, "")
 		}
 		switch {
+		case c.info.DeferredReceipts && legacyID != "" && !m.Receipt:
+			// Remember who sent it, so a later failure reaches that client.
+			_ = o.g.store.SetState(ctx, a.ID, receiptKey(legacyID), m.UserResource+"\x00")
 		case m.Receipt && c.info.DeferredReceipts && legacyID != "":
 			// The network confirms later: remember who asked.
 			_ = o.g.store.SetState(ctx, a.ID, receiptKey(legacyID), m.UserResource+"\x00"+m.XMPPID)

@@ -42,7 +42,7 @@ func (c *component) schema() registration.Schema {
 // its own goroutine and answers from there.
 func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 	bare := from.Bare().String()
-	ctx, cancel := workCtx(5 * time.Second)
+	ctx, cancel := c.g.workCtx(5 * time.Second)
 	acct, err := c.account(ctx, bare)
 	cancel()
 	if err != nil {
@@ -138,7 +138,7 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 
 // register verifies credentials, stores the account and starts its session.
 func (c *component) register(bare string, old *store.Account, schema registration.Schema, vals registration.Values) error {
-	ctx, cancel := workCtx(60 * time.Second)
+	ctx, cancel := c.g.workCtx(60 * time.Second)
 	defer cancel()
 	acct := &Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Values: vals, Defaults: c.tcfg().Defaults}
 	if old != nil {
@@ -147,7 +147,17 @@ func (c *component) register(bare string, old *store.Account, schema registratio
 	if err := c.t.Verify(ctx, acct); err != nil {
 		return err
 	}
+	vals = registration.Values(acct.Values) // Verify may have filled some in
 	fields, secrets := schema.Split(vals)
+	if old != nil {
+		// Settings (not part of the registration form) survive a
+		// re-registration.
+		for k, v := range old.Fields {
+			if _, ok := fields[k]; !ok && schema.Field(k) == nil {
+				fields[k] = v
+			}
+		}
+	}
 	a := &store.Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Fields: fields, Enabled: true}
 	if old != nil {
 		a.Enabled = old.Enabled
@@ -168,7 +178,7 @@ func (c *component) register(bare string, old *store.Account, schema registratio
 
 // unregister deletes the credentials, ends the session and unsubscribes.
 func (c *component) unregister(a *store.Account) error {
-	ctx, cancel := workCtx(10 * time.Second)
+	ctx, cancel := c.g.workCtx(10 * time.Second)
 	defer cancel()
 	if err := c.g.store.DeleteAccount(ctx, a.ID); err != nil {
 		return err
@@ -218,7 +228,7 @@ func (c *component) autoRegister(bare string) (*user, error) {
 	if !c.dom().MayRegister(bare) {
 		return nil, NewError(stanza.NotAllowed, "registration is closed for your domain on this gateway")
 	}
-	ctx, cancel := workCtx(10 * time.Second)
+	ctx, cancel := c.g.workCtx(10 * time.Second)
 	defer cancel()
 	a, err := c.account(ctx, bare)
 	if err != nil {

@@ -83,7 +83,9 @@ type Transport interface {
 	Schema(defaults map[string]string) registration.Schema
 
 	// Verify proves that the submitted credentials work (logs in and out)
-	// before anything is stored. Its error is shown to the user: wrap it
+	// before anything is stored. It may fill in a.Values (servers it
+	// discovered, normalised values): core stores a.Values as they are when
+	// Verify returns nil. Its error is shown to the user: wrap it
 	// with an Error carrying the right condition (NotAuthorized for refused
 	// credentials, RemoteServerNotFound when a host does not answer).
 	Verify(ctx context.Context, a *Account) error
@@ -110,6 +112,13 @@ type Session interface {
 	// the legacy ID the network gave it, if any. An error wrapping ErrTemporary
 	// is retried by the outbox; any other error is reported to the user.
 	Send(ctx context.Context, m *Message) (legacyID string, err error)
+}
+
+// Marker is implemented by sessions whose network has read state. Core
+// calls MarkRead when the user's client sends a displayed marker (XEP-0333)
+// for a message core delivered; legacyID is that message's Message.LegacyID.
+type Marker interface {
+	MarkRead(ctx context.Context, contact, legacyID string) error
 }
 
 // Gatewayer is implemented by transports that translate what a user types

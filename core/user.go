@@ -310,6 +310,10 @@ func (s *sink) Receipt(ctx context.Context, contact, legacyID string) error {
 		return err // no receipt was asked for
 	}
 	resource, xmppID, _ := strings.Cut(v, "\x00")
+	if xmppID == "" {
+		// No receipt was asked for; the entry only routes failures.
+		return st.Delete(ctx, receiptKey(legacyID))
+	}
 	if err := s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindReceipt, Msg: Message{Contact: contact, XMPPID: xmppID, UserResource: resource}}); err != nil {
 		return err
 	}
@@ -324,8 +328,13 @@ func (s *sink) Failed(ctx context.Context, contact, legacyID string, cause error
 		return err
 	}
 	se := toStanzaError(cause)
-	_ = accountState{st: s.u.c.g.store, id: s.acctID}.Delete(ctx, receiptKey(legacyID))
-	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindError, Msg: Message{Contact: contact, XMPPID: xmppID, LegacyID: "failed:" + legacyID}, ErrCond: string(se.Condition), ErrText: se.Text})
+	// The resource that sent the message, remembered at Send: an error to
+	// the bare JID would be dropped by the server.
+	st := accountState{st: s.u.c.g.store, id: s.acctID}
+	v, _, _ := st.Get(ctx, receiptKey(legacyID))
+	resource, _, _ := strings.Cut(v, "\x00")
+	_ = st.Delete(ctx, receiptKey(legacyID))
+	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindError, Msg: Message{Contact: contact, XMPPID: xmppID, UserResource: resource, LegacyID: "failed:" + legacyID}, ErrCond: string(se.Condition), ErrText: se.Text})
 }
 
 // receiptKey is the state key under which a deferred receipt waits.

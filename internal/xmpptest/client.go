@@ -1,5 +1,5 @@
 // Package xmpptest is the test side of transportd's integration tests: a
-// real XMPP client (mellium) logged in to the test Prosody, and the
+// real XMPP client (mellium) logged in to the test Prosody or ejabberd, and the
 // environment the test servers were started with (scripts/testenv.sh).
 package xmpptest
 
@@ -24,12 +24,13 @@ import (
 
 // Env is the test environment started by scripts/testenv.sh.
 type Env struct {
-	C2S       string // host:port of Prosody's client port
-	Component string // host:port of Prosody's component port
+	C2S       string // host:port of the server's client port
+	Component string // host:port of the server's component port
 	Secret    string // component secret
 	Password  string // password of the test users
 	PIDFile   string
 	Script    string // path to testenv.sh, for restarts
+	Domain    string // the test users' domain (set by Ejabberd; Prosody serves a.test and b.test)
 }
 
 // Prosody returns the environment, or skips the test when the servers are
@@ -49,6 +50,30 @@ func Prosody(t testing.TB) Env {
 			t.Fatal("Prosody test environment missing (run scripts/testenv.sh up and source its env): under CI a missing server is a failure")
 		}
 		t.Skip("Prosody test environment not running; run `make test` or scripts/testenv.sh up")
+	}
+	return e
+}
+
+// Ejabberd returns the environment of the second XMPP server, ejabberd
+// (scripts/testenv.sh up ejabberd: users user1..user10 at Domain, component
+// JIDs NAME.Domain), or skips the test when it is not running — except under
+// CI=true, where a missing server fails. C2S and Component are ejabberd's.
+func Ejabberd(t testing.TB) Env {
+	t.Helper()
+	e := Env{
+		C2S:       os.Getenv("TRANSPORTD_TEST_EJABBERD_C2S"),
+		Component: os.Getenv("TRANSPORTD_TEST_EJABBERD_COMPONENT"),
+		Secret:    os.Getenv("TRANSPORTD_TEST_EJABBERD_SECRET"),
+		Password:  os.Getenv("TRANSPORTD_TEST_EJABBERD_PASSWORD"),
+		PIDFile:   os.Getenv("TRANSPORTD_TEST_EJABBERD_PIDFILE"),
+		Script:    os.Getenv("TRANSPORTD_TEST_ENV_SCRIPT"),
+		Domain:    os.Getenv("TRANSPORTD_TEST_EJABBERD_DOMAIN"),
+	}
+	if e.C2S == "" || e.Component == "" || e.Domain == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ejabberd test environment missing (run scripts/testenv.sh up ejabberd and source its env): under CI a missing server is a failure")
+		}
+		t.Skip("ejabberd test environment not running; run `make test` or scripts/testenv.sh up ejabberd")
 	}
 	return e
 }
@@ -161,9 +186,9 @@ func (c *Client) Send(el *core.Element) {
 
 // SendErr writes a stanza and returns the error.
 func (c *Client) SendErr(el *core.Element) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return c.sess.Send(ctx, el.TokenReader())
+	// No per-call deadline: cancelling one races mellium's write-deadline
+	// goroutine and fails later writes with spurious timeouts.
+	return c.sess.Send(context.Background(), el.TokenReader())
 }
 
 // SendRaw writes raw XML to the stream (for hostile input tests).
