@@ -328,4 +328,3 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
-
