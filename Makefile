@@ -26,9 +26,10 @@ unit:
 	$(GO) test -count=1 ./...
 
 # Everything: vet, unit and integration tests against real servers started
-# by scripts/testenv.sh (installed with apt-get when missing).
+# by scripts/testenv.sh (installed with apt-get when missing): Prosody, and
+# ejabberd as the second XMPP server, Dovecot and OpenSMTPD for e-mail.
 test: vet
-	scripts/testenv.sh up
+	scripts/testenv.sh up prosody ejabberd dovecot smtpd
 	@set -e; trap 'scripts/testenv.sh down' EXIT; \
 	eval "$$(scripts/testenv.sh env)"; \
 	$(GO) test -count=1 -timeout 25m ./...
@@ -37,10 +38,10 @@ run: build
 	scripts/run.sh
 
 bench: build
-	scripts/testenv.sh up
+	scripts/testenv.sh up prosody dovecot smtpd
 	@set -e; trap 'scripts/testenv.sh down' EXIT; \
 	eval "$$(scripts/testenv.sh env)"; \
-	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./core/ ./core/store/
+	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./core/ ./core/store/ ./transports/...
 
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)

@@ -8,6 +8,8 @@
      script uses) echoes messages;
   4. slixmpp as the client USER (default user30@b.test) logs in on c2s without TLS (SCRAM),
      sends a message to check@COMPONENT and must get the echo back.
+--service ejabberd
+  the same against the ejabberd (component check.e.test, client user10@e.test).
 --service dovecot (Python's imaplib and smtplib.LMTP)
   a wrong password is refused; MAILBOX logs in and IDLEs; a message handed to
   LMTP shows up as EXISTS during IDLE; it is deleted again.
@@ -114,9 +116,21 @@ class User((slixmpp or _Missing).ClientXMPP):
         self.ready.set()
 
 
+async def check_ejabberd(args):
+    domain = os.environ.get("TRANSPORTD_TEST_EJABBERD_DOMAIN", "e.test")
+    ej = argparse.Namespace(**vars(args))
+    ej.c2s = os.environ.get("TRANSPORTD_TEST_EJABBERD_C2S", "127.0.0.1:25322")
+    ej.component_addr = os.environ.get("TRANSPORTD_TEST_EJABBERD_COMPONENT", "127.0.0.1:25447")
+    ej.secret = os.environ.get("TRANSPORTD_TEST_EJABBERD_SECRET", "testsecret")
+    ej.password = os.environ.get("TRANSPORTD_TEST_EJABBERD_PASSWORD", "pw")
+    ej.component = "check." + domain
+    ej.user = "user%s@%s" % (os.environ.get("TRANSPORTD_TEST_EJABBERD_USER_COUNT", "10"), domain)
+    return await check_prosody(ej)
+
+
 async def check_prosody(args):
     if slixmpp is None:
-        print("FAIL prosody: python3-slixmpp is not installed (apt-get install python3-slixmpp)")
+        print("FAIL python3-slixmpp is not installed (apt-get install python3-slixmpp)")
         return False
     ok = True
     c2s = hostport(args.c2s)
@@ -292,7 +306,7 @@ def main():
     p.add_argument("--smtp", default=os.environ.get("TRANSPORTD_TEST_SMTP", "127.0.0.1:25025"))
     count = os.environ.get("TRANSPORTD_TEST_MAIL_USER_COUNT", "20")
     p.add_argument("--mailbox", default="user%s@%s" % (count, domains[-1]), help="(its INBOX gets a message, deleted again)")
-    p.add_argument("--service", action="append", choices=["prosody", "dovecot", "smtpd"],
+    p.add_argument("--service", action="append", choices=["prosody", "dovecot", "smtpd", "ejabberd"],
                    help="what to check (repeatable; default: prosody)")
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -301,10 +315,10 @@ def main():
     ok = True
     for service in args.service or ["prosody"]:
         try:
-            if service == "prosody":
+            if service in ("prosody", "ejabberd"):
                 loop = asyncio.new_event_loop()
                 asyncio.set_event_loop(loop)
-                good = loop.run_until_complete(check_prosody(args))
+                good = loop.run_until_complete({"prosody": check_prosody, "ejabberd": check_ejabberd}[service](args))
             else:
                 good = {"dovecot": check_dovecot, "smtpd": check_smtpd}[service](args)
         except Exception as e:  # noqa: BLE001 - report any failure as such

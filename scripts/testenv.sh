@@ -23,6 +23,15 @@
 #   smtpd    OpenSMTPD: SMTP 25025 (no TLS, no auth) for those mailboxes,
 #            delivering over LMTP into the Dovecot (so it brings up dovecot).
 #            Its queue and control socket are fixed paths: one per machine.
+#   inspircd InspIRCd 3 with its IRCv3 modules: IRC 26667, IRC over TLS 26697
+#            (self-signed certificate for 127.0.0.1, TRANSPORTD_TEST_IRC_TLS_CERT);
+#            no services (no SASL). OPER root test.
+#   ngircd   ngIRCd 26, the plainer second IRC server: IRC 26668 (no IRCv3 tags).
+#   ejabberd ejabberd 23.01, the second XMPP server, for its own domain e.test:
+#            c2s 25322 (no TLS; PLAIN and SCRAM-SHA-1/256), XEP-0114 components
+#            25447 (secret testsecret; NAME.e.test for NAME in echo echo2 email
+#            sms irc bench), MUC conference.e.test; accounts user1..user10@e.test,
+#            password pw. Erlang distribution (for ejabberdctl) on 25369, no epmd.
 #
 # Everything (rendered configs, data, logs, pid files) lives in the run directory
 # ${TESTENV_DIR:-<repo>/.testenv}; config templates live in testdata/testenv/.
@@ -32,7 +41,10 @@
 # Overrides (environment): TESTENV_DIR, TESTENV_WAIT_SECS (default 30),
 #   TESTENV_PROSODY_C2S_PORT, TESTENV_PROSODY_COMPONENT_PORT,
 #   TESTENV_PROSODY_HTTP_PORT, TESTENV_PROSODY_LOG_LEVEL (info),
-#   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT, TESTENV_SMTPD_PORT.
+#   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT, TESTENV_SMTPD_PORT,
+#   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT, TESTENV_NGIRCD_PORT,
+#   TESTENV_EJABBERD_C2S_PORT, TESTENV_EJABBERD_COMPONENT_PORT,
+#   TESTENV_EJABBERD_DIST_PORT, TESTENV_EJABBERD_LOG_LEVEL (info).
 # Overridden ports are remembered in the run directory, so a later `restart` or
 # `env` without the overrides keeps using them.
 #
@@ -45,7 +57,7 @@
 # and, for `check`, a --service FOO in scripts/testenv-check.py.
 set -euo pipefail
 
-SERVICES=(prosody dovecot smtpd) # start order; `down` goes in reverse
+SERVICES=(prosody dovecot smtpd inspircd ngircd ejabberd) # start order; `down` goes in reverse
 DEFAULT_UP=(prosody)
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -607,7 +619,15 @@ down_dovecot() {
 	local pid
 	pid=$(dovecot_pid)
 	[[ -n $pid ]] || return 0
+	# Its imap processes outlive a SIGTERMed master and would keep serving
+	# open connections: a restart must be a real outage, so end them too.
+	local children
+	children=$(pgrep -P "$pid" || true)
 	kill_wait "$pid" 15
+	if [[ -n $children ]]; then
+		# shellcheck disable=SC2086
+		kill -TERM $children 2>/dev/null || true
+	fi
 	rm -f "$D_PIDFILE"
 	log "dovecot stopped"
 }
@@ -740,6 +760,484 @@ status_smtpd() {
 env_smtpd() {
 	settings_smtpd
 	echo "export TRANSPORTD_TEST_SMTP=$BIND:$S_PORT"
+}
+
+# ---------------------------------------------------------------------------
+# InspIRCd 3 (IRC with its IRCv3 modules: echo-message, labeled-response,
+# server-time, message-tags, batch, away-notify, account-notify...): a plain
+# and a TLS client port (self-signed certificate for 127.0.0.1). No services,
+# so no SASL. It finishes a client's registration on a one-second tick.
+
+pkgs_inspircd() { printf '%s\n' inspircd openssl; }
+
+stop_system_inspircd() {
+	stop_system_daemon inspircd /run/inspircd/inspircd.pid /var/run/inspircd/inspircd.pid
+}
+
+settings_inspircd() {
+	I_DIR=$RUN/inspircd
+	I_CONF=$I_DIR/inspircd.conf
+	I_MOTD=$I_DIR/motd.txt
+	I_CERT=$I_DIR/cert.pem
+	I_KEY=$I_DIR/key.pem
+	I_LOG=$I_DIR/inspircd.log
+	I_CONSOLE=$I_DIR/console.log
+	I_PIDFILE=$I_DIR/inspircd.pid
+	local SAVED_PORT='' SAVED_TLS_PORT=''
+	# shellcheck disable=SC1091
+	[[ -f $I_DIR/settings ]] && . "$I_DIR/settings"
+	I_PORT=${TESTENV_INSPIRCD_PORT:-${SAVED_PORT:-26667}}
+	I_TLS_PORT=${TESTENV_INSPIRCD_TLS_PORT:-${SAVED_TLS_PORT:-26697}}
+	check_ports inspircd "$I_PORT" "$I_TLS_PORT"
+}
+
+inspircd_pid() { exe_pid "$I_PIDFILE" /usr/sbin/inspircd; }
+
+running_inspircd() {
+	settings_inspircd
+	[[ -n $(inspircd_pid) ]]
+}
+
+up_inspircd() {
+	settings_inspircd
+	local pid
+	pid=$(inspircd_pid)
+	LOGS=("$I_LOG" "$I_CONSOLE")
+	if [[ -n $pid ]]; then
+		wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT"
+		log "inspircd already up (pid $pid)"
+		return 0
+	fi
+	[[ -x /usr/sbin/inspircd ]] || die "inspircd is not installed"
+	ports_free inspircd TESTENV_INSPIRCD_ "$I_PORT" "$I_TLS_PORT"
+
+	mkdir -p "$I_DIR"
+	chmod 0755 "$I_DIR"
+	save_settings "$I_DIR/settings" SAVED_PORT="$I_PORT" SAVED_TLS_PORT="$I_TLS_PORT"
+	if [[ ! -s $I_CERT || ! -s $I_KEY ]]; then
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$BIND" \
+			-addext "subjectAltName=IP:$BIND,DNS:localhost" \
+			-keyout "$I_KEY" -out "$I_CERT" >"$I_CONSOLE.tmp" 2>&1 || {
+			cat "$I_CONSOLE.tmp" >&2
+			die "cannot create the InspIRCd test certificate"
+		}
+		rm -f "$I_CONSOLE.tmp"
+	fi
+	echo "transportd test server" >"$I_MOTD"
+	render "$TEMPLATES/inspircd.conf.in" "$I_CONF" \
+		BIND="$BIND" PORT="$I_PORT" TLS_PORT="$I_TLS_PORT" PIDFILE="$I_PIDFILE" \
+		MOTD="$I_MOTD" LOG_FILE="$I_LOG" CERT_FILE="$I_CERT" KEY_FILE="$I_KEY"
+	chown -R irc:irc "$I_DIR"
+	chmod 0644 "$I_CONF" "$I_MOTD" "$I_CERT"
+	chmod 0600 "$I_KEY"
+	ensure_traversable irc "$I_CONF" "$I_KEY"
+	rm -f "$I_PIDFILE"
+
+	# --nofork keeps it in the foreground; setpriv execs, so $! is its pid.
+	# ulimit -c 0: InspIRCd 3.15 may dump core on SIGTERM.
+	(
+		ulimit -c 0
+		exec setsid setpriv --reuid=irc --regid=irc --init-groups -- \
+			env -i PATH="$SYS_PATH" HOME="$I_DIR" LANG=C.UTF-8 LD_LIBRARY_PATH=/usr/lib/inspircd \
+			/usr/sbin/inspircd --config "$I_CONF" --nofork </dev/null >>"$I_CONSOLE" 2>&1 9>&-
+	) &
+	pid=$!
+	wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT"
+	log "inspircd up (pid $pid): irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT"
+}
+
+down_inspircd() {
+	settings_inspircd
+	local pid
+	pid=$(inspircd_pid)
+	[[ -n $pid ]] || return 0
+	kill_wait "$pid" 15
+	rm -f "$I_PIDFILE"
+	log "inspircd stopped"
+}
+
+status_inspircd() {
+	settings_inspircd
+	local pid p state=""
+	pid=$(inspircd_pid)
+	if [[ -z $pid ]]; then
+		echo "inspircd: down"
+		return 1
+	fi
+	for p in "$I_PORT" "$I_TLS_PORT"; do
+		port_open "$p" || state+=" (port $p closed)"
+	done
+	echo "inspircd: up, pid $pid, irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, log $I_LOG$state"
+	[[ -z $state ]]
+}
+
+env_inspircd() {
+	settings_inspircd
+	cat <<-EOF2
+		export TRANSPORTD_TEST_IRC_ADDR=$BIND:$I_PORT
+		export TRANSPORTD_TEST_IRC_TLS_ADDR=$BIND:$I_TLS_PORT
+		export TRANSPORTD_TEST_IRC_TLS_CERT=$(q "$I_CERT")
+		export TRANSPORTD_TEST_IRC_LOG=$(q "$I_LOG")
+	EOF2
+}
+
+# ---------------------------------------------------------------------------
+# ngIRCd: a second, plainer IRC server (CAP with multi-prefix and
+# userhost-in-names only: no echo-message, no server-time, no tags).
+
+pkgs_ngircd() { echo ngircd; }
+
+stop_system_ngircd() {
+	stop_system_daemon ngircd /run/ngircd/ngircd.pid /var/run/ngircd/ngircd.pid
+}
+
+settings_ngircd() {
+	N_DIR=$RUN/ngircd
+	N_CONF=$N_DIR/ngircd.conf
+	N_CONSOLE=$N_DIR/ngircd.log
+	N_PIDFILE=$N_DIR/ngircd.pid
+	local SAVED_PORT=''
+	# shellcheck disable=SC1091
+	[[ -f $N_DIR/settings ]] && . "$N_DIR/settings"
+	N_PORT=${TESTENV_NGIRCD_PORT:-${SAVED_PORT:-26668}}
+	check_ports ngircd "$N_PORT"
+}
+
+ngircd_pid() { exe_pid "$N_PIDFILE" /usr/sbin/ngircd; }
+
+running_ngircd() {
+	settings_ngircd
+	[[ -n $(ngircd_pid) ]]
+}
+
+up_ngircd() {
+	settings_ngircd
+	local pid i
+	pid=$(ngircd_pid)
+	LOGS=("$N_CONSOLE")
+	if [[ -n $pid ]]; then
+		wait_ports ngircd "$pid" "$N_PORT"
+		log "ngircd already up (pid $pid)"
+		return 0
+	fi
+	[[ -x /usr/sbin/ngircd ]] || die "ngircd is not installed"
+	ports_free ngircd TESTENV_NGIRCD_ "$N_PORT"
+
+	mkdir -p "$N_DIR"
+	chmod 0755 "$N_DIR"
+	save_settings "$N_DIR/settings" SAVED_PORT="$N_PORT"
+	render "$TEMPLATES/ngircd.conf.in" "$N_CONF" BIND="$BIND" PORT="$N_PORT" PIDFILE="$N_PIDFILE"
+	chmod 0644 "$N_CONF"
+	chown irc:irc "$N_DIR"
+	if ! /usr/sbin/ngircd --configtest --config "$N_CONF" >"$N_CONSOLE.tmp" 2>&1; then
+		cat "$N_CONSOLE.tmp" >&2
+		die "ngircd rejects $N_CONF"
+	fi
+	rm -f "$N_CONSOLE.tmp" "$N_PIDFILE"
+
+	# Started as root, it switches to ServerUID/ServerGID (irc) by itself;
+	# --nodaemon logs to stderr and stays in the foreground.
+	setsid /usr/sbin/ngircd --nodaemon --config "$N_CONF" </dev/null >>"$N_CONSOLE" 2>&1 9>&- &
+	pid=$!
+	wait_ports ngircd "$pid" "$N_PORT"
+	for ((i = 0; i < 50; i++)); do
+		[[ -s $N_PIDFILE ]] && break
+		sleep 0.1
+	done
+	log "ngircd up (pid $pid): irc $BIND:$N_PORT"
+}
+
+down_ngircd() {
+	settings_ngircd
+	local pid
+	pid=$(ngircd_pid)
+	[[ -n $pid ]] || return 0
+	kill_wait "$pid" 15
+	rm -f "$N_PIDFILE"
+	log "ngircd stopped"
+}
+
+status_ngircd() {
+	settings_ngircd
+	local pid state=""
+	pid=$(ngircd_pid)
+	if [[ -z $pid ]]; then
+		echo "ngircd: down"
+		return 1
+	fi
+	port_open "$N_PORT" || state=" (port $N_PORT closed)"
+	echo "ngircd: up, pid $pid, irc $BIND:$N_PORT, log $N_CONSOLE$state"
+	[[ -z $state ]]
+}
+
+env_ngircd() {
+	settings_ngircd
+	echo "export TRANSPORTD_TEST_NGIRCD_ADDR=$BIND:$N_PORT"
+}
+
+# ---------------------------------------------------------------------------
+# ejabberd 23.01: the second XMPP server. c2s (no TLS) and XEP-0114
+# components for its own domain, e.test; accounts created with one
+# `ejabberdctl import_piefxis` (XEP-0227 file) on a fresh spool.
+#
+# It is an Erlang node: its node name, cookie ($E_DIR/.erlang.cookie, read
+# through HOME), Mnesia spool and logs all live in the run directory, and its
+# Erlang distribution listens on a fixed loopback port ($E_DIST_PORT) instead
+# of registering with epmd, so no epmd is started and ejabberdctl finds the
+# node by that port. Started as the ejabberd user with `ejabberdctl
+# foreground` (a shell that stays the parent of beam.smp); stopped with
+# SIGTERM, which the Erlang VM turns into an orderly shutdown.
+
+EJABBERD_DOMAIN=e.test
+EJABBERD_USER_COUNT=10
+EJABBERD_COMPONENTS=(echo echo2 email sms irc bench) # NAME.e.test, secret $COMPONENT_SECRET
+
+pkgs_ejabberd() { echo ejabberd; }
+
+# ejabberd_beam_pids SPOOL: pids of the beam.smp processes whose Mnesia
+# directory is SPOOL (the argument `-mnesia dir "SPOOL"` names a node).
+ejabberd_beam_pids() {
+	local f pid exe
+	grep -lszxF -- "\"$1\"" /proc/[0-9]*/cmdline | while read -r f; do
+		pid=${f#/proc/}
+		pid=${pid%/cmdline}
+		exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
+		exe=${exe% (deleted)}
+		[[ ${exe##*/} == beam.smp ]] && pid_alive "$pid" && echo "$pid"
+	done
+	return 0
+}
+
+stop_system_ejabberd() {
+	# Debian's package starts the system node (ejabberd@localhost, Mnesia in
+	# /var/lib/ejabberd, ports 5222/5269/5280/5443 on all interfaces) unless
+	# policy-rc.d forbids it. Its init script stops it with `ejabberdctl stop`;
+	# that node also started epmd (port 4369, all interfaces), which outlives
+	# it. The init script is only called when the node runs: its status check
+	# would itself start epmd.
+	local pid pids
+	pids=$(ejabberd_beam_pids /var/lib/ejabberd)
+	[[ -n $pids ]] || return 0
+	if command -v service >/dev/null; then
+		timeout 60 service ejabberd stop >/dev/null 2>&1 || true
+	fi
+	for pid in $(ejabberd_beam_pids /var/lib/ejabberd); do
+		log "stopping system ejabberd (pid $pid)"
+		kill_wait "$pid" 30
+	done
+	if [[ -x /usr/bin/epmd ]] && ! /usr/bin/epmd -names 2>/dev/null | grep -q '^name '; then
+		/usr/bin/epmd -kill >/dev/null 2>&1 || true
+	fi
+}
+
+settings_ejabberd() {
+	E_DIR=$RUN/ejabberd
+	E_CFG=$E_DIR/ejabberd.yml
+	E_CTL_CFG=$E_DIR/ejabberdctl.cfg
+	E_SPOOL=$E_DIR/spool
+	E_LOGS=$E_DIR/logs
+	E_LOG=$E_LOGS/ejabberd.log
+	E_ERROR_LOG=$E_LOGS/error.log
+	E_CONSOLE=$E_DIR/console.log
+	E_PIDFILE=$E_DIR/ejabberd.pid
+	E_USERS_DONE=$E_SPOOL/transportd-users
+	E_NODE=transportd@localhost
+	local SAVED_C2S_PORT='' SAVED_COMPONENT_PORT='' SAVED_DIST_PORT=''
+	# shellcheck disable=SC1091
+	[[ -f $E_DIR/settings ]] && . "$E_DIR/settings"
+	E_C2S_PORT=${TESTENV_EJABBERD_C2S_PORT:-${SAVED_C2S_PORT:-25322}}
+	E_COMPONENT_PORT=${TESTENV_EJABBERD_COMPONENT_PORT:-${SAVED_COMPONENT_PORT:-25447}}
+	E_DIST_PORT=${TESTENV_EJABBERD_DIST_PORT:-${SAVED_DIST_PORT:-25369}}
+	E_LOG_LEVEL=${TESTENV_EJABBERD_LOG_LEVEL:-info}
+	check_ports ejabberd "$E_C2S_PORT" "$E_COMPONENT_PORT" "$E_DIST_PORT"
+}
+
+# ejabberd_pids: the beam.smp of our node, if running (settings_ejabberd first).
+ejabberd_pids() { ejabberd_beam_pids "$E_SPOOL"; }
+
+running_ejabberd() {
+	settings_ejabberd
+	[[ -n $(ejabberd_pids) ]]
+}
+
+# ejabberd_ctl ARGS...: ejabberdctl for our node, as the ejabberd user.
+ejabberd_ctl() {
+	setpriv --reuid=ejabberd --regid=ejabberd --init-groups -- \
+		env -i PATH="$SYS_PATH" HOME="$E_DIR" LANG=C.UTF-8 \
+		/usr/sbin/ejabberdctl --config-dir "$E_DIR" --spool "$E_SPOOL" --logs "$E_LOGS" "$@" 9>&-
+}
+
+ejabberd_write_config() {
+	local c hosts='' sep=''
+	mkdir -p "$E_DIR" "$E_SPOOL" "$E_LOGS"
+	chmod 0755 "$E_DIR"
+	save_settings "$E_DIR/settings" SAVED_C2S_PORT="$E_C2S_PORT" \
+		SAVED_COMPONENT_PORT="$E_COMPONENT_PORT" SAVED_DIST_PORT="$E_DIST_PORT"
+	# The components, as one YAML flow mapping: {"NAME.DOMAIN": {password: "..."}, ...};
+	# check.DOMAIN is for scripts/testenv-check.py, not for tests.
+	for c in "${EJABBERD_COMPONENTS[@]}" check; do
+		hosts+="$sep\"$c.$EJABBERD_DOMAIN\": {password: \"$COMPONENT_SECRET\"}"
+		sep=', '
+	done
+	render "$TEMPLATES/ejabberd.yml.in" "$E_CFG" \
+		BIND="$BIND" DOMAIN="$EJABBERD_DOMAIN" C2S_PORT="$E_C2S_PORT" \
+		COMPONENT_PORT="$E_COMPONENT_PORT" COMPONENT_HOSTS="{$hosts}" LOG_LEVEL="$E_LOG_LEVEL"
+	# Read by ejabberdctl (a shell fragment), for the server and for each
+	# command: the node, its distribution port on loopback (no epmd), pid file.
+	cat >"$E_CTL_CFG" <<-EOF
+		# Generated by scripts/testenv.sh.
+		ERLANG_NODE=$E_NODE
+		ERL_DIST_PORT=$E_DIST_PORT
+		ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"
+		EJABBERD_PID_PATH=$E_PIDFILE
+		EJABBERD_BYPASS_WARNINGS=true
+	EOF
+	# Name resolution for the Erlang VM: "localhost" (the node's host) is loopback.
+	cat >"$E_DIR/inetrc" <<-'EOF'
+		{lookup, [file, native]}.
+		{host, {127,0,0,1}, ["localhost"]}.
+	EOF
+	if [[ ! -s $E_DIR/.erlang.cookie ]]; then
+		(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -dc 0-9a-f >"$E_DIR/.erlang.cookie")
+	fi
+	chmod 0644 "$E_CFG" "$E_CTL_CFG" "$E_DIR/inetrc"
+	chmod 0400 "$E_DIR/.erlang.cookie"
+	chmod 0700 "$E_SPOOL"
+	chown -R ejabberd:ejabberd "$E_DIR"
+	ensure_traversable ejabberd "$E_CFG"
+}
+
+# ejabberd_ctl_retry VAR ARGS...: ejabberd_ctl ARGS, retried for up to
+# $WAIT_SECS while it fails (right after its ports open the node may not take
+# commands yet); its output goes into VAR.
+ejabberd_ctl_retry() {
+	local -n ejabberd_ctl_out=$1
+	local deadline=$((SECONDS + WAIT_SECS))
+	shift
+	while true; do
+		ejabberd_ctl_out=$(ejabberd_ctl "$@" 2>&1) && return 0
+		((SECONDS < deadline)) || break
+		sleep 0.5
+	done
+	printf 'ejabberdctl %s: %s\n' "$*" "$ejabberd_ctl_out" >>"$E_CONSOLE"
+	show_log "$E_CONSOLE" "$E_ERROR_LOG"
+	die "ejabberdctl $* failed: $ejabberd_ctl_out"
+}
+
+# ejabberd_create_users [fresh]: create the missing accounts user1..userN@DOMAIN
+# (password $PASSWORD) with one import of a XEP-0227 file (one `ejabberdctl
+# register` per account costs an Erlang VM start each, and the import fails on
+# accounts that exist already, so unless the spool is fresh the existing ones
+# are listed first). A marker in the spool records that they are all there.
+ejabberd_create_users() {
+	local fresh=${1:-0} want have='' i f out missing=()
+	want="$EJABBERD_DOMAIN $EJABBERD_USER_COUNT $PASSWORD"
+	[[ $(cat "$E_USERS_DONE" 2>/dev/null) == "$want" ]] && return 0
+	((fresh)) || ejabberd_ctl_retry have registered_users "$EJABBERD_DOMAIN"
+	have=" ${have//$'\n'/ } "
+	for ((i = 1; i <= EJABBERD_USER_COUNT; i++)); do
+		[[ $have == *" user$i "* ]] || missing+=("user$i")
+	done
+	if ((${#missing[@]})); then
+		f=$E_DIR/users.xml
+		{
+			echo "<?xml version='1.0' encoding='UTF-8'?>"
+			echo "<server-data xmlns='urn:xmpp:pie:0'><host jid='$EJABBERD_DOMAIN'>"
+			for i in "${missing[@]}"; do echo "<user name='$i' password='$PASSWORD'/>"; done
+			echo "</host></server-data>"
+		} >"$f"
+		chown ejabberd:ejabberd "$f"
+		chmod 0600 "$f"
+		ejabberd_ctl_retry out import_piefxis "$f"
+		rm -f "$f"
+		log "created ${#missing[@]} ejabberd accounts"
+	fi
+	echo "$want" >"$E_USERS_DONE"
+}
+
+up_ejabberd() {
+	settings_ejabberd
+	local pid i launcher
+	pid=$(ejabberd_pids | head -n1)
+	LOGS=("$E_LOG" "$E_ERROR_LOG" "$E_CONSOLE")
+	if [[ -n $pid ]]; then
+		wait_ports ejabberd "$pid" "$E_C2S_PORT" "$E_COMPONENT_PORT" "$E_DIST_PORT"
+		ejabberd_create_users
+		log "ejabberd already up (pid $pid)"
+		return 0
+	fi
+	[[ -x /usr/sbin/ejabberdctl ]] || die "ejabberd is not installed"
+	ports_free ejabberd TESTENV_EJABBERD_ "$E_C2S_PORT" "$E_COMPONENT_PORT" "$E_DIST_PORT"
+	ejabberd_write_config
+	rm -f "$E_PIDFILE"
+	local fresh=0 # no Mnesia database yet: no accounts either
+	[[ -e $E_SPOOL/schema.DAT ]] || fresh=1
+
+	# setsid: own session (a Ctrl-C aimed at the caller does not reach it);
+	# 9>&-: the server must not hold our lock. The launcher is ejabberdctl's
+	# shell; beam.smp is its child.
+	setsid setpriv --reuid=ejabberd --regid=ejabberd --init-groups -- \
+		env -i PATH="$SYS_PATH" HOME="$E_DIR" LANG=C.UTF-8 \
+		/usr/sbin/ejabberdctl --config-dir "$E_DIR" --spool "$E_SPOOL" --logs "$E_LOGS" \
+		foreground </dev/null >>"$E_CONSOLE" 2>&1 9>&- &
+	launcher=$!
+	for ((i = 0; i < WAIT_SECS * 10; i++)); do
+		pid=$(ejabberd_pids | head -n1)
+		[[ -n $pid ]] && break
+		pid_alive "$launcher" || break
+		sleep 0.1
+	done
+	if [[ -z $pid ]]; then
+		kill_wait "$launcher" 5 || true
+		show_log "${LOGS[@]}"
+		die "ejabberd did not start"
+	fi
+	wait_ports ejabberd "$pid" "$E_C2S_PORT" "$E_COMPONENT_PORT" "$E_DIST_PORT"
+	ejabberd_create_users "$fresh"
+	log "ejabberd up (pid $pid): c2s $BIND:$E_C2S_PORT, components $BIND:$E_COMPONENT_PORT, domain $EJABBERD_DOMAIN"
+}
+
+down_ejabberd() {
+	settings_ejabberd
+	local pid stopped=0
+	for pid in $(ejabberd_pids); do
+		kill_wait "$pid" 30
+		stopped=1
+	done
+	rm -f "$E_PIDFILE"
+	((stopped)) && log "ejabberd stopped"
+	return 0
+}
+
+status_ejabberd() {
+	settings_ejabberd
+	local pid p state=""
+	pid=$(ejabberd_pids | head -n1)
+	if [[ -z $pid ]]; then
+		echo "ejabberd: down"
+		return 1
+	fi
+	for p in "$E_C2S_PORT" "$E_COMPONENT_PORT"; do
+		port_open "$p" || state+=" (port $p closed)"
+	done
+	echo "ejabberd: up, pid $pid, c2s $BIND:$E_C2S_PORT, components $BIND:$E_COMPONENT_PORT, domain $EJABBERD_DOMAIN, log $E_LOG$state"
+	[[ -z $state ]]
+}
+
+env_ejabberd() {
+	settings_ejabberd
+	cat <<-EOF
+		export TRANSPORTD_TEST_EJABBERD_C2S=$BIND:$E_C2S_PORT
+		export TRANSPORTD_TEST_EJABBERD_COMPONENT=$BIND:$E_COMPONENT_PORT
+		export TRANSPORTD_TEST_EJABBERD_DOMAIN=$(q "$EJABBERD_DOMAIN")
+		export TRANSPORTD_TEST_EJABBERD_SECRET=$(q "$COMPONENT_SECRET")
+		export TRANSPORTD_TEST_EJABBERD_PASSWORD=$(q "$PASSWORD")
+		export TRANSPORTD_TEST_EJABBERD_USER_COUNT=$EJABBERD_USER_COUNT
+		export TRANSPORTD_TEST_EJABBERD_COMPONENTS=$(q "${EJABBERD_COMPONENTS[*]}")
+		export TRANSPORTD_TEST_EJABBERD_MUC_DOMAIN=$(q "conference.$EJABBERD_DOMAIN")
+		export TRANSPORTD_TEST_EJABBERD_PIDFILE=$(q "$E_PIDFILE")
+		export TRANSPORTD_TEST_EJABBERD_LOG=$(q "$E_LOG")
+	EOF
 }
 
 # ---------------------------------------------------------------------------
@@ -885,7 +1383,7 @@ cmd_check() {
 		"running_$s" || die "$s is not up; run: scripts/testenv.sh up $s"
 		args+=(--service "$s")
 	done
-	if [[ " $* " == *" prosody "* ]]; then
+	if [[ " $* " == *" prosody "* || " $* " == *" ejabberd "* ]]; then
 		ensure_packages python3 python3-slixmpp
 	else
 		ensure_packages python3
