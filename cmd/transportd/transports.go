@@ -1,0 +1,8 @@
+package main
+
+// The transports compiled into the binary: each registers itself by name
+// from its init.
+import (
+	_ "transportd/transports/email"
+	_ "transportd/transports/sms"
+)

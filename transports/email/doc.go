@@ -1,0 +1,82 @@
+// Package email is the e-mail transport: a user registers a mailbox (IMAP
+// to read it, SMTP submission to answer from it) and then reads and
+// answers mail from any XMPP client. The sender jane@example.org is the
+// contact jane\40example.org@email.<domain> (jane%example.org is accepted
+// too).
+//
+// Incoming mail. One goroutine per account (session.Run) owns one IMAP
+// connection: it logs in, selects the first watched folder (INBOX by
+// default), delivers what arrived since the last mail delivered, and waits
+// in IDLE (polling every poll_interval where the server has no IDLE).
+// imapclient's unilateral-data handler only pokes a channel. Every
+// keepalive (9 minutes) IDLE is ended for a NOOP, which both restarts IDLE
+// well before RFC 2177's 29 minutes and proves the socket alive; every
+// command is bounded by a timeout that closes the connection. Other
+// watched folders are checked with STATUS every poll_interval. Connection
+// failures retry with jittered exponential backoff (1 s to 5 min) and show
+// as a transient failure; a refused login shows as bad credentials and
+// ends Run.
+//
+// Exactly once. Per folder, the state store keeps "UIDVALIDITY lastUID".
+// Mails above lastUID are fetched one at a time in UID order, handed to
+// core with LegacyID "UIDVALIDITY:UID" (plus ":folder" outside INBOX), and
+// lastUID is advanced only after Sink.Deliver returned (core committed the
+// message). A crash in between delivers the mail again with the same
+// LegacyID, which core's outbox drops. A folder seen for the first time
+// starts at its UIDNEXT (only new mail; initial_unread asks for the latest
+// unread ones); a changed UIDVALIDITY starts over at the new UIDNEXT and
+// delivers nothing old.
+//
+// Mail to text. parseMail streams the message through go-message within
+// caps (limits): 10 MB fetched whole (bigger: header, BODYSTRUCTURE and
+// text parts only), a 256 KiB header, MIME depth 20 and 100 parts, 64 KiB
+// of text forwarded then "[truncated]", and a wall-clock bound. The text
+// is the text/plain part (format=flowed undone), else the HTML one turned
+// into text (html.go: no markup, no remote images, links as "text (URL)",
+// XEP-0393 styling). It never panics, whatever the input.
+//
+// Threads (thread.go): an incoming mail's XMPP thread is a hash of its
+// thread's root Message-ID (first of References, else In-Reply-To, else
+// its own), so a conversation stays one thread; an answer sent in a thread
+// gets In-Reply-To, References and "Re: subject" from the thread's last
+// mail, and a reply to a mail started in a client's own thread comes back
+// in that thread.
+//
+// Attachments (attach.go) are links on the gateway's HTTP listener, sealed
+// with an HMAC and expiring, that fetch the part from IMAP on demand: no
+// copy is kept. XEP-0363 upload is not done.
+//
+// Sending (Session.Send): a text/plain UTF-8 quoted-printable mail from
+// the registered address over SMTP submission, then a copy appended to the
+// Sent folder (SPECIAL-USE \Sent, else "Sent"). The Message-ID is derived
+// from the account, the stanza id and resource and the content, so the
+// same stanza sent again after a crash has the same Message-ID: before
+// sending, Sent is searched for it, and a mail found there is not sent
+// again. SMTP first, Sent second: a crash between the two can send a mail
+// twice (never zero times). A 5xx reply is the server's refusal (shown to
+// the user), a 4xx reply or a network failure is temporary (the outbox
+// retries).
+//
+// What this package must never do:
+//
+//   - let anything the user or a mail says reach a header or an SMTP
+//     command raw: header values are checked (addresses with net/mail,
+//     Message-IDs character by character) or folded onto one line and
+//     encoded (subjects), and every line end of what goes into DATA is
+//     turned into CRLF first (a lone CR or LF is how SMTP smuggling
+//     starts);
+//   - log credentials, except in the wire trace the operator turns on with
+//     trace = "true" (it contains LOGIN and AUTH PLAIN in clear);
+//   - fetch remote content of a mail (images, links);
+//   - advance the stored UID before core committed the message.
+//
+// Operator defaults (domains."D".transports.email.defaults): imap_host,
+// imap_port, imap_security, smtp_host, smtp_port, smtp_security, login
+// (prefill the form); allow_plaintext = "true" (offer connections without
+// TLS); smtp_auth = "none" (submit without logging in, to a trusted relay);
+// discover = "false" (no SRV/host-name discovery); idle = "false" (poll
+// even where the server has IDLE); poll_interval,
+// attachment_ttl (Go durations); trace = "true" (wire trace at debug level,
+// credentials included); folders, message_type, signature,
+// default_subject, save_sent (settings' defaults).
+package email
