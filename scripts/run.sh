@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# make run: a working local deployment on this machine. Starts Prosody on
-# loopback (installed with apt-get if missing), writes a config with every
-# transport compiled in enabled for the test domain a.test, a SQLite store
-# and a fresh key under .run/, and runs transportd in the foreground.
+# make run: a working local deployment on this machine. Starts Prosody,
+# Dovecot and OpenSMTPD on loopback (installed with apt-get if missing),
+# writes a config with the transports compiled in enabled for the test
+# domain a.test (e-mail pointed at the local Dovecot and OpenSMTPD; IRC at
+# the local InspIRCd when the IRC transport is built in; SMS only when
+# TRANSPORTD_TWILIO_ACCOUNT_SID and TRANSPORTD_TWILIO_AUTH_TOKEN are set,
+# since Twilio is not reachable from a machine without internet), a SQLite
+# store and a fresh key under .run/, and runs transportd in the foreground.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 RUN=$REPO/.run
 BIN=$REPO/bin/transportd
 [ -x "$BIN" ] || { echo "run: $BIN missing: run 'make build' first" >&2; exit 1; }
-scripts/testenv.sh up prosody
+mapfile -t built < <("$BIN" transports)
+services=(prosody dovecot smtpd)
+for t in "${built[@]}"; do [ "$t" = irc ] && services+=(inspircd); done
+scripts/testenv.sh up "${services[@]}"
 eval "$(scripts/testenv.sh env)"
 mkdir -p "$RUN"
 chmod 700 "$RUN"
 [ -f "$RUN/key" ] || "$BIN" keygen -out "$RUN/key" >/dev/null
 printf '%s\n' "$TRANSPORTD_TEST_COMPONENT_SECRET" > "$RUN/component.secret"
 chmod 600 "$RUN/component.secret"
-mapfile -t transports < <("$BIN" transports)
+transports=()
+for t in "${built[@]}"; do
+  if [ "$t" = sms ] && [ -z "${TRANSPORTD_TWILIO_ACCOUNT_SID:-}" ]; then
+    echo "run: sms not enabled: set TRANSPORTD_TWILIO_ACCOUNT_SID and TRANSPORTD_TWILIO_AUTH_TOKEN for a Twilio account" >&2
+    continue
+  fi
+  transports+=("$t")
+done
 if [ ${#transports[@]} -eq 0 ]; then
   echo "run: this build has no transports compiled in; nothing to run" >&2
   exit 1
@@ -49,6 +63,39 @@ TOML
 [domains."a.test".transports.$t]
 secret_file = "component.secret"
 TOML
+    case $t in
+    email)
+      cat <<TOML
+[domains."a.test".transports.email.defaults]
+# The local Dovecot and OpenSMTPD: no TLS on loopback.
+imap_host = "${TRANSPORTD_TEST_IMAP%:*}"
+imap_port = "${TRANSPORTD_TEST_IMAP##*:}"
+imap_security = "plain"
+smtp_host = "${TRANSPORTD_TEST_SMTP%:*}"
+smtp_port = "${TRANSPORTD_TEST_SMTP##*:}"
+smtp_security = "plain"
+allow_plaintext = "true"
+smtp_auth = "none"
+discover = "false"
+TOML
+      ;;
+    irc)
+      cat <<TOML
+[domains."a.test".transports.irc.defaults]
+default_server = "127.0.0.1"
+allowed_servers = "127.0.0.1"
+TOML
+      ;;
+    sms)
+      printf '%s\n' "$TRANSPORTD_TWILIO_AUTH_TOKEN" > "$RUN/twilio.token"
+      chmod 600 "$RUN/twilio.token"
+      cat <<TOML
+[domains."a.test".transports.sms.defaults]
+account_sid = "$TRANSPORTD_TWILIO_ACCOUNT_SID"
+auth_token_file = "$RUN/twilio.token"
+TOML
+      ;;
+    esac
   done
 } > "$RUN/transportd.toml"
 "$BIN" check -config "$RUN/transportd.toml"
@@ -59,6 +106,8 @@ Connect an XMPP client to 127.0.0.1:${TRANSPORTD_TEST_XMPP_C2S##*:} (no TLS, loo
 as user1@a.test (… user30@a.test) with password '$TRANSPORTD_TEST_USER_PASSWORD'.
 Then discover services on a.test, or register directly with:
 $(for t in "${transports[@]}"; do echo "  $t.a.test"; done)
+E-mail: register at email.a.test with user1@a.test … user20@a.test (or b.test),
+password '$TRANSPORTD_TEST_USER_PASSWORD'; mail between those addresses is delivered locally.
 Metrics: http://127.0.0.1:8480/metrics   Readiness: http://127.0.0.1:8480/readyz
 Config: $RUN/transportd.toml   Stop with Ctrl-C; 'make testenv-down' stops Prosody.
 
