@@ -1,6 +1,7 @@
 package core
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"sort"
@@ -94,7 +95,11 @@ func (c *component) cmdListUsers(ctx context.Context, req *CommandRequest) *Comm
 		if f := vals["filter"]; f != "" && !strings.Contains(a.JID, strings.ToLower(f)) {
 			continue
 		}
-		lines = append(lines, a.JID+" — "+c.userState(a))
+		name := a.JID
+		if a.Label != "" {
+			name += " (" + a.Label + ")"
+		}
+		lines = append(lines, name+" — "+c.userState(a))
 	}
 	page, _ := strconv.Atoi(vals["page"])
 	pages := max(1, (len(lines)+adminPageSize-1)/adminPageSize)
@@ -117,7 +122,7 @@ func (c *component) userState(a *store.Account) string {
 	if !a.Enabled {
 		return "disabled"
 	}
-	u := c.lookupUser(a.JID)
+	u := c.accountUser(a)
 	if u == nil {
 		return "no session"
 	}
@@ -134,6 +139,7 @@ func (c *component) cmdManageUser(ctx context.Context, req *CommandRequest) *Com
 		Title: "Manage a user of " + c.jid.String(),
 		Fields: []registration.Field{
 			{Var: "jid", Label: "User", Type: registration.JIDSingle, Required: true},
+			{Var: "account", Label: "Account name (empty: the main account)", Type: registration.TextSingle},
 			{Var: "action", Label: "Action", Type: registration.ListSingle, Default: "show", Options: []registration.Option{
 				{Label: "Show state", Value: "show"},
 				{Label: "Disable the account", Value: "disable"},
@@ -150,14 +156,17 @@ func (c *component) cmdManageUser(ctx context.Context, req *CommandRequest) *Com
 	if err != nil {
 		return &CommandResponse{Err: err}
 	}
-	a, err := c.account(ctx, vals["jid"])
+	a, err := c.g.store.GetAccountLabel(ctx, c.dom().Name, c.info.Name, vals["jid"], vals["account"])
+	if errors.Is(err, store.ErrNotFound) {
+		a, err = nil, nil
+	}
 	if err != nil {
 		return &CommandResponse{Err: err}
 	}
 	if a == nil {
 		return &CommandResponse{Err: NewError(stanza.ItemNotFound, vals["jid"]+" is not registered with "+c.jid.String())}
 	}
-	u := c.lookupUser(a.JID)
+	u := c.accountUser(a)
 	action := vals["action"]
 	c.log.Info("admin command", "admin", c.redact(req.From.Bare().String()), "action", action, "user", c.redact(a.JID))
 	switch action {
@@ -242,7 +251,7 @@ func (c *component) cmdStats(ctx context.Context, req *CommandRequest) *CommandR
 			states["disabled"]++
 			continue
 		}
-		if u := c.lookupUser(a.JID); u != nil {
+		if u := c.accountUser(a); u != nil {
 			states[u.stateNow.Load().State.String()]++
 		}
 	}

@@ -32,10 +32,11 @@ type Command struct {
 
 // CommandRequest is one stage of a command as the user sent it.
 type CommandRequest struct {
-	From    jid.JID
-	Account *store.Account // nil when the user is not registered
-	Form    *registration.Submission
-	Stage   int
+	From     jid.JID
+	Account  *store.Account   // the main account (else the first); nil when the user is not registered
+	Accounts []*store.Account // all of the user's accounts, main first
+	Form     *registration.Submission
+	Stage    int
 	// State is what the previous stage returned in CommandResponse.State.
 	State any
 }
@@ -90,7 +91,7 @@ func (r *commandRegistry) allowed(cmd *Command, from jid.JID) bool {
 	if cmd.Admin && !r.c.dom().IsAdmin(from.Bare().String()) {
 		return false
 	}
-	if cmd.Registered && r.c.lookupUser(from.Bare().String()) == nil {
+	if cmd.Registered && len(r.c.usersOf(from.Bare().String())) == 0 {
 		return false
 	}
 	return true
@@ -215,8 +216,8 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 	r.c.g.goSafe("command", func() {
 		ctx, cancel := r.c.g.workCtx(60 * time.Second)
 		defer cancel()
-		if a, err := r.c.account(ctx, from.Bare().String()); err == nil {
-			req.Account = a
+		if accts, err := r.c.accountsOf(from.Bare().String()); err == nil && len(accts) > 0 {
+			req.Accounts, req.Account = accts, accts[0]
 		}
 		if cmd.Registered && req.Account == nil {
 			end()
@@ -245,35 +246,89 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 	})
 }
 
+// accountChoice is the form field choosing one of a user's accounts; "-"
+// is the main account (labels never start with "-"), "*" all of them.
+func accountChoice(accts []*store.Account, withAll bool) registration.Field {
+	f := registration.Field{Var: fieldAccount, Label: "Account", Type: registration.ListSingle, Default: "-"}
+	for _, a := range accts {
+		if a.Label == "" {
+			f.Options = append(f.Options, registration.Option{Label: "Main account", Value: "-"})
+		} else {
+			f.Options = append(f.Options, registration.Option{Label: a.Label, Value: a.Label})
+		}
+	}
+	if withAll {
+		f.Options = append(f.Options, registration.Option{Label: "All accounts", Value: "*"})
+	}
+	if len(accts) > 0 && accts[0].Label != "" {
+		f.Default = accts[0].Label
+	}
+	return f
+}
+
+// chosen returns the accounts a choice names.
+func chosen(accts []*store.Account, v string) []*store.Account {
+	if v == "*" {
+		return accts
+	}
+	if v == "-" {
+		v = ""
+	}
+	for _, a := range accts {
+		if a.Label == v {
+			return []*store.Account{a}
+		}
+	}
+	return nil
+}
+
+func accountName(a *store.Account) string {
+	if a.Label == "" {
+		return "main account"
+	}
+	return "account " + a.Label
+}
+
 // userCommands are the commands core gives every transport.
 func userCommands(c *component) []Command {
 	return []Command{
 		{
 			Node: "status", Name: "Status", Registered: true,
 			Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
-				u := c.lookupUser(req.Account.JID)
+				var b strings.Builder
+				for i, a := range req.Accounts {
+					st := &stateSnapshot{State: StateDisconnected}
+					if u := c.accountUser(a); u != nil {
+						st = u.stateNow.Load()
+					}
+					queued, _ := c.g.store.Pending(ctx, a.ID, store.ToLegacy)
+					incoming, _ := c.g.store.Pending(ctx, a.ID, store.ToXMPP)
+					if i > 0 {
+						b.WriteString("\n\n")
+					}
+					if len(req.Accounts) > 1 {
+						fmt.Fprintf(&b, "%s\n", accountName(a))
+					}
+					fmt.Fprintf(&b, "Session: %s", st.State)
+					if st.Text != "" && st.Text != st.State.String() {
+						fmt.Fprintf(&b, " (%s)", st.Text)
+					}
+					fmt.Fprintf(&b, "\nRegistered: %s\nYour online resources seen: %d\nMessages waiting to be sent: %d\nMessages waiting for you: %d",
+						a.Created.Format(time.RFC3339), st.Resources, queued, incoming)
+				}
+				a := req.Account
 				st := &stateSnapshot{State: StateDisconnected}
-				if u != nil {
+				if u := c.accountUser(a); u != nil {
 					st = u.stateNow.Load()
 				}
-				queued, _ := c.g.store.Pending(ctx, req.Account.ID, store.ToLegacy)
-				incoming, _ := c.g.store.Pending(ctx, req.Account.ID, store.ToXMPP)
-				var b strings.Builder
-				fmt.Fprintf(&b, "Session: %s", st.State)
-				if st.Text != "" && st.Text != st.State.String() {
-					fmt.Fprintf(&b, " (%s)", st.Text)
-				}
-				fmt.Fprintf(&b, "\nRegistered: %s\nYour online resources seen: %d\nMessages waiting to be sent: %d\nMessages waiting for you: %d",
-					req.Account.Created.Format(time.RFC3339), st.Resources, queued, incoming)
-				schema := c.schema()
 				fields := []registration.Field{{Var: "state", Label: "Session", Type: registration.TextSingle}}
 				vals := registration.Values{"state": st.State.String()}
-				for _, f := range schema.Fields {
+				for _, f := range c.schema().Fields {
 					if f.Secret || f.Type == registration.Fixed {
 						continue
 					}
 					fields = append(fields, registration.Field{Var: f.Var, Label: f.Label, Type: registration.TextSingle})
-					vals[f.Var] = req.Account.Fields[f.Var]
+					vals[f.Var] = a.Fields[f.Var]
 				}
 				return &CommandResponse{Note: b.String(), Result: registration.ResultForm("Status", fields, vals)}
 			},
@@ -286,6 +341,9 @@ func userCommands(c *component) []Command {
 					Instructions: "This deletes your " + c.info.DisplayName + " credentials from the gateway and ends the session.",
 					Fields:       []registration.Field{{Var: "confirm", Label: "Delete my registration", Type: registration.Boolean, Required: true}},
 				}
+				if len(req.Accounts) > 1 {
+					confirm.Fields = append([]registration.Field{accountChoice(req.Accounts, true)}, confirm.Fields...)
+				}
 				if req.Form == nil {
 					return &CommandResponse{Form: confirm.RenderForm(nil)}
 				}
@@ -296,20 +354,31 @@ func userCommands(c *component) []Command {
 				if vals["confirm"] != "true" {
 					return &CommandResponse{Note: "Nothing was changed."}
 				}
-				if err := c.unregister(req.Account); err != nil {
-					return &CommandResponse{Err: err}
+				targets := req.Accounts[:1]
+				if len(req.Accounts) > 1 {
+					targets = chosen(req.Accounts, vals[fieldAccount])
 				}
-				return &CommandResponse{Note: "Your registration was deleted."}
+				for _, a := range targets {
+					if err := c.unregister(a); err != nil {
+						return &CommandResponse{Err: err}
+					}
+				}
+				return &CommandResponse{Note: fmt.Sprintf("Deleted: %d registration(s).", len(targets))}
 			},
 		},
 		{
 			Node: "reconnect", Name: "Reconnect", Registered: true,
 			Execute: func(ctx context.Context, req *CommandRequest) *CommandResponse {
-				u := c.lookupUser(req.Account.JID)
-				if u == nil {
+				n := 0
+				for _, a := range req.Accounts {
+					if u := c.accountUser(a); u != nil {
+						u.post(evReconnect{})
+						n++
+					}
+				}
+				if n == 0 {
 					return &CommandResponse{Err: NewError(stanza.ItemNotFound, "no session")}
 				}
-				u.post(evReconnect{})
 				return &CommandResponse{Note: "Reconnecting."}
 			},
 		},

@@ -50,7 +50,7 @@ type component struct {
 	done   chan struct{}
 
 	mu    sync.Mutex
-	users map[string]*user // by bare JID
+	users map[string]map[string]*user // by bare JID, then account label
 }
 
 // compConf is the part of the configuration a running component can take
@@ -71,7 +71,7 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 		info:    t.Info(),
 		jid:     j,
 		log:     g.log.With("domain", d.Name, "transport", tc.Name),
-		users:   map[string]*user{},
+		users:   map[string]map[string]*user{},
 		httpMux: http.NewServeMux(),
 		done:    make(chan struct{}),
 	}
@@ -123,13 +123,7 @@ func (c *component) run(ctx context.Context) {
 		c.userFor(ctx, a)
 	}
 	c.link.run(ctx)
-	c.mu.Lock()
-	users := make([]*user, 0, len(c.users))
-	for _, u := range c.users {
-		users = append(users, u)
-	}
-	c.mu.Unlock()
-	for _, u := range users {
+	for _, u := range c.liveUsers() {
 		u.stop()
 	}
 }
@@ -139,8 +133,10 @@ func (c *component) liveUsers() []*user {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]*user, 0, len(c.users))
-	for _, u := range c.users {
-		out = append(out, u)
+	for _, byLabel := range c.users {
+		for _, u := range byLabel {
+			out = append(out, u)
+		}
 	}
 	return out
 }
@@ -174,8 +170,12 @@ func (c *component) linkState(up bool, err error) {
 	// server tells us who is online.
 	c.mu.Lock()
 	users := make([]*user, 0, len(c.users))
-	for _, u := range c.users {
-		users = append(users, u)
+	for bare := range c.users {
+		// One per user: probes and the gateway's presence are per JID.
+		for _, u := range c.users[bare] {
+			users = append(users, u)
+			break
+		}
 	}
 	c.mu.Unlock()
 	c.g.goSafe("announce", func() {

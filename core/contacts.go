@@ -190,7 +190,7 @@ func (c *component) pushContact(a *store.Account, address string) {
 			return
 		}
 	}
-	contactJID := c.t.Localpart(ct.Address) + "@" + c.jid.Domainpart()
+	contactJID := c.local(a.Label, ct.Address) + "@" + c.jid.Domainpart()
 	item := func() *Element {
 		it := NewElement("", "item", "jid", contactJID)
 		if ct.Name != "" {
@@ -200,7 +200,7 @@ func (c *component) pushContact(a *store.Account, address string) {
 		return it
 	}
 	var how string
-	switch u := c.lookupUser(a.JID); {
+	switch u := c.accountUser(a); {
 	case c.privilegesFor(host).rosterSet():
 		iq := c.stanza("iq", "", "", a.JID, "set")
 		it := item()
@@ -222,7 +222,7 @@ func (c *component) pushContact(a *store.Account, address string) {
 		}
 		how = "roster item exchange"
 	default:
-		p := c.stanza("presence", c.t.Localpart(ct.Address), "", a.JID, "subscribe")
+		p := c.stanza("presence", c.local(a.Label, ct.Address), "", a.JID, "subscribe")
 		if ct.Name != "" {
 			p.AddText(nsNick, "nick", ct.Name)
 		}
@@ -302,7 +302,7 @@ func (c *component) renderSent(a *store.Account, m Message) []*Element {
 		c.log.Debug("own message not shown: the server grants no message privilege", "user", c.redact(a.JID))
 		return nil
 	}
-	inner := NewElement(nsClient, "message", "from", a.JID, "to", c.t.Localpart(m.Contact)+"@"+c.jid.Domainpart(), "type", "chat", "id", carbonPrefix+randomID())
+	inner := NewElement(nsClient, "message", "from", a.JID, "to", c.local(a.Label, m.Contact)+"@"+c.jid.Domainpart(), "type", "chat", "id", carbonPrefix+randomID())
 	if m.Subject != "" {
 		inner.AddText("", "subject", m.Subject)
 	}
@@ -320,12 +320,12 @@ func (c *component) renderSent(a *store.Account, m Message) []*Element {
 }
 
 // vcard answers vcard-temp for a contact JID.
-func (c *component) vcard(ctx context.Context, r *iqReply, from string, address string) {
+func (c *component) vcard(ctx context.Context, r *iqReply, from, label, address string) {
 	var v VCard
 	if vc, ok := c.t.(VCarder); ok {
 		v = vc.VCard(address)
 	}
-	if a, err := c.account(ctx, from); err == nil && a != nil {
+	if a, err := c.g.store.GetAccountLabel(ctx, c.dom().Name, c.info.Name, from, label); err == nil {
 		if ct, err := c.g.store.GetContact(ctx, a.ID, address); err == nil && ct.Name != "" {
 			if v.FullName == "" {
 				v.FullName = ct.Name
@@ -383,23 +383,29 @@ func diagnoseCommand(c *component) Command {
 			} else {
 				lines = append(lines, "✗ File upload: no HTTP upload service (XEP-0363) found on "+host+"; attachments are served by the gateway itself when it has a public URL. Operator: enable mod_http_file_share (Prosody) or mod_http_upload (ejabberd).")
 			}
-			st := StateDisconnected
-			text := ""
-			if u := c.lookupUser(req.Account.JID); u != nil {
-				s := u.stateNow.Load()
-				st, text = s.State, s.Text
-			}
-			switch st {
-			case StateConnected:
-				lines = append(lines, "✓ Network: connected.")
-			case StateBadCredentials:
-				lines = append(lines, "✗ Network: the login was refused ("+text+"). Register again with the right credentials.")
-			case StateTransientFail:
-				lines = append(lines, "✗ Network: failing ("+text+"); the gateway keeps retrying.")
-			case StateDisconnected:
-				lines = append(lines, "• Network: not connected now (it connects while you are online, or when you join a room).")
-			default:
-				lines = append(lines, "• Network: "+st.String()+".")
+			for _, a := range req.Accounts {
+				st := StateDisconnected
+				text := ""
+				if u := c.accountUser(a); u != nil {
+					s := u.stateNow.Load()
+					st, text = s.State, s.Text
+				}
+				name := "Network"
+				if len(req.Accounts) > 1 {
+					name = "Network (" + accountName(a) + ")"
+				}
+				switch st {
+				case StateConnected:
+					lines = append(lines, "✓ "+name+": connected.")
+				case StateBadCredentials:
+					lines = append(lines, "✗ "+name+": the login was refused ("+text+"). Register again with the right credentials.")
+				case StateTransientFail:
+					lines = append(lines, "✗ "+name+": failing ("+text+"); the gateway keeps retrying.")
+				case StateDisconnected:
+					lines = append(lines, "• "+name+": not connected now (it connects while you are online, or when you join a room).")
+				default:
+					lines = append(lines, "• "+name+": "+st.String()+".")
+				}
 			}
 			return &CommandResponse{Note: strings.Join(lines, "\n")}
 		},

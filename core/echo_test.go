@@ -99,6 +99,9 @@ func (s *echoSession) Send(ctx context.Context, m *core.Message) (string, error)
 		return "", core.NewError(stanza.NotAcceptable, "refused by the echo network")
 	}
 	id := fmt.Sprintf("echo-%d", echoSeq.Add(1))
+	if m.Body == "whoami" {
+		m.Body = "whoami: " + s.a.Values["username"]
+	}
 	if rest, ok := strings.CutPrefix(m.Body, "elsewhere:"); ok {
 		// Pretend the user also wrote this from another client of the network.
 		return id, s.sink.(core.ContactSink).Sent(ctx, &core.Message{Contact: m.Contact, Body: rest, LegacyID: id + "-sent", Time: time.Now()})

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 
+	"mellium.im/xmpp/stanza"
+
 	"transportd/registration"
 )
 
@@ -65,7 +67,38 @@ func settingsCommand(c *component) Command {
 				schema.Instructions = ts.Instructions
 				schema.Fields = append(schema.Fields, ts.Fields...)
 			}
-			current := registration.Values(maps.Clone(req.Account.Fields))
+			// With several accounts, the first stage asks which one.
+			acct := req.Account
+			if len(req.Accounts) > 1 {
+				switch req.Stage {
+				case 0:
+					pick := registration.Schema{Title: schema.Title, Fields: []registration.Field{accountChoice(req.Accounts, false)}}
+					return &CommandResponse{Form: pick.RenderForm(nil)}
+				case 1:
+					pick := registration.Schema{Fields: []registration.Field{accountChoice(req.Accounts, false)}}
+					vals, err := pick.Validate(req.Form)
+					if err != nil {
+						return &CommandResponse{Err: err}
+					}
+					as := chosen(req.Accounts, vals[fieldAccount])
+					if len(as) != 1 {
+						return &CommandResponse{Err: NewError(stanza.ItemNotFound, "no such account")}
+					}
+					current := registration.Values(maps.Clone(as[0].Fields))
+					return &CommandResponse{Form: schema.RenderForm(current), State: as[0].ID}
+				}
+				id, _ := req.State.(int64)
+				acct = nil
+				for _, a := range req.Accounts {
+					if a.ID == id {
+						acct = a
+					}
+				}
+				if acct == nil {
+					return &CommandResponse{Err: NewError(stanza.ItemNotFound, "the account is gone")}
+				}
+			}
+			current := registration.Values(maps.Clone(acct.Fields))
 			if req.Form == nil {
 				return &CommandResponse{Form: schema.RenderForm(current)}
 			}
@@ -73,7 +106,7 @@ func settingsCommand(c *component) Command {
 			if err != nil {
 				return &CommandResponse{Err: err}
 			}
-			a := *req.Account
+			a := *acct
 			a.Fields = maps.Clone(a.Fields)
 			if a.Fields == nil {
 				a.Fields = map[string]string{}
@@ -89,7 +122,7 @@ func settingsCommand(c *component) Command {
 			if err := c.g.store.PutAccount(ctx, &a); err != nil {
 				return &CommandResponse{Err: err}
 			}
-			if u := c.lookupUser(a.JID); u != nil {
+			if u := c.accountUser(&a); u != nil {
 				u.post(evRegistered{account: &a})
 			}
 			return &CommandResponse{Note: "Settings saved."}

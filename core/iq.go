@@ -119,17 +119,17 @@ func (c *component) handleIQ(el *Element) {
 
 // handleContactIQ answers IQs addressed to a legacy contact's JID.
 func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, payload *Element) {
-	if _, err := c.t.Address(to.Localpart()); err != nil {
+	label, addr, err := c.address(to.Localpart())
+	if err != nil {
 		r.error(err)
 		return
 	}
 	switch key {
 	case "get " + nsVCard + " vCard":
-		addr, _ := c.t.Address(to.Localpart())
 		c.g.goSafe("vcard", func() {
 			ctx, cancel := c.g.workCtx(10 * time.Second)
 			defer cancel()
-			c.vcard(ctx, r, from.Bare().String(), addr)
+			c.vcard(ctx, r, from.Bare().String(), label, addr)
 		})
 	case "get " + disco.NSInfo + " query":
 		q := NewElement(disco.NSInfo, "query")

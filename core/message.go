@@ -27,8 +27,13 @@ func (c *component) handleMessage(el *Element) {
 	}
 	var err error
 	bare := from.Bare().String()
-	u := c.lookupUser(bare)
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(bare, label)
 	roomAddr, isRoom := c.roomAddress(to)
+	if u == nil && label != "" {
+		c.replyError(el, NewError(stanza.ItemNotFound, "you have no account named "+quote(label)+" on "+c.jid.String()))
+		return
+	}
 	if u == nil && c.info.RegistrationOptional && to.Localpart() != "" {
 		u, err = c.autoRegister(bare)
 		if err != nil {
@@ -49,6 +54,7 @@ func (c *component) handleMessage(el *Element) {
 		body = el.ChildText("", "body")
 	}
 	if to.Localpart() == "" {
+		u = c.lookupUser(bare)
 		if hasBody {
 			c.replyError(el, NewError(stanza.ServiceUnavailable, "this is the "+c.info.DisplayName+" gateway: write to contacts at "+c.jid.String()+", and use its commands for settings"))
 		}
@@ -81,7 +87,7 @@ func (c *component) handleMessage(el *Element) {
 		c.replyError(el, NewError(stanza.BadRequest, "message body is not valid UTF-8"))
 		return
 	}
-	addr, err := c.t.Address(to.Localpart())
+	_, addr, err := c.address(to.Localpart())
 	if err != nil {
 		c.replyError(el, err)
 		return
@@ -133,7 +139,7 @@ func (c *component) markRead(u *user, local, xmppID string) {
 	if !ok {
 		return
 	}
-	addr, err := c.t.Address(local)
+	_, addr, err := c.address(local)
 	if err != nil {
 		return
 	}

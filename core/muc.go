@@ -379,7 +379,7 @@ func (u *user) failRoom(r *room, err error) {
 }
 
 func (u *user) roomJID(room, nick string) string {
-	j := u.c.t.Localpart(room) + "@" + u.c.jid.Domainpart()
+	j := u.c.local(u.label, room) + "@" + u.c.jid.Domainpart()
 	if nick != "" {
 		j += "/" + nick
 	}
@@ -388,7 +388,7 @@ func (u *user) roomJID(room, nick string) string {
 
 func (u *user) sendRoomError(room, nick, resource string, err error) {
 	se := toStanzaError(err)
-	p := u.c.stanza("presence", u.c.t.Localpart(room), nick, u.bare+"/"+resource, "error")
+	p := u.c.stanza("presence", u.c.local(u.label, room), nick, u.bare+"/"+resource, "error")
 	p.Add(NewElement(nsMUC, "x"))
 	p.Add(se.element())
 	_ = u.c.send(p)
@@ -396,7 +396,7 @@ func (u *user) sendRoomError(room, nick, resource string, err error) {
 
 // roomPresence renders an occupant's presence for one resource.
 func (u *user) roomPresence(r *room, nick, resource, typ string, o Occupant, codes ...string) *Element {
-	p := u.c.stanza("presence", u.c.t.Localpart(r.address), nick, u.bare+"/"+resource, typ)
+	p := u.c.stanza("presence", u.c.local(u.label, r.address), nick, u.bare+"/"+resource, typ)
 	if typ == "" {
 		if o.Show != "" {
 			p.AddText("", "show", o.Show)
@@ -420,7 +420,7 @@ func (u *user) roomPresence(r *room, nick, resource, typ string, o Occupant, cod
 }
 
 func (u *user) subjectMessage(r *room, resource, by string) *Element {
-	m := u.c.stanza("message", u.c.t.Localpart(r.address), by, u.bare+"/"+resource, "groupchat")
+	m := u.c.stanza("message", u.c.local(u.label, r.address), by, u.bare+"/"+resource, "groupchat")
 	m.SetAttr("id", randomID())
 	subj := NewElement("", "subject")
 	subj.Text = r.subject

@@ -223,7 +223,7 @@ func (c *component) renderToXMPP(a *store.Account, env envelope) ([]*Element, st
 }
 
 func (c *component) renderRoomMessage(a *store.Account, m Message) ([]*Element, string) {
-	u := c.lookupUser(a.JID)
+	u := c.accountUser(a)
 	if u == nil {
 		return nil, ""
 	}
@@ -233,14 +233,14 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]*Element, 
 	}
 	var els []*Element
 	for _, res := range u.roomResources(m.Contact) {
-		el := c.stanza("message", c.t.Localpart(m.Contact), m.Nick, a.JID+"/"+res, "groupchat")
+		el := c.stanza("message", c.local(a.Label, m.Contact), m.Nick, a.JID+"/"+res, "groupchat")
 		el.SetAttr("id", id)
 		el.AddText("", "body", m.Body)
 		if !m.Time.IsZero() {
 			el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))
 		}
 		if m.LegacyID != "" {
-			el.Add(NewElement("urn:xmpp:sid:0", "stanza-id", "id", m.LegacyID, "by", c.t.Localpart(m.Contact)+"@"+c.jid.Domainpart()))
+			el.Add(NewElement("urn:xmpp:sid:0", "stanza-id", "id", m.LegacyID, "by", c.local(a.Label, m.Contact)+"@"+c.jid.Domainpart()))
 		}
 		els = append(els, el)
 	}
@@ -249,7 +249,7 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]*Element, 
 
 func (c *component) renderOne(a *store.Account, env envelope) (*Element, string) {
 	m := env.Msg
-	local := c.t.Localpart(m.Contact)
+	local := c.local(a.Label, m.Contact)
 	to := a.JID
 	switch env.Kind {
 	case kindReceipt:
@@ -384,13 +384,13 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 	fail := func(err error) {
 		se := toStanzaError(err)
 		c.log.Info("message not sent", "error", err)
-		u := c.lookupUser(a.JID)
+		u := c.accountUser(a)
 		if u != nil {
 			_ = o.enqueueToXMPP(ctx, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + it.IdemKey}, ErrCond: string(se.Condition), ErrText: se.Text})
 		}
 		_ = o.g.store.Done(ctx, it.ID)
 	}
-	u := c.lookupUser(a.JID)
+	u := c.accountUser(a)
 	var live *liveSession
 	if u != nil {
 		live = u.live.Load()

@@ -14,14 +14,21 @@ func (c *component) handlePresence(el *Element) {
 		return
 	}
 	bare := from.Bare().String()
-	u := c.lookupUser(bare)
 	if to.Localpart() != "" {
+		label, _ := splitLabel(to.Localpart())
+		u := c.lookupLabel(bare, label)
 		if addr, isRoom := c.roomAddress(to); isRoom {
 			c.roomPresence(el, u, from, to, addr, typ)
 			return
 		}
 		c.contactPresence(u, from, to, typ)
 		return
+	}
+	// To the gateway itself: it concerns every account of the user.
+	users := c.usersOf(bare)
+	var u *user
+	if len(users) > 0 {
+		u = users[0]
 	}
 	switch typ {
 	case "subscribe":
@@ -45,10 +52,9 @@ func (c *component) handlePresence(el *Element) {
 			_ = c.send(c.stanza("presence", "", "", bare, "unsubscribed"))
 		}
 	case "", "unavailable":
-		if u == nil {
-			return
+		for _, u := range users {
+			u.post(evPresence{resource: from.Resourcepart(), available: typ == ""})
 		}
-		u.post(evPresence{resource: from.Resourcepart(), available: typ == ""})
 	}
 }
 
@@ -57,7 +63,7 @@ func (c *component) contactPresence(u *user, from, to jid.JID, typ string) {
 	if u == nil {
 		return
 	}
-	if _, err := c.t.Address(to.Localpart()); err != nil {
+	if _, _, err := c.address(to.Localpart()); err != nil {
 		return
 	}
 	switch typ {
@@ -75,7 +81,7 @@ func (c *component) roomAddress(to jid.JID) (string, bool) {
 	if !ok || to.Localpart() == "" {
 		return "", false
 	}
-	addr, err := c.t.Address(to.Localpart())
+	_, addr, err := c.address(to.Localpart())
 	if err != nil || !gc.IsRoom(addr) {
 		return "", false
 	}

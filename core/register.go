@@ -2,7 +2,10 @@ package core
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"sort"
+	"strings"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -37,6 +40,26 @@ func (c *component) schema() registration.Schema {
 	return c.t.Schema(c.tcfg().Defaults)
 }
 
+// registrationSchema is the transport's form with core's account field in
+// front: the name of the account the submission registers or updates.
+func (c *component) registrationSchema() registration.Schema {
+	s := c.schema()
+	s.Fields = append([]registration.Field{{
+		Var: fieldAccount, Label: "Account name (optional)", Type: registration.TextSingle,
+		Desc:     "Leave empty for your main account. A new name adds another account (its contacts get the name and a colon in front); an existing name updates that account.",
+		Validate: func(v string) error { return validLabel(v) },
+	}}, s.Fields...)
+	return s
+}
+
+// submittedLabel is the account label a registration names ("" = main).
+func submittedLabel(sub *registration.Submission) string {
+	if v := sub.Raw[fieldAccount]; len(v) == 1 {
+		return strings.ToLower(strings.TrimSpace(v[0]))
+	}
+	return ""
+}
+
 // handleRegister is XEP-0077 on the gateway JID. A get is answered at once;
 // a set validates, runs the transport's credential check (network I/O) on
 // its own goroutine and answers from there.
@@ -50,7 +73,7 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 		r.error(err)
 		return
 	}
-	schema := c.schema()
+	schema := c.registrationSchema()
 	if r.el.Get("type") == "get" {
 		if acct == nil && !c.dom().MayRegister(bare) {
 			r.error(NewError(stanza.NotAllowed, "registration is closed for "+from.Domainpart()+" users on this gateway"))
@@ -76,18 +99,42 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 		return
 	}
 	if sub.Remove {
-		if acct == nil {
+		// XEP-0077 unregisters from the service: every account goes.
+		accts, err := c.accountsOf(bare)
+		if err != nil {
+			r.error(err)
+			return
+		}
+		if len(accts) == 0 {
 			r.error(NewError(stanza.RegistrationRequired, "you are not registered with this gateway"))
 			return
 		}
 		c.g.goSafe("unregister", func() {
-			if err := c.unregister(acct); err != nil {
-				r.error(err)
-				return
+			for _, a := range accts {
+				if err := c.unregister(a); err != nil {
+					r.error(err)
+					return
+				}
 			}
 			r.result(nil)
 		})
 		return
+	}
+	if label := submittedLabel(sub); label != "" {
+		if err := validLabel(label); err != nil {
+			r.error(err)
+			return
+		}
+		ctx, cancel := c.g.workCtx(5 * time.Second)
+		acct, err = c.g.store.GetAccountLabel(ctx, c.dom().Name, c.info.Name, bare, label)
+		cancel()
+		if errors.Is(err, store.ErrNotFound) {
+			acct, err = nil, nil
+		}
+		if err != nil {
+			r.error(err)
+			return
+		}
 	}
 	if sub.Cancel {
 		r.error(NewError(stanza.BadRequest, "registration cancelled"))
@@ -117,6 +164,8 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 		r.error(err)
 		return
 	}
+	label := vals[fieldAccount]
+	delete(vals, fieldAccount)
 	rateKey := ""
 	if rk, ok := c.t.(RateKeyer); ok {
 		rateKey = rk.RegistrationRateKey(vals)
@@ -127,7 +176,7 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 		return
 	}
 	c.g.goSafe("register", func() {
-		if err := c.register(bare, acct, schema, vals); err != nil {
+		if err := c.register(bare, label, acct, schema, vals); err != nil {
 			c.log.Info("registration failed", "from", c.redact(bare), "error", err)
 			r.error(err)
 			return
@@ -137,10 +186,10 @@ func (c *component) handleRegister(r *iqReply, from jid.JID, payload *Element) {
 }
 
 // register verifies credentials, stores the account and starts its session.
-func (c *component) register(bare string, old *store.Account, schema registration.Schema, vals registration.Values) error {
+func (c *component) register(bare, label string, old *store.Account, schema registration.Schema, vals registration.Values) error {
 	ctx, cancel := c.g.workCtx(60 * time.Second)
 	defer cancel()
-	acct := &Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Values: vals, Defaults: c.tcfg().Defaults}
+	acct := &Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Label: label, Values: vals, Defaults: c.tcfg().Defaults}
 	if old != nil {
 		acct.ID = old.ID
 	}
@@ -158,7 +207,8 @@ func (c *component) register(bare string, old *store.Account, schema registratio
 			}
 		}
 	}
-	a := &store.Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Fields: fields, Enabled: true}
+	delete(fields, fieldAccount)
+	a := &store.Account{Domain: c.dom().Name, Transport: c.info.Name, JID: bare, Label: label, Fields: fields, Enabled: true}
 	if old != nil {
 		a.Enabled = old.Enabled
 	}
@@ -170,9 +220,10 @@ func (c *component) register(bare string, old *store.Account, schema registratio
 	if err := c.g.store.PutAccount(ctx, a); err != nil {
 		return err
 	}
-	c.log.Info("registered", "user", c.redact(bare), "update", old != nil)
+	c.log.Info("registered", "user", c.redact(bare), "account", label, "update", old != nil)
+	first := len(c.usersOf(bare)) == 0
 	u := c.userFor(ctx, a)
-	u.post(evRegistered{account: a, first: old == nil})
+	u.post(evRegistered{account: a, first: first})
 	return nil
 }
 
@@ -184,16 +235,24 @@ func (c *component) unregister(a *store.Account) error {
 		return err
 	}
 	c.mu.Lock()
-	u := c.users[a.JID]
-	delete(c.users, a.JID)
+	u := c.users[a.JID][a.Label]
+	delete(c.users[a.JID], a.Label)
+	last := len(c.users[a.JID]) == 0
+	if last {
+		delete(c.users, a.JID)
+	}
 	c.mu.Unlock()
 	if u != nil {
 		u.stop()
 	}
-	for _, typ := range []string{"unsubscribe", "unsubscribed", "unavailable"} {
-		_ = c.send(c.stanza("presence", "", "", a.JID, typ))
+	if last {
+		for _, typ := range []string{"unsubscribe", "unsubscribed", "unavailable"} {
+			_ = c.send(c.stanza("presence", "", "", a.JID, typ))
+		}
+	} else if others := c.usersOf(a.JID); len(others) > 0 {
+		others[0].post(evProbe{}) // the gateway's presence without this account
 	}
-	c.log.Info("unregistered", "user", c.redact(a.JID))
+	c.log.Info("unregistered", "user", c.redact(a.JID), "account", a.Label)
 	return nil
 }
 
@@ -201,19 +260,58 @@ func (c *component) unregister(a *store.Account) error {
 func (c *component) userFor(ctx context.Context, a *store.Account) *user {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if u, ok := c.users[a.JID]; ok {
+	if u, ok := c.users[a.JID][a.Label]; ok {
 		return u
 	}
 	u := newUser(c, a)
-	c.users[a.JID] = u
+	if c.users[a.JID] == nil {
+		c.users[a.JID] = map[string]*user{}
+	}
+	c.users[a.JID][a.Label] = u
 	c.g.goSafe("user", u.loop)
 	return u
 }
 
-func (c *component) lookupUser(bare string) *user {
+// lookupUser returns the live user of a user's main account, or nil.
+func (c *component) lookupUser(bare string) *user { return c.lookupLabel(bare, "") }
+
+// lookupLabel returns the live user of one of a user's accounts, or nil.
+func (c *component) lookupLabel(bare, label string) *user {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.users[bare]
+	return c.users[bare][label]
+}
+
+// accountUser returns the live user of an account, or nil.
+func (c *component) accountUser(a *store.Account) *user { return c.lookupLabel(a.JID, a.Label) }
+
+// usersOf returns the live users of all of a user's accounts, main first.
+func (c *component) usersOf(bare string) []*user {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*user, 0, len(c.users[bare]))
+	for _, u := range c.users[bare] {
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].label < out[j].label })
+	return out
+}
+
+// accountsOf returns all of a user's accounts on this component, main first.
+func (c *component) accountsOf(bare string) ([]*store.Account, error) {
+	ctx, cancel := c.g.workCtx(5 * time.Second)
+	defer cancel()
+	all, err := c.g.store.ListAccounts(ctx, c.dom().Name, c.info.Name)
+	if err != nil {
+		return nil, err
+	}
+	var out []*store.Account
+	for _, a := range all {
+		if a.JID == bare {
+			out = append(out, a)
+		}
+	}
+	return out, nil
 }
 
 // errDisabled answers users whose account an operator disabled.

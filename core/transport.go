@@ -66,6 +66,7 @@ type Account struct {
 	Domain    string // the XMPP domain served
 	Transport string
 	JID       string            // the user's bare JID
+	Label     string            // "" for the user's main account; names each further one
 	Values    map[string]string // every registration field, secrets included
 	Defaults  map[string]string // the domain's configured defaults for this transport
 }

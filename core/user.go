@@ -18,7 +18,8 @@ import (
 type user struct {
 	c      *component
 	bare   string
-	id     int64 // account ID: re-registration updates the row in place
+	label  string // account label; "" for the main account
+	id     int64  // account ID: re-registration updates the row in place
 	log    *slog.Logger
 	events chan userEvent
 	done   chan struct{}
@@ -85,6 +86,7 @@ func newUser(c *component, a *store.Account) *user {
 	u := &user{
 		c:         c,
 		bare:      a.JID,
+		label:     a.Label,
 		id:        a.ID,
 		acct:      a,
 		log:       c.log.With("user", c.redact(a.JID)),
@@ -167,6 +169,10 @@ func (u *user) handle(ev userEvent) {
 		u.acct = ev.account
 		if ev.first {
 			_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "subscribe"))
+		} else {
+			// Another account of a user already subscribed: the server's
+			// answer to a probe tells this one which resources are online.
+			_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "probe"))
 		}
 		if u.cancel != nil {
 			u.stopSession() // credentials changed
@@ -235,7 +241,7 @@ func (u *user) startSession() {
 		return
 	}
 	u.gen++
-	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Values: vals, Defaults: u.c.tcfg().Defaults}
+	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Label: u.label, Values: vals, Defaults: u.c.tcfg().Defaults}
 	s := u.c.t.NewSession(a, &sink{u: u, gen: u.gen, acctID: u.acct.ID})
 	ctx, cancel := context.WithCancel(context.Background())
 	u.cancel = cancel
@@ -262,30 +268,79 @@ func (u *user) stopSession() {
 // sendPresence shows the account's state as the gateway's presence
 // (XEP-0100): available when the legacy session is up, away while it
 // connects, xa when it is failing and dnd when its credentials are refused.
-func (u *user) sendPresence() {
-	if u.disabled.Load() || (len(u.resources) == 0 && u.state == StateDisconnected) {
-		_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "unavailable"))
+func (u *user) sendPresence() { u.c.sendGatewayPresence(u.bare) }
+
+// sendGatewayPresence shows the state of a user's accounts as the
+// gateway's presence (XEP-0100): available when the legacy sessions are
+// up, away while one connects, xa when one is failing and dnd when one's
+// credentials are refused, with each account's state in the status when
+// the user has several.
+func (c *component) sendGatewayPresence(bare string) {
+	type acct struct {
+		label string
+		st    *stateSnapshot
+	}
+	var active []acct
+	for _, u := range c.usersOf(bare) {
+		st := u.stateNow.Load()
+		if u.disabled.Load() || (st.Resources == 0 && st.State == StateDisconnected) {
+			continue
+		}
+		active = append(active, acct{u.label, st})
+	}
+	if len(active) == 0 {
+		_ = c.send(c.stanza("presence", "", "", bare, "unavailable"))
 		return
 	}
-	p := u.c.stanza("presence", "", "", u.bare, "")
-	switch u.state {
-	case StateConnected:
-	case StateConnecting, StateDisconnected:
+	rank := func(s State) int {
+		switch s {
+		case StateConnected:
+			return 0
+		case StateTransientFail:
+			return 2
+		case StateBadCredentials:
+			return 3
+		}
+		return 1
+	}
+	worst := StateConnected
+	var texts []string
+	for _, a := range active {
+		if rank(a.st.State) > rank(worst) {
+			worst = a.st.State
+		}
+		text := a.st.Text
+		if text == "" && a.st.State != StateConnected {
+			text = a.st.State.String()
+		}
+		if len(active) > 1 {
+			name := a.label
+			if name == "" {
+				name = "main"
+			}
+			if text == "" {
+				text = a.st.State.String()
+			}
+			text = name + ": " + text
+		}
+		if text != "" {
+			texts = append(texts, text)
+		}
+	}
+	p := c.stanza("presence", "", "", bare, "")
+	switch rank(worst) {
+	case 1:
 		p.AddText("", "show", "away")
-	case StateTransientFail:
+	case 2:
 		p.AddText("", "show", "xa")
-	case StateBadCredentials:
+	case 3:
 		p.AddText("", "show", "dnd")
 	}
-	text := u.stateText
-	if text == "" && u.state != StateConnected {
-		text = u.state.String()
+	if len(texts) > 0 {
+		p.AddText("", "status", strings.Join(texts, "; "))
 	}
-	if text != "" {
-		p.AddText("", "status", text)
-	}
-	p.Add(u.c.capsElement())
-	_ = u.c.send(p)
+	p.Add(c.capsElement())
+	_ = c.send(p)
 }
 
 // sink is what a legacy session gets to report back.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-const accountColumns = `id, domain, transport, jid, fields, secrets, enabled, created, updated`
+const accountColumns = `id, domain, transport, jid, label, fields, secrets, enabled, created, updated`
 
 func (s *SQLite) PutAccount(ctx context.Context, a *Account) error {
 	fields := a.Fields
@@ -20,15 +20,15 @@ func (s *SQLite) PutAccount(ctx context.Context, a *Account) error {
 	now := unixNano(s.now())
 	var created, updated int64
 	err = s.db.QueryRowContext(ctx, `
-		INSERT INTO account(domain, transport, jid, fields, secrets, enabled, created, updated)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(domain, transport, jid) DO UPDATE SET
+		INSERT INTO account(domain, transport, jid, label, fields, secrets, enabled, created, updated)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(domain, transport, jid, label) DO UPDATE SET
 			fields = excluded.fields,
 			secrets = excluded.secrets,
 			enabled = excluded.enabled,
 			updated = excluded.updated
 		RETURNING id, created, updated`,
-		a.Domain, a.Transport, a.JID, string(js), a.Secrets, a.Enabled, now, now,
+		a.Domain, a.Transport, a.JID, a.Label, string(js), a.Secrets, a.Enabled, now, now,
 	).Scan(&a.ID, &created, &updated)
 	if err != nil {
 		return wrap("put account", err)
@@ -38,8 +38,12 @@ func (s *SQLite) PutAccount(ctx context.Context, a *Account) error {
 }
 
 func (s *SQLite) GetAccount(ctx context.Context, domain, transport, jid string) (*Account, error) {
+	return s.GetAccountLabel(ctx, domain, transport, jid, "")
+}
+
+func (s *SQLite) GetAccountLabel(ctx context.Context, domain, transport, jid, label string) (*Account, error) {
 	row := s.db.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM account
-		WHERE domain = ? AND transport = ? AND jid = ?`, domain, transport, jid)
+		WHERE domain = ? AND transport = ? AND jid = ? AND label = ?`, domain, transport, jid, label)
 	a, err := scanAccount(row)
 	return a, wrap("get account", err)
 }
@@ -53,7 +57,7 @@ func (s *SQLite) GetAccountByID(ctx context.Context, id int64) (*Account, error)
 func (s *SQLite) ListAccounts(ctx context.Context, domain, transport string) ([]*Account, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+accountColumns+` FROM account
 		WHERE (? = '' OR domain = ?) AND (? = '' OR transport = ?)
-		ORDER BY jid, domain, transport`,
+		ORDER BY jid, domain, transport, label`,
 		domain, domain, transport, transport)
 	if err != nil {
 		return nil, wrap("list accounts", err)
@@ -91,7 +95,7 @@ func scanAccount(sc scanner) (*Account, error) {
 		fields           string
 		created, updated int64
 	)
-	if err := sc.Scan(&a.ID, &a.Domain, &a.Transport, &a.JID, &fields, &a.Secrets, &a.Enabled, &created, &updated); err != nil {
+	if err := sc.Scan(&a.ID, &a.Domain, &a.Transport, &a.JID, &a.Label, &fields, &a.Secrets, &a.Enabled, &created, &updated); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(fields), &a.Fields); err != nil {

@@ -7,12 +7,13 @@ CREATE TABLE account (
 	domain TEXT NOT NULL,
 	transport TEXT NOT NULL,
 	jid TEXT NOT NULL,
+	label TEXT NOT NULL DEFAULT '',    -- '' for the user's main account; names the others
 	fields TEXT NOT NULL DEFAULT '{}', -- JSON object of non-secret fields
 	secrets BLOB,                      -- sealed by the caller, opaque here
 	enabled INTEGER NOT NULL DEFAULT 1,
 	created INTEGER NOT NULL,
 	updated INTEGER NOT NULL,
-	UNIQUE(domain, transport, jid)
+	UNIQUE(domain, transport, jid, label)
 );
 
 CREATE INDEX account_jid ON account(jid);

@@ -24,6 +24,7 @@ type Account struct {
 	Domain    string            // XMPP domain the transport serves, e.g. "example.net"
 	Transport string            // transport name, e.g. "email"
 	JID       string            // user's bare JID, normalised
+	Label     string            // "" for the user's main account; names each further one
 	Fields    map[string]string // non-secret registration fields (stored as JSON)
 	Secrets   []byte            // sealed (encrypted) secret fields; opaque to the store
 	Enabled   bool
@@ -73,7 +74,8 @@ type Store interface {
 	// (a.ID is ignored on input) and sets a.ID, a.Created and a.Updated.
 	PutAccount(ctx context.Context, a *Account) error
 	// GetAccount returns ErrNotFound if there is no such account.
-	GetAccount(ctx context.Context, domain, transport, jid string) (*Account, error)
+	GetAccount(ctx context.Context, domain, transport, jid string) (*Account, error) // the main account (label "")
+	GetAccountLabel(ctx context.Context, domain, transport, jid, label string) (*Account, error)
 	// GetAccountByID returns ErrNotFound if there is no such account.
 	GetAccountByID(ctx context.Context, id int64) (*Account, error)
 	// ListAccounts returns accounts ordered by JID; domain or transport "" matches any.

@@ -771,3 +771,29 @@ func TestContacts(t *testing.T) {
 		t.Errorf("contacts survive their account: %v", err)
 	}
 }
+
+func TestAccountLabels(t *testing.T) {
+	s, _ := openMemory(t)
+	ctx := context.Background()
+	main := &Account{Domain: "d", Transport: "email", JID: "u@d", Fields: map[string]string{"email": "a@x"}}
+	work := &Account{Domain: "d", Transport: "email", JID: "u@d", Label: "work", Fields: map[string]string{"email": "b@y"}}
+	for _, a := range []*Account{main, work} {
+		if err := s.PutAccount(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if main.ID == work.ID {
+		t.Fatal("two labels share one account row")
+	}
+	got, err := s.GetAccountLabel(ctx, "d", "email", "u@d", "work")
+	if err != nil || got.Fields["email"] != "b@y" || got.Label != "work" {
+		t.Fatalf("work account = %+v %v", got, err)
+	}
+	if got, err := s.GetAccount(ctx, "d", "email", "u@d"); err != nil || got.ID != main.ID {
+		t.Fatalf("GetAccount returns the main account: %+v %v", got, err)
+	}
+	list, _ := s.ListAccounts(ctx, "d", "email")
+	if len(list) != 2 {
+		t.Errorf("list = %d accounts", len(list))
+	}
+}
