@@ -111,8 +111,32 @@ func (o *outbox) enqueue(ctx context.Context, acctID int64, dir store.Direction,
 	return nil
 }
 
+// mappingsKept is how long message ID mappings (receipts, markers,
+// threads) are kept.
+const mappingsKept = 30 * 24 * time.Hour
+
+// prune forgets delivered idempotency keys past the dedupe window and old
+// message ID mappings, so the store does not grow for ever.
+func (o *outbox) prune(ctx context.Context) {
+	now := time.Now()
+	if n, err := o.g.store.PruneDelivered(ctx, now.Add(-store.DedupeWindow)); err != nil {
+		o.g.log.Warn("pruning delivered keys", "error", err)
+	} else if n > 0 {
+		o.g.log.Debug("pruned delivered keys", "count", n)
+	}
+	if _, err := o.g.store.PruneMappings(ctx, now.Add(-mappingsKept)); err != nil {
+		o.g.log.Warn("pruning message mappings", "error", err)
+	}
+}
+
 func (o *outbox) run(ctx context.Context) {
+	o.prune(ctx)
+	lastPrune := time.Now()
 	for ctx.Err() == nil {
+		if time.Since(lastPrune) > time.Hour {
+			o.prune(ctx)
+			lastPrune = time.Now()
+		}
 		busy := o.toXMPP(ctx)
 		o.toLegacy(ctx)
 		o.gauges(ctx)
