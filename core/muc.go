@@ -165,6 +165,9 @@ func (u *user) publishRooms() {
 	view := make(map[string][]string, len(u.rooms))
 	for addr, r := range u.rooms {
 		if !r.joined {
+			if len(r.pending) > 0 {
+				view[addr] = []string{} // joining: room messages wait for it
+			}
 			continue
 		}
 		res := make([]string, 0, len(r.resources))
@@ -175,6 +178,16 @@ func (u *user) publishRooms() {
 		view[addr] = res
 	}
 	u.roomsView.Store(&view)
+}
+
+// roomJoining reports whether a join of the room is under way (any
+// goroutine).
+func (u *user) roomJoining(room string) bool {
+	if v := u.roomsView.Load(); v != nil {
+		res, ok := (*v)[room]
+		return ok && len(res) == 0
+	}
+	return false
 }
 
 // roomResources returns the resources joined to a room (any goroutine).
@@ -199,6 +212,7 @@ func (u *user) handleRoom(ev userEvent) {
 		if r.resources[ev.resource] {
 			// Already in: a presence update, or a nick change.
 			if ev.nick != r.nick {
+				r.wanted = ev.nick
 				if gs := u.groupSession(); gs != nil {
 					if err := gs.ChangeNick(ctx, ev.room, ev.nick); err != nil {
 						u.sendRoomError(ev.room, ev.nick, ev.resource, err)
@@ -216,6 +230,7 @@ func (u *user) handleRoom(ev userEvent) {
 			return
 		}
 		r.pending[ev.resource] = true
+		u.publishRooms()
 		if len(r.pending) == 1 {
 			gs := u.groupSession()
 			if gs == nil {
@@ -276,6 +291,15 @@ func (u *user) handleRoom(ev userEvent) {
 	case evRoomError:
 		r := u.rooms[ev.room]
 		if ev.gen != u.gen || r == nil {
+			return
+		}
+		if r.joined && len(r.pending) == 0 {
+			// About a room the user is in (a refused nick change): the
+			// resources are told, from the nick they asked for, and stay.
+			for res := range r.resources {
+				u.sendRoomError(r.address, r.wanted, res, ev.err)
+			}
+			r.wanted = r.nick
 			return
 		}
 		u.failRoom(r, ev.err)

@@ -201,6 +201,14 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			continue
 		}
 		els, xmppID := c.renderToXMPP(a, env)
+		if len(els) == 0 && env.Kind == kindMessage && env.Msg.Groupchat {
+			if u := c.accountUser(a); u != nil && u.roomJoining(env.Msg.Contact) {
+				// Delivered right after RoomJoined, before the user's loop
+				// published the room: wait for it rather than drop.
+				_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(100*time.Millisecond), "room join in progress")
+				continue
+			}
+		}
 		err = nil
 		for _, el := range els {
 			if err = c.send(el); err != nil {
@@ -227,7 +235,9 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Add(float64(len(ids)))
 		c.stats.toXMPP.Add(int64(len(ids)))
 	}
-	return len(items) == batch && len(sent) > 0
+	// Due hands out one item per conversation: any progress means the next
+	// ones are due, so loop at once instead of sleeping per item.
+	return len(sent) > 0
 }
 
 // renderToXMPP builds the stanzas for an outbox envelope: one, or one per
@@ -237,6 +247,7 @@ func (c *component) renderToXMPP(a *store.Account, env envelope) ([]*Element, st
 		return c.renderRoomMessage(a, env.Msg)
 	}
 	if env.Kind == kindSent {
+		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
 		return c.renderSent(a, env.Msg), ""
 	}
 	if env.Kind == kindMessage {

@@ -17,6 +17,9 @@ import (
 
 // aad binds sealed secrets to their account row.
 func aad(a *store.Account) []byte {
+	if a.Label != "" {
+		return []byte(a.Domain + "|" + a.Transport + "|" + a.JID + "|" + a.Label)
+	}
 	return []byte(a.Domain + "|" + a.Transport + "|" + a.JID)
 }
 

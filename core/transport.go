@@ -195,6 +195,14 @@ type Sink interface {
 	Logger() *slog.Logger
 }
 
+// SecretSink is implemented by core's Sink. Secrets is a StateStore for
+// credentials a transport learns outside the registration form (a
+// password per IRC network): values are sealed at rest like registration
+// secrets (AES-256-GCM, bound to the account) and deleted with the account.
+type SecretSink interface {
+	Secrets() StateStore
+}
+
 // StateStore is per-account persistent state for a transport.
 type StateStore interface {
 	Get(ctx context.Context, key string) (string, bool, error)

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"transportd/core/store"
+	"transportd/registration"
 )
 
 // user is one registered account on one component. A single goroutine
@@ -163,6 +165,10 @@ func (u *user) handle(ev userEvent) {
 		u.snapshot()
 		u.sendPresence()
 		if ev.state == StateConnected {
+			// What waited for this session goes now, not at its next retry.
+			ctx, cancel := u.c.g.workCtx(5 * time.Second)
+			_ = u.c.g.store.MakeDue(ctx, u.id, store.ToLegacy)
+			cancel()
 			u.c.g.outbox.wake()
 		}
 	case evRegistered:
@@ -250,6 +256,24 @@ func (u *user) startSession() {
 	u.live.Store(&liveSession{s: s, gen: u.gen})
 	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Inc()
 	u.c.g.goSafe("session", func() { s.Run(ctx) })
+	u.rejoinRooms(s)
+}
+
+// rejoinRooms asks a new session (after Reconnect, or new credentials or
+// settings) to join the rooms the user is still in; the old session's
+// joins ended with it.
+func (u *user) rejoinRooms(s Session) {
+	gs, ok := s.(GroupSession)
+	if !ok {
+		return
+	}
+	ctx, cancel := u.c.g.workCtx(10 * time.Second)
+	defer cancel()
+	for addr, r := range u.rooms {
+		if r.joined {
+			_ = gs.JoinRoom(ctx, addr, r.nick, r.password)
+		}
+	}
 }
 
 func (u *user) stopSession() {
@@ -398,6 +422,46 @@ func receiptKey(legacyID string) string { return "receipt:" + legacyID }
 func (s *sink) Store() StateStore { return accountState{st: s.u.c.g.store, id: s.acctID} }
 
 func (s *sink) Logger() *slog.Logger { return s.u.log }
+
+func (s *sink) Secrets() StateStore {
+	a := &store.Account{Domain: s.u.c.dom().Name, Transport: s.u.c.info.Name, JID: s.u.bare, Label: s.u.label}
+	return sealedState{st: accountState{st: s.u.c.g.store, id: s.acctID}, sealer: s.u.c.g.sealer, aad: aad(a)}
+}
+
+// sealedState keeps each value sealed, under "sealed:"+key.
+type sealedState struct {
+	st     accountState
+	sealer *registration.Sealer
+	aad    []byte
+}
+
+func (s sealedState) Get(ctx context.Context, key string) (string, bool, error) {
+	v, ok, err := s.st.Get(ctx, "sealed:"+key)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	blob, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return "", false, err
+	}
+	m, err := s.sealer.Open(blob, s.aad)
+	if err != nil {
+		return "", false, err
+	}
+	return m["v"], true, nil
+}
+
+func (s sealedState) Set(ctx context.Context, key, value string) error {
+	blob, err := s.sealer.Seal(map[string]string{"v": value}, s.aad)
+	if err != nil {
+		return err
+	}
+	return s.st.Set(ctx, "sealed:"+key, base64.StdEncoding.EncodeToString(blob))
+}
+
+func (s sealedState) Delete(ctx context.Context, key string) error {
+	return s.st.Delete(ctx, "sealed:"+key)
+}
 
 type accountState struct {
 	st store.Store

@@ -196,3 +196,9 @@ func scanOutboxItem(sc scanner) (*OutboxItem, error) {
 func nullString(s string) sql.NullString {
 	return sql.NullString{String: s, Valid: s != ""}
 }
+
+func (s *SQLite) MakeDue(ctx context.Context, accountID int64, dir Direction) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET next_attempt = ? WHERE account = ? AND direction = ? AND next_attempt > ?`,
+		unixNano(s.now()), accountID, string(dir), unixNano(s.now()))
+	return wrap("make due", err)
+}

@@ -797,3 +797,23 @@ func TestAccountLabels(t *testing.T) {
 		t.Errorf("list = %d accounts", len(list))
 	}
 }
+
+func TestMakeDue(t *testing.T) {
+	s, _ := openMemory(t)
+	ctx := context.Background()
+	a := &Account{Domain: "d", Transport: "t", JID: "u@d"}
+	s.PutAccount(ctx, a)
+	later := time.Now().Add(time.Hour)
+	if _, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy, Conversation: "c", IdemKey: "k", Payload: []byte("x"), NextAttempt: later}); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := s.Due(ctx, ToLegacy, time.Now(), 10); len(due) != 0 {
+		t.Fatalf("item due before its time")
+	}
+	if err := s.MakeDue(ctx, a.ID, ToLegacy); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := s.Due(ctx, ToLegacy, time.Now().Add(time.Millisecond), 10); len(due) != 1 {
+		t.Errorf("MakeDue left %d items due, want 1", len(due))
+	}
+}
