@@ -27,9 +27,10 @@ unit:
 
 # Everything: vet, unit and integration tests against real servers started
 # by scripts/testenv.sh (installed with apt-get when missing): Prosody, and
-# ejabberd as the second XMPP server, Dovecot and OpenSMTPD for e-mail.
+# ejabberd as the second XMPP server, Dovecot and OpenSMTPD for e-mail,
+# InspIRCd and ngIRCd for IRC.
 test: vet
-	scripts/testenv.sh up prosody ejabberd dovecot smtpd
+	scripts/testenv.sh up prosody ejabberd dovecot smtpd inspircd ngircd
 	@set -e; trap 'scripts/testenv.sh down' EXIT; \
 	eval "$$(scripts/testenv.sh env)"; \
 	$(GO) test -count=1 -timeout 25m ./...
@@ -38,7 +39,7 @@ run: build
 	scripts/run.sh
 
 bench: build
-	scripts/testenv.sh up prosody dovecot smtpd
+	scripts/testenv.sh up prosody dovecot smtpd inspircd
 	@set -e; trap 'scripts/testenv.sh down' EXIT; \
 	eval "$$(scripts/testenv.sh env)"; \
 	$(GO) test -run '^$$' -bench . -benchtime 2000x -count 1 ./core/ ./core/store/ ./transports/...

@@ -82,8 +82,11 @@ TOML
     irc)
       cat <<TOML
 [domains."a.test".transports.irc.defaults]
+# The local InspIRCd: plain IRC on loopback.
 default_server = "127.0.0.1"
 allowed_servers = "127.0.0.1"
+port = "${TRANSPORTD_TEST_IRC_ADDR##*:}"
+tls = "false"
 TOML
       ;;
     sms)
@@ -108,6 +111,7 @@ Then discover services on a.test, or register directly with:
 $(for t in "${transports[@]}"; do echo "  $t.a.test"; done)
 E-mail: register at email.a.test with user1@a.test … user20@a.test (or b.test),
 password '$TRANSPORTD_TEST_USER_PASSWORD'; mail between those addresses is delivered locally.
+$(for t in "${transports[@]}"; do [ "$t" != irc ] || echo "IRC: join #anything@irc.a.test (a channel on the local InspIRCd), or write to nick@irc.a.test."; done)
 Metrics: http://127.0.0.1:8480/metrics   Readiness: http://127.0.0.1:8480/readyz
 Config: $RUN/transportd.toml   Stop with Ctrl-C; 'make testenv-down' stops Prosody.
 

@@ -16,6 +16,9 @@
 --service smtpd
   the same, with the message sent over SMTP (so through OpenSMTPD's LMTP
   delivery); an unknown recipient is refused.
+--service inspircd / --service ngircd (raw sockets)
+  two clients register, join a channel and one's PRIVMSG reaches the other;
+  InspIRCd must offer the IRCv3 capabilities the IRC transport uses.
 
 Settings come from the TRANSPORTD_TEST_* variables that `scripts/testenv.sh env`
 prints (defaults: the script's defaults). Exit status 0 when everything worked.
@@ -291,6 +294,82 @@ def check_smtpd(args):
     return ok
 
 
+class RawIRC:
+    """A bare IRC client: enough to register, join and talk."""
+
+    def __init__(self, addr, nick, timeout, caps=False):
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.buf = b""
+        self.timeout = timeout
+        self.ls = ""
+        if caps:
+            self.send("CAP LS 302")
+        self.send("NICK " + nick)
+        self.send("USER %s 0 * :testenv check" % nick)
+        if caps:
+            self.ls = self.wait(lambda l: " CAP " in l and " LS " in l)
+            self.send("CAP END")
+        self.wait(lambda l: re.search(r" (376|422) ", l))
+
+    def send(self, line):
+        self.sock.sendall((line + "\r\n").encode())
+
+    def wait(self, pred):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                if line.startswith("PING"):
+                    self.send("PONG" + line[4:])
+                    continue
+                if pred(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise TimeoutError("no expected line from the IRC server")
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the IRC server closed the connection")
+            self.buf += data
+
+    def close(self):
+        try:
+            self.send("QUIT :check done")
+        finally:
+            self.sock.close()
+
+
+def check_irc(name, addr, args, want_caps=()):
+    addr = hostport(addr)
+    tag = uuid.uuid4().hex[:6]
+    a = RawIRC(addr, "chka" + tag, args.timeout, caps=bool(want_caps))
+    b = RawIRC(addr, "chkb" + tag, args.timeout)
+    ok = True
+    try:
+        if want_caps:
+            offered = set(t.split("=")[0] for t in a.ls.split(":", 2)[-1].split())
+            missing = [c for c in want_caps if c not in offered]
+            if missing:
+                print("FAIL %s does not offer %s" % (name, " ".join(missing)))
+                ok = False
+            else:
+                print("ok   %s offers %s" % (name, " ".join(want_caps)))
+        chan = "#check" + tag
+        for c in (a, b):
+            c.send("JOIN " + chan)
+            c.wait(lambda l: " 366 " in l)
+        a.send("PRIVMSG %s :hello %s" % (chan, tag))
+        b.wait(lambda l: "PRIVMSG %s :hello %s" % (chan, tag) in l)
+        print("ok   %s %s:%d: two clients registered, joined %s and talked" % (name, *addr, chan))
+    finally:
+        a.close()
+        b.close()
+    return ok
+
+
+IRCV3_CAPS = ("echo-message", "server-time", "message-tags", "labeled-response", "batch", "away-notify", "account-notify")
+
+
 def main():
     domains = os.environ.get("TRANSPORTD_TEST_DOMAINS", "a.test b.test").split()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,7 +385,9 @@ def main():
     p.add_argument("--smtp", default=os.environ.get("TRANSPORTD_TEST_SMTP", "127.0.0.1:25025"))
     count = os.environ.get("TRANSPORTD_TEST_MAIL_USER_COUNT", "20")
     p.add_argument("--mailbox", default="user%s@%s" % (count, domains[-1]), help="(its INBOX gets a message, deleted again)")
-    p.add_argument("--service", action="append", choices=["prosody", "dovecot", "smtpd", "ejabberd"],
+    p.add_argument("--irc", default=os.environ.get("TRANSPORTD_TEST_IRC_ADDR", "127.0.0.1:26667"))
+    p.add_argument("--ngircd", default=os.environ.get("TRANSPORTD_TEST_NGIRCD_ADDR", "127.0.0.1:26668"))
+    p.add_argument("--service", action="append", choices=["prosody", "dovecot", "smtpd", "ejabberd", "inspircd", "ngircd"],
                    help="what to check (repeatable; default: prosody)")
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -319,6 +400,10 @@ def main():
                 loop = asyncio.new_event_loop()
                 asyncio.set_event_loop(loop)
                 good = loop.run_until_complete({"prosody": check_prosody, "ejabberd": check_ejabberd}[service](args))
+            elif service == "inspircd":
+                good = check_irc("inspircd", args.irc, args, IRCV3_CAPS)
+            elif service == "ngircd":
+                good = check_irc("ngircd", args.ngircd, args)
             else:
                 good = {"dovecot": check_dovecot, "smtpd": check_smtpd}[service](args)
         except Exception as e:  # noqa: BLE001 - report any failure as such

@@ -809,6 +809,11 @@ up_inspircd() {
 		return 0
 	fi
 	[[ -x /usr/sbin/inspircd ]] || die "inspircd is not installed"
+	# Debian's AppArmor profile keeps InspIRCd's files under /etc: with it
+	# enforced, a config in the run directory cannot be read.
+	if grep -qs '^/usr/sbin/inspircd (enforce)' /sys/kernel/security/apparmor/profiles; then
+		die "AppArmor enforces /usr/sbin/inspircd's profile, which blocks a config outside /etc: run 'aa-complain /usr/sbin/inspircd' (apparmor-utils) first"
+	fi
 	ports_free inspircd TESTENV_INSPIRCD_ "$I_PORT" "$I_TLS_PORT"
 
 	mkdir -p "$I_DIR"

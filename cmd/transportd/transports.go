@@ -4,5 +4,6 @@ package main
 // from its init.
 import (
 	_ "transportd/transports/email"
+	_ "transportd/transports/irc"
 	_ "transportd/transports/sms"
 )

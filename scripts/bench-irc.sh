@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# scripts/bench-irc.sh — transportd's IRC transport and biboumi side by side,
+# each as its own process, measured the same way (transports/irc's
+# BenchmarkRelay and BenchmarkJoinedUsers pointed at the process):
+#
+#   scripts/bench-irc.sh [BENCHTIME]        (default 300x)
+#
+# Both serve the component irc.a.test of a private test environment
+# (scripts/testenv.sh with its own run directory and ports, so that tests
+# restarting the shared Prosody do not disturb the measurement) and reach
+# its InspIRCd on 127.0.0.1:6667 (biboumi tries ports 6667, 6670 and 6697).
+# Needs root, like scripts/testenv.sh; biboumi is installed with apt-get
+# when missing.
+#
+# Flood control is off on both sides: transportd's flood_rate is set very
+# high, biboumi's throttle_limit to -1 (through its Configure command, which
+# the benchmark runs). biboumi (Debian 9.0) cannot run without a database:
+# it gets a fresh SQLite file per run, and records channel history in it as
+# it does by default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.26.9}
+benchtime=${1:-300x}
+export TESTENV_DIR=$PWD/.testenv/bench-irc-env
+export TESTENV_PROSODY_C2S_PORT=45222 TESTENV_PROSODY_COMPONENT_PORT=45347 TESTENV_PROSODY_HTTP_PORT=45280
+export TESTENV_INSPIRCD_PORT=6667 TESTENV_INSPIRCD_TLS_PORT=46697
+COMPONENT_JID=irc.a.test
+RUN=$TESTENV_DIR/bench-irc
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	scripts/testenv.sh down prosody inspircd || true
+}
+trap cleanup EXIT
+scripts/testenv.sh up prosody inspircd
+eval "$(scripts/testenv.sh env)"
+rm -rf "$RUN"
+mkdir -p "$RUN"
+
+# bench NAME PID [VAR=VALUE...]: the benchmarks against that process.
+bench() {
+	local name=$1 pid=$2
+	shift 2
+	echo "== $name (pid $pid)"
+	env TRANSPORTD_BENCH_IRC_JID="$COMPONENT_JID" TRANSPORTD_BENCH_IRC_PID="$pid" "$@" \
+		go test -run '^$' -bench 'Relay|JoinedUsers' -benchtime "$benchtime" -count 1 ./transports/irc/ 2>&1 |
+		grep -E '^(Benchmark|ok|FAIL|---)|bench_test' || true
+}
+
+# transportd, built and run as a binary.
+go build -o "$RUN/transportd" ./cmd/transportd
+"$RUN/transportd" keygen -out "$RUN/key" >/dev/null
+printf '%s' "$TRANSPORTD_TEST_COMPONENT_SECRET" >"$RUN/secret"
+cat >"$RUN/transportd.toml" <<TOML
+[xmpp]
+component_addr = "$TRANSPORTD_TEST_XMPP_COMPONENT"
+[store]
+path = "$RUN/transportd.db"
+key_file = "$RUN/key"
+[log]
+level = "warn"
+[domains."a.test"]
+users = ["a.test", "b.test"]
+[domains."a.test".transports.irc]
+jid = "$COMPONENT_JID"
+secret_file = "$RUN/secret"
+[domains."a.test".transports.irc.defaults]
+allowed_servers = "127.0.0.1"
+port = "6667"
+tls = "false"
+flood_burst = "1000"
+flood_rate = "100000"
+TOML
+"$RUN/transportd" -config "$RUN/transportd.toml" >"$RUN/transportd.log" 2>&1 &
+tpid=$!
+pids+=("$tpid")
+sleep 3
+bench transportd "$tpid"
+kill "$tpid"
+wait "$tpid" 2>/dev/null || true
+sleep 2 # Prosody frees the component JID
+
+# biboumi.
+command -v biboumi >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends biboumi >"$RUN/apt.log" 2>&1
+cat >"$RUN/biboumi.cfg" <<CFG
+hostname=$COMPONENT_JID
+password=$TRANSPORTD_TEST_COMPONENT_SECRET
+xmpp_server_ip=127.0.0.1
+port=${TRANSPORTD_TEST_XMPP_COMPONENT##*:}
+admin=
+realname_customization=true
+realname_from_jid=false
+log_file=$RUN/biboumi.log
+log_level=2
+db_name=$RUN/biboumi.sqlite
+CFG
+biboumi "$RUN/biboumi.cfg" >"$RUN/biboumi.console" 2>&1 &
+bpid=$!
+pids+=("$bpid")
+sleep 3
+bench biboumi "$bpid" TRANSPORTD_BENCH_IRC_BIBOUMI=1

@@ -1,0 +1,401 @@
+package irc
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+
+	"transportd/core"
+	"transportd/internal/xmpptest"
+)
+
+// Benchmarks against the real servers (scripts/testenv.sh up prosody
+// inspircd):
+//
+//	go test -run '^$' -bench . -benchtime 300x ./transports/irc/
+//
+// BenchmarkRelay measures room messages both ways between a real XMPP
+// client (through Prosody) and a raw IRC client (on InspIRCd). By default
+// the gateway is transportd in this process; to measure another gateway
+// process (biboumi, or transportd started as a binary) set
+//
+//	TRANSPORTD_BENCH_IRC_JID     its component JID (irc.a.test)
+//	TRANSPORTD_BENCH_IRC_PID     its pid, for CPU time and RSS
+//	TRANSPORTD_BENCH_IRC_ADDR    the IRC server it reaches (default: the test InspIRCd)
+//
+// scripts/bench-irc.sh runs both gateways that way, side by side.
+
+type benchTarget struct {
+	jid      string // component JID
+	pid      int    // process whose CPU and memory are measured
+	inProc   bool
+	ircAddr  string
+	ircHost  string // server part of room addresses
+	roomJID  string
+	nickPref string
+}
+
+func target(b *testing.B, e ircEnv) benchTarget {
+	t := benchTarget{jid: os.Getenv("TRANSPORTD_BENCH_IRC_JID"), ircAddr: os.Getenv("TRANSPORTD_BENCH_IRC_ADDR"), ircHost: "127.0.0.1"}
+	if t.ircAddr == "" {
+		t.ircAddr = e.irc
+	}
+	if t.jid == "" {
+		startGW(b, e.xmpp, port(t.ircAddr), map[string]string{"flood_burst": "1000", "flood_rate": "100000", "trace": "false"})
+		t.jid, t.pid, t.inProc = gwJID, os.Getpid(), true
+	} else {
+		pid, err := strconv.Atoi(os.Getenv("TRANSPORTD_BENCH_IRC_PID"))
+		if err != nil {
+			b.Fatal("TRANSPORTD_BENCH_IRC_PID must be set with TRANSPORTD_BENCH_IRC_JID")
+		}
+		t.pid = pid
+	}
+	return t
+}
+
+// procStat returns a process's CPU time (user+system) and resident set.
+func procStat(pid int) (cpu time.Duration, rss int64) {
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+2:])
+			if len(f) > 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				f := strings.Fields(l)
+				if len(f) >= 2 {
+					kb, _ := strconv.ParseInt(f[1], 10, 64)
+					rss = kb << 10
+				}
+			}
+		}
+	}
+	return cpu, rss
+}
+
+func percentiles(lat []time.Duration) (p50, p99 float64) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
+	}
+	return pct(0.50), pct(0.99)
+}
+
+// BenchmarkRelay: latency of one message at a time (p50, p99), then a
+// burst of 200 in flight (messages per second, and the gateway's CPU time
+// per message: for the in-process gateway this includes the test's own
+// XMPP and IRC clients, so it is an upper bound).
+func BenchmarkRelay(b *testing.B) {
+	e := testIRCEnv(b)
+	tg := target(b, e)
+	run := xmpptest.RandomID()[:4]
+	ch := "#bench" + run
+	room := ch + "%" + tg.ircHost + "@" + tg.jid
+	raw := dialRaw(b, tg.ircAddr, "braw"+run)
+	raw.join(ch)
+	c, err := xmpptest.DialErr(e.xmpp, "user26@b.test", false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if os.Getenv("TRANSPORTD_BENCH_IRC_BIBOUMI") != "" {
+		biboumiNoThrottle(b, c, tg)
+	}
+	nick := "bx" + run
+	p := core.NewElement("", "presence", "to", room+"/"+nick)
+	p.Add(core.NewElement(nsMUC, "x"))
+	if err := c.SendErr(p); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Next(30*time.Second, func(el *core.Element) bool {
+		return el.Name.Local == "presence" && strings.HasPrefix(el.Get("from"), room+"/") && statusCodes(el)["110"]
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if _, ok := raw.next(30*time.Second, func(m ircmsg.Message) bool { return m.Command == "JOIN" }); !ok {
+		b.Fatal("the gateway never joined")
+	}
+	// Drain what joining sent (occupants, subject, gateway notices).
+	time.Sleep(500 * time.Millisecond)
+	fromRaw := room + "/" + raw.nick
+
+	b.Run("xmpp-to-irc", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			body := fmt.Sprintf("x%s-%d", run, i)
+			t0 := time.Now()
+			if err := c.SendErr(groupchat(room, body)); err != nil {
+				b.Fatal(err)
+			}
+			if _, ok := raw.next(10*time.Second, func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && last(m.Params) == body }); !ok {
+				b.Fatalf("message %d never reached IRC", i)
+			}
+			lat = append(lat, time.Since(t0))
+			// The reflection, so the client's backlog stays short.
+			_, _ = c.Next(10*time.Second, func(el *core.Element) bool { return el.Name.Local == "message" && el.ChildText("", "body") == body })
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		p50, p99 := percentiles(lat)
+		b.ReportMetric(p50, "p50-ms")
+		b.ReportMetric(p99, "p99-ms")
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
+		burst(b, tg, func(i int) string {
+			body := fmt.Sprintf("bx%s-%d", run, i)
+			if err := c.SendErr(groupchat(room, body)); err != nil {
+				b.Fatal(err)
+			}
+			return body
+		}, func(body string) bool {
+			_, ok := raw.next(60*time.Second, func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && last(m.Params) == body })
+			return ok
+		})
+		for {
+			if _, err := c.Next(2*time.Second, func(el *core.Element) bool { return el.Name.Local == "message" }); err != nil {
+				break
+			}
+		}
+	})
+
+	b.Run("irc-to-xmpp", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			body := fmt.Sprintf("i%s-%d", run, i)
+			t0 := time.Now()
+			raw.send("PRIVMSG", ch, body)
+			if _, err := c.Next(10*time.Second, func(el *core.Element) bool {
+				return el.Name.Local == "message" && el.Get("from") == fromRaw && el.ChildText("", "body") == body
+			}); err != nil {
+				b.Fatalf("message %d: %v", i, err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		p50, p99 := percentiles(lat)
+		b.ReportMetric(p50, "p50-ms")
+		b.ReportMetric(p99, "p99-ms")
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
+		burst(b, tg, func(i int) string {
+			body := fmt.Sprintf("bi%s-%d", run, i)
+			raw.send("PRIVMSG", ch, body)
+			return body
+		}, func(body string) bool {
+			_, err := c.Next(60*time.Second, func(el *core.Element) bool {
+				return el.Name.Local == "message" && el.Get("from") == fromRaw && el.ChildText("", "body") == body
+			})
+			return err == nil
+		})
+	})
+}
+
+// burst sends 200 messages without waiting, then waits for all of them;
+// it reports messages per second and the gateway's CPU time per message.
+func burst(b *testing.B, tg benchTarget, send func(i int) string, arrived func(body string) bool) {
+	const n = 200
+	cpu0, _ := procStat(tg.pid)
+	start := time.Now()
+	bodies := make([]string, n)
+	for i := range bodies {
+		bodies[i] = send(i)
+	}
+	for i, body := range bodies {
+		if !arrived(body) {
+			b.Fatalf("burst message %d never arrived", i)
+		}
+	}
+	elapsed := time.Since(start)
+	cpu1, rss := procStat(tg.pid)
+	b.ReportMetric(n/elapsed.Seconds(), "burst-msgs/s")
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/n, "cpu-ms/msg")
+	b.ReportMetric(float64(rss)/(1<<20), "rss-MiB")
+}
+
+// BenchmarkSessionMemory joins N users (once, whatever -benchtime says) (sessions of the transport, each
+// with its own IRC connection) to one channel on InspIRCd and reports the
+// memory they hold: heap and goroutine stacks per user after a GC, and
+// the growth of the process's resident set. Core's own per-user state
+// (a goroutine and a small struct) is not included.
+func BenchmarkSessionMemory(b *testing.B) {
+	e := testIRCEnv(b)
+	for _, n := range []int{1, 50, 200} {
+		for _, shared := range []bool{false, true} {
+			name := fmt.Sprintf("users-%d/own-channels", n)
+			if shared {
+				if n == 1 {
+					continue
+				}
+				name = fmt.Sprintf("users-%d/one-channel", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				sessionMemory(b, e, n, shared) // once, whatever b.N: it measures a state, not a rate
+			})
+		}
+	}
+}
+
+// sessionMemory: n sessions, each in its own channel, or all in one (each
+// session then knows every other member: memory grows with n²).
+func sessionMemory(b *testing.B, e ircEnv, n int, shared bool) {
+	run := xmpptest.RandomID()[:4]
+	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: port(e.irc), dTLS: "false", dConnectTimeout: "60s"}
+	tr := New()
+	runtime.GC()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	_, rss0 := procStat(os.Getpid())
+	g0 := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	sessions := make([]*session, n)
+	recs := make([]*recorder, n)
+	for i := range sessions {
+		rec := newRecorder(quietTB{b})
+		rec.logger = discard
+		rec.wait = 2 * time.Minute
+		s := tr.NewSession(&core.Account{ID: int64(i + 1), JID: fmt.Sprintf("m%d@b.test", i), Defaults: d}, rec).(*session)
+		sessions[i], recs[i] = s, rec
+		go s.Run(ctx)
+		ch := fmt.Sprintf("#mem%s-%d", run, i)
+		if shared {
+			ch = "#mem" + run
+		}
+		_ = s.JoinRoom(ctx, ch+"%127.0.0.1", fmt.Sprintf("m%s%d", run, i), "")
+	}
+	for i, rec := range recs {
+		rec.next(quietTB{b}, "joined", func(ev any) bool {
+			if e, ok := ev.(recError); ok {
+				b.Fatalf("session %d: %v", i, e.err)
+			}
+			_, ok := ev.(recJoined)
+			return ok
+		})
+	}
+	time.Sleep(time.Second) // the last JOINs reach every session
+	for _, rec := range recs {
+		rec.mu.Lock()
+		rec.events = nil // the test's recorder, not the transport's memory
+		rec.mu.Unlock()
+	}
+	runtime.GC()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	_, rss1 := procStat(os.Getpid())
+	g1 := runtime.NumGoroutine()
+	heap := float64(int64(ms1.HeapInuse) - int64(ms0.HeapInuse))
+	stack := float64(int64(ms1.StackInuse) - int64(ms0.StackInuse))
+	b.ReportMetric(heap/float64(n), "heap-B/user")
+	b.ReportMetric(stack/float64(n), "stack-B/user")
+	b.ReportMetric(float64(rss1-rss0)/float64(n), "rss-B/user")
+	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/user")
+	b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
+	cancel()
+	for _, s := range sessions {
+		<-s.done
+	}
+}
+
+// benchUsers are the XMPP accounts BenchmarkJoinedUsers logs in (the test
+// Prosody has 30 per domain).
+func benchUsers(n int) []string {
+	var out []string
+	for i := 1; i <= 30 && len(out) < n; i++ {
+		out = append(out, fmt.Sprintf("user%d@b.test", i))
+	}
+	for i := 1; i <= 30 && len(out) < n; i++ {
+		out = append(out, fmt.Sprintf("user%d@a.test", i))
+	}
+	return out
+}
+
+// BenchmarkJoinedUsers has N real XMPP users (through Prosody) each join
+// a channel of their own, and reports the gateway process's resident set.
+// Meant for gateways measured from outside (TRANSPORTD_BENCH_IRC_PID:
+// biboumi, transportd as a binary); in this process the figure includes
+// the test's XMPP clients. Runs once, whatever -benchtime says.
+func BenchmarkJoinedUsers(b *testing.B) {
+	e := testIRCEnv(b)
+	tg := target(b, e)
+	for _, n := range []int{1, 50} {
+		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
+			run := xmpptest.RandomID()[:4]
+			_, rss0 := procStat(tg.pid)
+			var clients []*xmpptest.Client
+			defer func() {
+				for _, c := range clients {
+					c.Close()
+				}
+				time.Sleep(2 * time.Second) // let the gateway quit IRC
+			}()
+			for i, u := range benchUsers(n) {
+				c, err := xmpptest.DialErr(e.xmpp, u, false)
+				if err != nil {
+					b.Fatalf("%s: %v", u, err)
+				}
+				clients = append(clients, c)
+				room := fmt.Sprintf("#ju%s-%d%%%s@%s", run, i, tg.ircHost, tg.jid)
+				p := core.NewElement("", "presence", "to", fmt.Sprintf("%s/ju%s%d", room, run, i))
+				p.Add(core.NewElement(nsMUC, "x"))
+				if err := c.SendErr(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i, c := range clients {
+				room := fmt.Sprintf("#ju%s-%d%%%s@%s", run, i, tg.ircHost, tg.jid)
+				if _, err := c.Next(2*time.Minute, func(el *core.Element) bool {
+					return el.Name.Local == "presence" && strings.HasPrefix(el.Get("from"), room+"/") && statusCodes(el)["110"]
+				}); err != nil {
+					b.Fatalf("user %d never joined: %v", i, err)
+				}
+			}
+			time.Sleep(time.Second)
+			_, rss1 := procStat(tg.pid)
+			b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
+			b.ReportMetric(float64(rss1-rss0)/float64(n)/1024, "rss-KiB/user")
+		})
+	}
+}
+
+// biboumiNoThrottle turns biboumi's flood control (throttle_limit) off for
+// the benchmark's user on the IRC server, with biboumi's Configure command
+// on the server's JID.
+func biboumiNoThrottle(b *testing.B, c *xmpptest.Client, tg benchTarget) {
+	server := tg.ircHost + "@" + tg.jid
+	exec := func(cmd *core.Element) *core.Element {
+		iq := core.NewElement("", "iq", "type", "set", "to", server)
+		res, err := c.IQErr(iq.Add(cmd), 10*time.Second)
+		if err != nil || res.Get("type") != "result" {
+			b.Fatalf("biboumi configure: %v %v", err, res)
+		}
+		return res
+	}
+	res := exec(core.NewElement(nsCommands, "command", "node", "configure", "action", "execute"))
+	sid := res.Child(nsCommands, "command").Get("sessionid")
+	x := core.NewElement("jabber:x:data", "x", "type", "submit")
+	for k, v := range map[string]string{"ports": "6667", "verify_cert": "false", "throttle_limit": "-1", "max_history_length": "20"} {
+		x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+	}
+	x.Add(core.NewElement("", "field", "var", "tls_ports"))
+	exec(core.NewElement(nsCommands, "command", "node", "configure", "sessionid", sid, "action", "complete").Add(x))
+}

@@ -1,0 +1,174 @@
+package irc
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core"
+	"transportd/registration"
+)
+
+// The "Configure network" ad-hoc command: per-network settings (nick,
+// user name, real name, TLS, port, channels joined on connect), stored in
+// the account's state by the live session and used from its next
+// connection to that network. Passwords stay in the registration, which
+// core keeps encrypted: the account state is not.
+
+const nodeConfigure = "configure-network"
+
+// Commands implements core.Commander.
+func (t *Transport) Commands() []core.Command {
+	return []core.Command{{
+		Node: nodeConfigure, Name: "Configure network", Registered: true,
+		Execute: t.configureNetwork,
+	}}
+}
+
+func networkForm(defaultServer string) registration.Schema {
+	return registration.Schema{
+		Title:        "Configure an IRC network",
+		Instructions: "Which IRC server (like irc.libera.chat)?",
+		Fields: []registration.Field{
+			{Var: fNetwork, Label: "IRC server", Type: registration.TextSingle, Required: true, Default: defaultServer, Validate: checkHost, MaxLen: 253},
+		},
+	}
+}
+
+// netSettingsForm is the settings form of one network; withPassword
+// adds the password fields, where core keeps them sealed.
+func netSettingsForm(server string, withPassword bool) registration.Schema {
+	s := netSettingsFields(server)
+	if withPassword {
+		s.Fields = append(s.Fields,
+			registration.Field{Var: fAuth, Label: "Authentication", Type: registration.ListSingle, Default: authNone, Options: []registration.Option{
+				{Label: "SASL PLAIN", Value: authSASL}, {Label: "NickServ IDENTIFY", Value: authNickServ}, {Label: "None (forget the password)", Value: authNone}}},
+			registration.Field{Var: fPassword, Label: "Password (empty: keep the stored one)", Type: registration.TextPrivate, Secret: true, MaxLen: 400})
+	}
+	return s
+}
+
+func netSettingsFields(server string) registration.Schema {
+	return registration.Schema{
+		Title: "IRC network " + server,
+		Instructions: "Settings for " + server + "; empty fields use your registration's defaults. " +
+			"They apply from the next connection (the Reconnect command starts one now). " +
+			"Passwords are kept encrypted: here where the gateway offers it, else in the registration (one network).",
+		Fields: []registration.Field{
+			{Var: fNick, Label: "Nick", Type: registration.TextSingle, Validate: checkNick, MaxLen: 64},
+			{Var: fUsername, Label: "User name (ident)", Type: registration.TextSingle, Validate: checkUsername, MaxLen: 32},
+			{Var: fRealname, Label: "Real name", Type: registration.TextSingle, MaxLen: 128},
+			{Var: fTLS, Label: "TLS", Type: registration.ListSingle, Default: "default", Options: []registration.Option{
+				{Label: "Gateway default", Value: "default"}, {Label: "On", Value: "true"}, {Label: "Off", Value: "false"}}},
+			{Var: fPort, Label: "Port (empty: 6697 with TLS, 6667 without)", Type: registration.TextSingle, Validate: checkPort, MaxLen: 5},
+			{Var: fAutojoin, Label: "Channels to join on connect (#a, #b)", Type: registration.TextSingle, Validate: checkChannels},
+		},
+	}
+}
+
+func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
+	s := t.session(req.Account.ID)
+	if s == nil {
+		return &core.CommandResponse{Err: core.NewError(stanza.UnexpectedRequest,
+			"you have no IRC session right now: be online with this gateway in your contacts, or join a channel, then run this command again")}
+	}
+	o := t.options()
+	switch req.Stage {
+	case 0:
+		form := networkForm(o.defaultServer)
+		return &core.CommandResponse{Form: form.RenderForm(nil)}
+	case 1:
+		form := networkForm(o.defaultServer)
+		vals, err := form.Validate(req.Form)
+		if err != nil {
+			return &core.CommandResponse{Err: err}
+		}
+		server := strings.ToLower(vals[fNetwork])
+		if !o.allowedServer(server) {
+			return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server)}
+		}
+		ns, err := loadNetSettings(ctx, s.sink.Store(), server)
+		if err != nil {
+			return &core.CommandResponse{Err: err}
+		}
+		current := registration.Values{fNick: ns.Nick, fUsername: ns.Username, fRealname: ns.Realname, fTLS: ns.TLS, fAutojoin: strings.Join(ns.Autojoin, ", "), fAuth: ns.Auth}
+		if ns.TLS == "" {
+			current[fTLS] = "default"
+		}
+		if ns.Port > 0 {
+			current[fPort] = strconv.Itoa(ns.Port)
+		}
+		form = netSettingsForm(server, s.secrets() != nil)
+		return &core.CommandResponse{Form: form.RenderForm(current), State: server}
+	default:
+		server, _ := req.State.(string)
+		if server == "" {
+			return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "start the command again")}
+		}
+		sec := s.secrets()
+		form := netSettingsForm(server, sec != nil)
+		vals, err := form.Validate(req.Form)
+		if err != nil {
+			return &core.CommandResponse{Err: err}
+		}
+		ns := netSettings{Nick: vals[fNick], Username: vals[fUsername], Realname: oneLine(vals[fRealname]), Autojoin: splitChannels(vals[fAutojoin])}
+		if v := vals[fTLS]; v == "true" || v == "false" {
+			ns.TLS = v
+		}
+		ns.Port, _ = strconv.Atoi(vals[fPort])
+		ev := evNetConfig{server: server}
+		if sec != nil {
+			switch ns.Auth = vals[fAuth]; {
+			case ns.Auth == authNone || ns.Auth == "":
+				ns.Auth, ev.clearPw = "", true
+				if err := sec.Delete(ctx, netPasswordKey(server)); err != nil {
+					return &core.CommandResponse{Err: err}
+				}
+			case vals[fPassword] != "":
+				if err := sec.Set(ctx, netPasswordKey(server), vals[fPassword]); err != nil {
+					return &core.CommandResponse{Err: err}
+				}
+				ev.password = vals[fPassword]
+			}
+		}
+		if err := saveNetSettings(ctx, s.sink.Store(), server, ns); err != nil {
+			return &core.CommandResponse{Err: err}
+		}
+		ev.ns = ns
+		s.post(ev)
+		return &core.CommandResponse{Note: "Settings for " + server + " saved."}
+	}
+}
+
+func loadNetSettings(ctx context.Context, st core.StateStore, server string) (netSettings, error) {
+	v, ok, err := st.Get(ctx, netStateKey(server))
+	if err != nil || !ok {
+		return netSettings{}, err
+	}
+	ns, err := decodeNetSettings(v)
+	if err != nil {
+		return netSettings{}, nil // unreadable: start again from the defaults
+	}
+	return ns, nil
+}
+
+func saveNetSettings(ctx context.Context, st core.StateStore, server string, ns netSettings) error {
+	if err := st.Set(ctx, netStateKey(server), ns.encode()); err != nil {
+		return err
+	}
+	var hosts []string
+	if v, ok, err := st.Get(ctx, netIndexKey); err == nil && ok {
+		_ = json.Unmarshal([]byte(v), &hosts)
+	}
+	if !slices.Contains(hosts, server) {
+		hosts = append(hosts, server)
+		slices.Sort(hosts)
+		b, _ := json.Marshal(hosts)
+		return st.Set(ctx, netIndexKey, string(b))
+	}
+	return nil
+}

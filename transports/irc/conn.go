@@ -1,0 +1,673 @@
+package irc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+	"github.com/ergochat/irc-go/ircreader"
+	"github.com/ergochat/irc-go/ircutils"
+	"golang.org/x/time/rate"
+)
+
+// The IRC connection: dialling, registration (CAP LS 302, SASL PLAIN,
+// NICK/USER with a fallback nick), then a reader goroutine that parses
+// lines and hands them on, answers PING itself and PINGs the server after
+// a silence, and a writer goroutine that applies flood control.
+
+const (
+	// maxLine is the longest line without tags (RFC 1459, CR LF included).
+	maxLine = 512
+	// maxRead is the longest line read: tags (8191) plus a line.
+	maxRead = 8191 + maxLine
+	// outQueue is how many lines may wait for the flood limiter (a 64 KiB
+	// body is about 170 lines).
+	outQueue = 256
+	// nickTries is how many times "_" is appended to a nick in use
+	// during registration before giving up.
+	nickTries = 4
+)
+
+// wantCaps are the IRCv3 capabilities requested when the server offers
+// them ("sasl" is added when a SASL password is configured).
+var wantCaps = []string{
+	"message-tags", "server-time", "echo-message", "labeled-response", "batch",
+	"away-notify", "account-notify", "extended-join", "multi-prefix",
+	"userhost-in-names", "cap-notify", "chghost", "invite-notify",
+	"account-tag", "draft/chathistory", "chathistory",
+}
+
+var (
+	errQueueFull = errors.New("too many lines waiting to be sent to the IRC server")
+	errClosed    = errors.New("not connected to the IRC server")
+	errLineLong  = errors.New("IRC line too long")
+)
+
+// dialConfig is what a connection attempt needs.
+type dialConfig struct {
+	server      string // host name, for TLS and messages
+	addr        string // host:port
+	tls         bool
+	tlsInsecure bool
+	nick        string
+	username    string
+	realname    string
+	saslUser    string
+	saslPass    string // SASL PLAIN when not empty
+	timeout     time.Duration
+	floodBurst  int
+	floodRate   float64
+	pingEvery   time.Duration
+	pingWait    time.Duration
+	log         *slog.Logger
+	trace       bool
+	// dial, when set, replaces net.Dialer (tests).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// welcome is what registration learned.
+type welcome struct {
+	nick     string
+	user     string // our user and host as the server shows them, if known
+	host     string
+	caps     map[string]string // acknowledged capabilities, with their LS values
+	isupport map[string]string
+	account  string // SASL account, if logged in
+}
+
+// connError is a failed connection attempt or a lost connection.
+type connError struct {
+	permanent bool // retrying with the same settings will fail again
+	auth      bool // the credentials were refused
+	nickInUse bool // every nick tried was taken
+	text      string
+	err       error
+}
+
+func (e *connError) Error() string {
+	if e.err != nil && e.text == "" {
+		return e.err.Error()
+	}
+	return e.text
+}
+
+func (e *connError) Unwrap() error { return e.err }
+
+// conn is one registered connection.
+type conn struct {
+	nc     net.Conn
+	r      ircreader.Reader
+	log    *slog.Logger
+	trace  bool
+	server string
+
+	lim  *rate.Limiter
+	out  chan []byte
+	prio chan []byte
+
+	pingEvery, pingWait time.Duration
+
+	// backlog holds lines read during registration after it ended; the
+	// reader hands them on first.
+	backlog []ircmsg.Message
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wdone     chan struct{} // closed when the writer exits
+}
+
+// dialIRC connects and registers. The returned conn is not started.
+func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	dial := cfg.dial
+	if dial == nil {
+		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	}
+	nc, err := dial(ctx, "tcp", cfg.addr)
+	if err != nil {
+		return nil, nil, &connError{text: "cannot connect to " + cfg.server + ": " + netErrText(err), err: err}
+	}
+	if cfg.tls {
+		tc := tls.Client(nc, &tls.Config{ServerName: cfg.server, InsecureSkipVerify: cfg.tlsInsecure, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, nil, &connError{text: "TLS with " + cfg.server + " failed: " + err.Error(), err: err}
+		}
+		nc = tc
+	}
+	c := &conn{
+		nc:        nc,
+		log:       cfg.log,
+		trace:     cfg.trace,
+		server:    cfg.server,
+		lim:       rate.NewLimiter(rate.Limit(cfg.floodRate), cfg.floodBurst),
+		out:       make(chan []byte, outQueue),
+		prio:      make(chan []byte, 64),
+		pingEvery: cfg.pingEvery,
+		pingWait:  cfg.pingWait,
+		done:      make(chan struct{}),
+		wdone:     make(chan struct{}),
+	}
+	c.r.Initialize(nc, 1024, maxRead)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	w, err := c.register(cfg)
+	stop()
+	if err != nil {
+		nc.Close()
+		if ctx.Err() != nil && !isConnError(err) {
+			err = &connError{text: cfg.server + " did not complete the registration in time", err: err}
+		}
+		return nil, nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return c, w, nil
+}
+
+func isConnError(err error) bool {
+	var ce *connError
+	return errors.As(err, &ce)
+}
+
+// netErrText is a short text for a dial error.
+func netErrText(err error) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	return err.Error()
+}
+
+// register runs the registration dialogue on a fresh connection.
+func (c *conn) register(cfg dialConfig) (*welcome, error) {
+	w := &welcome{caps: map[string]string{}, isupport: map[string]string{}}
+	nick := cfg.nick
+	tries := 0
+	advertised := map[string]string{}
+	capDone := false
+	endCap := func() error {
+		if capDone {
+			return nil
+		}
+		capDone = true
+		return c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "END"))
+	}
+	user := cfg.username
+	if user == "" {
+		user = "transportd"
+	}
+	realname := cfg.realname
+	if realname == "" {
+		realname = nick
+	}
+	for _, m := range []ircmsg.Message{
+		ircmsg.MakeMessage(nil, "", "CAP", "LS", "302"),
+		ircmsg.MakeMessage(nil, "", "NICK", nick),
+		ircmsg.MakeMessage(nil, "", "USER", user, "0", "*", realname),
+	} {
+		if err := c.writeNow(m); err != nil {
+			return nil, err
+		}
+	}
+	registered, saslDone := false, false
+	for {
+		msg, err := c.readMsg()
+		if err != nil {
+			return nil, &connError{text: "connection to " + cfg.server + " lost during registration: " + netErrText(err), err: err}
+		}
+		if registered && !isNumeric(msg.Command) {
+			// A server that sends no MOTD end: registration is over.
+			c.backlog = append(c.backlog, msg)
+			return w, nil
+		}
+		p := msg.Params
+		switch msg.Command {
+		case "PING":
+			if err := c.writeNow(ircmsg.MakeMessage(nil, "", "PONG", p...)); err != nil {
+				return nil, err
+			}
+		case "CAP":
+			if len(p) < 3 {
+				continue
+			}
+			switch p[1] {
+			case "LS":
+				for _, tok := range strings.Fields(p[len(p)-1]) {
+					name, val, _ := strings.Cut(tok, "=")
+					advertised[name] = val
+				}
+				if len(p) >= 4 && p[2] == "*" {
+					continue // more LS lines follow
+				}
+				var req []string
+				for _, cp := range wantCaps {
+					if _, ok := advertised[cp]; ok {
+						req = append(req, cp)
+					}
+				}
+				if _, ok := advertised["sasl"]; ok && cfg.saslPass != "" {
+					req = append(req, "sasl")
+				}
+				if len(req) == 0 {
+					if cfg.saslPass != "" {
+						return nil, &connError{permanent: true, auth: true, text: cfg.server + " does not offer SASL: choose NickServ or no authentication"}
+					}
+					if err := endCap(); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				if err := c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "REQ", strings.Join(req, " "))); err != nil {
+					return nil, err
+				}
+			case "ACK":
+				for _, tok := range strings.Fields(p[len(p)-1]) {
+					if strings.HasPrefix(tok, "-") {
+						delete(w.caps, tok[1:])
+						continue
+					}
+					w.caps[tok] = advertised[tok]
+				}
+				if _, ok := w.caps["sasl"]; ok && cfg.saslPass != "" {
+					if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", "PLAIN")); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				if cfg.saslPass != "" {
+					return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused SASL: choose NickServ or no authentication"}
+				}
+				if err := endCap(); err != nil {
+					return nil, err
+				}
+			case "NAK":
+				if cfg.saslPass != "" {
+					return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused SASL: choose NickServ or no authentication"}
+				}
+				if err := endCap(); err != nil {
+					return nil, err
+				}
+			}
+		case "AUTHENTICATE":
+			if len(p) == 0 || p[0] != "+" {
+				continue
+			}
+			login := cfg.saslUser
+			if login == "" {
+				login = nick
+			}
+			for _, chunk := range ircutils.EncodeSASLResponse([]byte(login + "\x00" + login + "\x00" + cfg.saslPass)) {
+				if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", chunk)); err != nil {
+					return nil, err
+				}
+			}
+		case "900": // RPL_LOGGEDIN
+			if len(p) >= 3 {
+				w.account = p[2]
+			}
+		case "903": // RPL_SASLSUCCESS
+			saslDone = true
+			if err := endCap(); err != nil {
+				return nil, err
+			}
+		case "902", "904", "905", "906", "908": // nick locked, SASL failed, too long, aborted, mechanisms
+			return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused the SASL login: " + plainText(last(p))}
+		case "433", "436", "437": // nick in use, collision, temporarily unavailable
+			if registered {
+				continue
+			}
+			tries++
+			if tries > nickTries {
+				return nil, &connError{permanent: true, nickInUse: true, text: "the nick " + cfg.nick + " is already in use on " + cfg.server}
+			}
+			nick += "_"
+			if err := c.writeNow(ircmsg.MakeMessage(nil, "", "NICK", nick)); err != nil {
+				return nil, err
+			}
+		case "432": // erroneous nickname
+			if registered {
+				continue
+			}
+			return nil, &connError{permanent: true, text: cfg.server + " refuses the nick " + nick + ": " + plainText(last(p))}
+		case "464", "465": // password incorrect, banned
+			return nil, &connError{permanent: true, text: cfg.server + " refused the connection: " + plainText(last(p))}
+		case "ERROR":
+			return nil, &connError{text: cfg.server + " closed the connection: " + plainText(last(p))}
+		case "001":
+			if cfg.saslPass != "" && !saslDone {
+				// A server without CAP registers us without SASL.
+				return nil, &connError{permanent: true, auth: true, text: cfg.server + " does not offer SASL: choose NickServ or no authentication"}
+			}
+			registered = true
+			if len(p) > 0 {
+				w.nick = p[0]
+			}
+			// "Welcome to the Network nick!user@host"
+			if f := strings.Fields(last(p)); len(f) > 0 {
+				if nuh, err := ircmsg.ParseNUH(f[len(f)-1]); err == nil && nuh.Name == w.nick && nuh.Host != "" {
+					w.user, w.host = nuh.User, nuh.Host
+				}
+			}
+			if !capDone {
+				capDone = true // a server without CAP
+			}
+		case "005":
+			parseISupport(p, w.isupport)
+		case "376", "422": // end of MOTD, no MOTD
+			if registered {
+				return w, nil
+			}
+		}
+	}
+}
+
+func isNumeric(cmd string) bool {
+	return len(cmd) == 3 && cmd[0] >= '0' && cmd[0] <= '9' && cmd[1] >= '0' && cmd[1] <= '9' && cmd[2] >= '0' && cmd[2] <= '9'
+}
+
+func last(p []string) string {
+	if len(p) == 0 {
+		return ""
+	}
+	return p[len(p)-1]
+}
+
+// parseISupport adds the tokens of a 005 line (params: me, tokens...,
+// text) to m; "-TOKEN" removes one.
+func parseISupport(p []string, m map[string]string) {
+	if len(p) < 3 {
+		return
+	}
+	for _, tok := range p[1 : len(p)-1] {
+		if strings.HasPrefix(tok, "-") {
+			delete(m, tok[1:])
+			continue
+		}
+		k, v, _ := strings.Cut(tok, "=")
+		m[k] = unescapeISupport(v)
+	}
+}
+
+func unescapeISupport(v string) string {
+	if !strings.Contains(v, `\x`) {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+3 < len(v) && v[i+1] == 'x' {
+			if n, err := strconv.ParseUint(v[i+2:i+4], 16, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// readMsg reads and parses one line. A line whose tags do not parse is
+// read again without them rather than dropped.
+func (c *conn) readMsg() (ircmsg.Message, error) {
+	for {
+		if len(c.backlog) > 0 {
+			m := c.backlog[0]
+			c.backlog = c.backlog[1:]
+			return m, nil
+		}
+		b, err := c.r.ReadLine()
+		if err != nil {
+			return ircmsg.Message{}, err
+		}
+		line := string(b)
+		if c.trace {
+			c.log.Debug("irc <-", "line", redactLine(line))
+		}
+		m, err := parseLine(line)
+		if err != nil {
+			continue
+		}
+		return m, nil
+	}
+}
+
+// parseLine parses a line from a server, retrying without the tags when
+// they are malformed (invalid UTF-8 in a tag value, for one).
+func parseLine(line string) (ircmsg.Message, error) {
+	m, err := ircmsg.ParseLine(line)
+	if err != nil && strings.HasPrefix(line, "@") {
+		if i := strings.IndexByte(line, ' '); i > 0 {
+			m, err = ircmsg.ParseLine(line[i+1:])
+		}
+	}
+	if err != nil && !errors.Is(err, ircmsg.ErrorBodyTooLong) {
+		return ircmsg.Message{}, err
+	}
+	return m, nil
+}
+
+// serialize turns a message into a line, refusing anything the server
+// would not read as this one message.
+func serialize(m ircmsg.Message) ([]byte, error) {
+	b, err := m.LineBytesStrict(true, 0)
+	if err != nil {
+		return nil, err
+	}
+	body := b
+	if body[0] == '@' {
+		body = body[strings.IndexByte(string(body), ' ')+1:]
+	}
+	if len(body) > maxLine {
+		return nil, errLineLong
+	}
+	return b, nil
+}
+
+// writeNow writes a line synchronously (registration only).
+func (c *conn) writeNow(m ircmsg.Message) error {
+	b, err := serialize(m)
+	if err != nil {
+		return err
+	}
+	if c.trace {
+		c.log.Debug("irc ->", "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+	}
+	if _, err := c.nc.Write(b); err != nil {
+		return &connError{text: "writing to " + c.server + ": " + netErrText(err), err: err}
+	}
+	return nil
+}
+
+// redactLine hides passwords from the wire trace.
+func redactLine(line string) string {
+	m, err := ircmsg.ParseLine(line)
+	if err != nil {
+		return line
+	}
+	switch m.Command {
+	case "AUTHENTICATE":
+		if len(m.Params) > 0 && m.Params[0] != "+" && m.Params[0] != "PLAIN" {
+			return "AUTHENTICATE <redacted>"
+		}
+	case "PASS", "OPER":
+		return m.Command + " <redacted>"
+	case "PRIVMSG", "NS", "NICKSERV":
+		// Anything for NickServ may hold a password (IDENTIFY, REGISTER,
+		// SET PASSWORD...).
+		if m.Command != "PRIVMSG" {
+			return m.Command + " <redacted>"
+		}
+		if len(m.Params) == 2 && (strings.EqualFold(m.Params[0], "NickServ") || strings.HasPrefix(strings.ToUpper(strings.TrimSpace(m.Params[1])), "IDENTIFY")) {
+			return "PRIVMSG " + m.Params[0] + " :<redacted>"
+		}
+	}
+	return line
+}
+
+// start runs the reader and writer. onLine is called for every line in
+// order (from the reader goroutine); onClose once, when the connection
+// is gone, with the reason.
+func (c *conn) start(onLine func(ircmsg.Message), onClose func(error)) {
+	go c.writer()
+	go c.reader(onLine, onClose)
+}
+
+func (c *conn) reader(onLine func(ircmsg.Message), onClose func(error)) {
+	pinged := false
+	for {
+		wait := c.pingEvery
+		if pinged {
+			wait = c.pingWait
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+		msg, err := c.readMsg()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !c.isClosed() {
+				if pinged {
+					c.close()
+					onClose(&connError{text: fmt.Sprintf("no answer from %s for %v (ping timeout)", c.server, c.pingEvery+c.pingWait)})
+					return
+				}
+				pinged = true
+				_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PING", "transportd-"+strconv.FormatInt(time.Now().Unix(), 10)))
+				continue
+			}
+			c.close()
+			onClose(&connError{text: "connection to " + c.server + " lost: " + netErrText(err), err: err})
+			return
+		}
+		pinged = false
+		if msg.Command == "PING" {
+			_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PONG", msg.Params...))
+			continue
+		}
+		onLine(msg)
+	}
+}
+
+func (c *conn) writer() {
+	defer close(c.wdone)
+	write := func(b []byte) bool {
+		if c.trace {
+			c.log.Debug("irc ->", "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+		}
+		_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.nc.Write(b); err != nil {
+			c.close()
+			return false
+		}
+		return true
+	}
+	for {
+		select {
+		case <-c.done:
+			return
+		case b := <-c.prio:
+			if !write(b) {
+				return
+			}
+		case b := <-c.out:
+			r := c.lim.Reserve()
+			if d := r.Delay(); d > 0 {
+				t := time.NewTimer(d)
+			wait:
+				for {
+					select {
+					case <-t.C:
+						break wait
+					case p := <-c.prio:
+						if !write(p) {
+							t.Stop()
+							return
+						}
+					case <-c.done:
+						t.Stop()
+						return
+					}
+				}
+			}
+			if !write(b) {
+				return
+			}
+		}
+	}
+}
+
+// send queues a line behind the flood limiter.
+func (c *conn) send(m ircmsg.Message) error {
+	b, err := serialize(m)
+	if err != nil {
+		return err
+	}
+	if c.isClosed() {
+		return errClosed
+	}
+	select {
+	case c.out <- b:
+		return nil
+	default:
+		return errQueueFull
+	}
+}
+
+// sendUrgent queues a line that skips the flood limiter (PONG, PING, QUIT).
+func (c *conn) sendUrgent(m ircmsg.Message) error {
+	b, err := serialize(m)
+	if err != nil {
+		return err
+	}
+	if c.isClosed() {
+		return errClosed
+	}
+	select {
+	case c.prio <- b:
+		return nil
+	default:
+		return errQueueFull
+	}
+}
+
+// queued is how many lines wait for the flood limiter.
+func (c *conn) queued() int { return len(c.out) }
+
+func (c *conn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		_ = c.nc.Close()
+	})
+}
+
+// quit says goodbye and closes, waiting at most wait for the server to
+// close the connection after reading QUIT.
+func (c *conn) quit(reason string, wait time.Duration) {
+	if err := c.sendUrgent(ircmsg.MakeMessage(nil, "", "QUIT", reason)); err == nil {
+		t := time.NewTimer(wait)
+		select {
+		case <-c.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.close()
+}

@@ -1,0 +1,30 @@
+// Package irc is the IRC transport: IRC channels as XEP-0045 group chats
+// and IRC users as XMPP contacts, with biboumi's addressing so that users
+// can switch between the two gateways:
+//
+//	#chan%irc.example.org@irc.example.net        a channel (a MUC room)
+//	#chan%irc.example.org@irc.example.net/nick   an occupant
+//	nick%irc.example.org@irc.example.net         a private chat
+//	irc.example.org@irc.example.net              the server itself (its
+//	                                             notices; raw commands)
+//
+// Core plays the MUC service; this package only reports what happens on
+// IRC (joins, parts, nick and mode changes, topics, messages) through the
+// core.RoomSink and core.Sink, and turns what the user does into IRC lines.
+//
+// Each user's session owns one IRC connection per server, shared by all
+// the user's resources and rooms. One goroutine (session.run) owns every
+// piece of session state; each connection has a reader goroutine that
+// only parses lines and posts them to it, and a writer goroutine that
+// applies flood control (a token bucket) before writing. Connections are
+// written by hand on top of ircmsg (parsing and serialising lines),
+// ircreader, ircfmt and ircutils from github.com/ergochat/irc-go;
+// ircevent's own goroutines, callbacks and fixed reconnect delay do not fit
+// the one-goroutine-per-user model, so it is not used.
+//
+// What this package must never do: write a line that was not built by
+// ircmsg from sanitised parameters (no CR, LF or NUL ever reaches the
+// wire from user input), hand core text that XML cannot carry, log a
+// password (SASL and NickServ lines are redacted in the wire trace), or
+// block core: every GroupSession method only queues work.
+package irc

@@ -1,0 +1,484 @@
+package irc
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+
+	"transportd/core"
+)
+
+// Test doubles: a fake IRC server on a real loopback listener, and a
+// sink that records what the session tells core.
+
+const wait = 5 * time.Second
+
+// fakeServer is a scriptable IRC server. It registers clients by itself
+// (CAP, SASL PLAIN, NICK/USER with 433 for taken nicks) and answers JOIN
+// and PRIVMSG the way a server with echo-message does; tests see every
+// line through conn.expect and push lines with conn.send.
+type fakeServer struct {
+	t        testing.TB
+	ln       net.Listener
+	caps     []string // advertised
+	sasl     string   // accepted SASL password ("" = no SASL)
+	taken    map[string]bool
+	names    map[string]string // channel → extra NAMES entries
+	topic    map[string]string
+	history  map[string][]string // channel → lines sent in a chathistory batch
+	banned   map[string]bool     // channels that answer JOIN with 474
+	isupport string
+	conns    chan *fakeConn
+	mu       sync.Mutex
+	msgid    int
+}
+
+func newFakeServer(t testing.TB, caps ...string) *fakeServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeServer{t: t, ln: ln, caps: caps, taken: map[string]bool{}, names: map[string]string{},
+		topic: map[string]string{}, history: map[string][]string{}, banned: map[string]bool{},
+		isupport: "CHANTYPES=#& PREFIX=(qaohv)~&@%+ CASEMAPPING=rfc1459 STATUSMSG=@+ CHANMODES=b,k,l,imnpst TOPICLEN=300",
+		conns:    make(chan *fakeConn, 16)}
+	t.Cleanup(func() { ln.Close() })
+	go s.accept()
+	return s
+}
+
+func (s *fakeServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+func (s *fakeServer) accept() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		fc := &fakeConn{s: s, c: c, r: bufio.NewReader(c), lines: make(chan ircmsg.Message, 1000), caps: map[string]bool{}}
+		go fc.serve()
+	}
+}
+
+// nextConn waits for a client to finish registering.
+func (s *fakeServer) nextConn() *fakeConn {
+	s.t.Helper()
+	select {
+	case c := <-s.conns:
+		return c
+	case <-time.After(wait):
+		s.t.Fatal("no client registered with the fake IRC server")
+		return nil
+	}
+}
+
+type fakeConn struct {
+	s     *fakeServer
+	c     net.Conn
+	r     *bufio.Reader
+	wmu   sync.Mutex
+	lines chan ircmsg.Message
+	caps  map[string]bool
+	nick  string
+	quiet bool // do not answer PING (ping timeout tests)
+	raw   []string
+	rawMu sync.Mutex
+}
+
+func (c *fakeConn) send(format string, args ...any) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	fmt.Fprintf(c.c, format+"\r\n", args...)
+}
+
+func (c *fakeConn) close() { c.c.Close() }
+
+func (c *fakeConn) rawLines() []string {
+	c.rawMu.Lock()
+	defer c.rawMu.Unlock()
+	return append([]string(nil), c.raw...)
+}
+
+func (c *fakeConn) serve() {
+	defer c.c.Close()
+	var user, pass bool
+	capEnd := true
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			close(c.lines)
+			return
+		}
+		c.rawMu.Lock()
+		c.raw = append(c.raw, line)
+		c.rawMu.Unlock()
+		line = strings.TrimRight(line, "\r\n")
+		m, err := ircmsg.ParseLine(line)
+		if err != nil {
+			c.s.t.Errorf("fake server: unparsable line %q: %v", line, err)
+			continue
+		}
+		p := m.Params
+		switch m.Command {
+		case "CAP":
+			switch p[0] {
+			case "LS":
+				capEnd = false
+				c.send(":irc.fake CAP * LS :%s", strings.Join(c.s.caps, " "))
+			case "REQ":
+				for _, cp := range strings.Fields(p[1]) {
+					c.caps[cp] = true
+				}
+				c.send(":irc.fake CAP * ACK :%s", p[1])
+			case "END":
+				capEnd = true
+			}
+		case "AUTHENTICATE":
+			if p[0] == "PLAIN" {
+				c.send("AUTHENTICATE +")
+				continue
+			}
+			dec, _ := base64.StdEncoding.DecodeString(p[0])
+			parts := strings.Split(string(dec), "\x00")
+			if len(parts) == 3 && parts[2] == c.s.sasl {
+				c.send(":irc.fake 900 * x!x@x %s :You are now logged in", parts[1])
+				c.send(":irc.fake 903 * :SASL authentication successful")
+			} else {
+				c.send(":irc.fake 904 * :SASL authentication failed")
+			}
+			pass = true
+		case "NICK":
+			if c.s.taken[strings.ToLower(p[0])] {
+				c.send(":irc.fake 433 * %s :Nickname is already in use", p[0])
+				continue
+			}
+			if c.nick != "" && user && capEnd {
+				c.send(":%s!u@h NICK %s", c.nick, p[0])
+			}
+			c.nick = p[0]
+		case "USER":
+			user = true
+		case "PING":
+			if !c.quiet {
+				c.send(":irc.fake PONG irc.fake :%s", p[0])
+			}
+		}
+		_ = pass
+		if !c.registered() && user && c.nick != "" && capEnd {
+			c.markRegistered()
+			c.send(":irc.fake 001 %s :Welcome to the fake network %s!u@h", c.nick, c.nick)
+			c.send(":irc.fake 005 %s %s :are supported", c.nick, c.s.isupport)
+			c.send(":irc.fake 376 %s :End of MOTD", c.nick)
+			c.s.conns <- c
+			continue
+		}
+		if !c.registered() {
+			continue
+		}
+		c.auto(m)
+		select {
+		case c.lines <- m:
+		default:
+		}
+	}
+}
+
+var regMu sync.Mutex
+
+func (c *fakeConn) registered() bool {
+	regMu.Lock()
+	defer regMu.Unlock()
+	return c.nick != "" && c.caps["\x00registered"]
+}
+
+func (c *fakeConn) markRegistered() {
+	regMu.Lock()
+	defer regMu.Unlock()
+	c.caps["\x00registered"] = true
+}
+
+// tags returns the tags a server with these caps puts on a relayed line.
+func (c *fakeConn) tags(m ircmsg.Message) string {
+	var t []string
+	if c.caps["server-time"] {
+		t = append(t, "time="+time.Now().UTC().Format("2006-01-02T15:04:05.000Z"))
+	}
+	if c.caps["message-tags"] {
+		c.s.mu.Lock()
+		c.s.msgid++
+		t = append(t, "msgid=m"+strconv.Itoa(c.s.msgid))
+		c.s.mu.Unlock()
+	}
+	if ok, l := m.GetTag("label"); ok && c.caps["labeled-response"] {
+		t = append(t, "label="+l)
+	}
+	if len(t) == 0 {
+		return ""
+	}
+	return "@" + strings.Join(t, ";") + " "
+}
+
+// auto answers the way a server would.
+func (c *fakeConn) auto(m ircmsg.Message) {
+	p := m.Params
+	switch m.Command {
+	case "JOIN":
+		ch := p[0]
+		if c.s.banned[ch] {
+			c.send(":irc.fake 474 %s %s :Cannot join channel (+b)", c.nick, ch)
+			return
+		}
+		c.send(":%s!u@h JOIN %s", c.nick, ch)
+		if t := c.s.topic[ch]; t != "" {
+			c.send(":irc.fake 332 %s %s :%s", c.nick, ch, t)
+			c.send(":irc.fake 333 %s %s op!o@h 1700000000", c.nick, ch)
+		}
+		c.send(":irc.fake 353 %s = %s :%s %s", c.nick, ch, c.nick, c.s.names[ch])
+		c.send(":irc.fake 366 %s %s :End of NAMES", c.nick, ch)
+	case "PRIVMSG", "NOTICE":
+		if c.caps["echo-message"] && len(p) == 2 {
+			c.send("%s:%s!u@h %s %s :%s", c.tags(m), c.nick, m.Command, p[0], p[1])
+		}
+	case "PART":
+		c.send(":%s!u@h PART %s", c.nick, p[0])
+	case "TOPIC":
+		if len(p) == 2 {
+			c.send(":%s!u@h TOPIC %s :%s", c.nick, p[0], p[1])
+		}
+	case "CHATHISTORY":
+		if len(p) >= 2 {
+			ch := p[1]
+			c.send("BATCH +h1 chathistory %s", ch)
+			for _, l := range c.s.history[ch] {
+				c.send("@batch=h1;%s", l)
+			}
+			c.send("BATCH -h1")
+		}
+	case "QUIT":
+		c.send("ERROR :Closing link")
+		c.c.Close()
+	}
+}
+
+// expect waits for a line with this command, skipping others.
+func (c *fakeConn) expect(t testing.TB, cmd string) ircmsg.Message {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		select {
+		case m, ok := <-c.lines:
+			if !ok {
+				t.Fatalf("fake server: connection closed while waiting for %s", cmd)
+			}
+			if m.Command == cmd {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("fake server: no %s from the client", cmd)
+		}
+	}
+}
+
+// recorder is a core.Sink and core.RoomSink that records what it is told.
+type recorder struct {
+	t      testing.TB
+	logger *slog.Logger  // default: the test log
+	wait   time.Duration // how long next waits (default: wait)
+	mu     sync.Mutex
+	events []any
+	notify chan struct{}
+	store  *memStore
+}
+
+type (
+	recState struct {
+		st   core.State
+		text string
+	}
+	recJoined struct {
+		room      string
+		self      core.Occupant
+		occupants []core.Occupant
+		subject   string
+	}
+	recError struct {
+		room string
+		err  error
+	}
+	recPresence struct {
+		room string
+		o    core.Occupant
+	}
+	recLeft struct {
+		room, nick, reason string
+		kicked             bool
+	}
+	recNick    struct{ room, old, new string }
+	recSubject struct{ room, subject, by string }
+	recFailed  struct {
+		contact, legacyID string
+		err               error
+	}
+)
+
+func newRecorder(t testing.TB) *recorder {
+	return &recorder{t: t, notify: make(chan struct{}, 1), store: &memStore{m: map[string]string{}}}
+}
+
+func (r *recorder) add(ev any) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) State(s core.State, text string) { r.add(recState{s, text}) }
+func (r *recorder) Deliver(ctx context.Context, m *core.Message) error {
+	c := *m
+	r.add(&c)
+	return nil
+}
+func (r *recorder) Receipt(ctx context.Context, contact, legacyID string) error { return nil }
+func (r *recorder) Failed(ctx context.Context, contact, legacyID string, err error) error {
+	r.add(recFailed{contact, legacyID, err})
+	return nil
+}
+func (r *recorder) Store() core.StateStore { return r.store }
+func (r *recorder) Logger() *slog.Logger {
+	if r.logger != nil {
+		return r.logger
+	}
+	return slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+func (r *recorder) RoomJoined(room string, self core.Occupant, occ []core.Occupant, subject string) {
+	r.add(recJoined{room, self, occ, subject})
+}
+func (r *recorder) RoomError(room string, err error)          { r.add(recError{room, err}) }
+func (r *recorder) RoomPresence(room string, o core.Occupant) { r.add(recPresence{room, o}) }
+func (r *recorder) RoomLeft(room, nick, reason string, kicked bool) {
+	r.add(recLeft{room, nick, reason, kicked})
+}
+func (r *recorder) RoomNick(room, old, new string)       { r.add(recNick{room, old, new}) }
+func (r *recorder) RoomSubject(room, subject, by string) { r.add(recSubject{room, subject, by}) }
+
+// next waits for the first recorded event f accepts and removes it.
+func (r *recorder) next(t testing.TB, what string, f func(any) bool) any {
+	t.Helper()
+	d := r.wait
+	if d == 0 {
+		d = wait
+	}
+	deadline := time.After(d)
+	for {
+		r.mu.Lock()
+		for i, ev := range r.events {
+			if f(ev) {
+				r.events = append(r.events[:i:i], r.events[i+1:]...)
+				r.mu.Unlock()
+				return ev
+			}
+		}
+		r.mu.Unlock()
+		select {
+		case <-r.notify:
+		case <-deadline:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t.Fatalf("waiting for %s; recorded: %s", what, dumpEvents(r.events))
+			return nil
+		}
+	}
+}
+
+func dumpEvents(evs []any) string {
+	var b strings.Builder
+	for _, ev := range evs {
+		if m, ok := ev.(*core.Message); ok {
+			fmt.Fprintf(&b, "\n  message %+v", *m)
+			continue
+		}
+		fmt.Fprintf(&b, "\n  %T %+v", ev, ev)
+	}
+	return b.String()
+}
+
+func (r *recorder) message(t testing.TB, what string, f func(*core.Message) bool) *core.Message {
+	t.Helper()
+	return r.next(t, what, func(ev any) bool {
+		m, ok := ev.(*core.Message)
+		return ok && f(m)
+	}).(*core.Message)
+}
+
+type memStore struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (s *memStore) Get(ctx context.Context, key string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	return v, ok, nil
+}
+func (s *memStore) Set(ctx context.Context, key, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[key] = value
+	return nil
+}
+func (s *memStore) Delete(ctx context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+	return nil
+}
+
+var discard = slog.New(slog.DiscardHandler)
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// startSession runs a session against a fake server.
+func startSession(t testing.TB, srv *fakeServer, values, defaults map[string]string) (*session, *recorder) {
+	t.Helper()
+	d := map[string]string{
+		dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv.port()), dTLS: "false",
+		dReconnectMin: "50ms", dReconnectMax: "200ms", dConnectTimeout: "3s", dTrace: "true",
+		dFloodBurst: "100", dFloodRate: "1000",
+	}
+	for k, v := range defaults {
+		d[k] = v
+	}
+	if values == nil {
+		values = map[string]string{}
+	}
+	rec := newRecorder(t)
+	tr := New()
+	s := tr.NewSession(&core.Account{ID: 1, JID: "tester@a.test", Values: values, Defaults: d}, rec).(*session)
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		<-s.done
+	})
+	return s, rec
+}

@@ -1,0 +1,255 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ergochat/irc-go/ircmsg"
+	"mellium.im/xmpp/jid"
+
+	"transportd/core"
+	"transportd/core/jidesc"
+)
+
+// fuzzSession is a session with one registered network (no socket: what
+// it would send is dropped) and a joined, reported channel #c.
+func fuzzSession(t testing.TB) (*session, *network, *recorder) {
+	rec := newRecorder(quietTB{t})
+	tr := New()
+	s := newSession(tr, &core.Account{JID: "u@a.test", Defaults: map[string]string{dAllowedServers: ""}}, rec)
+	s.ctx = context.Background()
+	s.log = discard
+	n := s.network("irc.example.org", "me")
+	n.me = self{nick: "me", user: "u", host: "h"}
+	n.caps = map[string]string{"echo-message": "", "batch": "", "labeled-response": "", "message-tags": "", "server-time": "", "away-notify": ""}
+	n.isupport = map[string]string{"CHANTYPES": "#&+", "PREFIX": "(qaohv)~&@%+", "STATUSMSG": "@+", "CHANMODES": "b,k,l,imnpst"}
+	n.applyISupport()
+	ch := n.channelFor("#c")
+	ch.room, ch.xmpp, ch.reported, ch.joined = "#c%irc.example.org", true, true, true
+	ch.members = map[string]*member{"me": {nick: "me"}, "op": {nick: "op", modes: "o"}, "v": {nick: "v", modes: "v"}}
+	// A pending message, for echoes and errors to match.
+	n.pending = append(n.pending, &pendingLine{label: "t1", target: "#c", ps: &pendingSend{room: ch.room, contact: ch.room, xmppID: "x", legacyID: "l", body: "hi", remaining: 1}})
+	return s, n, rec
+}
+
+// checkText is what every string handed to core must satisfy.
+func checkText(t *testing.T, what, s string) {
+	if !utf8.ValidString(s) {
+		t.Fatalf("%s is not valid UTF-8: %q", what, s)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || r == 0xFFFE || r == 0xFFFF {
+			t.Fatalf("%s contains %U: %q", what, r, s)
+		}
+	}
+}
+
+func checkAddress(t *testing.T, what, addr string) {
+	checkText(t, what, addr)
+	if addr == "" {
+		t.Fatalf("%s is empty", what)
+	}
+	if err := jidesc.Valid(localpart(addr)); err != nil {
+		t.Fatalf("%s %q: localpart %q: %v", what, addr, localpart(addr), err)
+	}
+	if _, err := parseAddress(addr, nil); err != nil {
+		if _, err2 := parseAddress(addr, func(string) string { return "#&+" }); err2 != nil {
+			t.Fatalf("%s %q does not parse back: %v", what, addr, err)
+		}
+	}
+}
+
+// FuzzIRCToXMPP feeds arbitrary lines from a server through the session
+// and checks what reaches core: no panic, valid UTF-8 without control
+// characters, addresses that make valid JID localparts.
+func FuzzIRCToXMPP(f *testing.F) {
+	for _, seed := range []string{
+		":op!o@h PRIVMSG #c :\x02hi\x02 \x0304there",
+		"@time=2020-01-01T00:00:00Z;msgid=1 :x!y@z PRIVMSG #c :\x01ACTION waves\x01",
+		":me!u@h PRIVMSG #c :hi",
+		"@label=t1 :me!u@h PRIVMSG #c :hi",
+		":Alice!a@h PRIVMSG me :caf\xe9\x93",
+		":irc.example.org NOTICE me :*** server notice",
+		":op!o@h MODE #c +ov-v v v v\n:v!v@h NICK w\n:w!v@h QUIT :bye",
+		":op!o@h KICK #c me :out",
+		"BATCH +b chathistory #c\n@batch=b;time=2020-01-01T00:00:00Z :x!y@z PRIVMSG #c :old\nBATCH -b",
+		":irc 353 me = #c :@+op ~x!u@h %y\n:irc 366 me #c :end",
+		":me!u@h JOIN #d\n:irc 332 me #d :topic\x00\n:irc 353 me = #d :me a b\n:irc 366 me #d :end",
+		":a!b@c AWAY :gone\n:a!b@c INVITE me #x",
+		":irc 404 me #c :no\n@label=t1 :irc 401 me x :no such nick",
+		":op!o@h TOPIC #c :\x1f\x16new topic\xff",
+		"PING :x\nERROR :bye\nCAP * NEW :echo-message",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, input string) {
+		s, n, rec := fuzzSession(t)
+		lines := strings.Split(input, "\n")
+		if len(lines) > 30 {
+			lines = lines[:30]
+		}
+		for _, l := range lines {
+			m, err := parseLine(strings.TrimSuffix(l, "\r"))
+			if err != nil {
+				continue
+			}
+			n.handle(m, "")
+		}
+		_ = s
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, ev := range rec.events {
+			switch ev := ev.(type) {
+			case *core.Message:
+				checkText(t, "body", ev.Body)
+				checkText(t, "nick", ev.Nick)
+				checkText(t, "legacy id", ev.LegacyID)
+				checkAddress(t, "contact", ev.Contact)
+			case recJoined:
+				checkText(t, "subject", ev.subject)
+				checkText(t, "self", ev.self.Nick)
+				for _, o := range ev.occupants {
+					checkText(t, "occupant", o.Nick)
+					checkText(t, "status", o.Status)
+				}
+				checkAddress(t, "room", ev.room)
+			case recPresence:
+				checkText(t, "occupant", ev.o.Nick)
+				checkText(t, "status", ev.o.Status)
+			case recLeft:
+				checkText(t, "nick", ev.nick)
+				checkText(t, "reason", ev.reason)
+			case recNick:
+				checkText(t, "old nick", ev.old)
+				checkText(t, "new nick", ev.new)
+			case recSubject:
+				checkText(t, "subject", ev.subject)
+				checkText(t, "by", ev.by)
+			case recError:
+				var ce *core.Error
+				if errors.As(ev.err, &ce) {
+					checkText(t, "error text", ce.Text)
+				}
+			case recFailed:
+				var ce *core.Error
+				if errors.As(ev.err, &ce) {
+					checkText(t, "failure text", ce.Text)
+				}
+			}
+		}
+	})
+}
+
+// FuzzSerialize builds every kind of line the user's actions become from
+// arbitrary text: each line has no CR, LF or NUL inside, fits in 512
+// bytes once relayed, and parses back into one message with the same
+// command and parameters.
+func FuzzSerialize(f *testing.F) {
+	f.Add("hello\r\nQUIT :x", "nick", "topic\r\nKICK", "reason\x00", "#chan")
+	f.Add("/me waves\n"+strings.Repeat("é", 600), "n\r\nick", "", "", "#c h")
+	f.Add(strings.Repeat("a b ", 300), "[]\\`_^{|}", strings.Repeat("t", 600), strings.Repeat("r", 600), "&loc:al")
+	me := self{nick: "somebodyverylongnick", user: "~user", host: "a.very.long.host.name.example.com"}
+	f.Fuzz(func(t *testing.T, body, nick, topic, reason, channel string) {
+		var msgs []ircmsg.Message
+		add := func(m ircmsg.Message, err error) {
+			if err == nil {
+				msgs = append(msgs, m)
+			}
+		}
+		if ms, err := textMessages("PRIVMSG", channel, body, me); err == nil {
+			msgs = append(msgs, ms...)
+		}
+		if ms, err := textMessages("PRIVMSG", nick, body, me); err == nil {
+			msgs = append(msgs, ms...)
+		}
+		add(nickMessage(nick))
+		add(topicMessage(channel, topic, 0, me))
+		add(topicMessage(channel, topic, 307, me))
+		add(reasonMessage("PART", channel, reason))
+		add(reasonMessage("QUIT", "", reason))
+		add(joinMessage(channel, reason))
+		add(ctcpReply(nick, "VERSION", reason))
+		for _, m := range msgs {
+			b, err := serialize(m)
+			if err != nil {
+				t.Fatalf("%s %q: built but not serialisable: %v", m.Command, m.Params, err)
+			}
+			line := string(b)
+			if !strings.HasSuffix(line, "\r\n") {
+				t.Fatalf("line %q does not end with CR LF", line)
+			}
+			inner := line[:len(line)-2]
+			if strings.ContainsAny(inner, "\r\n\x00") {
+				t.Fatalf("line %q has CR, LF or NUL inside", line)
+			}
+			relayed := ":" + me.nick + "!" + me.user + "@" + me.host + " " + inner
+			if len(relayed)+2 > maxLine {
+				t.Fatalf("relayed line is %d bytes: %q", len(relayed)+2, relayed)
+			}
+			back, err := ircmsg.ParseLine(line)
+			if err != nil {
+				t.Fatalf("line %q does not parse: %v", line, err)
+			}
+			if back.Command != m.Command || len(back.Params) != len(m.Params) {
+				t.Fatalf("line %q parses as %s %q, sent %s %q", line, back.Command, back.Params, m.Command, m.Params)
+			}
+			for i := range m.Params {
+				if back.Params[i] != m.Params[i] {
+					t.Fatalf("param %d: sent %q, parsed %q", i, m.Params[i], back.Params[i])
+				}
+			}
+		}
+	})
+}
+
+// FuzzAddress: every address that parses becomes a valid JID localpart
+// that comes back as the same address; nothing panics on any localpart.
+func FuzzAddress(f *testing.F) {
+	for _, s := range []string{"#chan%irc.example.org", "&a'b%x.org", "nick%x.org", "irc.example.org", "#50%off%x.org",
+		`\26chan%x.org`, `#a\5cb%x.org`, "[m]%x.org", "#ch@n/x:y%x.org", "#c h%x", "%x.org", "#é%x.org", `a\20b%x.org`} {
+		f.Add(s)
+	}
+	tr := New()
+	f.Fuzz(func(t *testing.T, s string) {
+		// s as a legacy address.
+		if a, err := parseAddress(s, nil); err == nil {
+			addr := a.String()
+			l := localpart(addr)
+			if err := jidesc.Valid(l); err != nil {
+				t.Fatalf("address %q: localpart %q: %v", addr, l, err)
+			}
+			back, err := tr.Address(l)
+			if a.server == "" && a.kind != kindServer {
+				if err == nil {
+					t.Fatalf("address %q without server accepted with no default server", addr)
+				}
+			} else if err != nil || back != addr {
+				t.Fatalf("Address(Localpart(%q)) = %q, %v", addr, back, err)
+			}
+			if j, err := jid.New(l, "irc.b.test", ""); err == nil {
+				// What a JID keeps of it still parses (PRECIS may fold case).
+				if _, err := parseAddress(jidesc.Unescape(j.Localpart()), nil); err != nil {
+					t.Fatalf("JID localpart %q of %q does not parse: %v", j.Localpart(), addr, err)
+				}
+			}
+		}
+		// s as a JID localpart.
+		if addr, err := tr.Address(s); err == nil {
+			if !utf8.ValidString(addr) {
+				t.Fatalf("Address(%q) = %q: invalid UTF-8", s, addr)
+			}
+			if again, err := tr.Address(localpart(addr)); err != nil || again != addr {
+				t.Fatalf("Address(Localpart(Address(%q))) = %q, %v; want %q", s, again, err, addr)
+			}
+			_ = tr.IsRoom(addr)
+		}
+	})
+}
+
+type quietTB struct{ testing.TB }
+
+func (quietTB) Logf(string, ...any) {}

@@ -1,0 +1,455 @@
+package irc
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+
+	"transportd/core"
+	"transportd/internal/xmpptest"
+)
+
+// TestChannel drives one channel through everything a MUC user does and
+// sees, with a real XMPP client on one side and raw IRC clients on
+// InspIRCd on the other.
+func TestChannel(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-chan"
+		room = "#it-chan%127.0.0.1@" + gwJID
+	)
+	op := dialRaw(t, e.irc, "rawop")
+	op.join(ch)
+	op.send("TOPIC", ch, "Hello \x02topic\x02")
+	op.expect("TOPIC", cmdFrom("TOPIC", "rawop"))
+	voiced := dialRaw(t, e.irc, "rawv")
+	voiced.join(ch)
+	op.send("MODE", ch, "+v", "rawv")
+	op.expect("MODE", cmdFrom("MODE", "rawop"))
+
+	c := xmpptest.Dial(t, e.xmpp, "user20@b.test", false)
+	waitComponent(t, c)
+	self := joinRoom(t, c, room, "xuser")
+	if self.Get("type") == "error" {
+		t.Fatalf("join refused: %s", self)
+	}
+	// The occupants came before the self-presence, with their roles.
+	opP := c.Expect(xwait, "rawop", xmpptest.IsFrom("presence", room+"/rawop", ""))
+	if it := item(opP); it.Get("role") != "moderator" || it.Get("affiliation") != "admin" {
+		t.Errorf("rawop = %s", opP)
+	}
+	vP := c.Expect(xwait, "rawv", xmpptest.IsFrom("presence", room+"/rawv", ""))
+	if it := item(vP); it.Get("role") != "participant" || it.Get("affiliation") != "member" {
+		t.Errorf("rawv = %s", vP)
+	}
+	subj := c.Expect(xwait, "subject", func(el *core.Element) bool {
+		return xmpptest.IsFrom("message", room, "groupchat")(el) && el.Child("", "subject") != nil
+	})
+	if subj.ChildText("", "subject") != "Hello topic" {
+		t.Errorf("subject = %s", subj)
+	}
+	op.expect("xuser's JOIN", cmdFrom("JOIN", "xuser"))
+
+	// XMPP → IRC, with the reflection.
+	m := groupchat(room, "hello irc")
+	c.Send(m)
+	if got := op.expect("PRIVMSG", cmdFrom("PRIVMSG", "xuser")); got.Params[0] != ch || got.Params[1] != "hello irc" {
+		t.Errorf("IRC got %v", got.Params)
+	}
+	refl := c.Expect(xwait, "reflection", isGroupchatFrom(room+"/xuser", "hello irc"))
+	if refl.Get("id") != m.Get("id") {
+		t.Errorf("reflection id %q, want %q", refl.Get("id"), m.Get("id"))
+	}
+	c.Send(groupchat(room, "line one\nline two\n/me waves"))
+	for _, want := range []string{"line one", "line two", "\x01ACTION waves\x01"} {
+		if got := op.expect("PRIVMSG", cmdFrom("PRIVMSG", "xuser")); got.Params[1] != want {
+			t.Errorf("IRC got %q, want %q", got.Params[1], want)
+		}
+	}
+	long := strings.Repeat("ünïcödé ", 150)
+	c.Send(groupchat(room, long))
+	var pieces []string
+	for len(strings.Join(pieces, "")) < len(long)-1 {
+		pieces = append(pieces, op.expect("long PRIVMSG", cmdFrom("PRIVMSG", "xuser")).Params[1])
+	}
+	if strings.Join(pieces, "") != strings.TrimRight(long, " ") || len(pieces) < 3 {
+		t.Errorf("long message arrived in %d pieces, rejoined equal: %v", len(pieces), strings.Join(pieces, "") == strings.TrimRight(long, " "))
+	}
+
+	// IRC → XMPP.
+	op.send("PRIVMSG", ch, "\x02bold\x02 and \x0304colour")
+	if got := c.Expect(xwait, "message from rawop", isGroupchatFrom(room+"/rawop", "")); got.ChildText("", "body") != "*bold* and colour" {
+		t.Errorf("body = %q", got.ChildText("", "body"))
+	}
+	op.send("PRIVMSG", ch, "\x01ACTION dances\x01")
+	c.Expect(xwait, "action", isGroupchatFrom(room+"/rawop", "/me dances"))
+	op.send("NOTICE", ch, "maintenance soon")
+	c.Expect(xwait, "notice", isGroupchatFrom(room+"/rawop", "[notice] maintenance soon"))
+
+	// Presence: nick change, mode, topic, kick, part, quit.
+	voiced.send("NICK", "rawv2")
+	gone := c.Expect(xwait, "303", xmpptest.IsFrom("presence", room+"/rawv", "unavailable"))
+	if !statusCodes(gone)["303"] || item(gone).Get("nick") != "rawv2" {
+		t.Errorf("nick change = %s", gone)
+	}
+	c.Expect(xwait, "new nick", xmpptest.IsFrom("presence", room+"/rawv2", ""))
+	op.send("MODE", ch, "+o", "rawv2")
+	c.Expect(xwait, "op'd", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/rawv2", "")(el) && item(el).Get("role") == "moderator" && item(el).Get("affiliation") == "admin"
+	})
+	op.send("TOPIC", ch, "Second topic")
+	c.Expect(xwait, "topic change", func(el *core.Element) bool {
+		return xmpptest.IsFrom("message", room+"/rawop", "groupchat")(el) && el.ChildText("", "subject") == "Second topic"
+	})
+	op.send("KICK", ch, "rawv2", "enough")
+	k := c.Expect(xwait, "kick", xmpptest.IsFrom("presence", room+"/rawv2", "unavailable"))
+	if !statusCodes(k)["307"] || !strings.Contains(k.String(), "enough") {
+		t.Errorf("kick = %s", k)
+	}
+	p := dialRaw(t, e.irc, "rawpart")
+	p.join(ch)
+	c.Expect(xwait, "rawpart joins", xmpptest.IsFrom("presence", room+"/rawpart", ""))
+	p.send("PART", ch, "see you")
+	if pp := c.Expect(xwait, "part", xmpptest.IsFrom("presence", room+"/rawpart", "unavailable")); statusCodes(pp)["307"] {
+		t.Errorf("part shown as a kick: %s", pp)
+	}
+	q := dialRaw(t, e.irc, "rawquit")
+	q.join(ch)
+	c.Expect(xwait, "rawquit joins", xmpptest.IsFrom("presence", room+"/rawquit", ""))
+	q.send("QUIT", "off to bed")
+	if qq := c.Expect(xwait, "quit", xmpptest.IsFrom("presence", room+"/rawquit", "unavailable")); !strings.Contains(qq.ChildText("", "status"), "off to bed") {
+		t.Errorf("quit = %s", qq)
+	}
+
+	// Away (away-notify) shows as the occupant's show.
+	op.send("AWAY", "lunch")
+	c.Expect(xwait, "away", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/rawop", "")(el) && el.ChildText("", "show") == "away" && el.ChildText("", "status") == "lunch"
+	})
+	op.send("AWAY")
+	c.Expect(xwait, "back", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/rawop", "")(el) && el.Child("", "show") == nil
+	})
+
+	// Private messages both ways.
+	op.send("PRIVMSG", "xuser", "psst")
+	pm := c.Expect(xwait, "private message", xmpptest.IsFrom("message", "rawop%127.0.0.1@"+gwJID, "chat"))
+	if pm.ChildText("", "body") != "psst" {
+		t.Errorf("private = %s", pm)
+	}
+	reply := core.NewElement("", "message", "to", "rawop%127.0.0.1@"+gwJID, "type", "chat", "id", "pm1")
+	reply.AddText("", "body", "psst back")
+	c.Send(reply)
+	if got := op.expect("private PRIVMSG", func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && m.Params[0] == "rawop" }); got.Params[1] != "psst back" {
+		t.Errorf("IRC got %v", got.Params)
+	}
+
+	// Injection: CR/LF in a body and a subject never reach the wire raw
+	// (the XML decoder turns &#13; into a real CR).
+	if err := c.SendRaw(`<message to='` + room + `' type='groupchat' id='inj'><body>evil&#13;&#10;QUIT :pwned&#13;PRIVMSG #it-chan :smuggled&#10;KICK #it-chan rawop</body></message>`); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := 0; i < 4; i++ {
+		got = append(got, op.expect("injected lines", cmdFrom("PRIVMSG", "xuser")).Params[1])
+	}
+	if strings.Join(got, "|") != "evil|QUIT :pwned|PRIVMSG #it-chan :smuggled|KICK #it-chan rawop" {
+		t.Errorf("injection arrived as %q", got)
+	}
+	// Topics need ops here (+t): first the refusal, shown in the room.
+	ts := core.NewElement("", "message", "to", room, "type", "groupchat")
+	ts.AddText("", "subject", "mine now")
+	c.Send(ts)
+	if n := c.Expect(xwait, "refusal", isGroupchatFrom(room, "")); !strings.Contains(n.ChildText("", "body"), "channel op") {
+		t.Errorf("topic refusal = %s", n)
+	}
+	op.send("MODE", ch, "+o", "xuser")
+	c.Expect(xwait, "xuser op'd", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/xuser", "")(el) && item(el).Get("role") == "moderator" && statusCodes(el)["110"]
+	})
+	if err := c.SendRaw(`<message to='` + room + `' type='groupchat'><subject>new&#13;&#10;KICK #it-chan rawop :x</subject></message>`); err != nil {
+		t.Fatal(err)
+	}
+	if tp := op.expect("TOPIC", cmdFrom("TOPIC", "xuser")); tp.Params[1] != "new KICK #it-chan rawop :x" {
+		t.Errorf("TOPIC = %q", tp.Params)
+	}
+	// A nick with CR/LF: Prosody or the gateway refuse it; nothing reaches IRC.
+	if err := c.SendRaw(`<presence to='` + room + `/evil&#13;&#10;QUIT :x'/>`); err != nil {
+		t.Fatal(err)
+	}
+	if !op.quiet(time.Second, func(m ircmsg.Message) bool { return m.Command == "KICK" || m.Command == "QUIT" || m.Command == "NICK" }) {
+		t.Error("an injected command reached IRC")
+	}
+
+	// Nick change from XMPP.
+	c.Send(core.NewElement("", "presence", "to", room+"/xuser2"))
+	op.expect("NICK", cmdFrom("NICK", "xuser"))
+	nc := c.Expect(xwait, "own 303", xmpptest.IsFrom("presence", room+"/xuser", "unavailable"))
+	if !statusCodes(nc)["303"] || !statusCodes(nc)["110"] {
+		t.Errorf("own nick change = %s", nc)
+	}
+
+	// Leaving the room parts the channel; going offline quits.
+	c.Send(core.NewElement("", "presence", "to", room+"/xuser2", "type", "unavailable"))
+	op.expect("PART", cmdFrom("PART", "xuser2"))
+	// Not in a channel with rawop any more, so QUIT is not relayed to it:
+	// ask the server whether xuser2 is still online.
+	deadline := time.Now().Add(xwait)
+	for {
+		op.send("ISON", "xuser2")
+		ison := op.expect("ISON reply", func(m ircmsg.Message) bool { return m.Command == "303" })
+		if strings.TrimSpace(last(ison.Params)) == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("xuser2 still connected after leaving the last room")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	for _, l := range op.allRaw() {
+		if strings.Count(l, "\n") != 1 || strings.Index(l, "\r") < len(l)-2 {
+			t.Errorf("raw line with an inner CR or LF: %q", l)
+		}
+	}
+}
+
+// TestNickConflict: a nick taken on IRC gets the fallback nick, which the
+// client learns from status 210.
+func TestNickConflictAndDisallowed(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), map[string]string{"default_server": "127.0.0.1"})
+	dialRaw(t, e.irc, "taken")
+	c := xmpptest.Dial(t, e.xmpp, "user21@b.test", false)
+	waitComponent(t, c)
+	const room = "#it-conflict%127.0.0.1@" + gwJID
+	self := joinRoom(t, c, room, "taken")
+	if self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	if self.Get("from") != room+"/taken_" || !statusCodes(self)["210"] {
+		t.Errorf("self-presence = %s, want taken_ with status 210", self)
+	}
+
+	// Without %server: the default server.
+	def := joinRoom(t, c, "#it-default@"+gwJID, "taken")
+	if def.Get("type") == "error" || def.Get("from") != "#it-default@"+gwJID+"/taken_" {
+		t.Errorf("join on the default server: %s", def)
+	}
+	gq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	gq.Add(core.NewElement("jabber:iq:gateway", "query").AddText("", "prompt", "#Chan"))
+	if res := c.IQ(gq); res.Child("jabber:iq:gateway", "query").ChildText("", "jid") != "#chan%127.0.0.1@"+gwJID {
+		t.Errorf("jabber:iq:gateway: %s", res)
+	}
+
+	// A server the operator did not allow.
+	bad := joinRoom(t, c, "#x%irc.libera.chat@"+gwJID, "me")
+	if bad.Get("type") != "error" || xmpptest.Condition(bad) != "not-allowed" || !strings.Contains(xmpptest.ErrorText(bad), "127.0.0.1") {
+		t.Errorf("disallowed server: %s", bad)
+	}
+}
+
+// TestServerRestart restarts InspIRCd under a joined room: the user is
+// told, the gateway reconnects with backoff and rejoins by itself.
+func TestServerRestart(t *testing.T) {
+	e := testIRCEnv(t)
+	if e.script == "" {
+		t.Skip("TRANSPORTD_TEST_ENV_SCRIPT not set")
+	}
+	startGW(t, e.xmpp, port(e.irc), nil)
+	c := xmpptest.Dial(t, e.xmpp, "user22@b.test", false)
+	waitComponent(t, c)
+	const room = "#it-restart%127.0.0.1@" + gwJID
+	if self := joinRoom(t, c, room, "survivor"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	restart := exec.Command(e.script, "restart", "inspircd")
+	restart.Stdout, restart.Stderr = os.Stderr, os.Stderr
+	if err := restart.Run(); err != nil {
+		t.Fatalf("restart inspircd: %v", err)
+	}
+	down := c.Expect(xwait, "disconnected notice", func(el *core.Element) bool {
+		return isGroupchatFrom(room, "")(el) && strings.HasPrefix(el.ChildText("", "body"), "Disconnected from IRC")
+	})
+	t.Logf("notice: %s", down.ChildText("", "body"))
+	c.Expect(3*xwait, "reconnected notice", isGroupchatFrom(room, "Reconnected to IRC"))
+	r := dialRaw(t, e.irc, "after")
+	r.join("#it-restart")
+	c.Expect(xwait, "a new occupant after the restart", xmpptest.IsFrom("presence", room+"/after", ""))
+	c.Send(groupchat(room, "still here"))
+	r.expect("message after the restart", func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && m.Params[1] == "still here" })
+}
+
+// TestNgircd: the basics against the plainer server (no echo-message, no
+// tags, CHANTYPES #&+).
+func TestNgircd(t *testing.T) {
+	e := testIRCEnv(t)
+	if e.ngircd == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ngIRCd not running: under CI a missing server is a failure")
+		}
+		t.Skip("ngIRCd not running")
+	}
+	startGW(t, e.xmpp, port(e.ngircd), nil)
+	r := dialRaw(t, e.ngircd, "ngop")
+	r.join("#ng")
+	c := xmpptest.Dial(t, e.xmpp, "user23@b.test", false)
+	waitComponent(t, c)
+	const room = "#ng%127.0.0.1@" + gwJID
+	if self := joinRoom(t, c, room, "ngx"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	if p := c.Expect(xwait, "ngop", xmpptest.IsFrom("presence", room+"/ngop", "")); item(p).Get("role") != "moderator" {
+		t.Errorf("ngop = %s", p)
+	}
+	m := groupchat(room, "hi ngircd\n/me waves")
+	c.Send(m)
+	if got := r.expect("PRIVMSG", cmdFrom("PRIVMSG", "ngx")); got.Params[1] != "hi ngircd" {
+		t.Errorf("IRC got %v", got.Params)
+	}
+	r.expect("ACTION", cmdFrom("PRIVMSG", "ngx"))
+	// No echo-message: the gateway reflects by itself.
+	if refl := c.Expect(xwait, "reflection", isGroupchatFrom(room+"/ngx", "hi ngircd\n/me waves")); refl.Get("id") != m.Get("id") {
+		t.Errorf("reflection = %s", refl)
+	}
+	r.send("PRIVMSG", "#ng", "caf\xe9 latin-1")
+	c.Expect(xwait, "latin-1 decoded", isGroupchatFrom(room+"/ngop", "café latin-1"))
+	// '+' channels exist on ngIRCd once its CHANTYPES is known.
+	r.join("+modeless")
+	if self := joinRoom(t, c, "+modeless%127.0.0.1@"+gwJID, "ngx"); self.Get("type") == "error" {
+		t.Errorf("join +modeless: %s", self)
+	}
+}
+
+// TestTLS joins over InspIRCd's TLS port.
+func TestTLS(t *testing.T) {
+	e := testIRCEnv(t)
+	if e.tls == "" {
+		t.Skip("no TLS port")
+	}
+	startGW(t, e.xmpp, port(e.tls), map[string]string{"tls": "true", "tls_insecure": "true"})
+	c := xmpptest.Dial(t, e.xmpp, "user24@b.test", false)
+	waitComponent(t, c)
+	if self := joinRoom(t, c, "#it-tls%127.0.0.1@"+gwJID, "tlsuser"); self.Get("type") == "error" {
+		t.Fatalf("join over TLS: %s", self)
+	}
+}
+
+// TestRegistrationPersistence registers with a nick, a network, channels
+// to join and the persistent setting: the gateway joins by itself, stays
+// on IRC while the user is offline, and shows what was said meanwhile.
+// Then the "Configure network" command changes that network's settings.
+func TestRegistrationPersistence(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	w := dialRaw(t, e.irc, "watcher")
+	w.join("#it-persist")
+	w.join("#it-cfg")
+
+	c := xmpptest.Dial(t, e.xmpp, "user25@b.test", false)
+	waitComponent(t, c)
+	get := core.NewElement("", "iq", "type", "get", "to", gwJID)
+	get.Add(core.NewElement("jabber:iq:register", "query"))
+	form := c.IQ(get).String()
+	for _, f := range []string{"nick", "persistent", "network", "password", "autojoin"} {
+		if !strings.Contains(form, "var=\""+f+"\"") && !strings.Contains(form, "var='"+f+"'") {
+			t.Errorf("registration form lacks %s: %s", f, form)
+		}
+	}
+	register(t, c, map[string]string{"nick": "persist", "persistent": "true", "network": "127.0.0.1", "autojoin": "#it-persist", "auth": "none"})
+	w.expect("autojoin", func(m ircmsg.Message) bool {
+		return m.Command == "JOIN" && m.Nick() == "persist" && m.Params[0] == "#it-persist"
+	})
+
+	c.Close()
+	if !w.quiet(2*time.Second, cmdFrom("QUIT", "persist")) {
+		t.Fatal("the persistent session quit when the user went offline")
+	}
+	w.send("PRIVMSG", "#it-persist", "while you were away")
+
+	c = xmpptest.Dial(t, e.xmpp, "user25@b.test", false)
+	const room = "#it-persist%127.0.0.1@" + gwJID
+	if self := joinRoom(t, c, room, "persist"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	c.Expect(xwait, "watcher", xmpptest.IsFrom("presence", room+"/watcher", ""))
+	back := c.Expect(xwait, "backlog", isGroupchatFrom(room+"/watcher", "while you were away"))
+	if back.Child("urn:xmpp:delay", "delay") == nil {
+		t.Errorf("backlog without a delay stamp: %s", back)
+	}
+	// Leaving the room of a channel joined on connect keeps it joined.
+	c.Send(core.NewElement("", "presence", "to", room+"/persist", "type", "unavailable"))
+	if !w.quiet(time.Second, cmdFrom("PART", "persist")) {
+		t.Error("left a channel joined on connect")
+	}
+
+	// Configure network: another nick and channel for 127.0.0.1.
+	res := command(t, c, "configure-network", "", nil)
+	sid := res.Child(nsCommands, "command").Get("sessionid")
+	res = command(t, c, "configure-network", sid, map[string]string{"network": "127.0.0.1"})
+	if !strings.Contains(res.String(), "IRC network 127.0.0.1") {
+		t.Fatalf("second stage: %s", res)
+	}
+	res = command(t, c, "configure-network", sid, map[string]string{"nick": "cfgnick", "autojoin": "#it-cfg", "tls": "default"})
+	if cmd := res.Child(nsCommands, "command"); cmd.Get("status") != "completed" {
+		t.Fatalf("configure: %s", res)
+	}
+	// It applies from the next connection.
+	command(t, c, "reconnect", "", nil)
+	w.expect("configured autojoin", func(m ircmsg.Message) bool {
+		return m.Command == "JOIN" && m.Nick() == "cfgnick" && m.Params[0] == "#it-cfg"
+	})
+}
+
+const nsCommands = "http://jabber.org/protocol/commands"
+
+// command runs one stage of an ad-hoc command on the gateway.
+func command(t testing.TB, c *xmpptest.Client, node, sid string, fields map[string]string) *core.Element {
+	t.Helper()
+	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	cmd := core.NewElement(nsCommands, "command", "node", node, "action", "execute")
+	if sid != "" {
+		cmd.SetAttr("sessionid", sid)
+		cmd.SetAttr("action", "complete")
+	}
+	if fields != nil {
+		x := core.NewElement("jabber:x:data", "x", "type", "submit")
+		for k, v := range fields {
+			x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+		}
+		cmd.Add(x)
+	}
+	res := c.IQ(iq.Add(cmd))
+	if res.Get("type") != "result" {
+		t.Fatalf("command %s: %s", node, res)
+	}
+	return res
+}
+
+// register registers with the gateway and completes the XEP-0100
+// subscription.
+func register(t testing.TB, c *xmpptest.Client, fields map[string]string) {
+	t.Helper()
+	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	q := core.NewElement("jabber:iq:register", "query")
+	x := core.NewElement("jabber:x:data", "x", "type", "submit")
+	x.Add(core.NewElement("", "field", "var", "FORM_TYPE", "type", "hidden").AddText("", "value", "jabber:iq:register"))
+	for k, v := range fields {
+		x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+	}
+	if res := c.IQ(iq.Add(q.Add(x))); res.Get("type") != "result" {
+		t.Fatalf("registration: %s", res)
+	}
+	first := c.Expect(xwait, "subscription request or presence", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", gwJID, "subscribe")(el) || xmpptest.IsFrom("presence", gwJID, "")(el)
+	})
+	if first.Get("type") == "subscribe" {
+		c.Send(core.NewElement("", "presence", "to", gwJID, "type", "subscribed"))
+		c.Send(core.NewElement("", "presence", "to", gwJID, "type", "subscribe"))
+	}
+}

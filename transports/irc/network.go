@@ -1,0 +1,765 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+	"golang.org/x/time/rate"
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core"
+)
+
+// network is the session's side of one IRC server: its connection (or
+// the attempt to get one), the channels, the messages waiting for their
+// echo. Owned by the session goroutine.
+type network struct {
+	s      *session
+	server string
+	cfg    netConfig
+
+	conn     *conn
+	gen      int // connection attempt; events of older ones are stale
+	dialing  bool
+	everUp   bool // registered at least once: failures are retried
+	failures int  // consecutive failed attempts (backoff)
+	retry    *time.Timer
+	lastErr  string // why the connection was lost, for the user
+	authErr  string // credentials refused: no retry
+	errorMsg string // text of the server's last ERROR line
+
+	me       self
+	wantNick string // nick to register with / asked for
+	nickRoom string // room the last nick change came from
+	caps     map[string]string
+	isupport map[string]string
+	casemap  string
+	chanTyps string
+	prefixM  string // prefix modes, highest first ("qaohv")
+	prefixS  string // their symbols ("~&@%+")
+	chanM    [4]string
+
+	channels map[string]*channel // by folded name
+	batches  map[string]*batch
+	pending  []*pendingLine // sent lines waiting for an echo or an error
+	labelSeq int
+	waiting  []*sendRequest // messages waiting for the connection
+	ctcp     *rate.Limiter
+
+	lastPrivate time.Time
+}
+
+// channel is an IRC channel the user is in (on XMPP, on IRC, or both).
+type channel struct {
+	name     string // as the server spells it (or as asked, before the JOIN)
+	room     string // core's address for it; "" until the user joins the room
+	key      string
+	xmpp     bool // the user is in the room: core called JoinRoom, not LeaveRoom
+	reported bool // RoomJoined was sent since xmpp became true
+	autojoin bool
+	joined   bool // on IRC
+	joining  bool // JOIN sent, end of NAMES not seen
+	parting  bool
+	lost     bool // the connection was lost while joined: report differences on rejoin
+	selfWas  string
+
+	members map[string]*member // by folded nick
+	next    map[string]*member // NAMES being received
+	topic   string
+	topicBy string
+	backlog []*core.Message // lines received while the user is not in the room
+}
+
+type member struct {
+	nick    string
+	user    string
+	host    string
+	modes   string // prefix modes held
+	away    bool
+	awayMsg string
+	account string
+}
+
+// batch is an IRCv3 batch being received.
+type batch struct {
+	typ    string
+	params []string
+	label  string
+	parent *batch
+	lines  []ircmsg.Message
+}
+
+// pendingSend is one message from the XMPP user, sent as one or more lines.
+type pendingSend struct {
+	room      string // channel messages: core's room address (reflected)
+	contact   string // for failures
+	xmppID    string
+	legacyID  string
+	body      string
+	remaining int // echoes still expected
+	failed    bool
+}
+
+type pendingLine struct {
+	label  string
+	target string // folded
+	ps     *pendingSend
+	sent   time.Time
+}
+
+const (
+	maxBatches    = 32
+	maxBatchLines = 5000
+	pendingTTL    = time.Minute
+	parkTTL       = 30 * time.Second
+	privateIdle   = 10 * time.Minute
+)
+
+func newNetwork(s *session, server string, cfg netConfig) *network {
+	n := &network{
+		s:        s,
+		server:   server,
+		cfg:      cfg,
+		wantNick: cfg.nick,
+		channels: map[string]*channel{},
+		batches:  map[string]*batch{},
+		caps:     map[string]string{},
+		isupport: map[string]string{},
+		ctcp:     rate.NewLimiter(rate.Every(2*time.Second), 3),
+	}
+	n.applyISupport()
+	return n
+}
+
+// channelFor returns the channel of a name, creating it.
+func (n *network) channelFor(name string) *channel {
+	key := n.fold(name)
+	if ch := n.channels[key]; ch != nil {
+		return ch
+	}
+	ch := &channel{name: name, members: map[string]*member{}}
+	n.channels[key] = ch
+	return ch
+}
+
+// dropChannelIfUnused forgets a channel nobody needs.
+func (n *network) dropChannelIfUnused(ch *channel) {
+	if !ch.xmpp && !ch.autojoin && !ch.joined && !ch.joining {
+		delete(n.channels, n.fold(ch.name))
+	}
+}
+
+// ISUPPORT.
+
+func (n *network) applyISupport() {
+	n.casemap = strings.ToLower(n.isupport["CASEMAPPING"])
+	n.chanTyps = n.isupport["CHANTYPES"]
+	if _, ok := n.isupport["CHANTYPES"]; !ok {
+		n.chanTyps = defaultChanTypes
+	}
+	n.prefixM, n.prefixS = "ov", "@+"
+	if p, ok := n.isupport["PREFIX"]; ok {
+		if strings.HasPrefix(p, "(") {
+			if i := strings.IndexByte(p, ')'); i > 0 && len(p)-i-1 == i-1 {
+				n.prefixM, n.prefixS = p[1:i], p[i+1:]
+			}
+		} else if p == "" {
+			n.prefixM, n.prefixS = "", ""
+		}
+	}
+	n.chanM = [4]string{"beI", "k", "l", "imnpst"}
+	if cm, ok := n.isupport["CHANMODES"]; ok {
+		parts := strings.SplitN(cm, ",", 4)
+		for i := range n.chanM {
+			n.chanM[i] = ""
+			if i < len(parts) {
+				n.chanM[i] = parts[i]
+			}
+		}
+	}
+	n.s.t.learnChanTypes(n.server, n.chanTyps)
+}
+
+// fold is the server's case mapping (ISUPPORT CASEMAPPING; rfc1459 when
+// not said).
+func (n *network) fold(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			b[i] = c + 32
+		case n.casemap == "ascii":
+		case c == '[':
+			b[i] = '{'
+		case c == ']':
+			b[i] = '}'
+		case c == '\\':
+			b[i] = '|'
+		case c == '~' && n.casemap != "rfc1459-strict":
+			b[i] = '^'
+		}
+	}
+	return string(b)
+}
+
+func (n *network) isChannel(target string) bool {
+	return target != "" && strings.IndexByte(n.chanTyps, target[0]) >= 0
+}
+
+func (n *network) isMe(nick string) bool {
+	return nick != "" && n.fold(nick) == n.fold(n.me.nick)
+}
+
+// Connection life.
+
+func (n *network) ensureConnected() {
+	if n.conn != nil || n.dialing || n.authErr != "" {
+		return
+	}
+	if n.retry != nil {
+		n.retry.Stop()
+		n.retry = nil
+	}
+	n.connect()
+}
+
+func (n *network) connect() {
+	n.gen++
+	n.dialing = true
+	n.retry = nil
+	gen := n.gen
+	nick := n.wantNick
+	if nick == "" {
+		nick = n.s.defaultNick()
+		n.wantNick = nick
+	}
+	cfg := dialConfig{
+		server:      n.server,
+		addr:        net.JoinHostPort(n.server, strconv.Itoa(n.cfg.port)),
+		tls:         n.cfg.tls,
+		tlsInsecure: n.s.opts.tlsInsecure,
+		nick:        nick,
+		username:    n.cfg.username,
+		realname:    n.cfg.realname,
+		timeout:     n.s.opts.connectTimeout,
+		floodBurst:  n.s.opts.floodBurst,
+		floodRate:   n.s.opts.floodRate,
+		pingEvery:   n.s.opts.pingInterval,
+		pingWait:    n.s.opts.pingTimeout,
+		log:         n.s.log.With("irc_server", n.server),
+		trace:       n.s.opts.trace,
+		dial:        n.s.t.dial,
+	}
+	if cfg.username == "" {
+		cfg.username = usernameFrom(nick)
+	}
+	if n.cfg.auth == authSASL && n.cfg.password != "" {
+		cfg.saslPass = n.cfg.password
+		cfg.saslUser = n.cfg.account
+	}
+	ctx := n.s.ctx
+	s := n.s
+	go func() {
+		c, w, err := dialIRC(ctx, cfg)
+		if err != nil {
+			s.post(evConnFailed{n: n, gen: gen, err: err})
+			return
+		}
+		if !s.post(evConnected{n: n, gen: gen, c: c, w: w}) {
+			c.nc.Close() // the session ended meanwhile
+		}
+	}()
+}
+
+// usernameFrom makes an ident from a nick: ASCII letters and digits.
+func usernameFrom(nick string) string {
+	var b strings.Builder
+	for i := 0; i < len(nick) && b.Len() < 10; i++ {
+		c := nick[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b.WriteByte(c)
+		}
+	}
+	if b.Len() == 0 {
+		return "transportd"
+	}
+	return b.String()
+}
+
+func (n *network) connected(c *conn, w *welcome) {
+	n.dialing = false
+	n.conn = c
+	n.everUp = true
+	n.failures = 0
+	n.lastErr, n.errorMsg = "", ""
+	old := n.me.nick
+	n.me = self{nick: w.nick, user: w.user, host: w.host}
+	n.caps = w.caps
+	n.isupport = w.isupport
+	n.applyISupport()
+	n.batches = map[string]*batch{}
+	n.pending = nil
+	s, gen := n.s, n.gen
+	c.start(func(m ircmsg.Message) {
+		s.post(evLine{n: n, gen: gen, msg: m})
+	}, func(err error) {
+		s.post(evClosed{n: n, gen: gen, err: err})
+	})
+	s.log.Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", len(w.caps))
+	if n.cfg.auth == authNickServ && n.cfg.password != "" {
+		_ = c.send(ircmsg.MakeMessage(nil, "", "PRIVMSG", "NickServ", "IDENTIFY "+oneLine(n.cfg.password)))
+	}
+	// The nick changed across a reconnection: rooms learn it now.
+	if old != "" && old != w.nick {
+		for _, ch := range n.sortedChannels() {
+			if ch.reported {
+				ch.selfWas = old
+			}
+		}
+	}
+	for _, ch := range n.sortedChannels() {
+		if (ch.xmpp || ch.autojoin) && !ch.joined && !ch.joining {
+			n.join(ch)
+		}
+	}
+	n.flushParked()
+	s.updateState()
+}
+
+func (n *network) connectFailed(err error) {
+	n.dialing = false
+	text := errorText(err)
+	ce, _ := err.(*connError)
+	s := n.s
+	s.log.Info("IRC connection failed", "irc_server", n.server, "error", text)
+	if ce != nil && ce.auth {
+		n.authErr = text
+	}
+	if !n.everUp || (ce != nil && ce.permanent) {
+		// Never connected (or never will with these settings): the rooms
+		// being joined fail; nothing is retried.
+		var roomErr error
+		switch {
+		case ce != nil && ce.nickInUse:
+			roomErr = core.NewError(stanza.Conflict, text)
+		case ce != nil && ce.auth:
+			roomErr = core.NewError(stanza.NotAuthorized, text)
+		case ce != nil && ce.permanent:
+			roomErr = core.NewError(stanza.NotAcceptable, text)
+		case isTimeout(err):
+			roomErr = core.NewError(stanza.RemoteServerTimeout, text)
+		default:
+			roomErr = core.NewError(stanza.RemoteServerNotFound, text)
+		}
+		for _, ch := range n.sortedChannels() {
+			switch {
+			case ch.xmpp && !ch.reported:
+				s.roomError(ch.room, roomErr)
+			case ch.reported:
+				// Reconnecting will not work: the user is out of the room.
+				s.roomNotice(ch.room, "Cannot reconnect to IRC: "+text)
+				s.rooms.RoomLeft(ch.room, n.me.nick, text, false)
+			}
+			ch.xmpp, ch.reported = false, false
+		}
+		for _, r := range n.waiting {
+			r.reply <- sendResult{err: roomErr}
+		}
+		n.waiting = nil
+		if n.everUp || n.authErr != "" {
+			// Kept, so the session shows the refusal and later joins
+			// fail at once.
+			n.lastErr = text
+			s.updateState()
+			return
+		}
+		delete(s.nets, n.server)
+		n.gen++
+		s.updateState()
+		return
+	}
+	n.lastErr = text
+	n.scheduleRetry()
+	s.updateState()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+// closed: the connection is gone. Rooms are told, and kept: the channels
+// are joined again once reconnected.
+func (n *network) closed(err error) {
+	n.conn = nil
+	text := errorText(err)
+	if n.errorMsg != "" {
+		text = n.errorMsg
+	}
+	n.lastErr = text
+	n.s.log.Info("IRC connection lost", "irc_server", n.server, "error", text)
+	for _, ch := range n.sortedChannels() {
+		if ch.joined || ch.joining {
+			ch.lost = ch.joined || ch.lost
+			ch.joined, ch.joining, ch.parting = false, false, false
+			ch.next = nil
+		}
+		if ch.reported {
+			n.s.roomNotice(ch.room, "Disconnected from IRC: "+text+"; reconnecting")
+		}
+		if !ch.xmpp && !ch.autojoin {
+			delete(n.channels, n.fold(ch.name))
+		}
+	}
+	for _, pl := range n.pending {
+		if n.echo() && !pl.ps.failed && pl.ps.room != "" && pl.ps.remaining > 0 {
+			// Sent but never echoed: it may not have reached the server.
+			pl.ps.failed = true
+			n.s.failed(pl.ps.contact, pl.ps.legacyID, core.NewError(stanza.RecipientUnavailable, "the IRC connection was lost; the message may not have been sent"))
+		}
+	}
+	n.pending = nil
+	n.batches = map[string]*batch{}
+	if len(n.channels) == 0 && !n.s.persistent() && time.Since(n.lastPrivate) > privateIdle {
+		delete(n.s.nets, n.server)
+		n.gen++
+		n.s.updateState()
+		return
+	}
+	n.scheduleRetry()
+	n.s.updateState()
+}
+
+func (n *network) scheduleRetry() {
+	d := n.s.backoff(n.failures)
+	n.failures++
+	gen, s := n.gen, n.s
+	if n.retry != nil {
+		n.retry.Stop()
+	}
+	n.retry = time.AfterFunc(d, func() { s.post(evRetry{n: n, gen: gen}) })
+	n.lastErr = strings.TrimSuffix(n.lastErr, ".") + "; retrying in " + d.Round(time.Second).String()
+}
+
+// maybeQuit disconnects a network the user no longer uses.
+func (n *network) maybeQuit() {
+	if n.s.persistent() || time.Since(n.lastPrivate) < privateIdle || len(n.waiting) > 0 {
+		return
+	}
+	for _, ch := range n.channels {
+		if ch.xmpp || ch.autojoin || (ch.joining && !ch.parting) {
+			return
+		}
+	}
+	if c := n.conn; c != nil {
+		go c.quit(n.s.opts.quitMessage, 2*time.Second)
+	}
+	n.gen++
+	if n.retry != nil {
+		n.retry.Stop()
+	}
+	delete(n.s.nets, n.server)
+	n.s.updateState()
+}
+
+func (n *network) tick(now time.Time) {
+	kept := n.pending[:0]
+	for _, pl := range n.pending {
+		if now.Sub(pl.sent) < pendingTTL {
+			kept = append(kept, pl)
+		}
+	}
+	clear(n.pending[len(kept):])
+	n.pending = kept
+	waiting := n.waiting[:0]
+	for _, r := range n.waiting {
+		if now.Sub(r.since) > parkTTL {
+			r.reply <- sendResult{err: core.Temporary(errClosed)}
+			continue
+		}
+		waiting = append(waiting, r)
+	}
+	clear(n.waiting[len(waiting):])
+	n.waiting = waiting
+	if n.conn != nil && !n.lastPrivate.IsZero() && now.Sub(n.lastPrivate) > privateIdle {
+		n.lastPrivate = time.Time{}
+		n.maybeQuit()
+	}
+}
+
+func (n *network) sortedChannels() []*channel {
+	keys := make([]string, 0, len(n.channels))
+	for k := range n.channels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]*channel, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, n.channels[k])
+	}
+	return out
+}
+
+// Channels.
+
+func (n *network) join(ch *channel) {
+	msg, err := joinMessage(ch.name, ch.key)
+	if err == nil {
+		err = n.send(msg)
+	}
+	if err != nil {
+		if ch.xmpp && !ch.reported {
+			n.s.roomError(ch.room, core.WrapError(stanza.NotAcceptable, "cannot join "+ch.name+": "+err.Error(), err))
+			ch.xmpp = false
+			n.dropChannelIfUnused(ch)
+		}
+		return
+	}
+	ch.joining = true
+}
+
+func (n *network) part(ch *channel) {
+	if !ch.joined && !ch.joining {
+		n.dropChannelIfUnused(ch)
+		return
+	}
+	if ch.parting || n.conn == nil {
+		return
+	}
+	msg, err := reasonMessage("PART", ch.name, "")
+	if err == nil && n.send(msg) == nil {
+		ch.parting = true
+	}
+}
+
+// reportJoined tells core the user is in the channel, then replays what
+// was said while nobody was in the room.
+func (n *network) reportJoined(ch *channel) {
+	if !ch.xmpp || ch.reported {
+		return
+	}
+	ch.reported = true
+	selfKey := n.fold(n.me.nick)
+	var occ []core.Occupant
+	for k, m := range ch.members {
+		if k != selfKey {
+			occ = append(occ, n.occupant(m))
+		}
+	}
+	sort.Slice(occ, func(i, j int) bool { return occ[i].Nick < occ[j].Nick })
+	me := ch.members[selfKey]
+	if me == nil {
+		me = &member{nick: n.me.nick}
+	}
+	n.s.rooms.RoomJoined(ch.room, n.occupant(me), occ, ch.topic)
+	for _, m := range ch.backlog {
+		m.Contact = ch.room
+		n.s.deliver(m)
+	}
+	ch.backlog = nil
+	if (n.hasCap("draft/chathistory") || n.hasCap("chathistory")) && n.hasCap("batch") {
+		limit := 50
+		if v := atoi(n.isupport["CHATHISTORY"]); v > 0 && v < limit {
+			limit = v
+		}
+		_ = n.send(ircmsg.MakeMessage(nil, "", "CHATHISTORY", "LATEST", ch.name, "*", strconv.Itoa(limit)))
+	}
+}
+
+func (n *network) hasCap(c string) bool {
+	_, ok := n.caps[c]
+	return ok
+}
+
+// occupant shows a member the way XEP-0045 does, with biboumi's mapping
+// of channel modes: q/a owner, o admin (moderators), h member
+// (moderator), v member (participant), others participants.
+func (n *network) occupant(m *member) core.Occupant {
+	o := core.Occupant{Nick: plainText(m.nick), Role: "participant", Affiliation: "none"}
+	for i := 0; i < len(n.prefixM); i++ {
+		if strings.IndexByte(m.modes, n.prefixM[i]) < 0 {
+			continue
+		}
+		switch n.prefixM[i] {
+		case 'q', 'a':
+			o.Role, o.Affiliation = "moderator", "owner"
+		case 'o':
+			o.Role, o.Affiliation = "moderator", "admin"
+		case 'h':
+			o.Role, o.Affiliation = "moderator", "member"
+		default:
+			o.Affiliation = "member"
+		}
+		break
+	}
+	if m.away {
+		o.Show = "away"
+		o.Status = plainText(m.awayMsg)
+	}
+	return o
+}
+
+// park keeps a message until the network is connected and its channel
+// joined (or parkTTL passed).
+func (n *network) park(r *sendRequest) {
+	n.waiting = append(n.waiting, r)
+}
+
+func (n *network) flushParked() {
+	if n.conn == nil {
+		return
+	}
+	waiting := n.waiting
+	n.waiting = nil
+	for _, r := range waiting {
+		n.s.send(r)
+	}
+}
+
+// Sending.
+
+// send queues a line on the connection, if there is one.
+func (n *network) send(m ircmsg.Message) error {
+	if n.conn == nil {
+		return errClosed
+	}
+	return n.conn.send(m)
+}
+
+func (n *network) queued() int {
+	if n.conn == nil {
+		return 0
+	}
+	return n.conn.queued()
+}
+
+func (n *network) newLabel() string {
+	n.labelSeq++
+	return "t" + strconv.Itoa(n.labelSeq)
+}
+
+// sendLines sends the lines of one message, remembering them for their
+// echo (or failure).
+func (n *network) sendLines(msgs []ircmsg.Message, target string, ps *pendingSend) error {
+	labels := n.hasCap("labeled-response") && n.hasCap("batch")
+	if n.queued()+len(msgs) > outQueue {
+		return core.Temporary(errQueueFull)
+	}
+	for _, msg := range msgs {
+		pl := &pendingLine{target: n.fold(target), ps: ps, sent: time.Now()}
+		if labels {
+			pl.label = n.newLabel()
+			msg.SetTag("label", pl.label)
+		}
+		if err := n.send(msg); err != nil {
+			if err == errQueueFull || err == errClosed {
+				return core.Temporary(err)
+			}
+			return core.WrapError(stanza.NotAcceptable, "cannot send this to IRC", err)
+		}
+		n.pending = append(n.pending, pl)
+	}
+	return nil
+}
+
+func (n *network) echo() bool { return n.hasCap("echo-message") }
+
+// sendText sends a groupchat message and reflects it: when the server
+// echoes it (echo-message), else at once.
+func (n *network) sendText(ch *channel, m *core.Message) (string, error) {
+	msgs, err := textMessages("PRIVMSG", ch.name, m.Body, n.me)
+	if err != nil {
+		return "", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC: "+err.Error(), err)
+	}
+	if len(msgs) == 0 {
+		return "", nil
+	}
+	ps := &pendingSend{room: ch.room, contact: m.Contact, xmppID: m.XMPPID, legacyID: newID(), body: m.Body, remaining: len(msgs)}
+	if err := n.sendLines(msgs, ch.name, ps); err != nil {
+		return "", err
+	}
+	if !n.echo() {
+		n.reflect(ps, "", time.Time{})
+	}
+	return ps.legacyID, nil
+}
+
+func (n *network) reflect(ps *pendingSend, msgid string, t time.Time) {
+	id := msgid
+	if id == "" {
+		id = ps.legacyID
+	}
+	n.s.deliver(&core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t})
+}
+
+func (n *network) sendPrivate(nick string, m *core.Message) (string, error) {
+	if !validNick(nick) {
+		return "", core.NewError(stanza.JIDMalformed, "not a valid IRC nick")
+	}
+	msgs, err := textMessages("PRIVMSG", nick, m.Body, n.me)
+	if err != nil {
+		return "", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC: "+err.Error(), err)
+	}
+	ps := &pendingSend{contact: m.Contact, legacyID: newID(), remaining: len(msgs)}
+	if err := n.sendLines(msgs, nick, ps); err != nil {
+		return "", err
+	}
+	return ps.legacyID, nil
+}
+
+// refusedRaw are commands the server contact does not pass on: they
+// would break the session's view of the connection.
+var refusedRaw = map[string]bool{"CAP": true, "AUTHENTICATE": true, "PASS": true, "USER": true, "QUIT": true, "BATCH": true}
+
+// sendRaw sends what the user wrote to the server contact: one IRC
+// command per line, parsed and serialised again by ircmsg.
+func (n *network) sendRaw(body string) (string, error) {
+	for _, line := range bodyLines(body) {
+		line = strings.TrimPrefix(line, "/")
+		msg, err := ircmsg.ParseLine(line)
+		if err != nil || msg.Source != "" || len(msg.AllTags()) > 0 {
+			return "", core.NewError(stanza.BadRequest, "write IRC commands to the server, one per line (like WHOIS nick)")
+		}
+		if refusedRaw[msg.Command] {
+			return "", core.NewError(stanza.NotAllowed, msg.Command+" is handled by the gateway")
+		}
+		if msg.Command == "NICK" && len(msg.Params) > 0 {
+			n.wantNick = msg.Params[0]
+		}
+		if err := n.send(msg); err != nil {
+			return "", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC", err)
+		}
+	}
+	return "", nil
+}
+
+// matchPending finds the line an echo or a reply is about: by label,
+// else the oldest line to the same target.
+func (n *network) matchPending(label, target string) *pendingLine {
+	idx := -1
+	for i, pl := range n.pending {
+		if label != "" {
+			if pl.label == label {
+				idx = i
+				break
+			}
+			continue
+		}
+		if target != "" && pl.target == n.fold(target) {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		return nil
+	}
+	pl := n.pending[idx]
+	n.pending = append(n.pending[:idx], n.pending[idx+1:]...)
+	return pl
+}

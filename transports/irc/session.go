@@ -1,0 +1,740 @@
+package irc
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core"
+)
+
+// session is one account's IRC side: a connection per server, the
+// channels the user is in, what waits to be sent. One goroutine (run)
+// owns all of it; everything else posts events.
+type session struct {
+	t      *Transport
+	acct   *core.Account
+	sink   core.Sink
+	rooms  core.RoomSink // nopRooms if core's sink has no group chats
+	log    *slog.Logger
+	opts   options
+	values map[string]string
+
+	events chan event
+	done   chan struct{} // closed when run returns
+
+	// Owned by run.
+	ctx       context.Context
+	nets      map[string]*network // by server host
+	netConf   map[string]netSettings
+	netPass   map[string]string // per-network passwords (sealed state)
+	state     core.State
+	stateText string
+	started   bool
+}
+
+type event interface{}
+
+type (
+	evJoin struct {
+		room, nick, password string
+	}
+	evLeave     struct{ room string }
+	evNickReq   struct{ room, nick string }
+	evTopicReq  struct{ room, subject string }
+	evSend      struct{ req *sendRequest }
+	evNetConfig struct {
+		server   string
+		ns       netSettings
+		password string // "": unchanged
+		clearPw  bool
+	}
+	evConnected struct {
+		n   *network
+		gen int
+		c   *conn
+		w   *welcome
+	}
+	evConnFailed struct {
+		n   *network
+		gen int
+		err error
+	}
+	evLine struct {
+		n   *network
+		gen int
+		msg ircmsg.Message
+	}
+	evClosed struct {
+		n   *network
+		gen int
+		err error
+	}
+	evRetry struct {
+		n   *network
+		gen int
+	}
+	evTick struct{}
+)
+
+// sendRequest is a message from the XMPP user waiting for the session.
+type sendRequest struct {
+	m     *core.Message
+	reply chan sendResult
+	since time.Time
+}
+
+type sendResult struct {
+	id  string
+	err error
+}
+
+func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
+	s := &session{
+		t:       t,
+		acct:    a,
+		sink:    sink,
+		log:     sink.Logger(),
+		opts:    parseOptions(a.Defaults),
+		values:  a.Values,
+		events:  make(chan event, 128),
+		done:    make(chan struct{}),
+		nets:    map[string]*network{},
+		netConf: map[string]netSettings{},
+		netPass: map[string]string{},
+		state:   -1,
+	}
+	if s.values == nil {
+		s.values = map[string]string{}
+	}
+	s.rooms = nopRooms{}
+	if rs, ok := sink.(core.RoomSink); ok {
+		s.rooms = rs
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s
+}
+
+// post hands an event to run; it gives up (false) once run has returned.
+func (s *session) post(ev event) bool {
+	select {
+	case s.events <- ev:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// Run implements core.Session.
+func (s *session) Run(ctx context.Context) {
+	defer close(s.done)
+	defer s.t.forget(s)
+	s.ctx = ctx
+	s.loadNetConfig(ctx)
+	s.started = true
+	s.updateState()
+	s.autojoin()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.shutdown()
+			return
+		case ev := <-s.events:
+			s.handle(ev)
+		case <-tick.C:
+			s.handle(evTick{})
+		}
+	}
+}
+
+// shutdown says QUIT on every connection, in parallel, briefly.
+func (s *session) shutdown() {
+	done := make(chan struct{}, len(s.nets))
+	n := 0
+	for _, nw := range s.nets {
+		nw.gen++ // stale from now on
+		if nw.retry != nil {
+			nw.retry.Stop()
+		}
+		for _, r := range nw.waiting {
+			r.reply <- sendResult{err: core.Temporary(errClosed)}
+		}
+		nw.waiting = nil
+		if c := nw.conn; c != nil {
+			n++
+			go func() {
+				c.quit(s.opts.quitMessage, 2*time.Second)
+				done <- struct{}{}
+			}()
+		}
+	}
+	for ; n > 0; n-- {
+		<-done
+	}
+	// Requests that raced with the end.
+	for {
+		select {
+		case ev := <-s.events:
+			if e, ok := ev.(evSend); ok {
+				e.req.reply <- sendResult{err: core.Temporary(errClosed)}
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (s *session) handle(ev event) {
+	switch ev := ev.(type) {
+	case evJoin:
+		s.joinRoom(ev.room, ev.nick, ev.password)
+	case evLeave:
+		s.leaveRoom(ev.room)
+	case evNickReq:
+		s.changeNick(ev.room, ev.nick)
+	case evTopicReq:
+		s.setTopic(ev.room, ev.subject)
+	case evSend:
+		s.send(ev.req)
+	case evNetConfig:
+		s.netConf[ev.server] = ev.ns
+		switch {
+		case ev.clearPw:
+			delete(s.netPass, ev.server)
+		case ev.password != "":
+			s.netPass[ev.server] = ev.password
+		}
+		if n := s.nets[ev.server]; n != nil {
+			n.cfg = s.configFor(ev.server)
+		}
+	case evConnected:
+		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+			ev.c.close()
+			return
+		}
+		ev.n.connected(ev.c, ev.w)
+	case evConnFailed:
+		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+			return
+		}
+		ev.n.connectFailed(ev.err)
+	case evLine:
+		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+			return
+		}
+		ev.n.handle(ev.msg, "")
+	case evClosed:
+		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+			return
+		}
+		ev.n.closed(ev.err)
+	case evRetry:
+		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+			return
+		}
+		ev.n.connect()
+	case evTick:
+		now := time.Now()
+		for _, n := range s.nets {
+			n.tick(now)
+		}
+	}
+}
+
+// GroupSession: each method only queues work.
+
+func (s *session) JoinRoom(ctx context.Context, room, nick, password string) error {
+	return s.postCtx(ctx, evJoin{room: room, nick: nick, password: password})
+}
+
+func (s *session) LeaveRoom(ctx context.Context, room string) error {
+	return s.postCtx(ctx, evLeave{room: room})
+}
+
+func (s *session) ChangeNick(ctx context.Context, room, nick string) error {
+	if !validNick(nick) {
+		return core.NewError(stanza.NotAcceptable, "not a valid IRC nick: no spaces, and none of , * ? ! @ . % : /")
+	}
+	return s.postCtx(ctx, evNickReq{room: room, nick: nick})
+}
+
+func (s *session) SetSubject(ctx context.Context, room, subject string) error {
+	return s.postCtx(ctx, evTopicReq{room: room, subject: subject})
+}
+
+func (s *session) postCtx(ctx context.Context, ev event) error {
+	select {
+	case s.events <- ev:
+		return nil
+	case <-s.done:
+		return core.Temporary(errClosed)
+	case <-ctx.Done():
+		return core.Temporary(ctx.Err())
+	}
+}
+
+// Send implements core.Session: it waits until the lines are queued on
+// the connection (or the session gives up waiting for the network).
+func (s *session) Send(ctx context.Context, m *core.Message) (string, error) {
+	req := &sendRequest{m: m, reply: make(chan sendResult, 1), since: time.Now()}
+	if err := s.postCtx(ctx, evSend{req: req}); err != nil {
+		return "", err
+	}
+	select {
+	case r := <-req.reply:
+		return r.id, r.err
+	case <-s.done:
+		select {
+		case r := <-req.reply:
+			return r.id, r.err
+		default:
+		}
+		return "", core.Temporary(errClosed)
+	case <-ctx.Done():
+		return "", core.Temporary(ctx.Err())
+	}
+}
+
+// Per-network settings, stored in the account's state.
+
+const netIndexKey = "networks"
+
+func (s *session) loadNetConfig(ctx context.Context) {
+	st := s.sink.Store()
+	if st == nil {
+		return
+	}
+	v, ok, err := st.Get(ctx, netIndexKey)
+	if err != nil || !ok {
+		return
+	}
+	var hosts []string
+	if json.Unmarshal([]byte(v), &hosts) != nil {
+		return
+	}
+	sec := s.secrets()
+	for _, h := range hosts {
+		if raw, ok, err := st.Get(ctx, netStateKey(h)); err == nil && ok {
+			if ns, err := decodeNetSettings(raw); err == nil {
+				s.netConf[h] = ns
+			}
+		}
+		if sec != nil {
+			if pw, ok, err := sec.Get(ctx, netPasswordKey(h)); err == nil && ok {
+				s.netPass[h] = pw
+			} else if err != nil {
+				s.log.Warn("cannot open a stored network password", "irc_server", h, "error", err)
+			}
+		}
+	}
+}
+
+// secretSink is core's sealed account state, where core offers it.
+type secretSink interface {
+	Secrets() core.StateStore
+}
+
+// secrets returns the account's sealed state, or nil.
+func (s *session) secrets() core.StateStore {
+	if ss, ok := s.sink.(secretSink); ok {
+		return ss.Secrets()
+	}
+	return nil
+}
+
+func (s *session) configFor(server string) netConfig {
+	return configFor(&s.opts, s.values, server, s.netConf[server], s.netPass[server])
+}
+
+// autojoin connects to the networks with channels to join on connect.
+func (s *session) autojoin() {
+	servers := map[string]bool{}
+	if h := strings.ToLower(s.values[fNetwork]); h != "" {
+		servers[h] = true
+	}
+	for h := range s.netConf {
+		servers[h] = true
+	}
+	for _, h := range slices.Sorted(maps.Keys(servers)) {
+		cfg := s.configFor(h)
+		if len(cfg.autojoin) == 0 || !s.opts.allowedServer(h) {
+			continue
+		}
+		n := s.network(h, "")
+		for _, c := range cfg.autojoin {
+			ch := n.channelFor(c)
+			ch.autojoin = true
+		}
+		n.ensureConnected()
+	}
+}
+
+// network returns the network of a server, creating it (not connected).
+func (s *session) network(server, nick string) *network {
+	if n := s.nets[server]; n != nil {
+		return n
+	}
+	n := newNetwork(s, server, s.configFor(server))
+	if n.wantNick == "" {
+		n.wantNick = nick // the room nick, unless the network has its own
+	}
+	s.nets[server] = n
+	return n
+}
+
+// resolve finds the server of an address (the default server when it
+// names none) and checks that users may reach it.
+func (s *session) resolve(addr string) (address, string, error) {
+	a, err := parseAddress(addr, s.t.chanTypesOf)
+	if err != nil {
+		return a, "", addressError(err)
+	}
+	server := a.server
+	if server == "" {
+		server = s.opts.defaultServer
+	}
+	if server == "" {
+		return a, "", addressError(errNoServer)
+	}
+	if !s.opts.allowedServer(server) {
+		return a, "", core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server+"; allowed IRC servers: "+s.allowedText())
+	}
+	return a, server, nil
+}
+
+func (s *session) allowedText() string {
+	if s.opts.allowed == nil {
+		return "any"
+	}
+	return strings.Join(s.opts.allowed, ", ")
+}
+
+func (s *session) joinRoom(room, nick, password string) {
+	a, server, err := s.resolve(room)
+	if err == nil && a.kind != kindChannel {
+		err = core.NewError(stanza.ItemNotFound, "not an IRC channel")
+	}
+	if err != nil {
+		s.roomError(room, err)
+		return
+	}
+	n := s.network(server, nick)
+	if n.authErr != "" {
+		s.roomError(room, core.NewError(stanza.NotAuthorized, n.authErr+" (register again with the right password)"))
+		return
+	}
+	ch := n.channelFor(a.name)
+	ch.room = room
+	ch.key = password
+	ch.xmpp = true
+	ch.reported = false
+	if n.conn == nil && !n.dialing && n.cfg.nick == "" {
+		// This join opens the connection: with the room nick.
+		if !validNick(nick) {
+			s.roomError(room, core.NewError(stanza.JIDMalformed, "not a valid IRC nick: no spaces, and none of , * ? ! @ . % : /"))
+			ch.xmpp = false
+			n.dropChannelIfUnused(ch)
+			return
+		}
+		n.wantNick = nick
+	}
+	switch {
+	case n.conn == nil:
+		n.ensureConnected()
+	case ch.joined:
+		n.reportJoined(ch)
+	case !ch.joining && !ch.parting:
+		n.join(ch)
+	}
+}
+
+func (s *session) leaveRoom(room string) {
+	a, server, err := s.resolve(room)
+	if err != nil || a.kind != kindChannel {
+		return
+	}
+	n := s.nets[server]
+	if n == nil {
+		return
+	}
+	ch := n.channels[n.fold(a.name)]
+	if ch == nil {
+		return
+	}
+	ch.xmpp, ch.reported, ch.backlog = false, false, nil
+	if ch.autojoin && n.conn != nil {
+		return // stays joined on IRC while the session runs
+	}
+	n.part(ch)
+	n.maybeQuit()
+}
+
+func (s *session) changeNick(room, nick string) {
+	_, server, err := s.resolve(room)
+	if err != nil {
+		return
+	}
+	n := s.nets[server]
+	if n == nil {
+		return
+	}
+	n.wantNick = nick
+	n.nickRoom = room
+	if n.conn == nil {
+		return
+	}
+	if msg, err := nickMessage(nick); err == nil {
+		_ = n.send(msg)
+	}
+}
+
+func (s *session) setTopic(room, subject string) {
+	a, server, err := s.resolve(room)
+	if err != nil {
+		return
+	}
+	n := s.nets[server]
+	if n == nil || n.conn == nil {
+		return
+	}
+	ch := n.channels[n.fold(a.name)]
+	if ch == nil || !ch.joined {
+		return
+	}
+	msg, err := topicMessage(ch.name, subject, atoi(n.isupport["TOPICLEN"]), n.me)
+	if err == nil {
+		_ = n.send(msg)
+	}
+}
+
+// send sends one message from the XMPP user, or parks it until its
+// network is connected and its channel joined.
+func (s *session) send(req *sendRequest) {
+	m := req.m
+	reply := func(id string, err error) { req.reply <- sendResult{id, err} }
+	a, server, err := s.resolve(m.Contact)
+	if err != nil {
+		reply("", err)
+		return
+	}
+	n := s.nets[server]
+	if m.Groupchat {
+		if a.kind != kindChannel {
+			reply("", core.NewError(stanza.BadRequest, "not an IRC channel"))
+			return
+		}
+		var ch *channel
+		if n != nil {
+			ch = n.channels[n.fold(a.name)]
+		}
+		if ch == nil || !ch.xmpp {
+			// Core thinks the user is in this room but this session does
+			// not know it (the session was restarted): join it again.
+			nick := ""
+			if n != nil {
+				nick = n.me.nick
+			}
+			if nick == "" {
+				nick = s.defaultNick()
+			}
+			s.joinRoom(m.Contact, nick, "")
+			if n = s.nets[server]; n == nil {
+				reply("", core.NewError(stanza.NotAcceptable, "you are not in this IRC channel"))
+				return
+			}
+			ch = n.channels[n.fold(a.name)]
+			if ch == nil {
+				reply("", core.NewError(stanza.NotAcceptable, "you are not in this IRC channel"))
+				return
+			}
+		}
+		if n.conn == nil || !ch.joined {
+			n.park(req)
+			return
+		}
+		reply(n.sendText(ch, m))
+		return
+	}
+	// A private message: to nick%server, to an occupant of a room (Nick
+	// set), or raw commands to the server itself.
+	nick := ""
+	switch {
+	case m.Nick != "" && a.kind == kindChannel:
+		nick = m.Nick
+	case a.kind == kindNick:
+		nick = a.name
+	case a.kind == kindServer:
+	default:
+		reply("", core.NewError(stanza.BadRequest, "write to a nick: nick%"+server))
+		return
+	}
+	if n == nil {
+		n = s.network(server, s.defaultNick())
+	}
+	if n.authErr != "" {
+		reply("", core.NewError(stanza.NotAuthorized, n.authErr))
+		return
+	}
+	n.lastPrivate = time.Now()
+	if n.conn == nil {
+		n.ensureConnected()
+		n.park(req)
+		return
+	}
+	if nick == "" {
+		reply(n.sendRaw(m.Body))
+		return
+	}
+	reply(n.sendPrivate(nick, m))
+}
+
+// defaultNick is the nick for connections no join asked for.
+func (s *session) defaultNick() string {
+	if v := s.values[fNick]; validNick(v) {
+		return v
+	}
+	local, _, _ := strings.Cut(s.acct.JID, "@")
+	var b strings.Builder
+	for _, r := range local {
+		if r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_[]{}\\`^|", r)) {
+			b.WriteRune(r)
+		}
+	}
+	if n := b.String(); validNick(n) && len(n) <= 16 {
+		return n
+	}
+	return "xmppuser"
+}
+
+// Reports to core.
+
+func (s *session) deliver(m *core.Message) {
+	if err := s.sink.Deliver(s.ctx, m); err != nil && s.ctx.Err() == nil {
+		s.log.Error("delivering an IRC message", "error", err)
+	}
+}
+
+func (s *session) roomError(room string, err error) {
+	s.rooms.RoomError(room, err)
+}
+
+func (s *session) failed(contact, legacyID string, err error) {
+	if ferr := s.sink.Failed(s.ctx, contact, legacyID, err); ferr != nil && s.ctx.Err() == nil {
+		s.log.Error("reporting a failed IRC message", "error", ferr)
+	}
+}
+
+func (s *session) persistent() bool {
+	v, _ := strconv.ParseBool(s.values[fPersistent])
+	return v
+}
+
+// nopRooms stands in for a sink without group chats.
+type nopRooms struct{}
+
+func (nopRooms) RoomJoined(string, core.Occupant, []core.Occupant, string) {}
+func (nopRooms) RoomError(string, error)                                   {}
+func (nopRooms) RoomPresence(string, core.Occupant)                        {}
+func (nopRooms) RoomLeft(string, string, string, bool)                     {}
+func (nopRooms) RoomNick(string, string, string)                           {}
+func (nopRooms) RoomSubject(string, string, string)                        {}
+
+// roomNotice is a message from the room itself (no nick): the gateway
+// telling the user about the connection.
+func (s *session) roomNotice(room, text string) {
+	s.deliver(&core.Message{Contact: room, Groupchat: true, Body: text, LegacyID: newID()})
+}
+
+// updateState shows the worst network's state as the session's.
+func (s *session) updateState() {
+	if !s.started {
+		return
+	}
+	st, text := core.StateConnected, ""
+	var failing, auth []string
+	up := 0
+	for _, h := range slices.Sorted(maps.Keys(s.nets)) {
+		n := s.nets[h]
+		switch {
+		case n.authErr != "":
+			auth = append(auth, n.authErr)
+		case n.conn != nil:
+			up++
+		case n.everUp && n.lastErr != "":
+			failing = append(failing, n.server+": "+n.lastErr)
+		}
+	}
+	switch {
+	case len(auth) > 0:
+		st, text = core.StateBadCredentials, strings.Join(auth, "; ")
+	case len(failing) > 0 && up == 0:
+		st, text = core.StateTransientFail, strings.Join(failing, "; ")
+	}
+	if st == s.state && text == s.stateText {
+		return
+	}
+	s.state, s.stateText = st, text
+	s.sink.State(st, text)
+}
+
+// backoff is the delay before reconnection attempt number failures+1.
+func (s *session) backoff(failures int) time.Duration {
+	d := s.opts.reconnectMin
+	for i := 0; i < failures && d < s.opts.reconnectMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.opts.reconnectMax)
+	// ±20% jitter, so many users do not reconnect in step.
+	j := time.Duration(float64(d) * (rand.Float64()*0.4 - 0.2))
+	return d + j
+}
+
+// newID is a unique id for messages that come without one.
+func newID() string {
+	var b [12]byte
+	_, _ = crand.Read(b[:])
+	return "irc-" + hex.EncodeToString(b[:])
+}
+
+func atoi(s string) int {
+	n := 0
+	for i := 0; i < len(s) && i < 9; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return n
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n
+}
+
+// errorText is the user-facing text of an error.
+func errorText(err error) string {
+	var ce *connError
+	var e *core.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Error()
+	case errors.As(err, &e):
+		return e.Text
+	case err == nil:
+		return ""
+	}
+	return fmt.Sprint(err)
+}

@@ -1,0 +1,458 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core"
+	"transportd/core/store"
+	"transportd/registration"
+)
+
+var allCaps = []string{"message-tags", "server-time", "echo-message", "labeled-response", "batch",
+	"away-notify", "account-notify", "extended-join", "multi-prefix", "userhost-in-names", "cap-notify"}
+
+func isJoined(room string) func(any) bool {
+	return func(ev any) bool { j, ok := ev.(recJoined); return ok && j.room == room }
+}
+
+func TestJoinTalkAndEvents(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	srv.names["#chan"] = "@op!o@h %+voiced!v@h ~owner!w@h plain!p@h"
+	srv.topic["#chan"] = "the \x02topic\x02"
+	s, rec := startSession(t, srv, nil, nil)
+	const room = "#chan%127.0.0.1"
+	ctx := context.Background()
+	if err := s.JoinRoom(ctx, room, "me", ""); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.nextConn()
+	if !c.caps["echo-message"] || !c.caps["labeled-response"] || !c.caps["server-time"] {
+		t.Errorf("caps negotiated: %v", c.caps)
+	}
+	if j := c.expect(t, "JOIN"); j.Params[0] != "#chan" {
+		t.Errorf("JOIN %v", j.Params)
+	}
+	j := rec.next(t, "RoomJoined", isJoined(room)).(recJoined)
+	if j.self.Nick != "me" || j.subject != "the topic" {
+		t.Errorf("joined: %+v", j)
+	}
+	roles := map[string]string{}
+	for _, o := range j.occupants {
+		roles[o.Nick] = o.Role + "/" + o.Affiliation
+	}
+	want := map[string]string{"op": "moderator/admin", "voiced": "moderator/member", "owner": "moderator/owner", "plain": "participant/none"}
+	for n, r := range want {
+		if roles[n] != r {
+			t.Errorf("%s is %s, want %s (all: %v)", n, roles[n], r, roles)
+		}
+	}
+
+	// XMPP → IRC, with the reflection carrying the user's id once the
+	// server echoed every line.
+	id, err := s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: "hello\n/me waves", XMPPID: "x1"})
+	if err != nil || id == "" {
+		t.Fatalf("Send: %q %v", id, err)
+	}
+	if m := c.expect(t, "PRIVMSG"); m.Params[1] != "hello" || !m.HasTag("label") {
+		t.Errorf("first line %v", m)
+	}
+	if m := c.expect(t, "PRIVMSG"); m.Params[1] != "\x01ACTION waves\x01" {
+		t.Errorf("second line %q", m.Params[1])
+	}
+	refl := rec.message(t, "reflection", func(m *core.Message) bool { return m.XMPPID == "x1" })
+	if refl.Body != "hello\n/me waves" || refl.Nick != "me" || !strings.HasPrefix(refl.LegacyID, "m") {
+		t.Errorf("reflection %+v", refl)
+	}
+
+	// IRC → XMPP.
+	c.send("@time=2020-01-01T00:00:00.000Z;msgid=abc :op!o@h PRIVMSG #chan :\x02hi\x02 there")
+	m := rec.message(t, "channel message", func(m *core.Message) bool { return m.Nick == "op" })
+	if m.Body != "*hi* there" || m.LegacyID != "abc" || !m.Groupchat || m.Contact != room || m.Time.Year() != 2020 {
+		t.Errorf("message %+v", m)
+	}
+	c.send(":op!o@h PRIVMSG #chan :\x01ACTION dances\x01")
+	if m := rec.message(t, "action", func(m *core.Message) bool { return m.Nick == "op" }); m.Body != "/me dances" {
+		t.Errorf("action %q", m.Body)
+	}
+	c.send(":op!o@h NOTICE #chan :caf\xe9 closes")
+	if m := rec.message(t, "notice", func(m *core.Message) bool { return m.Nick == "op" }); m.Body != "[notice] café closes" {
+		t.Errorf("notice %q", m.Body)
+	}
+	// Private messages both ways; the echo is not shown as from the contact.
+	c.send(":Plain!p@h PRIVMSG me :psst")
+	if m := rec.message(t, "private", func(m *core.Message) bool { return !m.Groupchat }); m.Contact != "plain%127.0.0.1" || m.Body != "psst" || m.Nick != "Plain" {
+		t.Errorf("private %+v", m)
+	}
+	if _, err := s.Send(ctx, &core.Message{Contact: "plain%127.0.0.1", Body: "back"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.expect(t, "PRIVMSG"); m.Params[0] != "plain" || m.Params[1] != "back" {
+		t.Errorf("private out %v", m.Params)
+	}
+	// A private message to an occupant, from the room.
+	if _, err := s.Send(ctx, &core.Message{Contact: room, Nick: "op", Body: "hey op"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.expect(t, "PRIVMSG"); m.Params[0] != "op" {
+		t.Errorf("occupant PM went to %v", m.Params)
+	}
+	// CTCP VERSION is answered.
+	c.send(":op!o@h PRIVMSG me :\x01VERSION\x01")
+	if m := c.expect(t, "NOTICE"); !strings.HasPrefix(m.Params[1], "\x01VERSION transportd") {
+		t.Errorf("VERSION reply %q", m.Params[1])
+	}
+
+	// Room events.
+	c.send(":new!n@h JOIN #chan")
+	if p := rec.next(t, "join presence", func(ev any) bool { p, ok := ev.(recPresence); return ok && p.o.Nick == "new" }).(recPresence); p.o.Role != "participant" {
+		t.Errorf("new occupant %+v", p.o)
+	}
+	c.send(":op!o@h MODE #chan +o-v new voiced")
+	rec.next(t, "mode new", func(ev any) bool {
+		p, ok := ev.(recPresence)
+		return ok && p.o.Nick == "new" && p.o.Role == "moderator" && p.o.Affiliation == "admin"
+	})
+	rec.next(t, "mode voiced", func(ev any) bool {
+		p, ok := ev.(recPresence)
+		return ok && p.o.Nick == "voiced" && p.o.Role == "moderator" && p.o.Affiliation == "member" // still +h
+	})
+	c.send(":new!n@h AWAY :lunch")
+	rec.next(t, "away", func(ev any) bool {
+		p, ok := ev.(recPresence)
+		return ok && p.o.Nick == "new" && p.o.Show == "away" && p.o.Status == "lunch"
+	})
+	c.send(":new!n@h NICK newer")
+	rec.next(t, "nick", func(ev any) bool { n, ok := ev.(recNick); return ok && n.old == "new" && n.new == "newer" })
+	c.send(":op!o@h KICK #chan newer :behave")
+	rec.next(t, "kick", func(ev any) bool {
+		l, ok := ev.(recLeft)
+		return ok && l.nick == "newer" && l.kicked && l.reason == "behave"
+	})
+	c.send(":plain!p@h PART #chan :bye")
+	rec.next(t, "part", func(ev any) bool { l, ok := ev.(recLeft); return ok && l.nick == "plain" && !l.kicked })
+	c.send(":owner!w@h QUIT :Quit: gone")
+	rec.next(t, "quit", func(ev any) bool { l, ok := ev.(recLeft); return ok && l.nick == "owner" && l.reason == "Quit: gone" })
+	c.send(":op!o@h TOPIC #chan :new \x0304topic")
+	rec.next(t, "topic", func(ev any) bool { x, ok := ev.(recSubject); return ok && x.subject == "new topic" && x.by == "op" })
+
+	// The user's actions.
+	if err := s.SetSubject(ctx, room, "line1\r\nKICK #chan op"); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.expect(t, "TOPIC"); m.Params[1] != "line1 KICK #chan op" {
+		t.Errorf("TOPIC %q", m.Params)
+	}
+	if err := s.ChangeNick(ctx, room, "me2"); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, "NICK")
+	rec.next(t, "own nick", func(ev any) bool { n, ok := ev.(recNick); return ok && n.old == "me" && n.new == "me2" })
+	if err := s.ChangeNick(ctx, room, "bad nick"); err == nil {
+		t.Error("a nick with a space was accepted")
+	}
+	srv.taken["busy"] = true
+	_ = s.ChangeNick(ctx, room, "busy")
+	ne := rec.next(t, "refused nick change", func(ev any) bool { _, ok := ev.(recError); return ok }).(recError)
+	var nce *core.Error
+	if !errors.As(ne.err, &nce) || nce.Condition != stanza.Conflict || ne.room != room {
+		t.Errorf("refused nick change: %+v", ne)
+	}
+	rec.message(t, "refusal notice", func(m *core.Message) bool { return strings.HasPrefix(m.Body, "Cannot change your nick to busy") })
+	// Kicked ourselves: out of the room.
+	c.send(":op!o@h KICK #chan me2 :out")
+	rec.next(t, "self kick", func(ev any) bool { l, ok := ev.(recLeft); return ok && l.nick == "me2" && l.kicked })
+
+	// Nothing the user sent reached the wire with a raw CR or LF.
+	for _, l := range c.rawLines() {
+		if strings.Count(l, "\n") != 1 || strings.Count(l, "\r") > 1 || strings.Contains(l, "\x00") {
+			t.Errorf("raw line %q", l)
+		}
+	}
+}
+
+func TestNickInUseFallsBack(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.taken["taken"] = true
+	s, rec := startSession(t, srv, nil, nil)
+	if err := s.JoinRoom(context.Background(), "#x%127.0.0.1", "taken", ""); err != nil {
+		t.Fatal(err)
+	}
+	srv.nextConn()
+	j := rec.next(t, "joined", isJoined("#x%127.0.0.1")).(recJoined)
+	if j.self.Nick != "taken_" {
+		t.Errorf("self = %+v, want the fallback taken_", j.self)
+	}
+	// All fallbacks taken: a conflict.
+	srv2 := newFakeServer(t)
+	for _, n := range []string{"busy", "busy_", "busy__", "busy___", "busy____"} {
+		srv2.taken[n] = true
+	}
+	s2, rec2 := startSession(t, srv2, nil, nil)
+	_ = s2.JoinRoom(context.Background(), "#x%127.0.0.1", "busy", "")
+	e := rec2.next(t, "conflict", func(ev any) bool { _, ok := ev.(recError); return ok }).(recError)
+	var ce *core.Error
+	if !errors.As(e.err, &ce) || ce.Condition != stanza.Conflict {
+		t.Errorf("error = %v", e.err)
+	}
+}
+
+func TestSASL(t *testing.T) {
+	srv := newFakeServer(t, append([]string{"sasl=PLAIN"}, allCaps...)...)
+	srv.sasl = "s3cret"
+	values := map[string]string{fNetwork: "127.0.0.1", fAuth: authSASL, fPassword: "s3cret", fNick: "acct"}
+	s, rec := startSession(t, srv, values, nil)
+	_ = s.JoinRoom(context.Background(), "#x%127.0.0.1", "acct", "")
+	c := srv.nextConn()
+	if !c.caps["sasl"] {
+		t.Error("sasl not requested")
+	}
+	rec.next(t, "joined", isJoined("#x%127.0.0.1"))
+	for _, l := range c.rawLines() {
+		if strings.Contains(l, "s3cret") {
+			t.Errorf("password in clear on the wire: %q", l)
+		}
+	}
+
+	// A wrong password: the join fails with not-authorized, the session
+	// shows bad credentials, and nothing is retried.
+	srv2 := newFakeServer(t, "sasl")
+	srv2.sasl = "right"
+	values2 := map[string]string{fNetwork: "127.0.0.1", fAuth: authSASL, fPassword: "wrong"}
+	s2, rec2 := startSession(t, srv2, values2, nil)
+	_ = s2.JoinRoom(context.Background(), "#x%127.0.0.1", "acct", "")
+	e := rec2.next(t, "auth error", func(ev any) bool { _, ok := ev.(recError); return ok }).(recError)
+	var ce *core.Error
+	if !errors.As(e.err, &ce) || ce.Condition != stanza.NotAuthorized {
+		t.Errorf("error = %v", e.err)
+	}
+	rec2.next(t, "bad credentials", func(ev any) bool { st, ok := ev.(recState); return ok && st.st == core.StateBadCredentials })
+
+	// Verify checks the password the same way.
+	tr := New()
+	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv2.port()), dTLS: "false"}
+	err := tr.Verify(context.Background(), &core.Account{Values: values2, Defaults: d})
+	if !errors.As(err, &ce) || ce.Condition != stanza.NotAuthorized {
+		t.Errorf("Verify with a wrong password: %v", err)
+	}
+	values2[fPassword] = "right"
+	if err := tr.Verify(context.Background(), &core.Account{Values: values2, Defaults: d}); err != nil {
+		t.Errorf("Verify with the right password: %v", err)
+	}
+}
+
+func TestChathistoryAndBacklog(t *testing.T) {
+	srv := newFakeServer(t, "batch", "server-time", "message-tags", "draft/chathistory", "echo-message")
+	srv.history["#h"] = []string{
+		"time=2021-05-01T10:00:00.000Z;msgid=h1 :alice!a@h PRIVMSG #h :earlier",
+		"time=2021-05-01T10:01:00.000Z;msgid=h2 :bob!b@h PRIVMSG #h :\x01ACTION later\x01",
+	}
+	s, rec := startSession(t, srv, nil, nil)
+	_ = s.JoinRoom(context.Background(), "#h%127.0.0.1", "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined("#h%127.0.0.1"))
+	if m := c.expect(t, "CHATHISTORY"); m.Params[0] != "LATEST" || m.Params[1] != "#h" {
+		t.Errorf("CHATHISTORY %v", m.Params)
+	}
+	h1 := rec.message(t, "history 1", func(m *core.Message) bool { return m.LegacyID == "h1" })
+	h2 := rec.message(t, "history 2", func(m *core.Message) bool { return m.LegacyID == "h2" })
+	if h1.Body != "earlier" || h1.Time.IsZero() || h2.Body != "/me later" || h2.Time.Minute() != 1 {
+		t.Errorf("history: %+v %+v", h1, h2)
+	}
+}
+
+func TestNoEchoReflectsAtOnce(t *testing.T) {
+	srv := newFakeServer(t) // no CAP at all
+	s, rec := startSession(t, srv, nil, nil)
+	ctx := context.Background()
+	_ = s.JoinRoom(ctx, "#n%127.0.0.1", "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined("#n%127.0.0.1"))
+	if _, err := s.Send(ctx, &core.Message{Contact: "#n%127.0.0.1", Groupchat: true, Body: "hi", XMPPID: "q"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.message(t, "reflection", func(m *core.Message) bool { return m.XMPPID == "q" && m.Body == "hi" })
+	if m := c.expect(t, "PRIVMSG"); m.HasTag("label") {
+		t.Error("label sent without labeled-response")
+	}
+	// Without labels, a refusal is matched by target.
+	c.send(":irc.fake 404 me #n :Cannot send to channel (+m)")
+	f := rec.next(t, "failure", func(ev any) bool { _, ok := ev.(recFailed); return ok }).(recFailed)
+	if f.contact != "#n%127.0.0.1" || !strings.Contains(errorText(f.err), "+m") {
+		t.Errorf("failure %+v", f)
+	}
+}
+
+func TestReconnectRejoins(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	srv.names["#r"] = "stays!s@h goes!g@h"
+	s, rec := startSession(t, srv, nil, nil)
+	const room = "#r%127.0.0.1"
+	_ = s.JoinRoom(context.Background(), room, "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+	srv.names["#r"] = "stays!s@h comes!c@h"
+	c.close()
+	rec.message(t, "disconnected notice", func(m *core.Message) bool {
+		return m.Nick == "" && strings.HasPrefix(m.Body, "Disconnected from IRC") && strings.Contains(m.Body, "reconnecting")
+	})
+	rec.next(t, "transient failure", func(ev any) bool { st, ok := ev.(recState); return ok && st.st == core.StateTransientFail })
+	// A message sent meanwhile waits for the channel.
+	sent := make(chan error, 1)
+	go func() {
+		_, err := s.Send(context.Background(), &core.Message{Contact: room, Groupchat: true, Body: "during the outage", XMPPID: "o1"})
+		sent <- err
+	}()
+	c2 := srv.nextConn()
+	c2.expect(t, "JOIN")
+	if m := c2.expect(t, "PRIVMSG"); m.Params[1] != "during the outage" {
+		t.Errorf("after the rejoin: %v", m.Params)
+	}
+	if err := <-sent; err != nil {
+		t.Errorf("Send during the outage: %v", err)
+	}
+	rec.next(t, "goes left", func(ev any) bool { l, ok := ev.(recLeft); return ok && l.nick == "goes" })
+	rec.next(t, "comes joined", func(ev any) bool { p, ok := ev.(recPresence); return ok && p.o.Nick == "comes" })
+	rec.message(t, "reconnected notice", func(m *core.Message) bool { return m.Nick == "" && m.Body == "Reconnected to IRC" })
+	rec.next(t, "connected", func(ev any) bool { st, ok := ev.(recState); return ok && st.st == core.StateConnected })
+}
+
+func TestPingTimeout(t *testing.T) {
+	srv := newFakeServer(t)
+	s, rec := startSession(t, srv, nil, map[string]string{dPingInterval: "150ms", dPingTimeout: "150ms"})
+	_ = s.JoinRoom(context.Background(), "#p%127.0.0.1", "me", "")
+	c := srv.nextConn()
+	c.quiet = true
+	rec.next(t, "joined", isJoined("#p%127.0.0.1"))
+	start := time.Now()
+	c.expect(t, "PING")
+	rec.message(t, "ping timeout", func(m *core.Message) bool { return strings.Contains(m.Body, "ping timeout") })
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("timeout noticed after %v", d)
+	}
+	srv.nextConn() // and back
+}
+
+func TestFloodControl(t *testing.T) {
+	srv := newFakeServer(t)
+	s, rec := startSession(t, srv, nil, map[string]string{dFloodBurst: "3", dFloodRate: "20"})
+	ctx := context.Background()
+	_ = s.JoinRoom(ctx, "#f%127.0.0.1", "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined("#f%127.0.0.1"))
+	time.Sleep(200 * time.Millisecond) // the JOIN's token comes back
+	if _, err := s.Send(ctx, &core.Message{Contact: "#f%127.0.0.1", Groupchat: true, Body: strings.Repeat("line\n", 13)}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := 0; i < 13; i++ {
+		c.expect(t, "PRIVMSG")
+	}
+	// 3 at once, then 10 at 20/s: about 0.5 s.
+	if d := time.Since(start); d < 400*time.Millisecond || d > 2*time.Second {
+		t.Errorf("13 lines with burst 3 and rate 20/s took %v", d)
+	}
+}
+
+func TestServerRefusals(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	s, rec := startSession(t, srv, nil, nil)
+	ctx := context.Background()
+	// Not an allowed server.
+	_ = s.JoinRoom(ctx, "#x%irc.elsewhere.example", "me", "")
+	e := rec.next(t, "not allowed", func(ev any) bool { _, ok := ev.(recError); return ok }).(recError)
+	var ce *core.Error
+	if !errors.As(e.err, &ce) || ce.Condition != stanza.NotAllowed || !strings.Contains(ce.Text, "irc.elsewhere.example") {
+		t.Errorf("error = %v", e.err)
+	}
+	// A banned channel.
+	srv.banned["#closed"] = true
+	_ = s.JoinRoom(ctx, "#ok%127.0.0.1", "me", "")
+	srv.nextConn()
+	rec.next(t, "joined", isJoined("#ok%127.0.0.1"))
+	_ = s.JoinRoom(ctx, "#closed%127.0.0.1", "me", "")
+	e = rec.next(t, "banned", func(ev any) bool { x, ok := ev.(recError); return ok && x.room == "#closed%127.0.0.1" }).(recError)
+	if !errors.As(e.err, &ce) || ce.Condition != stanza.Forbidden {
+		t.Errorf("banned: %v", e.err)
+	}
+}
+
+// secretRecorder is a recorder whose sink offers sealed state, as core's
+// does when it implements core.SecretSink.
+type secretRecorder struct {
+	*recorder
+	secrets *memStore
+}
+
+func (r secretRecorder) Secrets() core.StateStore { return r.secrets }
+
+func submit(vals map[string]string) *registration.Submission {
+	raw := map[string][]string{}
+	for k, v := range vals {
+		raw[k] = []string{v}
+	}
+	return &registration.Submission{Form: true, Raw: raw}
+}
+
+// TestConfigureNetwork runs the "Configure network" command: settings go
+// to the account state, the password to the sealed state, and the next
+// connection to that network uses them.
+func TestConfigureNetwork(t *testing.T) {
+	srv := newFakeServer(t, "sasl", "echo-message")
+	srv.sasl = "netpass"
+	rec := newRecorder(t)
+	sr := secretRecorder{recorder: rec, secrets: &memStore{m: map[string]string{}}}
+	tr := New()
+	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv.port()), dTLS: "false", dReconnectMin: "50ms"}
+	s := tr.NewSession(&core.Account{ID: 1, JID: "cfg@a.test", Defaults: d}, sr).(*session)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); <-s.done }()
+	go s.Run(ctx)
+
+	acct := &store.Account{ID: 1, JID: "cfg@a.test"}
+	run := func(stage int, state any, vals map[string]string) *core.CommandResponse {
+		req := &core.CommandRequest{Account: acct, Stage: stage, State: state}
+		if vals != nil {
+			req.Form = submit(vals)
+		}
+		resp := tr.configureNetwork(ctx, req)
+		if resp.Err != nil {
+			t.Fatalf("stage %d: %v", stage, resp.Err)
+		}
+		return resp
+	}
+	run(0, nil, nil)
+	r1 := run(1, nil, map[string]string{fNetwork: "127.0.0.1"})
+	if r1.State != "127.0.0.1" || r1.Form == nil {
+		t.Fatalf("stage 1: %+v", r1)
+	}
+	run(2, "127.0.0.1", map[string]string{fNick: "cfgnick", fAutojoin: "#a, #b", fAuth: authSASL, fPassword: "netpass", fTLS: "default"})
+	if v, _, _ := sr.secrets.Get(ctx, netPasswordKey("127.0.0.1")); v != "netpass" {
+		t.Errorf("sealed password = %q", v)
+	}
+	if v, _, _ := rec.store.Get(ctx, netStateKey("127.0.0.1")); strings.Contains(v, "netpass") || !strings.Contains(v, "cfgnick") {
+		t.Errorf("account state = %q", v)
+	}
+	// The next connection: SASL with the stored password, the nick, the
+	// channels.
+	_ = s.JoinRoom(ctx, "#a%127.0.0.1", "ignored", "")
+	c := srv.nextConn()
+	if !c.caps["sasl"] || c.nick != "cfgnick" {
+		t.Errorf("caps %v nick %q: the network's nick overrides the room's", c.caps, c.nick)
+	}
+	rec.next(t, "joined", isJoined("#a%127.0.0.1"))
+
+	// A new session reads it all back from the stores.
+	s2 := tr.NewSession(&core.Account{ID: 1, JID: "cfg@a.test", Defaults: d}, sr).(*session)
+	s2.ctx = ctx
+	s2.loadNetConfig(ctx)
+	if cfg := s2.configFor("127.0.0.1"); cfg.nick != "cfgnick" || cfg.password != "netpass" || cfg.auth != authSASL || len(cfg.autojoin) != 2 {
+		t.Errorf("config after reload: %+v", cfg)
+	}
+}

@@ -1,0 +1,210 @@
+package irc
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/ergochat/irc-go/ircfmt"
+	"golang.org/x/text/encoding/charmap"
+)
+
+// Text from IRC to XMPP: bytes of unknown encoding, with formatting codes.
+// XMPP wants valid UTF-8 without the control characters XML 1.0 cannot
+// carry (encoding/xml would turn them into U+FFFD on output).
+
+// decodeIRC returns s as UTF-8: unchanged when it is valid UTF-8, else
+// decoded as Windows-1252 (a superset of ISO-8859-1 for printable
+// characters, which is what non-UTF-8 IRC clients send in practice).
+func decodeIRC(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	out, err := charmap.Windows1252.NewDecoder().String(s)
+	if err != nil || !utf8.ValidString(out) {
+		return strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return out
+}
+
+// cleanText makes text from IRC fit for XMPP: tabs become spaces, every
+// other control character (C0, DEL, C1) and the code points XML cannot
+// carry are dropped, and invalid UTF-8 shows as U+FFFD.
+func cleanText(s string) string {
+	ok := true
+	for _, r := range s {
+		if !printable(r) || r == utf8.RuneError {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteRune('\uFFFD')
+		case r == '\t':
+			b.WriteByte(' ')
+		case printable(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// cleanOut drops from XMPP text what must not reach an IRC line: every
+// control character but tab (CR, LF and NUL included).
+func cleanOut(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || printable(r) {
+			return r
+		}
+		return -1
+	}, s)
+}
+
+// plainText is IRC text for places without styling (nicks, reasons,
+// topics): decoded, formatting codes stripped, cleaned.
+func plainText(s string) string {
+	return cleanText(ircfmt.Strip(decodeIRC(s)))
+}
+
+// styledText is an IRC message body for XMPP: bold, italic, strikethrough
+// and monospace become XEP-0393 styling (*bold*, _italic_, ~strike~,
+// `mono`); colours, underline and reverse are dropped.
+func styledText(s string) string {
+	s = decodeIRC(s)
+	if !strings.ContainsAny(s, "\x02\x03\x0f\x11\x16\x1d\x1e\x1f") {
+		return cleanText(s)
+	}
+	type style struct{ bold, italic, strike, mono bool }
+	var (
+		b      strings.Builder
+		chunks []ircfmt.FormattedSubstring
+	)
+	// Merge neighbours whose styling (colours aside) is the same, so a
+	// colour change inside a bold word does not close and reopen it.
+	for _, c := range ircfmt.Split(s) {
+		if n := len(chunks); n > 0 {
+			p := &chunks[n-1]
+			if p.Bold == c.Bold && p.Italic == c.Italic && p.Strikethrough == c.Strikethrough && p.Monospace == c.Monospace {
+				p.Content += c.Content
+				continue
+			}
+		}
+		chunks = append(chunks, c)
+	}
+	for _, c := range chunks {
+		st := style{c.Bold, c.Italic, c.Strikethrough, c.Monospace}
+		text := cleanText(c.Content)
+		if st == (style{}) {
+			b.WriteString(text)
+			continue
+		}
+		// XEP-0393: an opening directive must be followed, and a closing one
+		// preceded, by a non-space; keep surrounding spaces outside.
+		core := strings.TrimSpace(text)
+		if core == "" {
+			b.WriteString(text)
+			continue
+		}
+		lead := text[:strings.Index(text, core)]
+		trail := text[len(lead)+len(core):]
+		var open, close string
+		if st.bold {
+			open, close = open+"*", "*"+close
+		}
+		if st.italic {
+			open, close = open+"_", "_"+close
+		}
+		if st.strike {
+			open, close = open+"~", "~"+close
+		}
+		if st.mono {
+			open, close = open+"`", "`"+close
+		}
+		b.WriteString(lead)
+		b.WriteString(open)
+		b.WriteString(core)
+		b.WriteString(close)
+		b.WriteString(trail)
+	}
+	return b.String()
+}
+
+// Text from XMPP to IRC.
+
+// oneLine makes s fit in one IRC parameter: line breaks and other control
+// characters become spaces (NUL is dropped), runs of them collapse, and
+// the ends are trimmed. Used for topics, reasons and the like.
+func oneLine(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	var b strings.Builder
+	b.Grow(len(s))
+	space := false
+	for _, r := range s {
+		switch {
+		case r == 0:
+			continue
+		case r == '\t' || r == ' ' || !printable(r):
+			space = true
+			continue
+		}
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// bodyLines splits an XMPP body into the lines of text it holds (CR LF,
+// CR and LF all end a line; the XML decoder turns &#13; into a real CR),
+// dropping empty ones and cleaning each of control characters but tab.
+func bodyLines(body string) []string {
+	body = strings.ToValidUTF8(body, "\uFFFD")
+	body = strings.ReplaceAll(body, "\r\n", "\n")
+	body = strings.ReplaceAll(body, "\r", "\n")
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		l = strings.TrimRight(cleanOut(l), " \t")
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// splitText cuts text into pieces of at most max bytes, on UTF-8
+// boundaries, preferring to cut after a space in the last quarter of a
+// piece. max must be at least utf8.UTFMax.
+func splitText(text string, max int) []string {
+	if max < utf8.UTFMax {
+		max = utf8.UTFMax
+	}
+	var out []string
+	for len(text) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		if sp := strings.LastIndexByte(text[:cut], ' '); sp > cut*3/4 {
+			cut = sp + 1
+		}
+		if cut == 0 {
+			cut = max // not UTF-8 after all; cut anywhere rather than loop
+		}
+		out = append(out, text[:cut])
+		text = text[cut:]
+	}
+	if text != "" {
+		out = append(out, text)
+	}
+	return out
+}

@@ -1,0 +1,165 @@
+package irc
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/ergochat/irc-go/ircmsg"
+)
+
+func TestStyledText(t *testing.T) {
+	for i, tc := range []struct{ in, want string }{
+		0:  {"plain", "plain"},
+		1:  {"\x02bold\x02 text", "*bold* text"},
+		2:  {"\x1ditalic\x1d", "_italic_"},
+		3:  {"\x02\x1dboth\x0f!", "*_both_*!"},
+		4:  {"\x0304red\x03 and \x0302,08blue", "red and blue"},
+		5:  {"\x02 spaced \x02x", " *spaced* x"},
+		6:  {"\x02\x0304bo\x0303ld\x02", "*bold*"}, // colour change inside bold
+		7:  {"\x1estrike\x1e \x11mono\x11", "~strike~ `mono`"},
+		8:  {"\x1funder\x1f\x16rev", "underrev"},
+		9:  {"caf\xe9", "café"},            // Windows-1252 / Latin-1 fallback
+		10: {"\x93quoted\x94", "“quoted”"}, // Windows-1252
+		11: {"a\x00b\x07c\x7fd", "abcd"},
+		12: {"tab\there", "tab here"},
+		13: {"\x02\x02", ""},
+		14: {"x\uFFFEy\uFFFF", "xy"},
+	} {
+		if got := styledText(tc.in); got != tc.want {
+			t.Errorf("%d: styledText(%q) = %q, want %q", i, tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestBodyLinesAndSplit(t *testing.T) {
+	got := bodyLines("one\r\ntwo\rthree\n\n  \nfour\x00\x01 ")
+	want := []string{"one", "two", "three", "four"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("bodyLines = %q, want %q", got, want)
+	}
+	text := strings.Repeat("héllo wörld ", 100)
+	pieces := splitText(text, 100)
+	if strings.Join(pieces, "") != text {
+		t.Fatal("splitText lost text")
+	}
+	for _, p := range pieces {
+		if len(p) > 100 || !utf8.ValidString(p) {
+			t.Errorf("piece %q: %d bytes, valid UTF-8 %v", p, len(p), utf8.ValidString(p))
+		}
+	}
+	if oneLine("a\r\nQUIT :x\x00\tb ") != "a QUIT :x b" {
+		t.Errorf("oneLine = %q", oneLine("a\r\nQUIT :x\x00\tb "))
+	}
+}
+
+func TestTextMessagesFit(t *testing.T) {
+	me := self{nick: "somebody", user: "~some", host: "very.long.host.name.example.org"}
+	body := "first line\n/me waves\n" + strings.Repeat("ü", 700) + "\r\nQUIT :bye"
+	msgs, err := textMessages("PRIVMSG", "#chan", body, me)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, m := range msgs {
+		b, err := serialize(m)
+		if err != nil {
+			t.Fatalf("serialize %v: %v", m, err)
+		}
+		relayed := ":" + me.nick + "!" + me.user + "@" + me.host + " " + string(b)
+		if len(relayed) > 512 {
+			t.Errorf("relayed line is %d bytes", len(relayed))
+		}
+		back, err := ircmsg.ParseLine(string(b))
+		if err != nil || back.Command != "PRIVMSG" || back.Params[0] != "#chan" {
+			t.Errorf("line %q parses as %v %v", b, back, err)
+		}
+		texts = append(texts, back.Params[1])
+	}
+	if texts[0] != "first line" || texts[1] != "\x01ACTION waves\x01" || texts[len(texts)-1] != "QUIT :bye" {
+		t.Errorf("texts = %q", texts)
+	}
+	if n := len(texts); n < 5 {
+		t.Errorf("1400 bytes of ü in %d lines", n)
+	}
+}
+
+func TestAddresses(t *testing.T) {
+	for i, tc := range []struct {
+		in   string
+		kind addrKind
+		name string
+		srv  string
+		err  bool
+	}{
+		0:  {in: "#chan%irc.example.org", kind: kindChannel, name: "#chan", srv: "irc.example.org"},
+		1:  {in: "#50%off%irc.example.org", kind: kindChannel, name: "#50%off", srv: "irc.example.org"},
+		2:  {in: "nick%IRC.Example.org", kind: kindNick, name: "nick", srv: "irc.example.org"},
+		3:  {in: "irc.example.org", kind: kindServer, srv: "irc.example.org"},
+		4:  {in: "#chan", kind: kindChannel, name: "#chan"},
+		5:  {in: "&local%127.0.0.1", kind: kindChannel, name: "&local", srv: "127.0.0.1"},
+		6:  {in: "+modeless%127.0.0.1", err: true}, // '+' is not a channel by default, nor a nick
+		7:  {in: "#a b%x.org", err: true},
+		8:  {in: "ni ck%x.org", err: true},
+		9:  {in: "%x.org", err: true},
+		10: {in: "#chan%bad_host!", err: true},
+		11: {in: "#chan%", err: true},
+		12: {in: "[m]%x.org", kind: kindNick, name: "[m]", srv: "x.org"},
+		13: {in: "#c\r\nQUIT%x.org", err: true},
+	} {
+		a, err := parseAddress(tc.in, nil)
+		if (err != nil) != tc.err {
+			t.Errorf("%d: parseAddress(%q) error %v, want error %v", i, tc.in, err, tc.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		if a.kind != tc.kind || a.name != tc.name || a.server != tc.srv {
+			t.Errorf("%d: parseAddress(%q) = %+v", i, tc.in, a)
+		}
+	}
+	// The server's CHANTYPES decide.
+	a, err := parseAddress("+modeless%irc2.test", func(string) string { return "#&+" })
+	if err != nil || a.kind != kindChannel {
+		t.Errorf("with CHANTYPES #&+: %+v %v", a, err)
+	}
+	// Escaping round trip: &chan needs \26.
+	tr := New()
+	l := tr.Localpart("&chan's%x.org")
+	if l != `\26chan\27s%x.org` {
+		t.Errorf("Localpart = %q", l)
+	}
+	if back, err := tr.Address(l); err != nil || back != "&chan's%x.org" {
+		t.Errorf("Address(%q) = %q, %v", l, back, err)
+	}
+}
+
+func TestCheckOptions(t *testing.T) {
+	if err := checkOptions(map[string]string{dAllowedServers: "irc.libera.chat, *.oftc.net 127.0.0.1", dFloodRate: "0.5", dPingInterval: "90s"}); err != nil {
+		t.Errorf("good defaults refused: %v", err)
+	}
+	err := checkOptions(map[string]string{dAllowedServers: "irc libera!", dPort: "99999", dTLS: "maybe", dFloodBurst: "0", dReconnectMax: "soon"})
+	for _, key := range []string{dAllowedServers, dPort, dTLS, dFloodBurst, dReconnectMax} {
+		if err == nil || !strings.Contains(err.Error(), "defaults."+key) {
+			t.Errorf("no error naming %s: %v", key, err)
+		}
+	}
+}
+
+func TestRedactLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"AUTHENTICATE Zm9vAGZvbwBiYXI=":        "AUTHENTICATE <redacted>",
+		"AUTHENTICATE PLAIN":                   "AUTHENTICATE PLAIN",
+		"PRIVMSG NickServ :REGISTER pw a@b.c":  "PRIVMSG NickServ :<redacted>",
+		"PRIVMSG nickserv :identify secret":    "PRIVMSG nickserv :<redacted>",
+		"NS IDENTIFY secret":                   "NS <redacted>",
+		"PASS hunter2":                         "PASS <redacted>",
+		"PRIVMSG #chan :hello":                 "PRIVMSG #chan :hello",
+		"@label=t1 PRIVMSG Q@CServe :AUTH x y": "@label=t1 PRIVMSG Q@CServe :AUTH x y",
+	} {
+		if got := redactLine(in); got != want {
+			t.Errorf("redactLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
