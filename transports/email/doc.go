@@ -12,7 +12,8 @@
 // keepalive (9 minutes) IDLE is ended for a NOOP, which both restarts IDLE
 // well before RFC 2177's 29 minutes and proves the socket alive; every
 // command is bounded by a timeout that closes the connection. Other
-// watched folders are checked with STATUS every poll_interval. Connection
+// watched folders are checked with STATUS every poll_interval; after one
+// of them was selected, the first folder is synced again. Connection
 // failures retry with jittered exponential backoff (1 s to 5 min) and show
 // as a transient failure; a refused login shows as bad credentials and
 // ends Run.
@@ -45,6 +46,23 @@
 // Attachments (attach.go) are links on the gateway's HTTP listener, sealed
 // with an HMAC and expiring, that fetch the part from IMAP on demand: no
 // copy is kept. XEP-0363 upload is not done.
+//
+// The user's own mail and correspondents (sent.go; with core's
+// ContactSink). The Sent folder (SPECIAL-USE \Sent, else "Sent" and the
+// like) is watched on the same connection, without a second IDLE: STATUS
+// on every turn of the loop (the IDLE waking for new mail, a read marker,
+// the keepalive) and at least every poll_interval, so a mail written in
+// another client reaches the XMPP clients as a sent carbon within
+// poll_interval (60 s by default) of landing in Sent, sooner when mail
+// comes in. Its contact is the first To/Cc address but the user's (mails
+// written over a week ago, imports, are not shown), its thread the one
+// the same mail would have coming in, its LegacyID "sent:UIDVALIDITY:UID"
+// ("sentuid:<folder>" keeps the position, from UIDNEXT on first sight);
+// the gateway's own copies are recognised by their Message-ID
+// (ownMessageID) and not shown again. Once per account, the senders of
+// the last 50 mails of INBOX (lists and automatic mail left out) and the
+// recipients of the last 50 of Sent become contacts, most recent first,
+// 30 at most (state "contacts").
 //
 // Sending (Session.Send): a text/plain UTF-8 quoted-printable mail from
 // the registered address over SMTP submission, then a copy appended to the

@@ -54,9 +54,12 @@ type attachmentPart struct {
 
 // parsedMail is what the gateway takes from a mail.
 type parsedMail struct {
-	From       string // bare address a JID can carry, or unknownSender
-	Nick       string // display name of From
-	RawFrom    string // From as written, when From is unknownSender
+	From    string // bare address a JID can carry, or unknownSender
+	Nick    string // display name of From
+	RawFrom string // From as written, when From is unknownSender
+	// Recipients are the addresses of To, then Cc, then Bcc that a JID
+	// can carry, with their display names (at most maxRecipients).
+	Recipients []correspondent
 	Subject    string
 	Date       time.Time
 	MessageID  string
@@ -129,6 +132,7 @@ func (pm *parsedMail) header(h mail.Header) {
 			pm.Nick = pm.RawFrom
 		}
 	}
+	pm.Recipients = recipients(h, "To", "Cc", "Bcc")
 	if d, err := h.Date(); err == nil && !d.IsZero() {
 		pm.Date = d
 	}
@@ -140,6 +144,38 @@ func (pm *parsedMail) header(h mail.Header) {
 			pm.References = append(pm.References, id)
 		}
 	}
+}
+
+// correspondent is an address a mail was exchanged with.
+type correspondent struct {
+	Address string // as contactAddress returns it
+	Name    string // display name, one line, at most maxNick bytes
+}
+
+// maxRecipients is the most recipients taken from one mail.
+const maxRecipients = 50
+
+// recipients returns the addresses of the header fields, in order, without
+// repeats.
+func recipients(h mail.Header, keys ...string) []correspondent {
+	var out []correspondent
+	seen := map[string]bool{}
+	for _, k := range keys {
+		list, _ := h.AddressList(k)
+		for _, a := range list {
+			addr, ok := contactAddress(a.Address)
+			if !ok || seen[addr] || len(out) >= maxRecipients {
+				continue
+			}
+			seen[addr] = true
+			name := oneLine(a.Name, maxNick)
+			if strings.EqualFold(name, addr) {
+				name = ""
+			}
+			out = append(out, correspondent{Address: addr, Name: name})
+		}
+	}
+	return out
 }
 
 // maxRefs is the most References kept from a mail and written into one.

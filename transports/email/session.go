@@ -158,10 +158,14 @@ type folderState struct {
 	name     string
 	validity uint32
 	next     imap.UID
+	count    uint32 // messages in it (set by examineFolder)
 }
 
 // serve runs one connection: log in, deliver what arrived meanwhile, then
-// IDLE (or poll) until something happens, and again.
+// IDLE (or poll) until something happens, and again. The Sent folder and
+// the folders beyond the first are looked at on the same connection
+// (sent.go); the first folder is synced again after one of them was
+// selected, so that nothing that arrived meanwhile waits for the next turn.
 func (s *session) serve(ctx context.Context, st *settings) error {
 	c, err := dialIMAP(ctx, st, s.trace("imap"), s.onMailbox)
 	if err != nil {
@@ -173,16 +177,35 @@ func (s *session) serve(ctx context.Context, st *settings) error {
 		return err
 	}
 	s.sink.State(core.StateConnected, "")
-	s.log.Debug("mailbox connected", "folder", main.name, "idle", hasIdle(c) && !st.NoIdle)
+	// The Sent folder is looked at first (STATUS; the first time, that
+	// is where showing the mails filed there starts).
+	sent := s.sentFolder(ctx, c, st)
+	if sent != "" {
+		if other, err := s.checkSent(ctx, c, st, sent); err != nil {
+			return err
+		} else if other {
+			if main, err = s.selectFolder(ctx, c, st.Folders[0]); err != nil {
+				return err
+			}
+		}
+	}
+	s.log.Debug("mailbox connected", "folder", main.name, "idle", hasIdle(c) && !st.NoIdle, "sent", sent)
 	if err := s.syncFolder(ctx, c, st, main, true); err != nil {
 		return err
 	}
+	if other, err := s.harvest(ctx, c, st, sent); err != nil {
+		return err
+	} else if other {
+		if main, err = s.resync(ctx, c, st); err != nil {
+			return err
+		}
+	}
 	idle := hasIdle(c) && !st.NoIdle
 	// Polling: the only way to see new mail without IDLE, and how the
-	// folders beyond the first are watched. An IDLE on one folder needs
-	// none.
+	// Sent folder and the folders beyond the first are watched. An IDLE
+	// on one folder, without Sent, needs none.
 	var pollC <-chan time.Time
-	if !idle || len(st.Folders) > 1 {
+	if !idle || len(st.Folders) > 1 || sent != "" {
 		poll := time.NewTicker(st.Poll)
 		defer poll.Stop()
 		pollC = poll.C
@@ -226,35 +249,58 @@ func (s *session) serve(ctx context.Context, st *settings) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		other := false // another folder was selected
 		if op != nil {
 			err := s.runOp(ctx, c, st, main, op)
 			op.done <- err
 			if err != nil && !isIMAPNo(err) {
 				return err
 			}
-			if op.folder != main.name {
-				if main, err = s.selectFolder(ctx, c, st.Folders[0]); err != nil {
-					return err
-				}
-			}
+			other = op.folder != main.name
 		}
 		if alive || !idle {
 			if err := timed(ctx, c, cmdTimeout, func() error { return c.Noop().Wait() }); err != nil {
 				return imapTransient("keepalive", err)
 			}
 		}
+		if other {
+			if main, err = s.selectFolder(ctx, c, st.Folders[0]); err != nil {
+				return err
+			}
+			other = false
+		}
 		if err := s.syncFolder(ctx, c, st, main, false); err != nil {
 			return err
+		}
+		if sent != "" {
+			sel, err := s.checkSent(ctx, c, st, sent)
+			if err != nil {
+				return err
+			}
+			other = other || sel
 		}
 		if polled && len(st.Folders) > 1 {
 			if err := s.pollFolders(ctx, c, st); err != nil {
 				return err
 			}
-			if main, err = s.selectFolder(ctx, c, st.Folders[0]); err != nil {
+			other = true
+		}
+		if other {
+			if main, err = s.resync(ctx, c, st); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// resync selects the first folder again and delivers what arrived in it
+// while another one was selected.
+func (s *session) resync(ctx context.Context, c *imapclient.Client, st *settings) (folderState, error) {
+	main, err := s.selectFolder(ctx, c, st.Folders[0])
+	if err != nil {
+		return main, err
+	}
+	return main, s.syncFolder(ctx, c, st, main, false)
 }
 
 func isIMAPNo(err error) bool {
@@ -346,7 +392,12 @@ func uidKey(folder string) string { return "uid:" + folder }
 
 // loadUID returns the stored UIDVALIDITY and last delivered UID of a folder.
 func (s *session) loadUID(ctx context.Context, folder string) (uint32, imap.UID, bool, error) {
-	v, ok, err := s.sink.Store().Get(ctx, uidKey(folder))
+	return s.loadPos(ctx, uidKey(folder))
+}
+
+// loadPos reads a "UIDVALIDITY UID" state value.
+func (s *session) loadPos(ctx context.Context, key string) (uint32, imap.UID, bool, error) {
+	v, ok, err := s.sink.Store().Get(ctx, key)
 	if err != nil || !ok {
 		return 0, 0, false, err
 	}
@@ -360,7 +411,11 @@ func (s *session) loadUID(ctx context.Context, folder string) (uint32, imap.UID,
 }
 
 func (s *session) storeUID(ctx context.Context, folder string, uv uint32, uid imap.UID) error {
-	return s.sink.Store().Set(ctx, uidKey(folder), fmt.Sprintf("%d %d", uv, uid))
+	return s.storePos(ctx, uidKey(folder), uv, uid)
+}
+
+func (s *session) storePos(ctx context.Context, key string, uv uint32, uid imap.UID) error {
+	return s.sink.Store().Set(ctx, key, fmt.Sprintf("%d %d", uv, uid))
 }
 
 // syncFolder delivers the mails of the selected folder that arrived since
@@ -478,6 +533,26 @@ func (s *session) toMessage(ctx context.Context, st *settings, fs folderState, u
 	if err != nil {
 		return nil, err
 	}
+	m := &core.Message{
+		Contact:  pm.From,
+		Nick:     pm.Nick,
+		Subject:  pm.Subject,
+		Thread:   thread,
+		Time:     mailTime(pm, internal),
+		LegacyID: legacyID(fs.name, fs.validity, uid),
+		Normal:   st.Normal,
+	}
+	prefix := ""
+	if !strings.EqualFold(fs.name, "INBOX") {
+		prefix = "[" + fs.name + "]\n"
+	}
+	m.Body, m.Attachments = s.mailText(st, fs, uid, pm, prefix)
+	return m, nil
+}
+
+// mailTime is when a mail was written: its Date, else (missing, or more
+// than a day ahead) when the server got it, else now.
+func mailTime(pm *parsedMail, internal time.Time) time.Time {
 	when := pm.Date
 	if when.IsZero() || when.After(time.Now().Add(24*time.Hour)) {
 		when = internal
@@ -485,23 +560,18 @@ func (s *session) toMessage(ctx context.Context, st *settings, fs folderState, u
 	if when.IsZero() {
 		when = time.Now()
 	}
-	m := &core.Message{
-		Contact:  pm.From,
-		Nick:     pm.Nick,
-		Subject:  pm.Subject,
-		Body:     pm.Body,
-		Thread:   thread,
-		Time:     when,
-		LegacyID: legacyID(fs.name, fs.validity, uid),
-		Normal:   st.Normal,
-	}
-	if !strings.EqualFold(fs.name, "INBOX") {
-		m.Body = "[" + fs.name + "]\n" + m.Body
-	}
+	return when
+}
+
+// mailText is the text shown for a mail: its body after prefix, then a
+// line (with a link) per attachment; never empty.
+func (s *session) mailText(st *settings, fs folderState, uid imap.UID, pm *parsedMail, prefix string) (string, []core.Attachment) {
+	body := prefix + pm.Body
+	var atts []core.Attachment
 	var lines []string
 	for _, p := range pm.Parts {
 		url := s.t.attachmentURL(s, st, fs, uid, p)
-		m.Attachments = append(m.Attachments, core.Attachment{Name: p.Name, Type: p.Type, Size: p.Size, URL: url})
+		atts = append(atts, core.Attachment{Name: p.Name, Type: p.Type, Size: p.Size, URL: url})
 		line := fmt.Sprintf("📎 %s (%s, %s)", p.Name, p.Type, humanSize(p.Size))
 		if url != "" {
 			line += ": " + url
@@ -509,12 +579,12 @@ func (s *session) toMessage(ctx context.Context, st *settings, fs folderState, u
 		lines = append(lines, line)
 	}
 	if len(lines) > 0 {
-		m.Body = strings.TrimSpace(m.Body + "\n\n" + strings.Join(lines, "\n"))
+		body = strings.TrimSpace(body + "\n\n" + strings.Join(lines, "\n"))
 	}
-	if strings.TrimSpace(m.Body) == "" {
-		m.Body = "[no text]"
+	if strings.TrimSpace(body) == "" {
+		body = "[no text]"
 	}
-	return m, nil
+	return body, atts
 }
 
 func humanSize(n int64) string {
