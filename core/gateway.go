@@ -153,8 +153,18 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); g.outbox.run(ctx) }()
+	// The outbox stops first, finishing the batch it is sending (and its
+	// confirmation) while the links are still up; then the components go.
+	octx, ocancel := context.WithCancel(context.Background())
+	odone := make(chan struct{})
+	go func() { defer wg.Done(); defer close(odone); g.outbox.run(octx) }()
 	<-ctx.Done()
+	ocancel()
+	select {
+	case <-odone:
+	case <-time.After(20 * time.Second):
+		g.log.Warn("the outbox did not stop within 20s")
+	}
 	g.mu.Lock()
 	for key, c := range g.components {
 		c.shutdown("")

@@ -225,6 +225,9 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 		sent[c] = append(sent[c], it.ID)
 	}
 	for c, ids := range sent {
+		// A batch already written is confirmed and recorded even when the
+		// gateway is stopping, or it would be sent again after a restart.
+		ctx := context.WithoutCancel(ctx)
 		if err := c.confirm(ctx); err != nil {
 			c.log.Warn("server did not confirm delivery; will resend", "items", len(ids), "error", err)
 			continue
@@ -441,6 +444,8 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	legacyID, err := live.s.Send(sctx, &m)
 	cancel()
+	// What the network took is recorded even if the gateway is stopping.
+	ctx = context.WithoutCancel(ctx)
 	switch {
 	case err == nil:
 		if legacyID != "" && m.XMPPID != "" {
