@@ -52,11 +52,16 @@ type outbox struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	// finished records, per conversation, the sequence number of its last
+	// completed send, so a list read before that completion is not used to
+	// send the same item again.
+	finished map[string]uint64
+	seq      uint64
 	sem      chan struct{}
 }
 
 func newOutbox(g *Gateway) *outbox {
-	return &outbox{g: g, wakeCh: make(chan struct{}, 1), inflight: map[string]bool{}, sem: make(chan struct{}, 16)}
+	return &outbox{g: g, wakeCh: make(chan struct{}, 1), inflight: map[string]bool{}, finished: map[string]uint64{}, sem: make(chan struct{}, 16)}
 }
 
 func (o *outbox) wake() {
@@ -371,6 +376,9 @@ func (c *component) confirm(ctx context.Context) error {
 
 // toLegacy hands due items to their sessions, one conversation at a time.
 func (o *outbox) toLegacy(ctx context.Context) {
+	o.mu.Lock()
+	readSeq := o.seq
+	o.mu.Unlock()
 	items, err := o.g.store.Due(ctx, store.ToLegacy, time.Now(), 200)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -381,10 +389,13 @@ func (o *outbox) toLegacy(ctx context.Context) {
 	for _, it := range items {
 		key := strconv.FormatInt(it.AccountID, 10) + "|" + it.Conversation
 		o.mu.Lock()
-		if o.inflight[key] {
+		if o.inflight[key] || o.finished[key] > readSeq {
+			// In flight, or finished after the list was read: the list is
+			// stale for this conversation (the wake that follows re-reads).
 			o.mu.Unlock()
 			continue
 		}
+		delete(o.finished, key)
 		o.inflight[key] = true
 		o.mu.Unlock()
 		select {
@@ -397,6 +408,8 @@ func (o *outbox) toLegacy(ctx context.Context) {
 				<-o.sem
 				o.mu.Lock()
 				delete(o.inflight, key)
+				o.seq++
+				o.finished[key] = o.seq
 				o.mu.Unlock()
 				o.wake()
 			}()
