@@ -53,7 +53,9 @@ func addressOf(local string) (string, error) {
 // address delivered to core: lower-cased, and one a JID can carry.
 func contactAddress(addr string) (string, bool) {
 	addr = strings.ToLower(strings.TrimSpace(addr))
-	if addr == "" || !headerSafe(addr) {
+	if addr == "" || !headerSafe(addr) || !validAddress(addr) {
+		// Only addresses the gateway can also write back to become
+		// contacts; the rest show as the unknown sender.
 		return "", false
 	}
 	if _, err := jidesc.EmailLocalpart(addr); err != nil {

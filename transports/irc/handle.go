@@ -225,6 +225,7 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 	src := msg.Nick()
 	notice := msg.Command == "NOTICE"
 	_, msgid := msg.GetTag("msgid")
+	msgid = safeMsgID(msgid)
 	when := serverTime(msg)
 	fromMe := n.isMe(src)
 
@@ -779,4 +780,18 @@ func (n *network) handleCap(p []string) {
 			delete(n.caps, tok)
 		}
 	}
+}
+
+// safeMsgID keeps a server's msgid tag only if it is a short run of
+// printable ASCII: it becomes a legacy ID and a stanza-id attribute.
+func safeMsgID(id string) string {
+	if len(id) == 0 || len(id) > 128 {
+		return ""
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= 0x20 || id[i] >= 0x7f {
+			return ""
+		}
+	}
+	return id
 }
