@@ -328,7 +328,18 @@ func isHTMLSpace(r rune) bool {
 
 // open owes a style marker to the next word; close writes it after the last
 // one, or forgets it when nothing was written in between.
-func (w *textWriter) open(m string) { w.opening += m }
+//
+// Markers pending before a word are capped: styling nested deeper than a
+// few levels says nothing, and an unbounded run of opening tags would make
+// each append copy an ever longer string (a mail of 400,000 <b><i> cost
+// gigabytes of allocation).
+func (w *textWriter) open(m string) {
+	if len(w.opening) < maxPendingMarkers {
+		w.opening += m
+	}
+}
+
+const maxPendingMarkers = 8
 
 func (w *textWriter) close(m string) {
 	if i := strings.LastIndex(w.opening, m); i >= 0 {

@@ -129,7 +129,7 @@ func (pm *parsedMail) header(h mail.Header) {
 	if pm.From == unknownSender {
 		pm.RawFrom = oneLine(h.Get("From"), 200)
 		if pm.Nick == "" {
-			pm.Nick = pm.RawFrom
+			pm.Nick = oneLine(pm.RawFrom, maxNick)
 		}
 	}
 	pm.Recipients = recipients(h, "To", "Cc", "Bcc")
