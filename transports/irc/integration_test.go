@@ -371,6 +371,11 @@ func TestRegistrationPersistence(t *testing.T) {
 		t.Fatal("the persistent session quit when the user went offline")
 	}
 	w.send("PRIVMSG", "#it-persist", "while you were away")
+	// Let the gateway take the line while the user is really away: a line
+	// that arrives after the user is back is live, not backlog.
+	if !w.quiet(500*time.Millisecond, cmdFrom("QUIT", "persist")) {
+		t.Fatal("the persistent session quit when the user went offline")
+	}
 
 	c = xmpptest.Dial(t, e.xmpp, "user25@b.test", false)
 	const room = "#it-persist%127.0.0.1@" + gwJID
