@@ -58,7 +58,14 @@ func contactAddress(addr string) (string, bool) {
 		// contacts; the rest show as the unknown sender.
 		return "", false
 	}
-	if _, err := jidesc.EmailLocalpart(addr); err != nil {
+	local, err := jidesc.EmailLocalpart(addr)
+	if err != nil {
+		return "", false
+	}
+	if back, err := addressOf(local); err != nil || back != addr {
+		// The JID's normalization (PRECIS) would change the address, e.g.
+		// a CJK compatibility ideograph into its unified form: an answer
+		// would go to another address.
 		return "", false
 	}
 	return addr, true

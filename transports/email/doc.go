@@ -93,8 +93,11 @@
 // (prefill the form); allow_plaintext = "true" (offer connections without
 // TLS); smtp_auth = "none" (submit without logging in, to a trusted relay);
 // discover = "false" (no SRV/host-name discovery); idle = "false" (poll
-// even where the server has IDLE); poll_interval,
-// attachment_ttl (Go durations); trace = "true" (wire trace at debug level,
+// even where the server has IDLE); poll_interval, imap_keepalive (30s to
+// 29m, default 9m), attachment_ttl (Go durations); tls_insecure_hosts
+// (comma-separated mail server host names whose certificates are not
+// verified: the operator's per-host opt-out; tls_insecure = "true" skips
+// verification everywhere and is for tests); trace = "true" (wire trace at debug level,
 // credentials included); folders, message_type, signature,
 // default_subject, save_sent (settings' defaults).
 package email

@@ -381,7 +381,10 @@ func (w *textWriter) link(l linkState) {
 		w.text(shown)
 		return
 	}
-	if norm(text) == norm(shown) || norm(text) == norm(l.href) {
+	// Only a text about as long as the URL can say it: comparing a long
+	// text (normalized, lower-cased copies) for every link is quadratic
+	// work on hostile HTML.
+	if len(text) <= 4*len(l.href)+64 && (norm(text) == norm(shown) || norm(text) == norm(l.href)) {
 		return
 	}
 	if w.breaks > 0 {

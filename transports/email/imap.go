@@ -44,14 +44,14 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 // (wrapping errAuth) for a refused login, remote-server-not-found for a
 // server that does not answer.
 func dialIMAP(ctx context.Context, st *settings, trace io.Writer, mailbox func(*imapclient.UnilateralDataMailbox)) (*imapclient.Client, error) {
-	conn, err := dialServer(ctx, "IMAP", st.IMAP, st.TLSInsecure)
+	conn, err := dialServer(ctx, "IMAP", st.IMAP, st.insecure(st.IMAP.Host))
 	if err != nil {
 		return nil, err
 	}
 	opts := &imapclient.Options{
 		DebugWriter: trace,
 		WordDecoder: wordDecoder,
-		TLSConfig:   tlsConfig(st.IMAP.Host, st.TLSInsecure),
+		TLSConfig:   tlsConfig(st.IMAP.Host, st.insecure(st.IMAP.Host)),
 	}
 	if mailbox != nil {
 		opts.UnilateralDataHandler = &imapclient.UnilateralDataHandler{Mailbox: mailbox}
@@ -85,6 +85,12 @@ func dialIMAP(ctx context.Context, st *settings, trace io.Writer, mailbox func(*
 		conn.Close()
 		if isTLSError(err) {
 			return nil, tlsError("IMAP", st.IMAP, err)
+		}
+		var ie *imap.Error
+		if st.IMAP.Security == secSTARTTLS && errors.As(err, &ie) {
+			// The server answered STARTTLS with NO or BAD: it does not
+			// offer TLS, and the password is never sent in clear instead.
+			return nil, core.WrapError(stanza.NotAcceptable, fmt.Sprintf("the IMAP server %s does not offer STARTTLS", st.IMAP.addr()), err)
 		}
 		return nil, core.WrapError(stanza.RemoteServerNotFound, fmt.Sprintf("the IMAP server %s does not answer as an IMAP server", st.IMAP.addr()), err)
 	}

@@ -210,7 +210,7 @@ func (s *session) serve(ctx context.Context, st *settings) error {
 		defer poll.Stop()
 		pollC = poll.C
 	}
-	ka := time.NewTimer(keepalive)
+	ka := time.NewTimer(st.Keepalive)
 	defer ka.Stop()
 	for {
 		var ic *imapclient.IdleCommand
@@ -230,7 +230,7 @@ func (s *session) serve(ctx context.Context, st *settings) error {
 			polled = true
 		case <-ka.C:
 			alive = true
-			ka.Reset(keepalive)
+			ka.Reset(st.Keepalive)
 		}
 		if ic != nil {
 			err := timed(ctx, c, cmdTimeout, func() error {

@@ -37,14 +37,16 @@ const (
 
 // Operator-only defaults (never in a form).
 const (
-	dAllowPlaintext = "allow_plaintext" // "true": offer security "plain" (no TLS)
-	dSMTPAuth       = "smtp_auth"       // "password" (default) or "none" (trusted relay)
-	dTrace          = "trace"           // "true": wire trace of IMAP and SMTP in the debug log, credentials included
-	dDiscover       = "discover"        // "false": no DNS/host-name discovery of servers
-	dPollInterval   = "poll_interval"   // Go duration: polling of servers without IDLE and of extra folders (default 60s)
-	dAttachmentTTL  = "attachment_ttl"  // Go duration: life of attachment links (default 720h)
-	dTLSInsecure    = "tls_insecure"    // "true": skip certificate verification (tests only)
-	dIdle           = "idle"            // "false": poll even where the server has IDLE (servers whose IDLE is broken)
+	dAllowPlaintext   = "allow_plaintext"    // "true": offer security "plain" (no TLS)
+	dSMTPAuth         = "smtp_auth"          // "password" (default) or "none" (trusted relay)
+	dTrace            = "trace"              // "true": wire trace of IMAP and SMTP in the debug log, credentials included
+	dDiscover         = "discover"           // "false": no DNS/host-name discovery of servers
+	dPollInterval     = "poll_interval"      // Go duration: polling of servers without IDLE and of extra folders (default 60s)
+	dAttachmentTTL    = "attachment_ttl"     // Go duration: life of attachment links (default 720h)
+	dTLSInsecure      = "tls_insecure"       // "true": skip certificate verification for every host (tests only)
+	dTLSInsecureHosts = "tls_insecure_hosts" // comma-separated host names whose certificates are not verified (the operator's per-host opt-out)
+	dIMAPKeepalive    = "imap_keepalive"     // Go duration, 30s to 29m: how often an idle IMAP connection is proven alive (default 9m)
+	dIdle             = "idle"               // "false": poll even where the server has IDLE (servers whose IDLE is broken)
 )
 
 // Security of a connection.
@@ -81,11 +83,20 @@ type settings struct {
 
 	AllowPlaintext bool
 	Trace          bool
-	TLSInsecure    bool
+	TLSInsecure    bool            // no certificate verified (tls_insecure)
+	InsecureHosts  map[string]bool // hosts whose certificates are not verified (tls_insecure_hosts)
+	Keepalive      time.Duration   // NOOP interval of an idle IMAP connection
 	Discover       bool
 	NoIdle         bool
 	Poll           time.Duration
 	AttachmentTTL  time.Duration
+}
+
+// insecure reports whether the certificate of host is not to be verified:
+// the operator opted out for every host (tls_insecure) or for this one
+// (tls_insecure_hosts).
+func (s *settings) insecure(host string) bool {
+	return s.TLSInsecure || s.InsecureHosts[strings.ToLower(strings.TrimSuffix(host, "."))]
 }
 
 // value returns the account's value for key, else the operator's default.
@@ -113,6 +124,7 @@ func parseSettings(values, defaults map[string]string) (*settings, error) {
 		DefaultSubject: oneLine(get(fDefaultSubject), 200),
 		SaveSent:       get(fSaveSent) != "false",
 		Poll:           60 * time.Second,
+		Keepalive:      keepalive,
 		AttachmentTTL:  30 * 24 * time.Hour,
 	}
 	addr := strings.ToLower(get(fEmail))
@@ -149,6 +161,21 @@ func parseSettings(values, defaults map[string]string) (*settings, error) {
 	if v := defaults[dPollInterval]; v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d >= 100*time.Millisecond {
 			s.Poll = d
+		}
+	}
+	for _, h := range strings.Split(defaults[dTLSInsecureHosts], ",") {
+		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+			if s.InsecureHosts == nil {
+				s.InsecureHosts = map[string]bool{}
+			}
+			s.InsecureHosts[h] = true
+		}
+	}
+	if v := defaults[dIMAPKeepalive]; v != "" {
+		// RFC 2177: a server may drop an IDLE after 30 minutes; below 30 s
+		// the NOOPs would be traffic for nothing.
+		if d, err := time.ParseDuration(v); err == nil && d >= 30*time.Second && d <= 29*time.Minute {
+			s.Keepalive = d
 		}
 	}
 	if v := defaults[dAttachmentTTL]; v != "" {

@@ -70,7 +70,7 @@ type smtpConn struct {
 // not-authorized; a server that cannot be reached remote-server-not-found.
 // The connection is closed when ctx ends.
 func dialSMTP(ctx context.Context, st *settings, localName string, trace io.Writer) (*smtpConn, error) {
-	conn, err := dialServer(ctx, "SMTP", st.SMTP, st.TLSInsecure)
+	conn, err := dialServer(ctx, "SMTP", st.SMTP, st.insecure(st.SMTP.Host))
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func dialSMTP(ctx context.Context, st *settings, localName string, trace io.Writ
 		return nil, err
 	}
 	if st.SMTP.Security == secSTARTTLS {
-		c, err = smtp.NewClientStartTLS(conn, tlsConfig(st.SMTP.Host, st.TLSInsecure))
+		c, err = smtp.NewClientStartTLS(conn, tlsConfig(st.SMTP.Host, st.insecure(st.SMTP.Host)))
 		if err != nil {
 			c = nil
 			if strings.Contains(err.Error(), "STARTTLS") {
