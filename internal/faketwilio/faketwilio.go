@@ -203,6 +203,14 @@ func (s *Server) Token(sid string) string {
 	return s.accounts[sid]
 }
 
+// SetToken changes an account's auth token, as rotating it in Twilio's
+// console does.
+func (s *Server) SetToken(sid, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.accounts[sid] = token
+}
+
 // AddNumber gives an account a phone number (E.164).
 func (s *Server) AddNumber(account, phone string) {
 	s.mu.Lock()

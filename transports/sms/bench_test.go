@@ -17,9 +17,9 @@ import (
 func BenchmarkWebhookToXMPP(b *testing.B) {
 	env := xmpptest.Prosody(b)
 	fake := newFakeTwilio(b)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	const number = "+12025550100"
-	fake.addNumber(sid, number)
+	fake.AddNumber(sid, number)
 	newTestGW(b, env, fake, "")
 	c := xmpptest.Dial(b, env, "user25@a.test", false)
 	waitConnected(b, c)
@@ -29,7 +29,7 @@ func BenchmarkWebhookToXMPP(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		body := fmt.Sprintf("bench %d", i)
-		m := fake.receive(from, number, body)
+		m := fake.Receive(from, number, body)
 		start := time.Now()
 		if status, _ := fake.deliverIncoming(m); status != 200 {
 			b.Fatalf("webhook answered %d", status)
@@ -52,9 +52,9 @@ func BenchmarkWebhookToXMPP(b *testing.B) {
 func BenchmarkOutboxAccept(b *testing.B) {
 	env := xmpptest.Prosody(b)
 	fake := newFakeTwilio(b)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	const number = "+12025550100"
-	fake.addNumber(sid, number)
+	fake.AddNumber(sid, number)
 	g := newTestGW(b, env, fake, `rate_per_second = "0.001"`)
 	c := xmpptest.Dial(b, env, "user26@a.test", false)
 	waitConnected(b, c)
@@ -66,7 +66,7 @@ func BenchmarkOutboxAccept(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		return n + fake.createCount()
+		return n + fake.CreateCount()
 	}
 	// waitAccepted waits until n stanzas are committed; the client keeps at
 	// most window stanzas ahead of the gateway, as a real client's TCP

@@ -189,13 +189,13 @@ func newUnit(t testing.TB, defaults map[string]string) *unit {
 func newUnitLog(t testing.TB, defaults map[string]string, log *slog.Logger) *unit {
 	t.Helper()
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	number := "+12025550100"
-	fake.addNumber(sid, number)
+	fake.AddNumber(sid, number)
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	d := map[string]string{"api_base_url": fake.srv.URL}
+	d := map[string]string{"api_base_url": fake.URL}
 	maps.Copy(d, defaults)
 	tr := &Transport{}
 	if err := tr.Start(context.Background(), &fakeHost{mux: mux, base: srv.URL, domain: "a.test", defaults: d, log: log}); err != nil {

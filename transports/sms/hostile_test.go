@@ -27,7 +27,7 @@ import (
 func FuzzWebhookAuth(f *testing.F) {
 	u := newUnitLog(f, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	_, sink := u.register("auth@a.test")
-	_, otherToken := u.fake.addAccount()
+	_, otherToken := u.fake.AddAccount()
 	hook := u.srv.URL + "/sms/a.test/incoming"
 	bare := strings.Replace(hook, u.srv.Listener.Addr().String(), "127.0.0.1", 1)
 	f.Add("", "", false, "", "", "", "", "", uint8(0), true)
@@ -45,8 +45,8 @@ func FuzzWebhookAuth(f *testing.F) {
 		sink.mu.Unlock()
 		// A fresh message each time (not kept by the fake: a million of
 		// them would fill the memory).
-		m := &fakeMessage{Sid: "SM" + randomHex(32), Account: u.sid, From: "+12025550123", To: u.number, Body: "fuzz", Status: "received", Direction: "inbound"}
-		p := u.fake.incomingParams(m)
+		m := fakeMessage{Sid: "SM" + randomHex(32), Account: u.sid, From: "+12025550123", To: u.number, Body: "fuzz", Status: "received", Direction: "inbound"}
+		p := u.fake.IncomingParams(m)
 		if signURL == "" {
 			signURL = hook
 		}
@@ -131,7 +131,7 @@ func TestWireTraceHidesCredentials(t *testing.T) {
 	if _, err := s.Send(context.Background(), &core.Message{Contact: "+12025550123", Body: "hello", XMPPID: "w1"}); err != nil {
 		t.Fatal(err)
 	}
-	m := u.fake.receive("+12025550124", u.number, "hi")
+	m := u.fake.Receive("+12025550124", u.number, "hi")
 	if status, _ := u.fake.deliverIncoming(m); status != 200 {
 		t.Fatalf("webhook %d", status)
 	}

@@ -109,7 +109,7 @@ secret_file = "secret"
 api_base_url = %q
 region = "US"
 %s
-`, env.Component, g.port, g.port, gwJID, fake.srv.URL, extra)
+`, env.Component, g.port, g.port, gwJID, fake.URL, extra)
 	if err := os.WriteFile(filepath.Join(g.dir, "transportd.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -281,11 +281,11 @@ func (g *testGW) waitOutboxEmpty() {
 func TestIntegration(t *testing.T) {
 	env := xmpptest.Prosody(t)
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	const number = "+12025550100"
-	fake.addNumber(sid, number)
-	otherSID, _ := fake.addAccount()
-	fake.addNumber(otherSID, "+12025550177")
+	fake.AddNumber(sid, number)
+	otherSID, _ := fake.AddAccount()
+	fake.AddNumber(otherSID, "+12025550177")
 	g := newTestGW(t, env, fake, `rate_per_second = "2"`)
 	c := xmpptest.Dial(t, env, "user21@a.test", false)
 	info := waitConnected(t, c)
@@ -323,7 +323,7 @@ func TestIntegration(t *testing.T) {
 		if a := g.account("user21@a.test"); a.Fields["number"] != number {
 			t.Errorf("number stored as %q", a.Fields["number"])
 		}
-		if n := fake.number(number); n.SmsURL != g.hook("/incoming") || n.SmsMethod != "POST" {
+		if n := fake.Number(number); n.SmsURL != g.hook("/incoming") || n.SmsMethod != "POST" {
 			t.Errorf("webhook of the number: %q %q", n.SmsURL, n.SmsMethod)
 		}
 		for _, p := range []string{"t.db", "t.db-wal"} {
@@ -360,7 +360,7 @@ func TestIntegration(t *testing.T) {
 	})
 
 	t.Run("receive", func(t *testing.T) {
-		in := fake.receive("+12025550130", number, "hello xmpp")
+		in := fake.Receive("+12025550130", number, "hello xmpp")
 		if status, body := fake.deliverIncoming(in); status != 200 || !strings.Contains(body, "<Response/>") {
 			t.Fatalf("webhook: %d %q", status, body)
 		}
@@ -369,7 +369,7 @@ func TestIntegration(t *testing.T) {
 		if status, _ := fake.deliverIncoming(in); status != 200 {
 			t.Errorf("replay: %d", status)
 		}
-		mms := fake.receive("+12025550130", number, "a picture", "image/png")
+		mms := fake.Receive("+12025550130", number, "a picture", "image/png")
 		if status, _ := fake.deliverIncoming(mms); status != 200 {
 			t.Fatalf("mms: %d", status)
 		}
@@ -384,11 +384,11 @@ func TestIntegration(t *testing.T) {
 			t.Errorf("replayed webhook delivered twice: %s", el)
 		}
 		// Refused webhooks: forged signature, unknown number.
-		p := fake.incomingParams(fake.receive("+12025550131", number, "forged"))
+		p := fake.IncomingParams(fake.Receive("+12025550131", number, "forged"))
 		if status, _ := postWebhook(t, g.hook("/incoming"), p, token, "Zm9yZ2Vk"); status != 403 {
 			t.Errorf("forged signature: %d", status)
 		}
-		p = fake.incomingParams(fake.receive("+12025550131", "+12025550166", "nobody"))
+		p = fake.IncomingParams(fake.Receive("+12025550131", "+12025550166", "nobody"))
 		p.Set("AccountSid", sid)
 		if status, _ := postWebhook(t, g.hook("/incoming"), p, token, ""); status != 404 {
 			t.Errorf("unknown number: %d", status)
@@ -402,7 +402,7 @@ func TestIntegration(t *testing.T) {
 	})
 
 	t.Run("split, rate limit", func(t *testing.T) {
-		before := len(fake.sent())
+		before := len(fake.Sent())
 		long := strings.Repeat("This is a long message. ", 90) // 2160 characters
 		c.Send(chat("+12025550140@"+gwJID, "long", long, false))
 		c.Send(chat("+12025550141@"+gwJID, "short", "right after", false))
@@ -469,30 +469,30 @@ func TestIntegration(t *testing.T) {
 func TestIntegrationCrash(t *testing.T) {
 	env := xmpptest.Prosody(t)
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	const number = "+12025550100"
-	fake.addNumber(sid, number)
+	fake.AddNumber(sid, number)
 	g := newTestGW(t, env, fake, "")
 	c := xmpptest.Dial(t, env, "user22@a.test", false)
 	waitConnected(t, c)
 	register(t, c, map[string]string{"number": number, "account_sid": sid, "auth_token": token})
 
-	fake.onCreate = func(n int, _ *fakeMessage) fakeAction {
+	fake.SetOnCreate(func(n int, _ *fakeMessage) fakeAction {
 		if n == 1 {
 			return createHang
 		}
 		return createOK
-	}
+	})
 	c.Send(chat("+12025550123@"+gwJID, "c1", "exactly once", true))
 	fake.waitSent(1, wait)
 	g.stop() // the create is still waiting for its answer
 	g.start()
 	waitConnected(t, c)
 	g.waitOutboxEmpty()
-	if n, sent := fake.createCount(), fake.sent(); n != 1 || len(sent) != 1 {
+	if n, sent := fake.CreateCount(), fake.Sent(); n != 1 || len(sent) != 1 {
 		t.Fatalf("%d creates, %d messages after the restart; want 1", n, len(sent))
 	}
-	fake.callback(fake.sent()[0].Sid, "delivered", 0)
+	fake.callback(fake.Sent()[0].Sid, "delivered", 0)
 	rcpt := c.Expect(wait, "receipt after the restart", func(el *core.Element) bool {
 		return el.Name.Local == "message" && el.Child(nsReceipts, "received") != nil
 	})
@@ -509,9 +509,9 @@ func TestIntegrationCrash(t *testing.T) {
 func TestIntegrationReconcile(t *testing.T) {
 	env := xmpptest.Prosody(t)
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	const number = "+12025550100"
-	fake.addNumber(sid, number)
+	fake.AddNumber(sid, number)
 	g := newTestGW(t, env, fake, "")
 	c := xmpptest.Dial(t, env, "user23@a.test", false)
 	waitConnected(t, c)
@@ -522,7 +522,7 @@ func TestIntegrationReconcile(t *testing.T) {
 		return err == nil
 	})
 	g.stop()
-	in := fake.receive("+12025550150", number, "sent while you were down")
+	in := fake.Receive("+12025550150", number, "sent while you were down")
 	g.start()
 	el := c.Expect(2*wait, "SMS from the outage", hasBody("+12025550150@"+gwJID, "sent while you were down"))
 	if el.Child(nsDelay, "delay") == nil {
@@ -541,9 +541,9 @@ func TestIntegrationReconcile(t *testing.T) {
 func TestIntegrationDailyCap(t *testing.T) {
 	env := xmpptest.Prosody(t)
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
+	sid, token := fake.AddAccount()
 	const number = "+12025550100"
-	fake.addNumber(sid, number)
+	fake.AddNumber(sid, number)
 	newTestGW(t, env, fake, "daily_cap = 1\nrate_per_second = 10")
 	c := xmpptest.Dial(t, env, "user24@a.test", false)
 	waitConnected(t, c)
@@ -555,7 +555,7 @@ func TestIntegrationDailyCap(t *testing.T) {
 	if e.Get("id") != "d2" || xmpptest.Condition(e) != "policy-violation" || !strings.Contains(xmpptest.ErrorText(e), "daily limit of 1 SMS") {
 		t.Errorf("refusal %s", e)
 	}
-	if n := len(fake.sent()); n != 1 {
+	if n := len(fake.Sent()); n != 1 {
 		t.Errorf("%d sent", n)
 	}
 }

@@ -23,7 +23,7 @@ func TestSend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := u.fake.sent()
+	sent := u.fake.Sent()
 	if len(sent) != 1 {
 		t.Fatalf("%d messages created", len(sent))
 	}
@@ -36,8 +36,8 @@ func TestSend(t *testing.T) {
 	}
 	// The outbox retrying after a crash that followed Send: no second SMS.
 	again, err := s.Send(context.Background(), msg("+12025550123", "hello there", "m1"))
-	if err != nil || again != sid || u.fake.createCount() != 1 {
-		t.Errorf("retry of a sent stanza: %s, %v, %d creates", again, err, u.fake.createCount())
+	if err != nil || again != sid || u.fake.CreateCount() != 1 {
+		t.Errorf("retry of a sent stanza: %s, %v, %d creates", again, err, u.fake.CreateCount())
 	}
 	// A stanza without id may legitimately repeat: two SMS.
 	for range 2 {
@@ -45,7 +45,7 @@ func TestSend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(u.fake.sent()); n != 3 {
+	if n := len(u.fake.Sent()); n != 3 {
 		t.Errorf("%d messages after two id-less ones, want 3", n)
 	}
 }
@@ -58,12 +58,12 @@ func TestSendRetries(t *testing.T) {
 	ctx := context.Background()
 
 	// 429: nothing was created; the retry creates once.
-	u.fake.onCreate = func(n int, _ *fakeMessage) fakeAction {
+	u.fake.SetOnCreate(func(n int, _ *fakeMessage) fakeAction {
 		if n == 1 {
 			return create429
 		}
 		return createOK
-	}
+	})
 	if _, err := s.Send(ctx, msg("+12025550123", "after 429", "r1")); !isTemporary(err) {
 		t.Fatalf("429: %v, want a temporary error", err)
 	}
@@ -73,12 +73,12 @@ func TestSendRetries(t *testing.T) {
 
 	// 500: Twilio may have acted; the retry asks first, and only once the
 	// attempt is older than lookupSettle does it send again.
-	u.fake.onCreate = func(n int, _ *fakeMessage) fakeAction {
+	u.fake.SetOnCreate(func(n int, _ *fakeMessage) fakeAction {
 		if n == 3 {
 			return create500
 		}
 		return createOK
-	}
+	})
 	if _, err := s.Send(ctx, msg("+12025550123", "after 500", "r2")); !isTemporary(err) {
 		t.Fatalf("500: %v", err)
 	}
@@ -91,12 +91,12 @@ func TestSendRetries(t *testing.T) {
 	}
 
 	// Connection cut after Twilio created the message: the retry finds it.
-	u.fake.onCreate = func(n int, _ *fakeMessage) fakeAction {
+	u.fake.SetOnCreate(func(n int, _ *fakeMessage) fakeAction {
 		if n == 5 {
 			return createDropped
 		}
 		return createOK
-	}
+	})
 	if _, err := s.Send(ctx, msg("+12025550123", "dropped answer", "r3")); !isTemporary(err) {
 		t.Fatalf("dropped: %v", err)
 	}
@@ -105,13 +105,13 @@ func TestSendRetries(t *testing.T) {
 		t.Fatalf("retry after dropped answer: %v", err)
 	}
 	var bodies []string
-	for _, m := range u.fake.sent() {
+	for _, m := range u.fake.Sent() {
 		bodies = append(bodies, m.Body)
 	}
 	if strings.Join(bodies, "|") != "after 429|after 500|dropped answer" {
 		t.Errorf("created %q", bodies)
 	}
-	if last := u.fake.sent()[2]; last.Sid != sid {
+	if last := u.fake.Sent()[2]; last.Sid != sid {
 		t.Errorf("retry returned %s, the message is %s", sid, last.Sid)
 	}
 }
@@ -121,12 +121,12 @@ func TestSendRetries(t *testing.T) {
 func TestSendInterrupted(t *testing.T) {
 	u := newUnit(t, nil)
 	s, sink := u.register("carol@a.test")
-	u.fake.onCreate = func(n int, _ *fakeMessage) fakeAction {
+	u.fake.SetOnCreate(func(n int, _ *fakeMessage) fakeAction {
 		if n == 1 {
 			return createHang
 		}
 		return createOK
-	}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -144,10 +144,10 @@ func TestSendInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := u.fake.createCount(); n != 1 {
+	if n := u.fake.CreateCount(); n != 1 {
 		t.Errorf("%d creates, want 1", n)
 	}
-	if sent := u.fake.sent(); len(sent) != 1 || sent[0].Sid != sid {
+	if sent := u.fake.Sent(); len(sent) != 1 || sent[0].Sid != sid {
 		t.Errorf("sent %+v, Send returned %s", sent, sid)
 	}
 }
@@ -160,7 +160,7 @@ func TestSendSplitAndUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := u.fake.sent()
+	sent := u.fake.Sent()
 	if len(sent) != 2 || sent[0].Body+sent[1].Body != body || !strings.HasSuffix(sent[0].Body, " ") {
 		t.Fatalf("split into %d: %d + %d chars", len(sent), len([]rune(sent[0].Body)), len([]rune(sent[len(sent)-1].Body)))
 	}
@@ -198,7 +198,7 @@ func TestSendRateLimit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	sent := u.fake.sent()
+	sent := u.fake.Sent()
 	for i := 1; i < len(sent); i++ {
 		// 4/s means 250ms apart; allow scheduling slack.
 		if gap := sent[i].Created.Sub(sent[i-1].Created); gap < 200*time.Millisecond {
@@ -222,7 +222,7 @@ func TestSendPolicyAndCap(t *testing.T) {
 	}
 	// Twilio refuses one recipient: the error carries its code, and the
 	// cap is not charged.
-	u.fake.refuseTo["+12025550199"] = 21610
+	u.fake.RefuseTo("+12025550199", 21610)
 	_, err := s.Send(ctx, msg("+12025550199", "x", "stop"))
 	if condition(err) != "not-allowed" || !strings.Contains(err.Error(), "Twilio error 21610") || isTemporary(err) {
 		t.Errorf("refused recipient: %v", err)
@@ -236,7 +236,7 @@ func TestSendPolicyAndCap(t *testing.T) {
 	if condition(err) != "policy-violation" || !strings.Contains(err.Error(), "daily limit of 3") {
 		t.Errorf("over the cap: %v", err)
 	}
-	if n := len(u.fake.sent()); n != 3 {
+	if n := len(u.fake.Sent()); n != 3 {
 		t.Errorf("%d sent, want 3", n)
 	}
 }
@@ -244,9 +244,7 @@ func TestSendPolicyAndCap(t *testing.T) {
 func TestSendBadCredentials(t *testing.T) {
 	u := newUnit(t, nil)
 	s, _ := u.register("gina@a.test")
-	u.fake.mu.Lock()
-	u.fake.accounts[u.sid] = randomHex(32) // token rotated in the console
-	u.fake.mu.Unlock()
+	u.fake.SetToken(u.sid, randomHex(32)) // token rotated in the console
 	_, err := s.Send(context.Background(), msg("+12025550123", "x", "bc"))
 	if condition(err) != "not-authorized" || isTemporary(err) || !strings.Contains(err.Error(), "refused the Account SID or Auth Token") {
 		t.Errorf("send with a revoked token: %v", err)

@@ -31,12 +31,12 @@ func TestVerify(t *testing.T) {
 	if a.Values["number"] != "+12025550100" {
 		t.Errorf("number stored as %q", a.Values["number"])
 	}
-	n := u.fake.number("+12025550100")
+	n := u.fake.Number("+12025550100")
 	if n.SmsURL != u.srv.URL+"/sms/a.test/incoming" || n.SmsMethod != "POST" {
 		t.Errorf("webhook %q %q", n.SmsURL, n.SmsMethod)
 	}
-	otherSID, otherToken := u.fake.addAccount()
-	u.fake.addNumber(otherSID, "+12025550177")
+	otherSID, otherToken := u.fake.AddAccount()
+	u.fake.AddNumber(otherSID, "+12025550177")
 	for i, tc := range []struct {
 		a       *core.Account
 		cond    string
@@ -67,10 +67,10 @@ func TestVerify(t *testing.T) {
 
 func TestVerifyWithoutPublicURL(t *testing.T) {
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
-	fake.addNumber(sid, "+12025550100")
+	sid, token := fake.AddAccount()
+	fake.AddNumber(sid, "+12025550100")
 	tr := &Transport{}
-	if err := tr.Start(context.Background(), &fakeHost{mux: http.NewServeMux(), domain: "a.test", defaults: map[string]string{"api_base_url": fake.srv.URL}, log: testLogger(t)}); err != nil {
+	if err := tr.Start(context.Background(), &fakeHost{mux: http.NewServeMux(), domain: "a.test", defaults: map[string]string{"api_base_url": fake.URL}, log: testLogger(t)}); err != nil {
 		t.Fatal(err)
 	}
 	err := tr.Verify(context.Background(), &core.Account{JID: "x@a.test", Values: map[string]string{"number": "+12025550100", "account_sid": sid, "auth_token": token}})
@@ -81,8 +81,8 @@ func TestVerifyWithoutPublicURL(t *testing.T) {
 
 func TestSharedAccount(t *testing.T) {
 	fake := newFakeTwilio(t)
-	sid, token := fake.addAccount()
-	fake.addNumber(sid, "+12025550100")
+	sid, token := fake.AddAccount()
+	fake.AddNumber(sid, "+12025550100")
 	file := t.TempDir() + "/token"
 	if err := writeFile(file, token+"\n"); err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestSharedAccount(t *testing.T) {
 	defer srv.Close()
 	tr := &Transport{}
 	err := tr.Start(context.Background(), &fakeHost{mux: mux, base: srv.URL, domain: "a.test", log: testLogger(t),
-		defaults: map[string]string{"api_base_url": fake.srv.URL, "account_sid": sid, "auth_token_file": file}})
+		defaults: map[string]string{"api_base_url": fake.URL, "account_sid": sid, "auth_token_file": file}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestSharedAccount(t *testing.T) {
 func TestWebhookIncoming(t *testing.T) {
 	u := newUnit(t, nil)
 	_, sink := u.register("henry@a.test")
-	m := u.fake.receive("+12025550123", u.number, "hi from a phone")
+	m := u.fake.Receive("+12025550123", u.number, "hi from a phone")
 	status, body := u.fake.deliverIncoming(m)
 	if status != 200 || !strings.Contains(body, "<Response/>") {
 		t.Fatalf("webhook answered %d %q", status, body)
@@ -129,7 +129,7 @@ func TestWebhookIncoming(t *testing.T) {
 		t.Errorf("replay delivered %d messages", n)
 	}
 	// MMS: the text, then each picture as its own message with an attachment.
-	mms := u.fake.receive("+12025550123", u.number, "look", "image/jpeg", "image/png")
+	mms := u.fake.Receive("+12025550123", u.number, "look", "image/jpeg", "image/png")
 	if status, _ := u.fake.deliverIncoming(mms); status != 200 {
 		t.Fatalf("mms answered %d", status)
 	}
@@ -144,11 +144,11 @@ func TestWebhookRefusals(t *testing.T) {
 	u := newUnit(t, nil)
 	_, sink := u.register("ivy@a.test")
 	hook := u.srv.URL + "/sms/a.test/incoming"
-	m := u.fake.receive("+12025550123", u.number, "x")
-	p := u.fake.incomingParams(m)
-	otherSID, otherToken := u.fake.addAccount()
-	unknown := u.fake.incomingParams(u.fake.receive("+12025550123", "+12025550166", "x"))
-	foreign := u.fake.incomingParams(m)
+	m := u.fake.Receive("+12025550123", u.number, "x")
+	p := u.fake.IncomingParams(m)
+	otherSID, otherToken := u.fake.AddAccount()
+	unknown := u.fake.IncomingParams(u.fake.Receive("+12025550123", "+12025550166", "x"))
+	foreign := u.fake.IncomingParams(m)
 	foreign.Set("AccountSid", otherSID)
 
 	for i, tc := range []struct {
@@ -195,7 +195,7 @@ func TestWebhookRefusals(t *testing.T) {
 	if resp, err := http.Get(hook); err != nil || resp.StatusCode != 405 {
 		t.Errorf("GET: %v %v", resp.StatusCode, err)
 	}
-	rep := u.fake.incomingParams(m)
+	rep := u.fake.IncomingParams(m)
 	rep.Add("To", u.number)
 	if status, _ := postWebhook(t, hook, rep, u.token, ""); status != 400 {
 		t.Errorf("repeated parameter: %d", status)
@@ -229,7 +229,7 @@ func TestStatusCallbacks(t *testing.T) {
 	// A split message: a failed first part is reported under the SID Send
 	// returned, which core knows.
 	long, _ := s.Send(ctx, msg("+12025550125", strings.Repeat("x ", 1000), "s3"))
-	parts := u.fake.sent()[2:]
+	parts := u.fake.Sent()[2:]
 	if len(parts) != 2 {
 		t.Fatalf("%d parts", len(parts))
 	}
@@ -257,8 +257,8 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("first run delivered %d", n)
 	}
 	// Messages arrive while nothing listens (the gateway is down).
-	m1 := u.fake.receive("+12025550123", u.number, "while you were out")
-	m2 := u.fake.receive("+12025550124", u.number, "", "image/gif")
+	m1 := u.fake.Receive("+12025550123", u.number, "while you were out")
+	m2 := u.fake.Receive("+12025550124", u.number, "", "image/gif")
 	// "Restart": a new session on the same state lists them.
 	s2 := u.tr.NewSession(s.a, sink).(*session)
 	u.run(s2)
@@ -268,7 +268,7 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("first %+v", got[0])
 	}
 	if got[1].LegacyID != m2.Sid+"/media0" || len(got[1].Attachments) != 1 || got[1].Attachments[0].Type != "image/gif" ||
-		!strings.HasPrefix(got[1].Attachments[0].URL, u.fake.srv.URL+"/2010-04-01/Accounts/"+u.sid+"/Messages/"+m2.Sid+"/Media/ME") {
+		!strings.HasPrefix(got[1].Attachments[0].URL, u.fake.URL+"/2010-04-01/Accounts/"+u.sid+"/Messages/"+m2.Sid+"/Media/ME") {
 		t.Errorf("second %+v", got[1])
 	}
 	// Our own outbound messages are not delivered back to us.
@@ -285,7 +285,7 @@ func TestReconcile(t *testing.T) {
 
 func TestRunStates(t *testing.T) {
 	u := newUnit(t, nil)
-	u.fake.failChecks = 2
+	u.fake.SetFailChecks(2)
 	a := &core.Account{JID: "l@a.test", Values: map[string]string{"number": u.number, "account_sid": u.sid, "auth_token": u.token}}
 	sink := newFakeSink(t)
 	u.run(u.tr.NewSession(a, sink).(*session))
@@ -319,8 +319,8 @@ func FuzzWebhookParse(f *testing.F) {
 	u := newUnitLog(f, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	_, sink := u.register("fuzz@a.test")
 	hook := u.srv.URL + "/sms/a.test/incoming"
-	m := u.fake.receive("+12025550123", u.number, "seed", "image/png")
-	valid := u.fake.incomingParams(m).Encode()
+	m := u.fake.Receive("+12025550123", u.number, "seed", "image/png")
+	valid := u.fake.IncomingParams(m).Encode()
 	f.Add([]byte(valid), "application/x-www-form-urlencoded", "", "", "POST", true)
 	f.Add([]byte(valid), "application/x-www-form-urlencoded", "AAAA", "", "POST", false)
 	f.Add([]byte(valid), "application/x-www-form-urlencoded", "", "a=1", "POST", true)
