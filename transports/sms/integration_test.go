@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -558,4 +559,78 @@ func TestIntegrationDailyCap(t *testing.T) {
 	if n := len(fake.Sent()); n != 1 {
 		t.Errorf("%d sent", n)
 	}
+}
+
+// TestIntegrationProsodyOutage: the XMPP server goes down while SMS keep
+// arriving. Twilio's webhooks are still answered 200 (each SMS is on disk
+// before the answer), the messages wait in the outbox, and once Prosody
+// accepts connections again the component is back by itself and the user
+// gets every SMS once, in the order they came.
+func TestIntegrationProsodyOutage(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	if env.Script == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("TRANSPORTD_TEST_ENV_SCRIPT not set: cannot stop Prosody")
+		}
+		t.Skip("TRANSPORTD_TEST_ENV_SCRIPT not set: cannot stop Prosody")
+	}
+	fake := newFakeTwilio(t)
+	sid, token := fake.AddAccount()
+	const number = "+12025550100"
+	fake.AddNumber(sid, number)
+	g := newTestGW(t, env, fake, "")
+	c := xmpptest.Dial(t, env, "user24@a.test", false)
+	waitConnected(t, c)
+	register(t, c, map[string]string{"number": number, "account_sid": sid, "auth_token": token})
+	c.Close()
+
+	testenv := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(env.Script, args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("testenv %v: %v", args, err)
+		}
+	}
+	testenv("down", "prosody")
+	prosodyDown := true
+	t.Cleanup(func() {
+		if prosodyDown {
+			testenv("up", "prosody")
+		}
+	})
+	const n = 8
+	run := randomHex(6)
+	for i := range n {
+		in := fake.Receive("+12025550160", number, fmt.Sprintf("outage %s %d", run, i))
+		if status, body := fake.deliverIncoming(in); status != 200 {
+			t.Fatalf("webhook %d during the outage: %d %s", i, status, body)
+		}
+	}
+	if pending, _ := g.st.Pending(context.Background(), 0, ""); pending < n {
+		t.Errorf("%d messages waiting in the outbox during the outage, want %d", pending, n)
+	}
+	testenv("up", "prosody")
+	prosodyDown = false
+	up := time.Now()
+	c = xmpptest.Dial(t, env, "user24@a.test", false)
+	waitConnected(t, c)
+	// Reported, not asserted (a timing): the backoff is capped so that the
+	// component reconnects within seconds of the server coming back.
+	t.Logf("component back %v after Prosody accepted clients again", time.Since(up).Round(time.Millisecond))
+	for i := range n {
+		want := fmt.Sprintf("outage %s %d", run, i)
+		el := c.Expect(2*wait, "SMS "+want, func(el *core.Element) bool {
+			return el.Name.Local == "message" && strings.HasPrefix(el.ChildText("", "body"), "outage "+run+" ")
+		})
+		if got := el.ChildText("", "body"); got != want {
+			t.Fatalf("SMS %d: got %q, want %q (out of order or lost)", i, got, want)
+		}
+	}
+	if el, err := c.Next(2*time.Second, func(el *core.Element) bool {
+		return el.Name.Local == "message" && strings.HasPrefix(el.ChildText("", "body"), "outage "+run+" ")
+	}); err == nil {
+		t.Errorf("delivered twice: %s", el)
+	}
+	g.waitOutboxEmpty()
 }
