@@ -16,7 +16,10 @@
 // of them was selected, the first folder is synced again. Connection
 // failures retry with jittered exponential backoff (1 s to 5 min) and show
 // as a transient failure; a refused login shows as bad credentials and
-// ends Run.
+// ends Run. A server refused for its TLS (a certificate that does not
+// verify, STARTTLS not offered) shows as bad credentials too, with the
+// reason, and is tried again every 15 minutes without a login (a renewed
+// certificate is picked up without registering again).
 //
 // Exactly once. Per folder, the state store keeps "UIDVALIDITY lastUID".
 // Mails above lastUID are fetched one at a time in UID order, handed to

@@ -510,11 +510,15 @@ func TestFaultNoTLS(t *testing.T) {
 // after registration stops the session with the reason shown (dnd).
 func TestFaultBadCertificate(t *testing.T) {
 	shortTimeouts(t, 700*time.Millisecond, time.Second, time.Second)
+	savedRetry := refusedRetry
+	refusedRetry = 1500 * time.Millisecond
+	t.Cleanup(func() { refusedRetry = savedRetry })
 	srv := newFaultIMAP(t, imapOpts{idle: true, implicitTLS: selfSigned(t)})
+	px := newFaultProxy(t, srv.addr) // counts the connections
 	dir := t.TempDir()
 	writeGWFiles(t, dir)
 	httpAddr := freePort(t)
-	g, c := faultGateway(t, srv.addr, "", "user29@a.test", gwOpts{dir: dir, httpAddr: httpAddr})
+	g, c := faultGateway(t, px.addr(), "", "user29@a.test", gwOpts{dir: dir, httpAddr: httpAddr})
 	fields := map[string]string{"email": "jane@x.test", "password": "pw", "imap_security": secTLS}
 	res := c.IQ(registerIQ("email.a.test", fields))
 	if xmpptest.Condition(res) != "not-acceptable" || !strings.Contains(xmpptest.ErrorText(res), "certificate that is not valid") {
@@ -529,7 +533,7 @@ func TestFaultBadCertificate(t *testing.T) {
 	g.stop()
 
 	// The operator opts out for this gateway's mail servers.
-	g = startGW(t, mailEnv{xmpp: xmpptest.Prosody(t), imap: srv.addr, smtp: smtpAddrOf(t)}, gwOpts{dir: dir, httpAddr: httpAddr, extra: `tls_insecure = "true"`})
+	g = startGW(t, mailEnv{xmpp: xmpptest.Prosody(t), imap: px.addr(), smtp: smtpAddrOf(t)}, gwOpts{dir: dir, httpAddr: httpAddr, extra: `tls_insecure = "true"`})
 	waitComponent(t, c, "email.a.test")
 	register(t, c, "email.a.test", fields)
 	logins := srv.wire.count("LOGIN")
@@ -537,7 +541,7 @@ func TestFaultBadCertificate(t *testing.T) {
 	drainPresence(c)
 
 	// Without the opt-out again: the session refuses the server.
-	startGW(t, mailEnv{xmpp: xmpptest.Prosody(t), imap: srv.addr, smtp: smtpAddrOf(t)}, gwOpts{dir: dir, httpAddr: httpAddr})
+	startGW(t, mailEnv{xmpp: xmpptest.Prosody(t), imap: px.addr(), smtp: smtpAddrOf(t)}, gwOpts{dir: dir, httpAddr: httpAddr})
 	p := c.Expect(15*time.Second, "the gateway's presence refusing the certificate", func(el *core.Element) bool {
 		return xmpptest.IsFrom("presence", "email.a.test", "")(el) && strings.Contains(el.ChildText("", "status"), "certificate")
 	})
@@ -545,7 +549,16 @@ func TestFaultBadCertificate(t *testing.T) {
 	if show := p.ChildText("", "show"); show != "dnd" && show != "xa" {
 		t.Errorf("presence %s: the user is not told the mailbox is unusable", p)
 	}
-	time.Sleep(time.Second)
+	// The session is not given up: the server is tried again, rarely (a
+	// renewed certificate is taken without the user registering again),
+	// and still without a login.
+	refused := time.Now()
+	time.Sleep(4 * time.Second)
+	tries := len(px.acceptsSince(refused))
+	t.Logf("connections in the 4 s after the refusal (retry every %v): %d", refusedRetry, tries)
+	if tries < 1 || tries > 4 {
+		t.Errorf("%d connections in 4 s after the refusal, want a few (retried every %v)", tries, refusedRetry)
+	}
 	if n := srv.wire.count("LOGIN"); n != logins {
 		t.Errorf("%d LOGIN sent over connections whose certificate does not verify", n-logins)
 	}

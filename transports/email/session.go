@@ -24,6 +24,9 @@ import (
 var (
 	backoffMin = 1 * time.Second
 	backoffMax = 5 * time.Minute
+	// refusedRetry is how long a session waits before trying again a
+	// server it refused (certificate, no TLS).
+	refusedRetry = 15 * time.Minute
 )
 
 // maxBatch is the most mails delivered before IDLE is entered again (the
@@ -101,10 +104,30 @@ func (s *session) Run(ctx context.Context) {
 			return
 		}
 		var ce *core.Error
-		if errors.Is(err, errAuth) || (errors.As(err, &ce) && ce.Condition == stanza.NotAcceptable && !errors.Is(err, core.ErrTemporary)) {
-			s.log.Info("mailbox refused", "error", err)
+		if errors.Is(err, errAuth) {
+			// Trying the same password again would only count as more
+			// failed logins (and can lock the account): the user
+			// registers again with the right one.
+			s.log.Info("mailbox refused the login", "error", err)
 			s.sink.State(core.StateBadCredentials, userText(err))
 			return
+		}
+		if errors.As(err, &ce) && ce.Condition == stanza.NotAcceptable && !errors.Is(err, core.ErrTemporary) {
+			// A certificate that does not verify, or TLS no longer
+			// offered: nothing was sent but the handshake, and the cause
+			// is usually fixed on the server's side (a certificate
+			// renewed), so the mailbox is tried again, rarely, with the
+			// reason shown meanwhile.
+			s.log.Info("mailbox refused; trying again later", "error", err, "in", refusedRetry)
+			s.sink.State(core.StateBadCredentials, userText(err))
+			t := time.NewTimer(refusedRetry)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
 		}
 		if time.Since(start) > 2*time.Minute {
 			backoff = backoffMin
