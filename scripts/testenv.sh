@@ -18,8 +18,16 @@
 #            NAME in echo echo2..echo6 email sms irc bench), HTTP 25280
 #            (upload.a.test, XEP-0363), MUC conference.a.test / conference.b.test;
 #            accounts user1..user30@a.test/b.test and admin@a.test, password pw.
-#   dovecot  Dovecot 2.3: IMAP 25143 (IDLE; no TLS), LMTP 25024; mailboxes
-#            user1..user20@a.test/b.test, password pw; Maildir in the run directory.
+#   dovecot  Dovecot 2.3: IMAP 25143 (IDLE, METADATA; no TLS), LMTP 25024, SMTP
+#            submission 25587 (AUTH PLAIN/LOGIN without TLS, same users; relays
+#            to the smtpd port below, so submitted mail needs smtpd up);
+#            mailboxes user1..user20@a.test/b.test, password pw; Maildir in the
+#            run directory. New mail in INBOX is announced by the push_notification
+#            plugin's OX driver (HTTP PUT, Basic auth with the secret in
+#            TRANSPORTD_TEST_PUSH_SECRET_FILE) to http://127.0.0.1:25081/email/DOMAIN/push
+#            (TRANSPORTD_TEST_PUSH_ADDR: where a test gateway listens to get it), for
+#            the mailboxes whose /private/vendor/vendor.dovecot/http-notify METADATA
+#            is set; a refused connection there only logs an error.
 #   smtpd    OpenSMTPD: SMTP 25025 (no TLS, no auth) for those mailboxes,
 #            delivering over LMTP into the Dovecot (so it brings up dovecot).
 #            Its queue and control socket are fixed paths: one per machine.
@@ -41,7 +49,8 @@
 # Overrides (environment): TESTENV_DIR, TESTENV_WAIT_SECS (default 30),
 #   TESTENV_PROSODY_C2S_PORT, TESTENV_PROSODY_COMPONENT_PORT,
 #   TESTENV_PROSODY_HTTP_PORT, TESTENV_PROSODY_LOG_LEVEL (info),
-#   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT, TESTENV_SMTPD_PORT,
+#   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT,
+#   TESTENV_DOVECOT_SUBMISSION_PORT, TESTENV_DOVECOT_PUSH_PORT, TESTENV_SMTPD_PORT,
 #   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT, TESTENV_NGIRCD_PORT,
 #   TESTENV_EJABBERD_C2S_PORT, TESTENV_EJABBERD_COMPONENT_PORT,
 #   TESTENV_EJABBERD_DIST_PORT, TESTENV_EJABBERD_LOG_LEVEL (info).
@@ -530,7 +539,7 @@ env_prosody() {
 # ---------------------------------------------------------------------------
 # Dovecot (IMAP with IDLE, and LMTP for the MTA): passwd-file users, Maildir.
 
-pkgs_dovecot() { printf '%s\n' dovecot-imapd dovecot-lmtpd; }
+pkgs_dovecot() { printf '%s\n' dovecot-imapd dovecot-lmtpd dovecot-submissiond; }
 
 stop_system_dovecot() { stop_system_daemon dovecot /run/dovecot/master.pid; }
 
@@ -544,12 +553,16 @@ settings_dovecot() {
 	D_LOG=$D_DIR/dovecot.log
 	D_CONSOLE=$D_DIR/console.log
 	D_PIDFILE=$D_BASE/master.pid
-	local SAVED_IMAP_PORT='' SAVED_LMTP_PORT=''
+	D_PUSH_SECRET_FILE=$D_DIR/push-secret
+	local SAVED_IMAP_PORT='' SAVED_LMTP_PORT='' SAVED_SUBMISSION_PORT='' SAVED_PUSH_PORT=''
 	# shellcheck disable=SC1091
 	[[ -f $D_DIR/settings ]] && . "$D_DIR/settings"
 	D_IMAP_PORT=${TESTENV_DOVECOT_IMAP_PORT:-${SAVED_IMAP_PORT:-25143}}
 	D_LMTP_PORT=${TESTENV_DOVECOT_LMTP_PORT:-${SAVED_LMTP_PORT:-25024}}
-	check_ports dovecot "$D_IMAP_PORT" "$D_LMTP_PORT"
+	D_SUBMISSION_PORT=${TESTENV_DOVECOT_SUBMISSION_PORT:-${SAVED_SUBMISSION_PORT:-25587}}
+	# Not Dovecot's: where the test gateway that wants push notifications listens.
+	D_PUSH_PORT=${TESTENV_DOVECOT_PUSH_PORT:-${SAVED_PUSH_PORT:-25081}}
+	check_ports dovecot "$D_IMAP_PORT" "$D_LMTP_PORT" "$D_SUBMISSION_PORT" "$D_PUSH_PORT"
 }
 
 # mail_addresses: every mailbox address, one per line.
@@ -576,27 +589,38 @@ up_dovecot() {
 	pid=$(dovecot_pid)
 	LOGS=("$D_LOG" "$D_CONSOLE")
 	if [[ -n $pid ]]; then
-		wait_ports dovecot "$pid" "$D_IMAP_PORT" "$D_LMTP_PORT"
+		wait_ports dovecot "$pid" "$D_IMAP_PORT" "$D_LMTP_PORT" "$D_SUBMISSION_PORT"
 		log "dovecot already up (pid $pid)"
 		return 0
 	fi
 	[[ -x /usr/sbin/dovecot ]] || die "dovecot is not installed"
-	ports_free dovecot TESTENV_DOVECOT_ "$D_IMAP_PORT" "$D_LMTP_PORT"
+	[[ -x /usr/lib/dovecot/submission ]] || die "dovecot's submission service is not installed (dovecot-submissiond)"
+	ports_free dovecot TESTENV_DOVECOT_ "$D_IMAP_PORT" "$D_LMTP_PORT" "$D_SUBMISSION_PORT"
+	settings_smtpd # the port submission relays to
 
 	mkdir -p "$D_DIR" "$D_STATE" "$D_MAIL"
 	chmod 0755 "$D_DIR"
-	save_settings "$D_DIR/settings" SAVED_IMAP_PORT="$D_IMAP_PORT" SAVED_LMTP_PORT="$D_LMTP_PORT"
+	save_settings "$D_DIR/settings" SAVED_IMAP_PORT="$D_IMAP_PORT" SAVED_LMTP_PORT="$D_LMTP_PORT" \
+		SAVED_SUBMISSION_PORT="$D_SUBMISSION_PORT" SAVED_PUSH_PORT="$D_PUSH_PORT"
+	if [[ ! -s $D_PUSH_SECRET_FILE ]]; then
+		(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -dc 0-9a-f >"$D_PUSH_SECRET_FILE")
+	fi
 	# user:{PLAIN}password:uid:gid:gecos:home:shell (uid, gid, home: default_fields)
 	while read -r a; do
 		printf '%s:{PLAIN}%s::::::\n' "$a" "$PASSWORD"
 	done < <(mail_addresses) >"$D_USERS"
 	chmod 0644 "$D_USERS"
+	# %d: the mailbox's domain, which is also the XMPP domain of the
+	# gateway that serves it here.
 	render "$TEMPLATES/dovecot.conf.in" "$D_CONF" \
 		BIND="$BIND" IMAP_PORT="$D_IMAP_PORT" LMTP_PORT="$D_LMTP_PORT" \
+		SUBMISSION_PORT="$D_SUBMISSION_PORT" RELAY_PORT="$S_PORT" \
+		PUSH_URL="http://dovecot:$(cat "$D_PUSH_SECRET_FILE")@$BIND:$D_PUSH_PORT/email/%d/push" \
 		BASE_DIR="$D_BASE" STATE_DIR="$D_STATE" LOG_FILE="$D_LOG" USERS_FILE="$D_USERS" \
 		MAIL_DIR="$D_MAIL" MAIL_USER="$MAIL_USER" MAIL_GROUP="$MAIL_USER" \
 		MAIL_UID="$(id -u "$MAIL_USER")" MAIL_GID="$(id -g "$MAIL_USER")"
-	chmod 0644 "$D_CONF"
+	chmod 0640 "$D_CONF" # the push secret
+	chown "root:$MAIL_USER" "$D_CONF" # (read by the mail user's processes)
 	chown "$MAIL_USER:$MAIL_USER" "$D_MAIL"
 	chmod 0755 "$D_MAIL"
 	ensure_traversable "$MAIL_USER" "$D_MAIL"
@@ -610,8 +634,8 @@ up_dovecot() {
 	# Dovecot's master runs as root and drops privileges per process.
 	setsid /usr/sbin/dovecot -F -c "$D_CONF" </dev/null >>"$D_CONSOLE" 2>&1 9>&- &
 	pid=$!
-	wait_ports dovecot "$pid" "$D_IMAP_PORT" "$D_LMTP_PORT"
-	log "dovecot up (pid $pid): imap $BIND:$D_IMAP_PORT, lmtp $BIND:$D_LMTP_PORT, mail in $D_MAIL"
+	wait_ports dovecot "$pid" "$D_IMAP_PORT" "$D_LMTP_PORT" "$D_SUBMISSION_PORT"
+	log "dovecot up (pid $pid): imap $BIND:$D_IMAP_PORT, lmtp $BIND:$D_LMTP_PORT, submission $BIND:$D_SUBMISSION_PORT (relay to $BIND:$S_PORT), mail in $D_MAIL"
 }
 
 down_dovecot() {
@@ -640,10 +664,10 @@ status_dovecot() {
 		echo "dovecot: down"
 		return 1
 	fi
-	for p in "$D_IMAP_PORT" "$D_LMTP_PORT"; do
+	for p in "$D_IMAP_PORT" "$D_LMTP_PORT" "$D_SUBMISSION_PORT"; do
 		port_open "$p" || state+=" (port $p closed)"
 	done
-	echo "dovecot: up, pid $pid, imap $BIND:$D_IMAP_PORT, lmtp $BIND:$D_LMTP_PORT, log $D_LOG$state"
+	echo "dovecot: up, pid $pid, imap $BIND:$D_IMAP_PORT, lmtp $BIND:$D_LMTP_PORT, submission $BIND:$D_SUBMISSION_PORT, log $D_LOG$state"
 	[[ -z $state ]]
 }
 
@@ -656,6 +680,9 @@ env_dovecot() {
 		export TRANSPORTD_TEST_MAIL_PASSWORD=$(q "$PASSWORD")
 		export TRANSPORTD_TEST_MAILDIRS=$(q "$D_MAIL")
 		export TRANSPORTD_TEST_DOVECOT_LOG=$(q "$D_LOG")
+		export TRANSPORTD_TEST_SUBMISSION=$BIND:$D_SUBMISSION_PORT
+		export TRANSPORTD_TEST_PUSH_ADDR=$BIND:$D_PUSH_PORT
+		export TRANSPORTD_TEST_PUSH_SECRET_FILE=$(q "$D_PUSH_SECRET_FILE")
 	EOF
 }
 
