@@ -41,6 +41,7 @@ type mailEnv struct {
 	imap     string // host:port
 	smtp     string // OpenSMTPD
 	lmtp     string // Dovecot LMTP
+	submit   string // Dovecot submission (AUTH, relays to OpenSMTPD)
 	password string
 	maildirs string
 	script   string
@@ -54,13 +55,14 @@ func testMailEnv(t testing.TB) mailEnv {
 		imap:     os.Getenv("TRANSPORTD_TEST_IMAP"),
 		smtp:     os.Getenv("TRANSPORTD_TEST_SMTP"),
 		lmtp:     os.Getenv("TRANSPORTD_TEST_LMTP"),
+		submit:   os.Getenv("TRANSPORTD_TEST_SUBMISSION"),
 		password: os.Getenv("TRANSPORTD_TEST_MAIL_PASSWORD"),
 		maildirs: os.Getenv("TRANSPORTD_TEST_MAILDIRS"),
 		script:   os.Getenv("TRANSPORTD_TEST_ENV_SCRIPT"),
 	}
-	if e.imap == "" || e.smtp == "" || e.lmtp == "" {
+	if e.imap == "" || e.smtp == "" || e.lmtp == "" || e.submit == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("Dovecot/OpenSMTPD test environment missing (scripts/testenv.sh up prosody dovecot smtpd): under CI a missing server is a failure")
+			t.Fatal("Dovecot (IMAP, LMTP, submission) or OpenSMTPD test environment missing (scripts/testenv.sh up prosody dovecot smtpd, and source its env): under CI a missing server is a failure")
 		}
 		t.Skip("mail servers not running; run scripts/testenv.sh up prosody dovecot smtpd")
 	}
@@ -92,6 +94,9 @@ type gwOpts struct {
 	dir, httpAddr string
 	imapAddr      string // default: the test Dovecot
 	extra         string // more transport defaults (TOML lines)
+	// smtpAuth: log in to SMTP (the operator's default) instead of
+	// smtp_auth = "none" for the MTA that relays for loopback.
+	smtpAuth bool
 }
 
 func startGW(t testing.TB, e mailEnv, o gwOpts) *testGW {
@@ -116,6 +121,9 @@ func startGW(t testing.TB, e mailEnv, o gwOpts) *testGW {
 	}
 	ih, ip, _ := net.SplitHostPort(imapAddr)
 	sh, sp, _ := net.SplitHostPort(e.smtp)
+	if !o.smtpAuth {
+		extraDefaults = "smtp_auth = \"none\"\n" + extraDefaults
+	}
 	var domains strings.Builder
 	for _, d := range []string{"a.test", "b.test"} {
 		fmt.Fprintf(&domains, `
@@ -131,7 +139,6 @@ smtp_host = %[4]q
 smtp_port = %[5]q
 smtp_security = "plain"
 allow_plaintext = "true"
-smtp_auth = "none"
 discover = "false"
 attachment_ttl = "6s"
 %[6]s
