@@ -71,11 +71,17 @@ func (c *component) handleMessage(el *Element) {
 		}
 	}
 	if !hasBody || strings.TrimSpace(body) == "" {
-		// Chat states and receipts without a body: nothing to send to the
-		// legacy network. A displayed marker (XEP-0333) marks the message
-		// read where the network has read state.
-		if d := el.Child(nsMarkers, "displayed"); d != nil && d.Get("id") != "" && !isRoom {
-			c.markRead(u, to.Localpart(), d.Get("id"))
+		// Chat states, markers and receipts without a body: nothing to send
+		// to the legacy network. A displayed marker (XEP-0333) or a
+		// receipt (XEP-0184) marks the message read where the network has
+		// read state.
+		if !isRoom {
+			for _, m := range []struct{ ns, name string }{{nsMarkers, "displayed"}, {nsReceipts, "received"}} {
+				if d := el.Child(m.ns, m.name); d != nil && d.Get("id") != "" {
+					c.markRead(u, to.Localpart(), d.Get("id"))
+					break
+				}
+			}
 		}
 		return
 	}

@@ -117,7 +117,9 @@ type Session interface {
 
 // Marker is implemented by sessions whose network has read state. Core
 // calls MarkRead when the user's client sends a displayed marker (XEP-0333)
-// for a message core delivered; legacyID is that message's Message.LegacyID.
+// or a receipt (XEP-0184) for a message core delivered; legacyID is that
+// message's Message.LegacyID. It may be called more than once for the same
+// message (a receipt, then a marker).
 type Marker interface {
 	MarkRead(ctx context.Context, contact, legacyID string) error
 }

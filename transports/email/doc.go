@@ -67,6 +67,13 @@
 // recipients of the last 50 of Sent become contacts, most recent first,
 // 30 at most (state "contacts").
 //
+// Read state (Session.MarkRead, core.Marker): a displayed marker
+// (XEP-0333) or a receipt (XEP-0184) the user's client sends for a
+// delivered mail sets \Seen on it (LegacyID gives folder, UIDVALIDITY and
+// UID; a folder rebuilt since is left alone), over the session's own
+// connection between two IDLEs. Clients that acknowledge every message
+// with a receipt therefore mark mail read as soon as it reaches them.
+//
 // Sending (Session.Send): a text/plain UTF-8 quoted-printable mail from
 // the registered address over SMTP submission, then a copy appended to the
 // Sent folder (SPECIAL-USE \Sent, else "Sent"). The Message-ID is derived

@@ -374,8 +374,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("A's mail is not UTF-8 quoted-printable text:\n%s", sent[0].RawFrom)
 	}
 
-	// A read marker of B's... (core does not pass markers yet: the session
-	// side is tested directly in TestMarkRead.)
+	// (Read markers and receipts setting \Seen: TestReadMarkers.)
 
 	// Header injection: CR/LF in a subject never reaches the wire raw.
 	evil := core.NewElement("", "message", "to", `user18\40b.test@email.a.test`, "type", "chat", "id", "evil-"+run)

@@ -735,8 +735,8 @@ func randomHex() string {
 }
 
 // MarkRead sets \Seen on the mail a displayed marker or receipt of the
-// user is about (legacyID as delivered). Core calls it through the Marker
-// interface proposed in doc.go.
+// user is about (legacyID as delivered); core calls it (core.Marker). The
+// STORE runs on Run's connection, between two IDLEs.
 func (s *session) MarkRead(ctx context.Context, contact, legacyID string) error {
 	folder, uv, uid, ok := parseLegacyID(legacyID)
 	if !ok {
