@@ -183,12 +183,34 @@ func BenchmarkXMPPToMail(b *testing.B) {
 // the gateway's fetch and parse, the outbox, Prosody).
 func BenchmarkMailToXMPPLMTP(b *testing.B) {
 	e, _ := benchMailEnv(b)
-	startGW(b, e, gwOpts{})
-	c := dialUser(b, e, "user12", "a.test")
+	benchMailIn(b, e, gwOpts{}, "user12")
+}
+
+// BenchmarkMailToXMPPLMTPPush is BenchmarkMailToXMPPLMTP with push notices
+// from Dovecot (its push_notification plugin, set up by scripts/testenv.sh)
+// waking the session at once, where IDLE alone hears of new mail only
+// after Dovecot's fixed 0.5 s notification delay.
+func BenchmarkMailToXMPPLMTPPush(b *testing.B) {
+	e, _ := benchMailEnv(b)
+	addr, secretFile := os.Getenv("TRANSPORTD_TEST_PUSH_ADDR"), os.Getenv("TRANSPORTD_TEST_PUSH_SECRET_FILE")
+	if addr == "" || secretFile == "" {
+		b.Fatal("TRANSPORTD_TEST_PUSH_ADDR or TRANSPORTD_TEST_PUSH_SECRET_FILE not set: the Dovecot of scripts/testenv.sh sets them")
+	}
+	ih, _, _ := strings.Cut(e.imap, ":")
+	ic := imapDial(b, e, "user10@a.test")
+	b.Cleanup(func() { _ = ic.SetMetadata("", map[string]*[]byte{pushMetadataKey: nil}).Wait() })
+	benchMailIn(b, e, gwOpts{httpAddr: addr, extra: "push_secret_file = " + strconv.Quote(secretFile) + "\npush_hosts = " + strconv.Quote(ih) + "\n"}, "user10")
+}
+
+// benchMailIn measures mail delivered over LMTP to user@a.test until it is
+// at the user's client, through a gateway started with o.
+func benchMailIn(b *testing.B, e mailEnv, o gwOpts, user string) {
+	startGW(b, e, o)
+	c := dialUser(b, e, user, "a.test")
 	run := xmpptest.RandomID()[:6]
 	inject := func(subject string) {
-		raw := crlf("From: bench@example.org\nTo: user12@a.test\nSubject: " + subject + "\nMessage-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@example.org>\n\nping\n")
-		if err := lmtpDeliver(e.lmtp, "user12@a.test", raw); err != nil {
+		raw := crlf("From: bench@example.org\nTo: " + user + "@a.test\nSubject: " + subject + "\nMessage-ID: <" + strings.ReplaceAll(subject, " ", ".") + "@example.org>\n\nping\n")
+		if err := lmtpDeliver(e.lmtp, user+"@a.test", raw); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,19 +21,36 @@ import (
 // OpenSMTPD → LMTP → Dovecot → IDLE → gateway → Prosody → client.
 func BenchmarkMailToXMPP(b *testing.B) {
 	e := testMailEnv(b)
-	benchLatency(b, e, func(raw string) error { return smtpInject(e.smtp, "bench@example.org", "user13@a.test", raw) })
+	benchLatency(b, e, gwOpts{extra: os.Getenv("TRANSPORTD_BENCH_DEFAULTS")}, "user13",
+		func(raw string) error { return smtpInject(e.smtp, "bench@example.org", "user13@a.test", raw) })
+}
+
+// BenchmarkMailToXMPPPush is BenchmarkMailToXMPP with Dovecot's push
+// notices waking the session (push.go).
+func BenchmarkMailToXMPPPush(b *testing.B) {
+	e := testMailEnv(b)
+	addr, secretFile := os.Getenv("TRANSPORTD_TEST_PUSH_ADDR"), os.Getenv("TRANSPORTD_TEST_PUSH_SECRET_FILE")
+	if addr == "" || secretFile == "" {
+		b.Fatal("TRANSPORTD_TEST_PUSH_ADDR or TRANSPORTD_TEST_PUSH_SECRET_FILE not set: the Dovecot of scripts/testenv.sh sets them")
+	}
+	ih, _, _ := strings.Cut(e.imap, ":")
+	ic := imapDial(b, e, "user10@a.test")
+	b.Cleanup(func() { _ = ic.SetMetadata("", map[string]*[]byte{pushMetadataKey: nil}).Wait() })
+	o := gwOpts{httpAddr: addr, extra: "push_secret_file = " + strconv.Quote(secretFile) + "\npush_hosts = " + strconv.Quote(ih) + "\n"}
+	benchLatency(b, e, o, "user10", func(raw string) error { return smtpInject(e.smtp, "bench@example.org", "user10@a.test", raw) })
 }
 
 // BenchmarkLMTPToXMPP is the same, delivering straight into Dovecot over
 // LMTP (no MTA queue): the gateway's own part of the latency.
 func BenchmarkLMTPToXMPP(b *testing.B) {
 	e := testMailEnv(b)
-	benchLatency(b, e, func(raw string) error { return lmtpDeliver(e.lmtp, "user13@a.test", raw) })
+	benchLatency(b, e, gwOpts{extra: os.Getenv("TRANSPORTD_BENCH_DEFAULTS")}, "user13",
+		func(raw string) error { return lmtpDeliver(e.lmtp, "user13@a.test", raw) })
 }
 
-func benchLatency(b *testing.B, e mailEnv, inject func(raw string) error) {
-	startGW(b, e, gwOpts{extra: os.Getenv("TRANSPORTD_BENCH_DEFAULTS")})
-	c := dialUser(b, e, "user13", "a.test")
+func benchLatency(b *testing.B, e mailEnv, o gwOpts, user string, inject func(raw string) error) {
+	startGW(b, e, o)
+	c := dialUser(b, e, user, "a.test")
 	run := xmpptest.RandomID()[:6]
 	lat := make([]time.Duration, 0, b.N)
 	gwLat := make([]time.Duration, 0, b.N)
@@ -47,7 +65,7 @@ func benchLatency(b *testing.B, e mailEnv, inject func(raw string) error) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		subj := fmt.Sprintf("bench %s %d", run, i)
-		raw := crlf("From: bench@example.org\nTo: user13@a.test\nSubject: " + subj + "\n\nping\n")
+		raw := crlf("From: bench@example.org\nTo: " + user + "@a.test\nSubject: " + subj + "\n\nping\n")
 		if err := inject(raw); err != nil {
 			b.Fatal(err)
 		}

@@ -2,8 +2,10 @@ package email
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +25,8 @@ type Transport struct {
 	resolver resolver
 	probe    prober
 
-	host core.Host // set by Start
+	host core.Host   // set by Start
+	push *pushConfig // set by Start; nil: no push notices
 
 	mu       sync.Mutex
 	sessions map[int64]*session // running sessions, for attachment links
@@ -63,10 +66,20 @@ func (t *Transport) Settings(defaults map[string]string) registration.Schema {
 	return settingsSchema(defaults)
 }
 
-// Start registers the attachment links on the gateway's HTTP listener.
+// Start registers the attachment links on the gateway's HTTP listener,
+// and the push notices' endpoint when the operator set push up.
 func (t *Transport) Start(ctx context.Context, h core.Host) error {
 	t.host = h
 	h.Handle("/att/", t.attachmentHandler())
+	p, err := parsePush(h.Defaults(), os.LookupEnv)
+	if err != nil {
+		return fmt.Errorf("email transport of %s: %w", h.Domain(), err)
+	}
+	if p != nil {
+		t.push = p
+		h.Handle("/push", t.pushHandler())
+		logPush(h.Logger(), p)
+	}
 	return nil
 }
 

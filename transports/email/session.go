@@ -45,6 +45,11 @@ type session struct {
 	wake chan struct{} // cap 1: the server announced a change in the IDLEd folder
 	ops  chan *imapOp  // work for Run's connection (read markers)
 	key  []byte        // attachment link key, set by Run before it is registered
+
+	// Set by Run before it is registered, then read-only: which mailbox
+	// push notices (push.go) name.
+	login, imapHost string
+	pushAsked       bool // Run's: the push METADATA entry was looked at
 }
 
 // imapOp is work handed to Run's connection.
@@ -88,6 +93,9 @@ func (s *session) Run(ctx context.Context) {
 		var err error
 		if st == nil {
 			st, err = s.settings(ctx)
+			if err == nil && s.key == nil {
+				s.login, s.imapHost = st.Login, st.IMAP.Host
+			}
 		}
 		if err == nil && s.key == nil {
 			err = s.loadKey(ctx)
@@ -200,6 +208,10 @@ func (s *session) serve(ctx context.Context, st *settings) error {
 		return err
 	}
 	s.sink.State(core.StateConnected, "")
+	if !s.pushAsked {
+		s.askPush(ctx, c, st)
+		s.pushAsked = true
+	}
 	// The Sent folder is looked at first (STATUS; the first time, that
 	// is where showing the mails filed there starts).
 	sent := s.sentFolder(ctx, c, st)
