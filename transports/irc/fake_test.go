@@ -468,10 +468,16 @@ func startSession(t testing.TB, srv *fakeServer, values, defaults map[string]str
 	for k, v := range defaults {
 		d[k] = v
 	}
+	return startSessionRec(t, srv, newRecorder(t), values, d)
+}
+
+// startSessionRec runs a session with a given recorder (and so its
+// state store) and the defaults as given.
+func startSessionRec(t testing.TB, srv *fakeServer, rec *recorder, values, d map[string]string) (*session, *recorder) {
+	t.Helper()
 	if values == nil {
 		values = map[string]string{}
 	}
-	rec := newRecorder(t)
 	tr := New()
 	s := tr.NewSession(&core.Account{ID: 1, JID: "tester@a.test", Values: values, Defaults: d}, rec).(*session)
 	ctx, cancel := context.WithCancel(context.Background())

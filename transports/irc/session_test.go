@@ -347,16 +347,17 @@ func TestFloodControl(t *testing.T) {
 	c := srv.nextConn()
 	rec.next(t, "joined", isJoined("#f%127.0.0.1"))
 	time.Sleep(200 * time.Millisecond) // the JOIN's token comes back
+	start := time.Now()
+	// Send returns once every line is written: 3 at once, then 10 at
+	// 20/s, about 0.5 s.
 	if _, err := s.Send(ctx, &core.Message{Contact: "#f%127.0.0.1", Groupchat: true, Body: strings.Repeat("line\n", 13)}); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	for i := 0; i < 13; i++ {
-		c.expect(t, "PRIVMSG")
-	}
-	// 3 at once, then 10 at 20/s: about 0.5 s.
 	if d := time.Since(start); d < 400*time.Millisecond || d > 2*time.Second {
 		t.Errorf("13 lines with burst 3 and rate 20/s took %v", d)
+	}
+	for i := 0; i < 13; i++ {
+		c.expect(t, "PRIVMSG")
 	}
 }
 
