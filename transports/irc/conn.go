@@ -194,7 +194,7 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
-	c.r.Initialize(nc, 1024, maxRead)
+	c.r.Initialize(nc, 512, maxRead)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
@@ -314,7 +314,7 @@ func (c *conn) register(cfg dialConfig) (*welcome, error) {
 						delete(w.caps, tok[1:])
 						continue
 					}
-					w.caps[tok] = advertised[tok]
+					w.caps[strings.Clone(tok)] = strings.Clone(advertised[tok])
 				}
 				if _, ok := w.caps["sasl"]; ok && cfg.saslPass != "" {
 					if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", "PLAIN")); err != nil {
@@ -388,12 +388,12 @@ func (c *conn) register(cfg dialConfig) (*welcome, error) {
 			}
 			registered = true
 			if len(p) > 0 {
-				w.nick = p[0]
+				w.nick = strings.Clone(p[0])
 			}
 			// "Welcome to the Network nick!user@host"
 			if f := strings.Fields(last(p)); len(f) > 0 {
 				if nuh, err := ircmsg.ParseNUH(f[len(f)-1]); err == nil && nuh.Name == w.nick && nuh.Host != "" {
-					w.user, w.host = nuh.User, nuh.Host
+					w.user, w.host = strings.Clone(nuh.User), strings.Clone(nuh.Host)
 				}
 			}
 			if !capDone {
@@ -420,8 +420,16 @@ func last(p []string) string {
 	return p[len(p)-1]
 }
 
+// usedISupport are the ISUPPORT tokens the transport reads; others are
+// not kept (a server sends dozens, for every connection).
+var usedISupport = map[string]bool{
+	"CASEMAPPING": true, "CHANMODES": true, "CHANTYPES": true, "CHATHISTORY": true,
+	"PREFIX": true, "STATUSMSG": true, "TOPICLEN": true,
+}
+
 // parseISupport adds the tokens of a 005 line (params: me, tokens...,
-// text) to m; "-TOKEN" removes one.
+// text) that the transport uses to m; "-TOKEN" removes one. The strings
+// are copied, so that the line is not kept alive with them.
 func parseISupport(p []string, m map[string]string) {
 	if len(p) < 3 {
 		return
@@ -432,7 +440,9 @@ func parseISupport(p []string, m map[string]string) {
 			continue
 		}
 		k, v, _ := strings.Cut(tok, "=")
-		m[k] = unescapeISupport(v)
+		if usedISupport[k] {
+			m[strings.Clone(k)] = strings.Clone(unescapeISupport(v))
+		}
 	}
 }
 

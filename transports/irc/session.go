@@ -142,7 +142,7 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 		log:     sink.Logger(),
 		opts:    parseOptions(a.Defaults),
 		values:  a.Values,
-		events:  make(chan event, 128),
+		events:  make(chan event, 32),
 		done:    make(chan struct{}),
 		nets:    map[string]*network{},
 		netConf: map[string]netSettings{},
