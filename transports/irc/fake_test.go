@@ -260,7 +260,10 @@ func (c *fakeConn) auto(m ircmsg.Message) {
 		if len(p) >= 2 {
 			ch := p[1]
 			c.send("BATCH +h1 chathistory %s", ch)
-			for _, l := range c.s.history[ch] {
+			c.s.mu.Lock()
+			lines := append([]string(nil), c.s.history[ch]...)
+			c.s.mu.Unlock()
+			for _, l := range lines {
 				c.send("@batch=h1;%s", l)
 			}
 			c.send("BATCH -h1")

@@ -229,6 +229,9 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 	msgid = safeMsgID(msgid)
 	when := serverTime(msg)
 	fromMe := n.isMe(src)
+	if history && fromMe && msgid != "" && n.wasEchoed(msgid) {
+		return // reflected already
+	}
 
 	body := ""
 	if strings.HasPrefix(text, "\x01") {

@@ -752,13 +752,48 @@ func (n *network) sendText(req *sendRequest, ch *channel) {
 	n.hand(req, msgs, ch.name, ps)
 }
 
+// reflect shows the user's message in the room once IRC took it: at once
+// where core offers it (RoomEcho), else through the outbox.
 func (n *network) reflect(ps *pendingSend, msgid string, t time.Time) {
 	id := msgid
 	if id == "" {
 		id = ps.legacyID
 	}
-	n.s.deliver(&core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t})
+	m := &core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t}
+	if msgid != "" {
+		n.noteEchoed(msgid)
+	}
+	if e, ok := n.s.sink.(core.RoomEchoer); ok {
+		if err := e.RoomEcho(n.s.ctx, m); err != nil && n.s.ctx.Err() == nil {
+			n.s.log.Error("reflecting a room message", "error", err)
+		}
+		return
+	}
+	n.s.deliver(m)
 }
+
+// echoedKept is how many message ids of the user's own reflected
+// messages a session remembers.
+const echoedKept = 64
+
+// noteEchoed remembers the id of one of the user's messages reflected
+// outside the outbox, which therefore does not know it: a history replay
+// (CHATHISTORY on a later join) must not show it again. Kept by the
+// session, since the network goes when its last channel is left.
+func (n *network) noteEchoed(msgid string) {
+	s, key := n.s, n.server+" "+msgid
+	if s.echoed == nil {
+		s.echoed = make(map[string]bool, echoedKept)
+	}
+	if len(s.echoedRing) == echoedKept {
+		delete(s.echoed, s.echoedRing[0])
+		s.echoedRing = s.echoedRing[1:]
+	}
+	s.echoed[key] = true
+	s.echoedRing = append(s.echoedRing, key)
+}
+
+func (n *network) wasEchoed(msgid string) bool { return n.s.echoed[n.server+" "+msgid] }
 
 func (n *network) sendPrivate(req *sendRequest, nick string) {
 	m := req.m

@@ -47,6 +47,10 @@ type session struct {
 	state     core.State
 	stateText string
 	started   bool
+	// echoed are "server msgid" of the user's last messages reflected at
+	// once (network.reflect), oldest first in echoedRing.
+	echoed     map[string]bool
+	echoedRing []string
 }
 
 type event interface{}
