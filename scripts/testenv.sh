@@ -43,6 +43,8 @@
 #   TESTENV_PROSODY_HTTP_PORT, TESTENV_PROSODY_LOG_LEVEL (info),
 #   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT, TESTENV_SMTPD_PORT,
 #   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT, TESTENV_NGIRCD_PORT,
+#   TESTENV_USER_COUNT (Prosody accounts per domain, default 30; the env
+#   output reports the count of the shell that runs it),
 #   TESTENV_EJABBERD_C2S_PORT, TESTENV_EJABBERD_COMPONENT_PORT,
 #   TESTENV_EJABBERD_DIST_PORT, TESTENV_EJABBERD_LOG_LEVEL (info).
 # Overridden ports are remembered in the run directory, so a later `restart` or
@@ -73,7 +75,7 @@ SYS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 DOMAINS=(a.test b.test)
 PASSWORD=pw
 COMPONENT_SECRET=testsecret
-USER_COUNT=30
+USER_COUNT=${TESTENV_USER_COUNT:-30}
 ADMIN_JID=admin@a.test
 # One XEP-0114 component JID per name and domain (NAME.DOMAIN): Prosody accepts
 # one connection per component JID, so parallel test packages each take their own.
