@@ -335,20 +335,24 @@ func benchUsers(n int) []string {
 }
 
 // BenchmarkJoinedUsers has N real XMPP users (through Prosody) each join
-// a channel of their own, and reports the gateway process's resident set.
+// a channel of their own, and reports the gateway process's resident set
+// and its growth per user since before the first user joined.
 // Meant for gateways measured from outside (TRANSPORTD_BENCH_IRC_PID:
 // biboumi, transportd as a binary); in this process the figure includes
 // the test's XMPP clients. Runs once, whatever -benchtime says.
 func BenchmarkJoinedUsers(b *testing.B) {
 	e := testIRCEnv(b)
 	tg := target(b, e)
+	// Growth is measured from the resident set before the first user: the
+	// memory of an earlier run's users is not all given back, so a figure
+	// relative to the start of each run would be too low (even negative).
+	_, rss0 := procStat(tg.pid)
 	for _, n := range []int{1, 50, 200} {
 		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
 			if len(benchUsers(n)) < n {
 				b.Skipf("the test Prosody has fewer than %d accounts (TESTENV_USER_COUNT)", n)
 			}
 			run := xmpptest.RandomID()[:4]
-			_, rss0 := procStat(tg.pid)
 			var clients []*xmpptest.Client
 			defer func() {
 				for _, c := range clients {
