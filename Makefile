@@ -28,9 +28,10 @@ unit:
 # Everything: vet, unit and integration tests against real servers started
 # by scripts/testenv.sh (installed with apt-get when missing): Prosody, and
 # ejabberd as the second XMPP server, Dovecot and OpenSMTPD for e-mail,
-# InspIRCd and ngIRCd for IRC.
+# InspIRCd and ngIRCd for IRC, and a second InspIRCd with Atheme services
+# for SASL.
 test: vet
-	scripts/testenv.sh up prosody ejabberd dovecot smtpd inspircd ngircd
+	scripts/testenv.sh up prosody ejabberd dovecot smtpd inspircd ngircd atheme
 	@set -e; trap 'scripts/testenv.sh down' EXIT; \
 	eval "$$(scripts/testenv.sh env)"; \
 	$(GO) test -count=1 -timeout 25m ./...

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"mellium.im/xmpp/stanza"
+
+	"transportd/core/store"
 )
 
 // Group chats (XEP-0045) for networks that have them (IRC channels). Core
@@ -78,6 +80,26 @@ type RoomSink interface {
 // Contact is the room, Nick the speaker. A message the user sent, reflected
 // by the network, carries the XMPPID of the user's stanza.
 
+// RoomEchoer is implemented by the Sink core gives a GroupChats session.
+// RoomEcho reflects a message the user sent to a room, once the network
+// took it, to the user's resources in the room (Contact the room, Nick the
+// user's nick, XMPPID the user's stanza id).
+//
+// Unlike Deliver it writes at once, outside the outbox: it echoes what the
+// user just sent, so it needs no commit (nothing from the network is lost
+// if it is), and the outbox's round trip to the store would double the
+// cost of every message the user sends to a room. It goes through the
+// outbox (Deliver) when the XMPP link is down, when no resource of the
+// user is in the room yet, or when a write fails. What that gives up: a
+// crash between the network's echo and the write loses the reflection
+// (the message itself was sent), the network's message id is not recorded
+// as delivered (a transport that replays history must skip its own echoes
+// itself), and the echo can overtake room messages that still wait in the
+// outbox (only while the link was down or the outbox is behind).
+type RoomEchoer interface {
+	RoomEcho(ctx context.Context, m *Message) error
+}
+
 type room struct {
 	address   string
 	nick      string          // the user's nick in the room
@@ -148,6 +170,26 @@ func (s *sink) RoomNick(r, oldNick, newNick string) {
 }
 func (s *sink) RoomSubject(r, subject, by string) {
 	s.u.post(evRoomSubject{gen: s.gen, room: r, subject: subject, by: by})
+}
+
+func (s *sink) RoomEcho(ctx context.Context, m *Message) error {
+	c := s.u.c
+	if c.link.up.Load() {
+		els, _ := c.renderRoomMessage(&store.Account{ID: s.acctID, JID: s.u.bare, Label: s.u.label}, *m)
+		sent := len(els) > 0
+		for _, el := range els {
+			if err := c.send(el); err != nil {
+				sent = false
+				break
+			}
+		}
+		if sent {
+			c.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Inc()
+			c.stats.toXMPP.Add(1)
+			return nil
+		}
+	}
+	return s.Deliver(ctx, m)
 }
 
 // groupSession returns the live session as a GroupSession, or nil.

@@ -14,9 +14,16 @@
 #
 # Flood control is off on both sides: transportd's flood_rate is set very
 # high, biboumi's throttle_limit to -1 (through its Configure command, which
-# the benchmark runs). biboumi (Debian 9.0) cannot run without a database:
-# it gets a fresh SQLite file per run, and records channel history in it as
-# it does by default.
+# the benchmark runs). biboumi (Debian 9.0) cannot run without a database
+# (without db_name it opens ~/.config/biboumi/biboumi.sqlite, and exits if
+# it cannot): it gets a fresh SQLite file per run. It is measured twice:
+# recording every channel message in that database, as it does by default,
+# and with that off (its record_history setting, through Configure on its
+# own JID), which is like for like: transportd keeps no channel history.
+# (db_name=:memory: also works, keeping the history in memory.)
+#
+# The Prosody gets 100 accounts per domain (TESTENV_USER_COUNT), for the
+# memory figures with 1, 50 and 200 users joined.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.26.9}
@@ -24,6 +31,7 @@ benchtime=${1:-300x}
 export TESTENV_DIR=$PWD/.testenv/bench-irc-env
 export TESTENV_PROSODY_C2S_PORT=45222 TESTENV_PROSODY_COMPONENT_PORT=45347 TESTENV_PROSODY_HTTP_PORT=45280
 export TESTENV_INSPIRCD_PORT=6667 TESTENV_INSPIRCD_TLS_PORT=46697
+export TESTENV_USER_COUNT=100
 COMPONENT_JID=irc.a.test
 RUN=$TESTENV_DIR/bench-irc
 pids=()
@@ -82,9 +90,14 @@ kill "$tpid"
 wait "$tpid" 2>/dev/null || true
 sleep 2 # Prosody frees the component JID
 
-# biboumi.
+# biboumi, with a fresh database per run.
 command -v biboumi >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends biboumi >"$RUN/apt.log" 2>&1
-cat >"$RUN/biboumi.cfg" <<CFG
+# run_biboumi NAME [VAR=VALUE...]: start biboumi, run the benchmarks, stop it.
+run_biboumi() {
+	local name=$1
+	shift
+	rm -f "$RUN/biboumi.sqlite"
+	cat >"$RUN/biboumi.cfg" <<CFG
 hostname=$COMPONENT_JID
 password=$TRANSPORTD_TEST_COMPONENT_SECRET
 xmpp_server_ip=127.0.0.1
@@ -96,8 +109,14 @@ log_file=$RUN/biboumi.log
 log_level=2
 db_name=$RUN/biboumi.sqlite
 CFG
-biboumi "$RUN/biboumi.cfg" >"$RUN/biboumi.console" 2>&1 &
-bpid=$!
-pids+=("$bpid")
-sleep 3
-bench biboumi "$bpid" TRANSPORTD_BENCH_IRC_BIBOUMI=1
+	biboumi "$RUN/biboumi.cfg" >"$RUN/biboumi.console" 2>&1 &
+	local bpid=$!
+	pids+=("$bpid")
+	sleep 3
+	bench "$name" "$bpid" TRANSPORTD_BENCH_IRC_BIBOUMI=1 "$@"
+	kill "$bpid"
+	wait "$bpid" 2>/dev/null || true
+	sleep 2 # Prosody frees the component JID
+}
+run_biboumi "biboumi (channel history recorded, the default)"
+run_biboumi "biboumi (record_history off)" TRANSPORTD_BENCH_BIBOUMI_HISTORY=off

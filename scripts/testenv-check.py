@@ -19,6 +19,8 @@
 --service inspircd / --service ngircd (raw sockets)
   two clients register, join a channel and one's PRIVMSG reaches the other;
   InspIRCd must offer the IRCv3 capabilities the IRC transport uses.
+--service atheme (raw sockets)
+  the same on the SASL InspIRCd, which must offer "sasl" (so Atheme is linked).
 
 Settings come from the TRANSPORTD_TEST_* variables that `scripts/testenv.sh env`
 prints (defaults: the script's defaults). Exit status 0 when everything worked.
@@ -387,7 +389,8 @@ def main():
     p.add_argument("--mailbox", default="user%s@%s" % (count, domains[-1]), help="(its INBOX gets a message, deleted again)")
     p.add_argument("--irc", default=os.environ.get("TRANSPORTD_TEST_IRC_ADDR", "127.0.0.1:26667"))
     p.add_argument("--ngircd", default=os.environ.get("TRANSPORTD_TEST_NGIRCD_ADDR", "127.0.0.1:26668"))
-    p.add_argument("--service", action="append", choices=["prosody", "dovecot", "smtpd", "ejabberd", "inspircd", "ngircd"],
+    p.add_argument("--irc-sasl", default=os.environ.get("TRANSPORTD_TEST_IRC_SASL_ADDR", "127.0.0.1:26669"))
+    p.add_argument("--service", action="append", choices=["prosody", "dovecot", "smtpd", "ejabberd", "inspircd", "ngircd", "atheme"],
                    help="what to check (repeatable; default: prosody)")
     p.add_argument("--timeout", type=float, default=15.0)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -404,6 +407,8 @@ def main():
                 good = check_irc("inspircd", args.irc, args, IRCV3_CAPS)
             elif service == "ngircd":
                 good = check_irc("ngircd", args.ngircd, args)
+            elif service == "atheme":
+                good = check_irc("atheme", args.irc_sasl, args, ("sasl",))
             else:
                 good = {"dovecot": check_dovecot, "smtpd": check_smtpd}[service](args)
         except Exception as e:  # noqa: BLE001 - report any failure as such

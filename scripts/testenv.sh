@@ -35,6 +35,9 @@
 #            (self-signed certificate for 127.0.0.1, TRANSPORTD_TEST_IRC_TLS_CERT);
 #            no services (no SASL). OPER root test.
 #   ngircd   ngIRCd 26, the plainer second IRC server: IRC 26668 (no IRCv3 tags).
+#   atheme   SASL on a real IRC server: a second InspIRCd 3 (IRC 26669, server
+#            link 26900) with Atheme 7.2 services linked (NickServ REGISTER
+#            without e-mail verification, SaslServ PLAIN).
 #   ejabberd ejabberd 23.01, the second XMPP server, for its own domain e.test:
 #            c2s 25322 (no TLS; PLAIN and SCRAM-SHA-1/256), XEP-0114 components
 #            25447 (secret testsecret; NAME.e.test for NAME in echo echo2 email
@@ -52,6 +55,9 @@
 #   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT,
 #   TESTENV_DOVECOT_SUBMISSION_PORT, TESTENV_DOVECOT_PUSH_PORT, TESTENV_SMTPD_PORT,
 #   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT, TESTENV_NGIRCD_PORT,
+#   TESTENV_ATHEME_IRC_PORT, TESTENV_ATHEME_LINK_PORT,
+#   TESTENV_USER_COUNT (Prosody accounts per domain, default 30; the env
+#   output reports the count of the shell that runs it),
 #   TESTENV_EJABBERD_C2S_PORT, TESTENV_EJABBERD_COMPONENT_PORT,
 #   TESTENV_EJABBERD_DIST_PORT, TESTENV_EJABBERD_LOG_LEVEL (info).
 # Overridden ports are remembered in the run directory, so a later `restart` or
@@ -66,7 +72,7 @@
 # and, for `check`, a --service FOO in scripts/testenv-check.py.
 set -euo pipefail
 
-SERVICES=(prosody dovecot smtpd inspircd ngircd ejabberd) # start order; `down` goes in reverse
+SERVICES=(prosody dovecot smtpd inspircd ngircd atheme ejabberd) # start order; `down` goes in reverse
 DEFAULT_UP=(prosody)
 
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -82,7 +88,7 @@ SYS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 DOMAINS=(a.test b.test)
 PASSWORD=pw
 COMPONENT_SECRET=testsecret
-USER_COUNT=30
+USER_COUNT=${TESTENV_USER_COUNT:-30}
 ADMIN_JID=admin@a.test
 # One XEP-0114 component JID per name and domain (NAME.DOMAIN): Prosody accepts
 # one connection per component JID, so parallel test packages each take their own.
@@ -1005,6 +1011,149 @@ status_ngircd() {
 env_ngircd() {
 	settings_ngircd
 	echo "export TRANSPORTD_TEST_NGIRCD_ADDR=$BIND:$N_PORT"
+}
+
+# ---------------------------------------------------------------------------
+# Atheme: SASL on a real IRC server. InspIRCd relays SASL to services, so
+# this is a second InspIRCd (its own config, ports and run directory: the
+# plain one stays without services) with Atheme linked to it over the
+# spanning-tree protocol. Both run as the irc user; `up` waits until
+# Atheme has linked (InspIRCd offers "sasl" only from then on).
+
+pkgs_atheme() { printf '%s\n' inspircd atheme-services; }
+
+stop_system_atheme() {
+	stop_system_daemon atheme-services /run/atheme/atheme.pid /var/run/atheme/atheme.pid
+}
+
+settings_atheme() {
+	A_DIR=$RUN/atheme
+	A_IRC_CONF=$A_DIR/inspircd.conf
+	A_IRC_LOG=$A_DIR/inspircd.log
+	A_IRC_CONSOLE=$A_DIR/inspircd.console
+	A_IRC_PIDFILE=$A_DIR/inspircd.pid
+	A_MOTD=$A_DIR/motd.txt
+	A_CONF=$A_DIR/atheme.conf
+	A_LOG=$A_DIR/atheme.log
+	A_CONSOLE=$A_DIR/atheme.console
+	A_PIDFILE=$A_DIR/atheme.pid
+	A_DATA=$A_DIR/data
+	local SAVED_PORT='' SAVED_LINK_PORT=''
+	# shellcheck disable=SC1091
+	[[ -f $A_DIR/settings ]] && . "$A_DIR/settings"
+	A_PORT=${TESTENV_ATHEME_IRC_PORT:-${SAVED_PORT:-26669}}
+	A_LINK_PORT=${TESTENV_ATHEME_LINK_PORT:-${SAVED_LINK_PORT:-26900}}
+	check_ports atheme "$A_PORT" "$A_LINK_PORT"
+}
+
+atheme_irc_pid() { exe_pid "$A_IRC_PIDFILE" /usr/sbin/inspircd; }
+atheme_pid() { exe_pid "$A_PIDFILE" /usr/bin/atheme-services; }
+
+running_atheme() {
+	settings_atheme
+	[[ -n $(atheme_irc_pid) && -n $(atheme_pid) ]]
+}
+
+# atheme_linked: Atheme has linked and synched with its uplink (its log says so).
+atheme_linked() { grep -qs 'finished synching with uplink' "$A_LOG" "$A_CONSOLE"; }
+
+up_atheme() {
+	settings_atheme
+	local pid apid i
+	pid=$(atheme_irc_pid)
+	apid=$(atheme_pid)
+	LOGS=("$A_IRC_LOG" "$A_IRC_CONSOLE" "$A_LOG" "$A_CONSOLE")
+	if [[ -n $pid && -n $apid ]]; then
+		wait_ports atheme "$pid" "$A_PORT" "$A_LINK_PORT"
+		log "atheme already up (inspircd pid $pid, atheme pid $apid)"
+		return 0
+	fi
+	[[ -n $pid ]] && kill_wait "$pid" 15
+	[[ -n $apid ]] && kill_wait "$apid" 15
+	[[ -x /usr/sbin/inspircd ]] || die "inspircd is not installed"
+	[[ -x /usr/bin/atheme-services ]] || die "atheme-services is not installed"
+	if grep -qs '^/usr/sbin/inspircd (enforce)' /sys/kernel/security/apparmor/profiles; then
+		die "AppArmor enforces /usr/sbin/inspircd's profile, which blocks a config outside /etc: run 'aa-complain /usr/sbin/inspircd' (apparmor-utils) first"
+	fi
+	ports_free atheme TESTENV_ATHEME_ "$A_PORT" "$A_LINK_PORT"
+
+	mkdir -p "$A_DIR" "$A_DATA"
+	chmod 0755 "$A_DIR"
+	save_settings "$A_DIR/settings" SAVED_PORT="$A_PORT" SAVED_LINK_PORT="$A_LINK_PORT"
+	echo "transportd SASL test server" >"$A_MOTD"
+	render "$TEMPLATES/inspircd-sasl.conf.in" "$A_IRC_CONF" \
+		BIND="$BIND" PORT="$A_PORT" LINK_PORT="$A_LINK_PORT" LINK_PASSWORD="$COMPONENT_SECRET" \
+		PIDFILE="$A_IRC_PIDFILE" MOTD="$A_MOTD" LOG_FILE="$A_IRC_LOG"
+	render "$TEMPLATES/atheme.conf.in" "$A_CONF" \
+		BIND="$BIND" LINK_PORT="$A_LINK_PORT" LINK_PASSWORD="$COMPONENT_SECRET"
+	rm -f "$A_LOG" "$A_CONSOLE" "$A_IRC_PIDFILE" "$A_PIDFILE"
+	chown -R irc:irc "$A_DIR"
+	chmod 0644 "$A_IRC_CONF" "$A_MOTD"
+	chmod 0600 "$A_CONF"
+	ensure_traversable irc "$A_IRC_CONF" "$A_CONF"
+
+	(
+		ulimit -c 0
+		exec setsid setpriv --reuid=irc --regid=irc --init-groups -- \
+			env -i PATH="$SYS_PATH" HOME="$A_DIR" LANG=C.UTF-8 LD_LIBRARY_PATH=/usr/lib/inspircd \
+			/usr/sbin/inspircd --config "$A_IRC_CONF" --nofork </dev/null >>"$A_IRC_CONSOLE" 2>&1 9>&-
+	) &
+	pid=$!
+	wait_ports atheme "$pid" "$A_PORT" "$A_LINK_PORT"
+	# -n: foreground; it writes its pid file itself.
+	setsid setpriv --reuid=irc --regid=irc --init-groups -- \
+		env -i PATH="$SYS_PATH" HOME="$A_DIR" LANG=C.UTF-8 \
+		/usr/bin/atheme-services -n -c "$A_CONF" -D "$A_DATA" -l "$A_LOG" -p "$A_PIDFILE" \
+		</dev/null >>"$A_CONSOLE" 2>&1 9>&- &
+	apid=$!
+	for ((i = 0; i < WAIT_SECS * 10; i++)); do
+		atheme_linked && break
+		if ! pid_alive "$apid" || ! pid_alive "$pid"; then
+			break
+		fi
+		sleep 0.1
+	done
+	if ! atheme_linked; then
+		kill_wait "$apid" 5 || true
+		kill_wait "$pid" 5 || true
+		show_log "${LOGS[@]}"
+		die "atheme did not link to its InspIRCd"
+	fi
+	for ((i = 0; i < 50; i++)); do
+		[[ -s $A_PIDFILE ]] && break
+		sleep 0.1
+	done
+	log "atheme up (inspircd pid $pid, atheme pid $apid): irc with SASL $BIND:$A_PORT"
+}
+
+down_atheme() {
+	settings_atheme
+	local pid
+	pid=$(atheme_pid)
+	[[ -n $pid ]] && kill_wait "$pid" 15
+	pid=$(atheme_irc_pid)
+	[[ -n $pid ]] && kill_wait "$pid" 15
+	rm -f "$A_PIDFILE" "$A_IRC_PIDFILE"
+	log "atheme stopped"
+}
+
+status_atheme() {
+	settings_atheme
+	local pid apid state=""
+	pid=$(atheme_irc_pid)
+	apid=$(atheme_pid)
+	if [[ -z $pid || -z $apid ]]; then
+		echo "atheme: down"
+		return 1
+	fi
+	port_open "$A_PORT" || state=" (port $A_PORT closed)"
+	echo "atheme: up, inspircd pid $pid, atheme pid $apid, irc with SASL $BIND:$A_PORT, logs $A_IRC_LOG $A_LOG$state"
+	[[ -z $state ]]
+}
+
+env_atheme() {
+	settings_atheme
+	echo "export TRANSPORTD_TEST_IRC_SASL_ADDR=$BIND:$A_PORT"
 }
 
 # ---------------------------------------------------------------------------

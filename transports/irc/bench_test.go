@@ -317,30 +317,42 @@ func sessionMemory(b *testing.B, e ircEnv, n int, shared bool) {
 }
 
 // benchUsers are the XMPP accounts BenchmarkJoinedUsers logs in (the test
-// Prosody has 30 per domain).
+// Prosody has TRANSPORTD_TEST_USER_COUNT per domain, 30 unless the
+// environment was made with more: TESTENV_USER_COUNT).
 func benchUsers(n int) []string {
+	per, err := strconv.Atoi(os.Getenv("TRANSPORTD_TEST_USER_COUNT"))
+	if err != nil || per <= 0 {
+		per = 30
+	}
 	var out []string
-	for i := 1; i <= 30 && len(out) < n; i++ {
+	for i := 1; i <= per && len(out) < n; i++ {
 		out = append(out, fmt.Sprintf("user%d@b.test", i))
 	}
-	for i := 1; i <= 30 && len(out) < n; i++ {
+	for i := 1; i <= per && len(out) < n; i++ {
 		out = append(out, fmt.Sprintf("user%d@a.test", i))
 	}
 	return out
 }
 
 // BenchmarkJoinedUsers has N real XMPP users (through Prosody) each join
-// a channel of their own, and reports the gateway process's resident set.
+// a channel of their own, and reports the gateway process's resident set
+// and its growth per user since before the first user joined.
 // Meant for gateways measured from outside (TRANSPORTD_BENCH_IRC_PID:
 // biboumi, transportd as a binary); in this process the figure includes
 // the test's XMPP clients. Runs once, whatever -benchtime says.
 func BenchmarkJoinedUsers(b *testing.B) {
 	e := testIRCEnv(b)
 	tg := target(b, e)
-	for _, n := range []int{1, 50} {
+	// Growth is measured from the resident set before the first user: the
+	// memory of an earlier run's users is not all given back, so a figure
+	// relative to the start of each run would be too low (even negative).
+	_, rss0 := procStat(tg.pid)
+	for _, n := range []int{1, 50, 200} {
 		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
+			if len(benchUsers(n)) < n {
+				b.Skipf("the test Prosody has fewer than %d accounts (TESTENV_USER_COUNT)", n)
+			}
 			run := xmpptest.RandomID()[:4]
-			_, rss0 := procStat(tg.pid)
 			var clients []*xmpptest.Client
 			defer func() {
 				for _, c := range clients {
@@ -379,23 +391,45 @@ func BenchmarkJoinedUsers(b *testing.B) {
 
 // biboumiNoThrottle turns biboumi's flood control (throttle_limit) off for
 // the benchmark's user on the IRC server, with biboumi's Configure command
-// on the server's JID.
+// on the server's JID. With TRANSPORTD_BENCH_BIBOUMI_HISTORY=off it also
+// turns off biboumi's recording of channel messages in its database
+// (record_history, in the Configure command on biboumi's own JID), which
+// biboumi does by default and transportd does not do at all.
 func biboumiNoThrottle(b *testing.B, c *xmpptest.Client, tg benchTarget) {
-	server := tg.ircHost + "@" + tg.jid
-	exec := func(cmd *core.Element) *core.Element {
-		iq := core.NewElement("", "iq", "type", "set", "to", server)
-		res, err := c.IQErr(iq.Add(cmd), 10*time.Second)
-		if err != nil || res.Get("type") != "result" {
-			b.Fatalf("biboumi configure: %v %v", err, res)
+	configure := func(to string, values map[string]string, empty ...string) {
+		exec := func(cmd *core.Element) *core.Element {
+			iq := core.NewElement("", "iq", "type", "set", "to", to)
+			res, err := c.IQErr(iq.Add(cmd), 10*time.Second)
+			if err != nil || res.Get("type") != "result" {
+				b.Fatalf("biboumi configure %s: %v %v", to, err, res)
+			}
+			return res
 		}
-		return res
+		res := exec(core.NewElement(nsCommands, "command", "node", "configure", "action", "execute"))
+		cmd := res.Child(nsCommands, "command")
+		fields := map[string]bool{}
+		if form := cmd.Child("jabber:x:data", "x"); form != nil {
+			for _, f := range form.Children {
+				if f.Name.Local == "field" {
+					fields[f.Get("var")] = true
+				}
+			}
+		}
+		x := core.NewElement("jabber:x:data", "x", "type", "submit")
+		for k, v := range values {
+			if !fields[k] {
+				b.Fatalf("biboumi's configure form on %s has no field %s", to, k)
+			}
+			x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+		}
+		for _, k := range empty {
+			x.Add(core.NewElement("", "field", "var", k))
+		}
+		exec(core.NewElement(nsCommands, "command", "node", "configure", "sessionid", cmd.Get("sessionid"), "action", "complete").Add(x))
 	}
-	res := exec(core.NewElement(nsCommands, "command", "node", "configure", "action", "execute"))
-	sid := res.Child(nsCommands, "command").Get("sessionid")
-	x := core.NewElement("jabber:x:data", "x", "type", "submit")
-	for k, v := range map[string]string{"ports": "6667", "verify_cert": "false", "throttle_limit": "-1", "max_history_length": "20"} {
-		x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+	configure(tg.ircHost+"@"+tg.jid, map[string]string{"ports": "6667", "verify_cert": "false", "throttle_limit": "-1", "max_history_length": "20"}, "tls_ports")
+	if os.Getenv("TRANSPORTD_BENCH_BIBOUMI_HISTORY") == "off" {
+		configure(tg.jid, map[string]string{"record_history": "false"})
+		b.Log("biboumi: record_history off")
 	}
-	x.Add(core.NewElement("", "field", "var", "tls_ports"))
-	exec(core.NewElement(nsCommands, "command", "node", "configure", "sessionid", sid, "action", "complete").Add(x))
 }

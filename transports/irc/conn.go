@@ -31,6 +31,8 @@ const (
 	// outQueue is how many lines may wait for the flood limiter (a 64 KiB
 	// body is about 170 lines).
 	outQueue = 256
+	// prioQueue is how many urgent lines (PONG, PING, QUIT) may wait.
+	prioQueue = 64
 	// nickTries is how many times "_" is appended to a nick in use
 	// during registration before giving up.
 	nickTries = 4
@@ -109,9 +111,7 @@ type conn struct {
 	trace  bool
 	server string
 
-	lim  *rate.Limiter
-	out  chan []byte
-	prio chan []byte
+	lim *rate.Limiter
 
 	pingEvery, pingWait time.Duration
 
@@ -119,9 +119,48 @@ type conn struct {
 	// reader hands them on first.
 	backlog []ircmsg.Message
 
+	// The output queue, in order. No goroutine waits on an idle
+	// connection: one is started when a line is queued and ends when the
+	// queue is empty.
+	mu      sync.Mutex
+	q       []outLine
+	nUrgent int  // urgent lines in q
+	writing bool // a writer goroutine runs
+	kick    chan struct{}
+
 	done      chan struct{}
 	closeOnce sync.Once
-	wdone     chan struct{} // closed when the writer exits
+}
+
+// outLine is a serialised line waiting for the writer. An urgent line
+// (PONG, PING, QUIT) skips the flood limiter: it is written in its turn,
+// or before lines the limiter holds back. grp, if set, is told what
+// became of the line.
+type outLine struct {
+	b      []byte
+	urgent bool
+	grp    *lineGroup
+}
+
+// lineGroup is the lines of one message. Once every line was either
+// written to the socket or dropped (the connection closed first), done is
+// called, once, from the writer, with how many were written; lines are
+// written in order, so those are the first ones.
+type lineGroup struct {
+	left, written int
+	done          func(written int)
+}
+
+func (g *lineGroup) settle(written bool) {
+	if g == nil {
+		return
+	}
+	if written {
+		g.written++
+	}
+	if g.left--; g.left == 0 {
+		g.done(g.written)
+	}
 }
 
 // dialIRC connects and registers. The returned conn is not started.
@@ -150,14 +189,12 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		trace:     cfg.trace,
 		server:    cfg.server,
 		lim:       rate.NewLimiter(rate.Limit(cfg.floodRate), cfg.floodBurst),
-		out:       make(chan []byte, outQueue),
-		prio:      make(chan []byte, 64),
 		pingEvery: cfg.pingEvery,
 		pingWait:  cfg.pingWait,
+		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
-		wdone:     make(chan struct{}),
 	}
-	c.r.Initialize(nc, 1024, maxRead)
+	c.r.Initialize(nc, 512, maxRead)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
@@ -277,7 +314,7 @@ func (c *conn) register(cfg dialConfig) (*welcome, error) {
 						delete(w.caps, tok[1:])
 						continue
 					}
-					w.caps[tok] = advertised[tok]
+					w.caps[strings.Clone(tok)] = strings.Clone(advertised[tok])
 				}
 				if _, ok := w.caps["sasl"]; ok && cfg.saslPass != "" {
 					if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", "PLAIN")); err != nil {
@@ -351,12 +388,12 @@ func (c *conn) register(cfg dialConfig) (*welcome, error) {
 			}
 			registered = true
 			if len(p) > 0 {
-				w.nick = p[0]
+				w.nick = strings.Clone(p[0])
 			}
 			// "Welcome to the Network nick!user@host"
 			if f := strings.Fields(last(p)); len(f) > 0 {
 				if nuh, err := ircmsg.ParseNUH(f[len(f)-1]); err == nil && nuh.Name == w.nick && nuh.Host != "" {
-					w.user, w.host = nuh.User, nuh.Host
+					w.user, w.host = strings.Clone(nuh.User), strings.Clone(nuh.Host)
 				}
 			}
 			if !capDone {
@@ -383,8 +420,16 @@ func last(p []string) string {
 	return p[len(p)-1]
 }
 
+// usedISupport are the ISUPPORT tokens the transport reads; others are
+// not kept (a server sends dozens, for every connection).
+var usedISupport = map[string]bool{
+	"CASEMAPPING": true, "CHANMODES": true, "CHANTYPES": true, "CHATHISTORY": true,
+	"PREFIX": true, "STATUSMSG": true, "TOPICLEN": true,
+}
+
 // parseISupport adds the tokens of a 005 line (params: me, tokens...,
-// text) to m; "-TOKEN" removes one.
+// text) that the transport uses to m; "-TOKEN" removes one. The strings
+// are copied, so that the line is not kept alive with them.
 func parseISupport(p []string, m map[string]string) {
 	if len(p) < 3 {
 		return
@@ -395,7 +440,9 @@ func parseISupport(p []string, m map[string]string) {
 			continue
 		}
 		k, v, _ := strings.Cut(tok, "=")
-		m[k] = unescapeISupport(v)
+		if usedISupport[k] {
+			m[strings.Clone(k)] = strings.Clone(unescapeISupport(v))
+		}
 	}
 }
 
@@ -515,11 +562,10 @@ func redactLine(line string) string {
 	return line
 }
 
-// start runs the reader and writer. onLine is called for every line in
-// order (from the reader goroutine); onClose once, when the connection
-// is gone, with the reason.
+// start runs the reader. onLine is called for every line in order (from
+// the reader goroutine); onClose once, when the connection is gone, with
+// the reason. Writers come and go with the lines to write.
 func (c *conn) start(onLine func(ircmsg.Message), onClose func(error)) {
-	go c.writer()
 	go c.reader(onLine, onClose)
 }
 
@@ -557,51 +603,153 @@ func (c *conn) reader(onLine func(ircmsg.Message), onClose func(error)) {
 	}
 }
 
-func (c *conn) writer() {
-	defer close(c.wdone)
-	write := func(b []byte) bool {
-		if c.trace {
-			c.log.Debug("irc ->", "line", redactLine(strings.TrimRight(string(b), "\r\n")))
-		}
-		_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := c.nc.Write(b); err != nil {
-			c.close()
-			return false
-		}
-		return true
+// enqueue adds lines to the queue and makes sure a writer runs. All of
+// them or none: a message is never queued in part.
+func (c *conn) enqueue(urgent bool, lines ...outLine) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed() {
+		return errClosed
 	}
+	if urgent {
+		if c.nUrgent+len(lines) > prioQueue {
+			return errQueueFull
+		}
+		c.nUrgent += len(lines)
+		for i := range lines {
+			lines[i].urgent = true
+		}
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	} else if len(c.q)-c.nUrgent+len(lines) > outQueue {
+		return errQueueFull
+	}
+	c.q = append(c.q, lines...)
+	if !c.writing {
+		c.writing = true
+		go c.writer()
+	}
+	return nil
+}
+
+// head returns the line to write next; ok is false when there is none,
+// and the writer then ends (under the lock, so that a line queued
+// meanwhile starts a new one).
+func (c *conn) head() (l outLine, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.q) == 0 || c.isClosed() {
+		c.writing = false
+		return outLine{}, false
+	}
+	return c.q[0], true
+}
+
+// pop removes the head line.
+func (c *conn) pop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.q) == 0 {
+		return
+	}
+	if c.q[0].urgent {
+		c.nUrgent--
+	}
+	c.q[0] = outLine{}
+	c.q = c.q[1:]
+	if len(c.q) == 0 {
+		c.q = nil // let the backing array go
+	}
+}
+
+// writer writes queued lines in order until there are none;
+// flood-limited lines wait for the limiter, urgent ones never do.
+func (c *conn) writer() {
+	for {
+		l, ok := c.head()
+		if !ok {
+			if c.isClosed() {
+				c.dropQueued()
+			}
+			return
+		}
+		if !l.urgent {
+			if d := c.lim.Reserve().Delay(); d > 0 && !c.waitFlood(d) {
+				c.dropQueued()
+				return
+			}
+		}
+		c.pop()
+		n, err := c.write(l.b)
+		l.grp.settle(n > 0)
+		if err != nil {
+			c.close()
+			c.dropQueued()
+			return
+		}
+	}
+}
+
+// waitFlood waits d for the flood limiter, writing the urgent lines
+// queued behind the head meanwhile; false if the connection closed.
+func (c *conn) waitFlood(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	for {
 		select {
+		case <-t.C:
+			return true
 		case <-c.done:
-			return
-		case b := <-c.prio:
-			if !write(b) {
-				return
-			}
-		case b := <-c.out:
-			r := c.lim.Reserve()
-			if d := r.Delay(); d > 0 {
-				t := time.NewTimer(d)
-			wait:
-				for {
-					select {
-					case <-t.C:
-						break wait
-					case p := <-c.prio:
-						if !write(p) {
-							t.Stop()
-							return
-						}
-					case <-c.done:
-						t.Stop()
-						return
-					}
+			return false
+		case <-c.kick:
+			c.mu.Lock()
+			var urgent []outLine
+			kept := c.q[:min(1, len(c.q))]
+			for _, l := range c.q[len(kept):] {
+				if l.urgent {
+					urgent = append(urgent, l)
+				} else {
+					kept = append(kept, l)
 				}
 			}
-			if !write(b) {
-				return
+			clear(c.q[len(kept):])
+			c.q = kept
+			c.nUrgent -= len(urgent)
+			c.mu.Unlock()
+			for _, l := range urgent {
+				n, err := c.write(l.b)
+				l.grp.settle(n > 0)
+				if err != nil {
+					c.close()
+					return false
+				}
 			}
 		}
+	}
+}
+
+// write writes one line; n > 0 means some of it may have reached the
+// server, even with an error.
+func (c *conn) write(b []byte) (n int, err error) {
+	if c.trace {
+		c.log.Debug("irc ->", "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	return c.nc.Write(b)
+}
+
+// dropQueued empties the queue of a closed connection, telling the
+// groups their remaining lines were never written.
+func (c *conn) dropQueued() {
+	c.mu.Lock()
+	lines := c.q
+	c.q, c.nUrgent = nil, 0
+	c.writing = false
+	c.mu.Unlock()
+	for _, l := range lines {
+		l.grp.settle(false)
 	}
 }
 
@@ -611,15 +759,23 @@ func (c *conn) send(m ircmsg.Message) error {
 	if err != nil {
 		return err
 	}
-	if c.isClosed() {
-		return errClosed
-	}
-	select {
-	case c.out <- b:
+	return c.enqueue(false, outLine{b: b})
+}
+
+// sendGroup queues serialised lines as one message, behind the flood
+// limiter, all or none; done is called once every line was written or
+// dropped (see lineGroup). When sendGroup returns an error, nothing was
+// queued and done is never called.
+func (c *conn) sendGroup(lines [][]byte, done func(written int)) error {
+	if len(lines) == 0 {
 		return nil
-	default:
-		return errQueueFull
 	}
+	g := &lineGroup{left: len(lines), done: done}
+	out := make([]outLine, len(lines))
+	for i, b := range lines {
+		out[i] = outLine{b: b, grp: g}
+	}
+	return c.enqueue(false, out...)
 }
 
 // sendUrgent queues a line that skips the flood limiter (PONG, PING, QUIT).
@@ -628,19 +784,15 @@ func (c *conn) sendUrgent(m ircmsg.Message) error {
 	if err != nil {
 		return err
 	}
-	if c.isClosed() {
-		return errClosed
-	}
-	select {
-	case c.prio <- b:
-		return nil
-	default:
-		return errQueueFull
-	}
+	return c.enqueue(true, outLine{b: b})
 }
 
 // queued is how many lines wait for the flood limiter.
-func (c *conn) queued() int { return len(c.out) }
+func (c *conn) queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.q) - c.nUrgent
+}
 
 func (c *conn) isClosed() bool {
 	select {
@@ -651,11 +803,19 @@ func (c *conn) isClosed() bool {
 	}
 }
 
+// close closes the connection. Lines still queued are dropped by the
+// writer, or here when none runs.
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
 		close(c.done)
 		_ = c.nc.Close()
 	})
+	c.mu.Lock()
+	idle := !c.writing
+	c.mu.Unlock()
+	if idle {
+		c.dropQueued()
+	}
 }
 
 // quit says goodbye and closes, waiting at most wait for the server to

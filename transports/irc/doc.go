@@ -15,8 +15,10 @@
 // Each user's session owns one IRC connection per server, shared by all
 // the user's resources and rooms. One goroutine (session.run) owns every
 // piece of session state; each connection has a reader goroutine that
-// only parses lines and posts them to it, and a writer goroutine that
-// applies flood control (a token bucket) before writing. Connections are
+// only parses lines and posts them to it, and, while lines wait to be
+// written, a writer goroutine that applies flood control (a token bucket)
+// before writing. A message from the user is sent at most once: see
+// session.Send. Connections are
 // written by hand on top of ircmsg (parsing and serialising lines),
 // ircreader, ircfmt and ircutils from github.com/ergochat/irc-go;
 // ircevent's own goroutines, callbacks and fixed reconnect delay do not fit

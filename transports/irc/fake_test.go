@@ -260,7 +260,10 @@ func (c *fakeConn) auto(m ircmsg.Message) {
 		if len(p) >= 2 {
 			ch := p[1]
 			c.send("BATCH +h1 chathistory %s", ch)
-			for _, l := range c.s.history[ch] {
+			c.s.mu.Lock()
+			lines := append([]string(nil), c.s.history[ch]...)
+			c.s.mu.Unlock()
+			for _, l := range lines {
 				c.send("@batch=h1;%s", l)
 			}
 			c.send("BATCH -h1")
@@ -468,10 +471,16 @@ func startSession(t testing.TB, srv *fakeServer, values, defaults map[string]str
 	for k, v := range defaults {
 		d[k] = v
 	}
+	return startSessionRec(t, srv, newRecorder(t), values, d)
+}
+
+// startSessionRec runs a session with a given recorder (and so its
+// state store) and the defaults as given.
+func startSessionRec(t testing.TB, srv *fakeServer, rec *recorder, values, d map[string]string) (*session, *recorder) {
+	t.Helper()
 	if values == nil {
 		values = map[string]string{}
 	}
-	rec := newRecorder(t)
 	tr := New()
 	s := tr.NewSession(&core.Account{ID: 1, JID: "tester@a.test", Values: values, Defaults: d}, rec).(*session)
 	ctx, cancel := context.WithCancel(context.Background())

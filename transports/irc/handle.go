@@ -206,6 +206,7 @@ func (n *network) eachMember(nick string, f func(*channel, *member) bool) {
 }
 
 func (n *network) setAway(nick string, away bool, text string) {
+	text = strings.Clone(text)
 	n.eachMember(nick, func(_ *channel, m *member) bool {
 		changed := m.away != away || (away && m.awayMsg != text)
 		m.away, m.awayMsg = away, text
@@ -228,6 +229,9 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 	msgid = safeMsgID(msgid)
 	when := serverTime(msg)
 	fromMe := n.isMe(src)
+	if history && fromMe && msgid != "" && n.wasEchoed(msgid) {
+		return // reflected already
+	}
 
 	body := ""
 	if strings.HasPrefix(text, "\x01") {
@@ -413,8 +417,8 @@ func (n *network) handleBatch(msg ircmsg.Message) {
 // Channel membership.
 
 func (n *network) handleJoin(msg ircmsg.Message) {
-	name := msg.Params[0]
-	nuh, _ := msg.NUH()
+	name := strings.Clone(msg.Params[0])
+	nuh, _ := cloneNUH(msg.NUH())
 	if n.isMe(nuh.Name) {
 		n.me.user, n.me.host = nuh.User, nuh.Host
 		ch := n.channelFor(name)
@@ -430,7 +434,7 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 	}
 	m := &member{nick: nuh.Name, user: nuh.User, host: nuh.Host}
 	if len(msg.Params) >= 2 && msg.Params[1] != "*" {
-		m.account = msg.Params[1]
+		m.account = strings.Clone(msg.Params[1])
 	}
 	if ch.joining && ch.next != nil {
 		ch.next[n.fold(m.nick)] = m
@@ -456,7 +460,7 @@ func (n *network) handleNames(name, names string) {
 			modes += string(n.prefixM[strings.IndexByte(n.prefixS, entry[0])])
 			entry = entry[1:]
 		}
-		nuh, err := ircmsg.ParseNUH(entry)
+		nuh, err := cloneNUH(ircmsg.ParseNUH(entry))
 		if err != nil || nuh.Name == "" {
 			continue
 		}
@@ -606,6 +610,7 @@ func (n *network) handleQuit(src, reason string) {
 }
 
 func (n *network) handleNick(src, nick string) {
+	nick = strings.Clone(nick)
 	oldKey, newKey := n.fold(src), n.fold(nick)
 	me := n.isMe(src)
 	if me {
@@ -627,7 +632,14 @@ func (n *network) handleNick(src, nick string) {
 	}
 }
 
+// cloneNUH copies the parts of a source, which otherwise keep the whole
+// line they were cut from alive as long as a channel member is known.
+func cloneNUH(nuh ircmsg.NUH, err error) (ircmsg.NUH, error) {
+	return ircmsg.NUH{Name: strings.Clone(nuh.Name), User: strings.Clone(nuh.User), Host: strings.Clone(nuh.Host)}, err
+}
+
 func (n *network) handleWho(name, user, host, nick, flags string) {
+	user, host = strings.Clone(user), strings.Clone(host)
 	if n.isMe(nick) {
 		n.me.user, n.me.host = user, host
 	}

@@ -3,6 +3,7 @@ package irc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sort"
 	"strconv"
@@ -102,7 +103,9 @@ type pendingSend struct {
 	xmppID    string
 	legacyID  string
 	body      string
-	remaining int // echoes still expected
+	remaining int  // echoes still expected
+	reflect   bool // reflected once written (the server does not echo)
+	settled   bool // the writer is done with its lines and Send was answered
 	failed    bool
 }
 
@@ -369,7 +372,7 @@ func (n *network) connectFailed(err error) {
 			ch.xmpp, ch.reported = false, false
 		}
 		for _, r := range n.waiting {
-			r.reply <- sendResult{err: roomErr}
+			r.answer("", roomErr)
 		}
 		n.waiting = nil
 		if n.everUp || n.authErr != "" {
@@ -418,7 +421,9 @@ func (n *network) closed(err error) {
 		}
 	}
 	for _, pl := range n.pending {
-		if n.echo() && !pl.ps.failed && pl.ps.room != "" && pl.ps.remaining > 0 {
+		// A message whose lines the writer still holds is answered by
+		// session.written instead.
+		if n.echo() && pl.ps.settled && !pl.ps.failed && pl.ps.room != "" && pl.ps.remaining > 0 {
 			// Sent but never echoed: it may not have reached the server.
 			pl.ps.failed = true
 			n.s.failed(pl.ps.contact, pl.ps.legacyID, core.NewError(stanza.RecipientUnavailable, "the IRC connection was lost; the message may not have been sent"))
@@ -480,7 +485,7 @@ func (n *network) tick(now time.Time) {
 	waiting := n.waiting[:0]
 	for _, r := range n.waiting {
 		if now.Sub(r.since) > parkTTL {
-			r.reply <- sendResult{err: core.Temporary(errClosed)}
+			r.answer("", core.Temporary(errNotWritten{errClosed}))
 			continue
 		}
 		waiting = append(waiting, r)
@@ -644,73 +649,169 @@ func (n *network) newLabel() string {
 	return "t" + strconv.Itoa(n.labelSeq)
 }
 
-// sendLines sends the lines of one message, remembering them for their
-// echo (or failure).
-func (n *network) sendLines(msgs []ircmsg.Message, target string, ps *pendingSend) error {
-	labels := n.hasCap("labeled-response") && n.hasCap("batch")
-	if n.queued()+len(msgs) > outQueue {
-		return core.Temporary(errQueueFull)
+// hand gives the lines of one message from the user to the connection,
+// all of them or none, and remembers them for their echo (or failure).
+// The request is answered once the lines are written (see
+// session.written), or at once when nothing was handed over. ps is nil
+// for raw commands.
+//
+// At most once: an error that Send turns into a retry (core.Temporary)
+// is only ever given while no byte of the message reached the socket;
+// once a line is handed over, whatever happens to it is reported, never
+// retried.
+func (n *network) hand(req *sendRequest, msgs []ircmsg.Message, target string, ps *pendingSend) {
+	c := n.conn
+	if c == nil {
+		req.answer("", core.Temporary(errNotWritten{errClosed}))
+		return
 	}
-	for _, msg := range msgs {
-		pl := &pendingLine{target: n.fold(target), ps: ps, sent: time.Now()}
-		if labels {
-			pl.label = n.newLabel()
-			msg.SetTag("label", pl.label)
-		}
-		if err := n.send(msg); err != nil {
-			if err == errQueueFull || err == errClosed {
-				return core.Temporary(err)
+	labels := ps != nil && n.hasCap("labeled-response") && n.hasCap("batch")
+	lines := make([][]byte, len(msgs))
+	var pls []*pendingLine
+	now := time.Now()
+	for i, msg := range msgs {
+		if ps != nil {
+			pl := &pendingLine{target: n.fold(target), ps: ps, sent: now}
+			if labels {
+				pl.label = n.newLabel()
+				msg.SetTag("label", pl.label)
 			}
-			return core.WrapError(stanza.NotAcceptable, "cannot send this to IRC", err)
+			pls = append(pls, pl)
 		}
-		n.pending = append(n.pending, pl)
+		b, err := serialize(msg)
+		if err != nil {
+			req.answer("", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC", err))
+			return
+		}
+		lines[i] = b
 	}
-	return nil
+	if c.queued()+len(lines) > outQueue {
+		req.answer("", core.Temporary(errNotWritten{errQueueFull}))
+		return
+	}
+	if !req.claim() {
+		return // Send gave up waiting: nothing is sent
+	}
+	s, total := n.s, len(lines)
+	err := c.sendGroup(lines, func(written int) {
+		ev := evWritten{n: n, c: c, req: req, ps: ps, written: written, total: total}
+		if !s.post(ev) {
+			// The session ended: answer without it.
+			req.answer(ev.verdict(false))
+		}
+	})
+	if err != nil {
+		req.answer("", core.Temporary(errNotWritten{err}))
+		return
+	}
+	n.pending = append(n.pending, pls...)
+}
+
+// errNotWritten wraps a send error that left every line of the message
+// unwritten: Send may undo its send record and let the outbox retry.
+type errNotWritten struct{ err error }
+
+func (e errNotWritten) Error() string { return e.err.Error() }
+func (e errNotWritten) Unwrap() error { return e.err }
+
+// verdict is Send's answer once the writer is done with a message's
+// lines. lost says the connection closed before the server echoed a
+// message it was expected to echo.
+func (ev evWritten) verdict(lost bool) (string, error) {
+	id := ""
+	if ev.ps != nil {
+		id = ev.ps.legacyID
+	}
+	switch {
+	case ev.written == 0:
+		return "", core.Temporary(errNotWritten{errClosed})
+	case ev.written < ev.total:
+		return id, core.NewError(stanza.RecipientUnavailable, fmt.Sprintf("the IRC connection was lost after %d of the %d lines of this message; the rest was not sent", ev.written, ev.total))
+	case lost:
+		return id, core.NewError(stanza.RecipientUnavailable, "the IRC connection was lost; the message may not have been sent")
+	}
+	return id, nil
 }
 
 func (n *network) echo() bool { return n.hasCap("echo-message") }
 
-// sendText sends a groupchat message and reflects it: when the server
-// echoes it (echo-message), else at once.
-func (n *network) sendText(ch *channel, m *core.Message) (string, error) {
+// sendText sends a groupchat message; it is reflected when the server
+// echoes it (echo-message), else once written.
+func (n *network) sendText(req *sendRequest, ch *channel) {
+	m := req.m
 	msgs, err := textMessages("PRIVMSG", ch.name, m.Body, n.me)
 	if err != nil {
-		return "", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC: "+err.Error(), err)
+		req.answer("", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC: "+err.Error(), err))
+		return
 	}
 	if len(msgs) == 0 {
-		return "", nil
+		req.answer("", nil)
+		return
 	}
-	ps := &pendingSend{room: ch.room, contact: m.Contact, xmppID: m.XMPPID, legacyID: newID(), body: m.Body, remaining: len(msgs)}
-	if err := n.sendLines(msgs, ch.name, ps); err != nil {
-		return "", err
-	}
-	if !n.echo() {
-		n.reflect(ps, "", time.Time{})
-	}
-	return ps.legacyID, nil
+	ps := &pendingSend{room: ch.room, contact: m.Contact, xmppID: m.XMPPID, legacyID: newID(), body: m.Body, remaining: len(msgs), reflect: !n.echo()}
+	n.hand(req, msgs, ch.name, ps)
 }
 
+// reflect shows the user's message in the room once IRC took it: at once
+// where core offers it (RoomEcho), else through the outbox.
 func (n *network) reflect(ps *pendingSend, msgid string, t time.Time) {
 	id := msgid
 	if id == "" {
 		id = ps.legacyID
 	}
-	n.s.deliver(&core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t})
+	m := &core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t}
+	if msgid != "" {
+		n.noteEchoed(msgid)
+	}
+	if e, ok := n.s.sink.(core.RoomEchoer); ok {
+		if err := e.RoomEcho(n.s.ctx, m); err != nil && n.s.ctx.Err() == nil {
+			n.s.log.Error("reflecting a room message", "error", err)
+		}
+		return
+	}
+	n.s.deliver(m)
 }
 
-func (n *network) sendPrivate(nick string, m *core.Message) (string, error) {
+// echoedKept is how many message ids of the user's own reflected
+// messages a session remembers.
+const echoedKept = 64
+
+// noteEchoed remembers the id of one of the user's messages reflected
+// outside the outbox, which therefore does not know it: a history replay
+// (CHATHISTORY on a later join) must not show it again. Kept by the
+// session, since the network goes when its last channel is left.
+func (n *network) noteEchoed(msgid string) {
+	s, key := n.s, n.server+" "+msgid
+	if s.echoed == nil {
+		s.echoed = make(map[string]bool, echoedKept)
+	}
+	if len(s.echoedRing) == echoedKept {
+		delete(s.echoed, s.echoedRing[0])
+		s.echoedRing = s.echoedRing[1:]
+	}
+	s.echoed[key] = true
+	s.echoedRing = append(s.echoedRing, key)
+}
+
+func (n *network) wasEchoed(msgid string) bool { return n.s.echoed[n.server+" "+msgid] }
+
+func (n *network) sendPrivate(req *sendRequest, nick string) {
+	m := req.m
 	if !validNick(nick) {
-		return "", core.NewError(stanza.JIDMalformed, "not a valid IRC nick")
+		req.answer("", core.NewError(stanza.JIDMalformed, "not a valid IRC nick"))
+		return
 	}
 	msgs, err := textMessages("PRIVMSG", nick, m.Body, n.me)
 	if err != nil {
-		return "", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC: "+err.Error(), err)
+		req.answer("", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC: "+err.Error(), err))
+		return
+	}
+	if len(msgs) == 0 {
+		req.answer("", nil)
+		return
 	}
 	ps := &pendingSend{contact: m.Contact, legacyID: newID(), remaining: len(msgs)}
-	if err := n.sendLines(msgs, nick, ps); err != nil {
-		return "", err
-	}
-	return ps.legacyID, nil
+	n.hand(req, msgs, nick, ps)
 }
 
 // refusedRaw are commands the server contact does not pass on: they
@@ -718,25 +819,33 @@ func (n *network) sendPrivate(nick string, m *core.Message) (string, error) {
 var refusedRaw = map[string]bool{"CAP": true, "AUTHENTICATE": true, "PASS": true, "USER": true, "QUIT": true, "BATCH": true}
 
 // sendRaw sends what the user wrote to the server contact: one IRC
-// command per line, parsed and serialised again by ircmsg.
-func (n *network) sendRaw(body string) (string, error) {
-	for _, line := range bodyLines(body) {
+// command per line, parsed and serialised again by ircmsg. Every line is
+// checked before any is sent.
+func (n *network) sendRaw(req *sendRequest) {
+	var msgs []ircmsg.Message
+	for _, line := range bodyLines(req.m.Body) {
 		line = strings.TrimPrefix(line, "/")
 		msg, err := ircmsg.ParseLine(line)
 		if err != nil || msg.Source != "" || len(msg.AllTags()) > 0 {
-			return "", core.NewError(stanza.BadRequest, "write IRC commands to the server, one per line (like WHOIS nick)")
+			req.answer("", core.NewError(stanza.BadRequest, "write IRC commands to the server, one per line (like WHOIS nick)"))
+			return
 		}
 		if refusedRaw[msg.Command] {
-			return "", core.NewError(stanza.NotAllowed, msg.Command+" is handled by the gateway")
+			req.answer("", core.NewError(stanza.NotAllowed, msg.Command+" is handled by the gateway"))
+			return
 		}
+		msgs = append(msgs, msg)
+	}
+	if len(msgs) == 0 {
+		req.answer("", nil)
+		return
+	}
+	for _, msg := range msgs {
 		if msg.Command == "NICK" && len(msg.Params) > 0 {
 			n.wantNick = msg.Params[0]
 		}
-		if err := n.send(msg); err != nil {
-			return "", core.WrapError(stanza.NotAcceptable, "cannot send this to IRC", err)
-		}
 	}
-	return "", nil
+	n.hand(req, msgs, "", nil)
 }
 
 // matchPending finds the line an echo or a reply is about: by label,

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
@@ -32,6 +33,8 @@ type session struct {
 	log    *slog.Logger
 	opts   options
 	values map[string]string
+	// records are the send records (nil without a state store).
+	records *sendRecords
 
 	events chan event
 	done   chan struct{} // closed when run returns
@@ -44,6 +47,10 @@ type session struct {
 	state     core.State
 	stateText string
 	started   bool
+	// echoed are "server msgid" of the user's last messages reflected at
+	// once (network.reflect), oldest first in echoedRing.
+	echoed     map[string]bool
+	echoedRing []string
 }
 
 type event interface{}
@@ -87,14 +94,43 @@ type (
 		n   *network
 		gen int
 	}
-	evTick struct{}
+	evTick    struct{}
+	evWritten struct {
+		n       *network
+		c       *conn
+		req     *sendRequest
+		ps      *pendingSend // nil for raw commands
+		written int          // lines written (the first ones)
+		total   int
+	}
 )
 
 // sendRequest is a message from the XMPP user waiting for the session.
 type sendRequest struct {
 	m     *core.Message
-	reply chan sendResult
+	reply chan sendResult // buffered: answer never blocks
 	since time.Time
+	// state is reqNew until the session hands the message to the
+	// connection (reqHanded) or Send gives up waiting (reqAbandoned),
+	// whichever comes first.
+	state atomic.Int32
+}
+
+const (
+	reqNew = iota
+	reqHanded
+	reqAbandoned
+)
+
+// claim is called right before the lines are handed to the connection;
+// false means Send gave up and nothing may be sent.
+func (r *sendRequest) claim() bool { return r.state.CompareAndSwap(reqNew, reqHanded) }
+
+func (r *sendRequest) answer(id string, err error) {
+	select {
+	case r.reply <- sendResult{id, err}:
+	default: // answered already
+	}
 }
 
 type sendResult struct {
@@ -110,7 +146,7 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 		log:     sink.Logger(),
 		opts:    parseOptions(a.Defaults),
 		values:  a.Values,
-		events:  make(chan event, 128),
+		events:  make(chan event, 32),
 		done:    make(chan struct{}),
 		nets:    map[string]*network{},
 		netConf: map[string]netSettings{},
@@ -120,6 +156,7 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 	if s.values == nil {
 		s.values = map[string]string{}
 	}
+	s.records = newSendRecords(sink.Store())
 	s.rooms = nopRooms{}
 	if rs, ok := sink.(core.RoomSink); ok {
 		s.rooms = rs
@@ -174,7 +211,7 @@ func (s *session) shutdown() {
 			nw.retry.Stop()
 		}
 		for _, r := range nw.waiting {
-			r.reply <- sendResult{err: core.Temporary(errClosed)}
+			r.answer("", core.Temporary(errNotWritten{errClosed}))
 		}
 		nw.waiting = nil
 		if c := nw.conn; c != nil {
@@ -188,12 +225,15 @@ func (s *session) shutdown() {
 	for ; n > 0; n-- {
 		<-done
 	}
-	// Requests that raced with the end.
+	// Requests that raced with the end, and the fate of lines written.
 	for {
 		select {
 		case ev := <-s.events:
-			if e, ok := ev.(evSend); ok {
-				e.req.reply <- sendResult{err: core.Temporary(errClosed)}
+			switch e := ev.(type) {
+			case evSend:
+				e.req.answer("", core.Temporary(errNotWritten{errClosed}))
+			case evWritten:
+				e.req.answer(e.verdict(false))
 			}
 		default:
 			return
@@ -250,6 +290,8 @@ func (s *session) handle(ev event) {
 			return
 		}
 		ev.n.connect()
+	case evWritten:
+		s.written(ev)
 	case evTick:
 		now := time.Now()
 		for _, n := range s.nets {
@@ -290,26 +332,95 @@ func (s *session) postCtx(ctx context.Context, ev event) error {
 	}
 }
 
-// Send implements core.Session: it waits until the lines are queued on
-// the connection (or the session gives up waiting for the network).
+// Send implements core.Session. It returns once every line of the
+// message was written to the IRC connection (the server's socket took
+// it), or with an error.
+//
+// IRC lines carry no ID and get no acknowledgement, so a line written
+// twice is seen twice: the transport sends at most once, never twice.
+//   - A temporary error (which core's outbox retries) is returned only
+//     while no line of the message was handed to the connection; after
+//     that, a lost connection is reported as a failure, not retried.
+//   - If Send's context ends first, a message not yet handed over is
+//     never sent (it is retried by the outbox); one already handed over
+//     is waited for.
+//   - Across a crash: before anything is handed over, the stanza (the
+//     user's resource and stanza id) is recorded in the account's state as
+//     its conversation's send in progress (sendRecords). The outbox
+//     retries an item it had not marked done after a restart, and sends
+//     one item per conversation at a time, in order: finding its own
+//     record, Send returns success without sending. The record is dropped
+//     again when nothing was written. A stanza without an id has no key
+//     to record: a crash between the write and the outbox's commit can
+//     send it a second time.
+//   - A crash after Send's write and before the server read the line
+//     loses it, and the user may have got a receipt for it: "written" is
+//     all the gateway can know.
 func (s *session) Send(ctx context.Context, m *core.Message) (string, error) {
+	rec := s.records
+	if rec != nil {
+		again, err := rec.begin(ctx, m)
+		if err != nil {
+			return "", core.Temporary(err)
+		}
+		if again {
+			s.log.Info("an interrupted send was handed to IRC before the restart; not sending it again", "contact", m.Contact)
+			return "", nil
+		}
+	}
+	r, err := s.send1(ctx, m)
+	if rec != nil && errors.As(err, new(errNotWritten)) {
+		rec.undo(context.WithoutCancel(ctx), m)
+	}
+	return r, err
+}
+
+func (s *session) send1(ctx context.Context, m *core.Message) (string, error) {
 	req := &sendRequest{m: m, reply: make(chan sendResult, 1), since: time.Now()}
 	if err := s.postCtx(ctx, evSend{req: req}); err != nil {
-		return "", err
+		return "", errNotWritten{err}
 	}
 	select {
 	case r := <-req.reply:
 		return r.id, r.err
 	case <-s.done:
+	case <-ctx.Done():
+	}
+	if req.state.CompareAndSwap(reqNew, reqAbandoned) {
 		select {
-		case r := <-req.reply:
+		case r := <-req.reply: // answered without being handed over
 			return r.id, r.err
 		default:
 		}
-		return "", core.Temporary(errClosed)
-	case <-ctx.Done():
-		return "", core.Temporary(ctx.Err())
+		if ctx.Err() != nil {
+			return "", core.Temporary(errNotWritten{ctx.Err()})
+		}
+		return "", core.Temporary(errNotWritten{errClosed})
 	}
+	// Handed to the connection: its answer comes once the writer wrote
+	// or dropped the lines.
+	r := <-req.reply
+	return r.id, r.err
+}
+
+// written: the writer is done with a message's lines. Send gets its
+// answer, and a message to a server that does not echo is reflected.
+func (s *session) written(ev evWritten) {
+	ps := ev.ps
+	lost := false
+	if ps != nil {
+		lost = ev.c.isClosed() && ev.n.echo() && ps.room != "" && ps.remaining > 0
+	}
+	id, err := ev.verdict(lost)
+	if ps != nil {
+		ps.settled = true
+		if err != nil {
+			ps.failed = true
+		} else if ps.reflect {
+			ev.n.reflect(ps, "", time.Time{})
+		}
+	}
+	ev.req.answer(id, err)
 }
 
 // Per-network settings, stored in the account's state.
@@ -528,7 +639,7 @@ func (s *session) setTopic(room, subject string) {
 // network is connected and its channel joined.
 func (s *session) send(req *sendRequest) {
 	m := req.m
-	reply := func(id string, err error) { req.reply <- sendResult{id, err} }
+	reply := req.answer
 	a, server, err := s.resolve(m.Contact)
 	if err != nil {
 		reply("", err)
@@ -569,7 +680,7 @@ func (s *session) send(req *sendRequest) {
 			n.park(req)
 			return
 		}
-		reply(n.sendText(ch, m))
+		n.sendText(req, ch)
 		return
 	}
 	// A private message: to nick%server, to an occupant of a room (Nick
@@ -599,10 +710,10 @@ func (s *session) send(req *sendRequest) {
 		return
 	}
 	if nick == "" {
-		reply(n.sendRaw(m.Body))
+		n.sendRaw(req)
 		return
 	}
-	reply(n.sendPrivate(nick, m))
+	n.sendPrivate(req, nick)
 }
 
 // defaultNick is the nick for connections no join asked for.

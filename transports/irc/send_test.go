@@ -1,0 +1,152 @@
+package irc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"transportd/core"
+)
+
+// At most once: what the user sent reaches IRC once or not at all, never
+// twice, whatever happens around Send.
+
+// A stanza written to IRC and then retried by the outbox (the gateway
+// died before the outbox recorded the send) is not written again by the
+// next session.
+func TestSendNotRepeatedAfterRestart(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	s1, rec1 := startSession(t, srv, nil, nil)
+	ctx := context.Background()
+	room := "#once%127.0.0.1"
+	_ = s1.JoinRoom(ctx, room, "me", "")
+	c1 := srv.nextConn()
+	rec1.next(t, "joined", isJoined(room))
+	m := &core.Message{Contact: room, Groupchat: true, Body: "only once", XMPPID: "st1", UserResource: "phone"}
+	if _, err := s1.Send(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := c1.expect(t, "PRIVMSG"); last(got.Params) != "only once" {
+		t.Fatalf("first PRIVMSG = %q", got.Params)
+	}
+
+	// The next session of the account (same state), as after a restart:
+	// the outbox hands it the same stanza again, then the next one.
+	rec2 := newRecorder(t)
+	rec2.store = rec1.store
+	s2, _ := startSessionRec(t, srv, rec2, nil, s1.acct.Defaults)
+	_ = s2.JoinRoom(ctx, room, "me2", "")
+	c2 := srv.nextConn()
+	rec2.next(t, "joined", isJoined(room))
+	if _, err := s2.Send(ctx, m); err != nil {
+		t.Fatalf("the retried stanza: %v", err)
+	}
+	if _, err := s2.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: "next", XMPPID: "st2", UserResource: "phone"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.expect(t, "PRIVMSG"); last(got.Params) != "next" {
+		t.Fatalf("after the restart IRC got %q first, want \"next\"", last(got.Params))
+	}
+	// A new stanza with the same text is a new message.
+	if _, err := s2.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: "next", XMPPID: "st3", UserResource: "phone"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c2.expect(t, "PRIVMSG"); last(got.Params) != "next" {
+		t.Fatalf("the repeated text: %q", last(got.Params))
+	}
+}
+
+// A connection lost in the middle of a long message: Send reports what
+// was sent, and the error is not one the outbox retries.
+func TestSendLostMidMessage(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	s, rec := startSession(t, srv, nil, map[string]string{dFloodBurst: "3", dFloodRate: "4"})
+	ctx := context.Background()
+	room := "#cut%127.0.0.1"
+	_ = s.JoinRoom(ctx, room, "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+	time.Sleep(time.Second) // the JOIN's token comes back
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: strings.Repeat("line\n", 13), XMPPID: "long"})
+		errc <- err
+	}()
+	for i := 0; i < 3; i++ {
+		c.expect(t, "PRIVMSG")
+	}
+	c.close()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(wait):
+		t.Fatal("Send did not return after the connection was lost")
+	}
+	if err == nil || errors.Is(err, core.ErrTemporary) {
+		t.Fatalf("Send = %v, want a failure that is not retried", err)
+	}
+	if !strings.Contains(err.Error(), "after 3 of the 13 lines") {
+		t.Errorf("Send = %v, want it to say how much was sent", err)
+	}
+}
+
+// A message whose Send gave up before the connection was ready is never
+// sent later: the outbox retries it instead.
+func TestSendAbandonedIsNotSentLate(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	// A slow way to the server: registration completes a second late.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				time.Sleep(time.Second)
+				out, err := net.Dial("tcp", srv.ln.Addr().String())
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in) }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	s, rec := startSession(t, srv, nil, map[string]string{dPort: strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)})
+	room := "#late%127.0.0.1"
+	_ = s.JoinRoom(context.Background(), room, "me", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err = s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: "too late", XMPPID: "late1"})
+	cancel()
+	if !errors.Is(err, core.ErrTemporary) {
+		t.Fatalf("Send = %v, want a temporary error (retried by the outbox)", err)
+	}
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+	// The outbox's retry goes out, once.
+	if _, err := s.Send(context.Background(), &core.Message{Contact: room, Groupchat: true, Body: "too late", XMPPID: "late1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Send(context.Background(), &core.Message{Contact: room, Groupchat: true, Body: "then this", XMPPID: "late2"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := 0; i < 2; i++ {
+		got = append(got, last(c.expect(t, "PRIVMSG").Params))
+	}
+	if strings.Join(got, "|") != "too late|then this" {
+		t.Errorf("IRC got %q", got)
+	}
+}
