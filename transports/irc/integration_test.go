@@ -259,6 +259,9 @@ func TestNickConflictAndDisallowed(t *testing.T) {
 func TestServerRestart(t *testing.T) {
 	e := testIRCEnv(t)
 	if e.script == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("TRANSPORTD_TEST_ENV_SCRIPT not set: under CI a missing server is a failure")
+		}
 		t.Skip("TRANSPORTD_TEST_ENV_SCRIPT not set")
 	}
 	startGW(t, e.xmpp, port(e.irc), nil)
@@ -330,6 +333,9 @@ func TestNgircd(t *testing.T) {
 func TestTLS(t *testing.T) {
 	e := testIRCEnv(t)
 	if e.tls == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no TLS port: under CI a missing server is a failure")
+		}
 		t.Skip("no TLS port")
 	}
 	startGW(t, e.xmpp, port(e.tls), map[string]string{"tls": "true", "tls_insecure": "true"})
