@@ -52,9 +52,35 @@ bench() {
 	local name=$1 pid=$2
 	shift 2
 	echo "== $name (pid $pid)"
+	echo "== $name" >>"$RUN/all.txt"
 	env TRANSPORTD_BENCH_IRC_JID="$COMPONENT_JID" TRANSPORTD_BENCH_IRC_PID="$pid" "$@" \
 		go test -run '^$' -bench 'Relay|JoinedUsers' -benchtime "$benchtime" -count 1 ./transports/irc/ 2>&1 |
-		grep -E '^(Benchmark|ok|FAIL|---)|bench_test' || true
+		grep -E '^(Benchmark|ok|FAIL|---)|bench_test' | tee -a "$RUN/all.txt" || true
+}
+
+# table: one row per gateway from $RUN/all.txt.
+table() {
+	echo
+	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, bursts of 200; CPU from /proc in 10 ms ticks)"
+	echo
+	echo "| gateway | XMPP→IRC p50 / p99 ms | msgs/s | CPU ms/msg | IRC→XMPP p50 / p99 ms | msgs/s | CPU ms/msg | RSS MiB, 1 / 50 / 200 users |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	awk '
+	function v(name, unit,   i) { for (i = 3; i < NF; i++) if ($(i + 1) == unit) return $i; return "–" }
+	function row() {
+		if (gw == "") return
+		printf "| %s | %s / %s | %s | %s | %s / %s | %s | %s | %s / %s / %s |\n", gw, m["x2i","p50-ms"], m["x2i","p99-ms"], m["x2i","burst-msgs/s"], m["x2i","cpu-ms/msg"], m["i2x","p50-ms"], m["i2x","p99-ms"], m["i2x","burst-msgs/s"], m["i2x","cpu-ms/msg"], m["u1","rss-MiB"], m["u50","rss-MiB"], m["u200","rss-MiB"]
+	}
+	/^== / { row(); gw = substr($0, 4); delete m; next }
+	/^Benchmark/ {
+		n = $1; sub(/-[0-9]+$/, "", n)
+		key = n ~ /xmpp-to-irc/ ? "x2i" : n ~ /irc-to-xmpp/ ? "i2x" : n ~ /users-1$/ ? "u1" : n ~ /users-50$/ ? "u50" : n ~ /users-200$/ ? "u200" : ""
+		if (key == "") next
+		split("p50-ms p99-ms burst-msgs/s cpu-ms/msg rss-MiB", us, " ")
+		for (j in us) { x = v(n, us[j]); m[key, us[j]] = (x == "–") ? "–" : sprintf("%.4g", x + 0) }
+	}
+	END { row() }
+	' "$RUN/all.txt"
 }
 
 # transportd, built and run as a binary.
@@ -120,3 +146,4 @@ CFG
 }
 run_biboumi "biboumi (channel history recorded, the default)"
 run_biboumi "biboumi (record_history off)" TRANSPORTD_BENCH_BIBOUMI_HISTORY=off
+table

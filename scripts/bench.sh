@@ -3,7 +3,8 @@
 # each way (p50 and p99, one message at a time), messages per second (200
 # in flight), and the resident memory each idle session adds at 1, 100 and
 # 1,000 sessions — from the go test benchmarks of core, transports/email
-# transports/sms and transports/irc (BENCH_IRC=0 leaves IRC out).
+# transports/sms and transports/irc (BENCH_IRC=0 leaves IRC out), then the
+# IRC transport and biboumi side by side (BENCH_BIBOUMI=0 leaves that out).
 #
 #   scripts/bench.sh            about 5 minutes
 #   BENCHTIME=100x scripts/bench.sh
@@ -54,7 +55,7 @@ run() { # run PKG BENCH BENCHTIME
 		echo "bench: $1 $2 failed (see $out/raw.txt)" >&2
 }
 run ./core/ '^BenchmarkEchoRoundTrip$' "$benchtime"
-run ./transports/email/ '^Benchmark(XMPPToMail|MailToXMPPLMTP)$' "$benchtime"
+run ./transports/email/ '^Benchmark(XMPPToMail|MailToXMPPLMTP|MailToXMPPLMTPPush)$' "$benchtime"
 run ./transports/email/ '^BenchmarkEmailIdleRSS$' 1x
 run ./transports/sms/ '^Benchmark(XMPPToTwilio|WebhookToXMPP)$' "$benchtime"
 run ./transports/sms/ '^BenchmarkWebhookBurst$' 3x
@@ -107,6 +108,7 @@ row() { # row TRANSPORT PATH BENCH [MSGS-UNIT [RSS-BENCH [MSGS-BENCH [LATENCY-PR
 	row email "XMPP → SMTP" BenchmarkXMPPToMail burst-msgs/s BenchmarkEmailIdleRSS
 	row email "LMTP into Dovecot → IMAP IDLE → XMPP" BenchmarkMailToXMPPLMTP
 	row email "… of which IDLE's EXISTS → XMPP (gateway)" BenchmarkMailToXMPPLMTP none "" "" gw-
+	row email "LMTP into Dovecot → push notice → XMPP" BenchmarkMailToXMPPLMTPPush
 	row sms "XMPP → Twilio" BenchmarkXMPPToTwilio burst-msgs/s BenchmarkSMSIdleRSS
 	row sms "webhook → XMPP" BenchmarkWebhookToXMPP burst-msgs/s "" BenchmarkWebhookBurst
 	if [[ ${BENCH_IRC:-1} != 0 ]]; then
@@ -127,3 +129,10 @@ row() { # row TRANSPORT PATH BENCH [MSGS-UNIT [RSS-BENCH [MSGS-BENCH [LATENCY-PR
 	fi
 	echo "Raw output: $out/raw.txt"
 } | tee "$out/table.md"
+
+# The IRC transport and biboumi side by side, the same benchmarks pointed at
+# each gateway run as its own process (scripts/bench-irc.sh: its own Prosody
+# and InspIRCd; biboumi installed with apt-get when missing).
+if [[ ${BENCH_IRC:-1} != 0 && ${BENCH_BIBOUMI:-1} != 0 ]]; then
+	scripts/bench-irc.sh "$benchtime" | tee "$out/irc-side-by-side.txt" | sed -n '/^IRC gateways side by side/,$p' | tee -a "$out/table.md"
+fi
