@@ -29,12 +29,14 @@ unit:
 # by scripts/testenv.sh (installed with apt-get when missing): Prosody, and
 # ejabberd as the second XMPP server, Dovecot and OpenSMTPD for e-mail,
 # InspIRCd and ngIRCd for IRC, and a second InspIRCd with Atheme services
-# for SASL.
+# for SASL. One package at a time (-p 1): several packages' tests stop and
+# restart the shared servers (Prosody, Dovecot, the MTA, InspIRCd), which
+# would pull them from under another package's tests running meanwhile.
 test: vet
 	scripts/testenv.sh up prosody ejabberd dovecot smtpd inspircd ngircd atheme
 	@set -e; trap 'scripts/testenv.sh down' EXIT; \
 	eval "$$(scripts/testenv.sh env)"; \
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -p 1 -count=1 -timeout 25m ./...
 
 run: build
 	scripts/run.sh
