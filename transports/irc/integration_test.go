@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -462,5 +463,77 @@ func register(t testing.TB, c *xmpptest.Client, fields map[string]string) {
 	if first.Get("type") == "subscribe" {
 		c.Send(core.NewElement("", "presence", "to", gwJID, "type", "subscribed"))
 		c.Send(core.NewElement("", "presence", "to", gwJID, "type", "subscribe"))
+	}
+}
+
+// TestXMPPOutage stops Prosody under a persistent IRC session: the IRC
+// connection stays up through the outage (the channel never sees it quit),
+// the component comes back by itself once Prosody accepts connections, and
+// what was said in the channel meanwhile reaches the user, in order, when
+// they join the room again.
+func TestXMPPOutage(t *testing.T) {
+	e := testIRCEnv(t)
+	if e.script == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("TRANSPORTD_TEST_ENV_SCRIPT not set: under CI a missing server is a failure")
+		}
+		t.Skip("TRANSPORTD_TEST_ENV_SCRIPT not set")
+	}
+	startGW(t, e.xmpp, port(e.irc), nil)
+	w := dialRaw(t, e.irc, "outwatch")
+	w.join("#it-outage")
+	c := xmpptest.Dial(t, e.xmpp, "user26@b.test", false)
+	waitComponent(t, c)
+	register(t, c, map[string]string{"nick": "steady", "persistent": "true", "network": "127.0.0.1", "autojoin": "#it-outage", "auth": "none"})
+	w.expect("autojoin", func(m ircmsg.Message) bool {
+		return m.Command == "JOIN" && m.Nick() == "steady" && m.Params[0] == "#it-outage"
+	})
+	c.Close()
+
+	testenv := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(e.script, args...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("testenv %v: %v", args, err)
+		}
+	}
+	testenv("down", "prosody")
+	down := true
+	t.Cleanup(func() {
+		if down {
+			testenv("up", "prosody")
+		}
+	})
+	left := func(m ircmsg.Message) bool {
+		return (m.Command == "QUIT" || m.Command == "PART") && m.Nick() == "steady"
+	}
+	for i := range 3 {
+		w.send("PRIVMSG", "#it-outage", fmt.Sprintf("said during the outage %d", i))
+	}
+	if !w.quiet(2*time.Second, left) {
+		t.Fatal("the IRC session left while the XMPP server was down")
+	}
+	testenv("up", "prosody")
+	down = false
+	up := time.Now()
+	c = xmpptest.Dial(t, e.xmpp, "user26@b.test", false)
+	waitComponent(t, c)
+	t.Logf("component back %v after Prosody accepted clients again", time.Since(up).Round(time.Millisecond))
+	const room = "#it-outage%127.0.0.1@" + gwJID
+	if self := joinRoom(t, c, room, "steady"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	for i := range 3 {
+		want := fmt.Sprintf("said during the outage %d", i)
+		el := c.Expect(xwait, want, func(el *core.Element) bool {
+			return isGroupchatFrom(room+"/outwatch", "")(el) && strings.HasPrefix(el.ChildText("", "body"), "said during the outage")
+		})
+		if got := el.ChildText("", "body"); got != want {
+			t.Fatalf("line %d: %q, want %q (lost or out of order)", i, got, want)
+		}
+	}
+	if !w.quiet(time.Second, left) {
+		t.Error("the IRC session left after the outage")
 	}
 }
