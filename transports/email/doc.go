@@ -49,7 +49,8 @@
 // is fetched and put on the XMPP server's HTTP upload service (XEP-0363,
 // through core's Uploader) before the mail is handed to core, and the
 // message carries that URL; parts too large for it, and any failure, keep
-// the gateway link (logged), within upload_timeout per mail. A crash
+// the gateway link (logged), within upload_timeout per mail; mails shown
+// from the Sent folder keep gateway links. A crash
 // between the upload and the stored UID uploads again (the outbox still
 // delivers one message) and leaves an orphaned copy on the service until
 // it expires it.
