@@ -42,6 +42,8 @@ type component struct {
 	// seenContacts when each contact was last recorded.
 	pushedNames  sync.Map
 	seenContacts sync.Map
+	// uploads remembers the HTTP upload services found (upload.go).
+	uploads uploadCache
 	// httpMux holds the routes the transport registered through its Host.
 	httpMux *http.ServeMux
 

@@ -28,7 +28,6 @@ const (
 	nsRoster    = "jabber:iq:roster"
 	nsRosterX   = "http://jabber.org/protocol/rosterx"
 	nsVCard     = "vcard-temp"
-	nsUpload    = "urn:xmpp:http:upload:0"
 	nsClient    = "jabber:client"
 	// carbonPrefix marks the id of a message the gateway injected as the
 	// user's own (a sent carbon): the server routes it back to us, and we
@@ -377,9 +376,8 @@ func diagnoseCommand(c *component) Command {
 			} else {
 				lines = append(lines, "✗ Your own messages: your server does not grant the message privilege, so messages you send from other clients of the network do not appear here. Operator: grant message = \"outgoing\" to "+c.jid.String()+" in mod_privilege.")
 			}
-			upload := c.findUpload(ctx, host)
-			if upload != "" {
-				lines = append(lines, "✓ File upload: your server offers HTTP upload at "+upload+".")
+			if svc, err := c.findUpload(ctx, host); err == nil {
+				lines = append(lines, "✓ File upload: your server offers HTTP upload at "+svc.JID+".")
 			} else {
 				lines = append(lines, "✗ File upload: no HTTP upload service (XEP-0363) found on "+host+"; attachments are served by the gateway itself when it has a public URL. Operator: enable mod_http_file_share (Prosody) or mod_http_upload (ejabberd).")
 			}
@@ -410,32 +408,4 @@ func diagnoseCommand(c *component) Command {
 			return &CommandResponse{Note: strings.Join(lines, "\n")}
 		},
 	}
-}
-
-// findUpload looks for an HTTP upload service among the items of a server.
-func (c *component) findUpload(ctx context.Context, host string) string {
-	iq := c.stanza("iq", "", "", host, "get")
-	iq.Add(NewElement(disco.NSItems, "query"))
-	res, err := c.sendIQ(ctx, iq)
-	if err != nil {
-		return ""
-	}
-	for _, it := range res.Child(disco.NSItems, "query").Children {
-		j := it.Get("jid")
-		if j == "" {
-			continue
-		}
-		q := c.stanza("iq", "", "", j, "get")
-		q.Add(NewElement(disco.NSInfo, "query"))
-		info, err := c.sendIQ(ctx, q)
-		if err != nil {
-			continue
-		}
-		for _, f := range info.Child(disco.NSInfo, "query").Children {
-			if f.Name.Local == "feature" && f.Get("var") == nsUpload {
-				return j
-			}
-		}
-	}
-	return ""
 }

@@ -240,6 +240,7 @@ func (e *Element) String() string {
 // ElementFromTokens reads one element from a token reader (for payloads that
 // other packages render as tokens, such as registration forms).
 func ElementFromTokens(r xml.TokenReader) (*Element, error) {
+	r = &eofSplitter{r: r}
 	for {
 		tok, err := r.Token()
 		if err != nil {
@@ -249,6 +250,26 @@ func ElementFromTokens(r xml.TokenReader) (*Element, error) {
 			return readElement(r, start, Limits{})
 		}
 	}
+}
+
+// eofSplitter returns a token that came with io.EOF (which the
+// xml.TokenReader contract allows, and xmlstream.Wrap does) on its own,
+// and io.EOF on the next call.
+type eofSplitter struct {
+	r   xml.TokenReader
+	eof bool
+}
+
+func (s *eofSplitter) Token() (xml.Token, error) {
+	if s.eof {
+		return nil, io.EOF
+	}
+	t, err := s.r.Token()
+	if err == io.EOF && t != nil {
+		s.eof = true
+		return t, nil
+	}
+	return t, err
 }
 
 type sliceReader struct {

@@ -24,6 +24,7 @@ type Metrics struct {
 	outboxDup   *prometheus.CounterVec
 	errors      *prometheus.CounterVec
 	panics      prometheus.Counter
+	uploads     *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -53,8 +54,11 @@ func newMetrics() *Metrics {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "transportd_panics_total", Help: "Panics recovered in worker goroutines.",
 		}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "transportd_uploads_total", Help: "Files put on the XMPP server's HTTP upload service (XEP-0363), per transport and result (ok, too_large, failed).",
+		}, []string{"transport", "result"}),
 	}
-	m.reg.MustRegister(m.componentUp, m.stanzas, m.sessions, m.messages, m.outboxDepth, m.outboxDup, m.errors, m.panics,
+	m.reg.MustRegister(m.componentUp, m.stanzas, m.sessions, m.messages, m.outboxDepth, m.outboxDup, m.errors, m.panics, m.uploads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -75,7 +75,15 @@
 //
 // Attachments (attach.go) are links on the gateway's HTTP listener, sealed
 // with an HMAC and expiring, that fetch the part from IMAP on demand: no
-// copy is kept. XEP-0363 upload is not done.
+// copy is kept. With attachments = "upload" (upload.go), each attachment
+// is fetched and put on the XMPP server's HTTP upload service (XEP-0363,
+// through core's Uploader) before the mail is handed to core, and the
+// message carries that URL; parts too large for it, and any failure, keep
+// the gateway link (logged), within upload_timeout per mail; mails shown
+// from the Sent folder keep gateway links. A crash
+// between the upload and the stored UID uploads again (the outbox still
+// delivers one message) and leaves an orphaned copy on the service until
+// it expires it.
 //
 // The user's own mail and correspondents (sent.go; with core's
 // ContactSink). The Sent folder (SPECIAL-USE \Sent, else "Sent" and the
@@ -131,7 +139,9 @@
 // TLS); smtp_auth = "none" (submit without logging in, to a trusted relay);
 // discover = "false" (no SRV/host-name discovery); idle = "false" (poll
 // even where the server has IDLE); poll_interval, imap_keepalive (30s to
-// 29m, default 9m), attachment_ttl (Go durations); tls_insecure_hosts
+// 29m, default 9m), attachment_ttl (Go durations); attachments ("link" or
+// "upload"), upload_service (JID), upload_max_size (bytes),
+// upload_timeout (1s to 10m); tls_insecure_hosts
 // (comma-separated mail server host names whose certificates are not
 // verified: the operator's per-host opt-out; tls_insecure = "true" skips
 // verification everywhere and is for tests); push_secret_file or

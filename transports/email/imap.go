@@ -391,7 +391,7 @@ func fetchLarge(c *imapclient.Client, uid imap.UID, size int64, lim limits) (*pa
 		if !isText {
 			pm.Parts = append(pm.Parts, attachmentPart{
 				Path: l.path, Name: attachmentName(l.bs.Filename(), mt, len(pm.Parts)+1),
-				Type: mt, Encoding: strings.ToLower(l.bs.Encoding), Size: int64(l.bs.Size),
+				Type: mt, Encoding: strings.ToLower(l.bs.Encoding), Size: int64(l.bs.Size), Encoded: true,
 			})
 			continue
 		}

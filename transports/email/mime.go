@@ -50,6 +50,7 @@ type attachmentPart struct {
 	Type     string
 	Encoding string // Content-Transfer-Encoding, lower-case
 	Size     int64  // decoded size (from BODYSTRUCTURE: encoded size)
+	Encoded  bool   // Size is the encoded size (from BODYSTRUCTURE)
 }
 
 // parsedMail is what the gateway takes from a mail.

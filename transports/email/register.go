@@ -31,6 +31,7 @@ type Transport struct {
 	mu       sync.Mutex
 	sessions map[int64]*session // running sessions, for attachment links
 	fetches  chan struct{}      // bounds concurrent attachment downloads
+	uploads  chan struct{}      // bounds mails whose attachments are being uploaded
 }
 
 // New returns a transport; core makes one per domain.
@@ -40,6 +41,7 @@ func New() *Transport {
 		probe:    tcpProbe,
 		sessions: map[int64]*session{},
 		fetches:  make(chan struct{}, 8),
+		uploads:  make(chan struct{}, maxUploads),
 	}
 }
 
@@ -67,8 +69,12 @@ func (t *Transport) Settings(defaults map[string]string) registration.Schema {
 }
 
 // Start registers the attachment links on the gateway's HTTP listener,
-// and the push notices' endpoint when the operator set push up.
+// the push notices' endpoint when the operator set push up, and checks
+// the upload options.
 func (t *Transport) Start(ctx context.Context, h core.Host) error {
+	if _, err := parseUploadOptions(h.Defaults()); err != nil {
+		return fmt.Errorf("domains.%q.transports.email.defaults: %w", h.Domain(), err)
+	}
 	t.host = h
 	h.Handle("/att/", t.attachmentHandler())
 	p, err := parsePush(h.Defaults(), os.LookupEnv)

@@ -259,7 +259,7 @@ func (s *session) showSent(ctx context.Context, c *imapclient.Client, st *settin
 		Time:     mailTime(pm, internal),
 		LegacyID: sentLegacyID(fs.validity, u.uid),
 	}
-	m.Body, m.Attachments = s.mailText(st, fs, u.uid, pm, "")
+	m.Body, m.Attachments = s.mailText(st, fs, u.uid, pm, "", nil)
 	if err := cs.AddContact(ctx, to.Address, to.Name); err != nil {
 		s.log.Warn("recording a contact", "error", err)
 	}

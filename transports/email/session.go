@@ -552,7 +552,8 @@ func (s *session) deliverUID(ctx context.Context, c *imapclient.Client, st *sett
 	if pm == nil {
 		return nil // expunged meanwhile
 	}
-	m, err := s.toMessage(ctx, st, fs, u.uid, pm, internal)
+	up := s.uploadParts(ctx, st, fs, u.uid, pm.Parts)
+	m, err := s.toMessage(ctx, st, fs, u.uid, pm, internal, up)
 	if err != nil {
 		return core.Temporary(err)
 	}
@@ -562,8 +563,9 @@ func (s *session) deliverUID(ctx context.Context, c *imapclient.Client, st *sett
 	return nil
 }
 
-// toMessage turns a parsed mail into the message for the user.
-func (s *session) toMessage(ctx context.Context, st *settings, fs folderState, uid imap.UID, pm *parsedMail, internal time.Time) (*core.Message, error) {
+// toMessage turns a parsed mail into the message for the user; up (from
+// uploadParts, may be nil) says which attachments were uploaded.
+func (s *session) toMessage(ctx context.Context, st *settings, fs folderState, uid imap.UID, pm *parsedMail, internal time.Time, up []uploaded) (*core.Message, error) {
 	thread, err := incomingThread(ctx, s.sink.Store(), pm)
 	if err != nil {
 		return nil, err
@@ -581,7 +583,7 @@ func (s *session) toMessage(ctx context.Context, st *settings, fs folderState, u
 	if !strings.EqualFold(fs.name, "INBOX") {
 		prefix = "[" + fs.name + "]\n"
 	}
-	m.Body, m.Attachments = s.mailText(st, fs, uid, pm, prefix)
+	m.Body, m.Attachments = s.mailText(st, fs, uid, pm, prefix, up)
 	return m, nil
 }
 
@@ -599,17 +601,33 @@ func mailTime(pm *parsedMail, internal time.Time) time.Time {
 }
 
 // mailText is the text shown for a mail: its body after prefix, then a
-// line (with a link) per attachment; never empty.
-func (s *session) mailText(st *settings, fs folderState, uid imap.UID, pm *parsedMail, prefix string) (string, []core.Attachment) {
+// line (with a link) per attachment; never empty. up, when not nil, has
+// an entry per attachment: the uploaded file's URL replaces the gateway
+// link.
+func (s *session) mailText(st *settings, fs folderState, uid imap.UID, pm *parsedMail, prefix string, up []uploaded) (string, []core.Attachment) {
 	body := prefix + pm.Body
 	var atts []core.Attachment
 	var lines []string
-	for _, p := range pm.Parts {
-		url := s.t.attachmentURL(s, st, fs, uid, p)
-		atts = append(atts, core.Attachment{Name: p.Name, Type: p.Type, Size: p.Size, URL: url})
-		line := fmt.Sprintf("📎 %s (%s, %s)", p.Name, p.Type, humanSize(p.Size))
-		if url != "" {
+	for i, p := range pm.Parts {
+		var u uploaded
+		if i < len(up) {
+			u = up[i]
+		}
+		url := u.URL
+		if url == "" {
+			url = s.t.attachmentURL(s, st, fs, uid, p)
+		}
+		size := p.Size
+		if u.Size > 0 {
+			size = u.Size
+		}
+		atts = append(atts, core.Attachment{Name: p.Name, Type: p.Type, Size: size, URL: url})
+		line := fmt.Sprintf("📎 %s (%s, %s)", p.Name, p.Type, humanSize(size))
+		switch {
+		case url != "":
 			line += ": " + url
+		case u.TooLarge > 0:
+			line += fmt.Sprintf(": too large to upload here (the limit is %s)", humanSize(u.TooLarge))
 		}
 		lines = append(lines, line)
 	}

@@ -47,6 +47,10 @@ const (
 	dTLSInsecureHosts = "tls_insecure_hosts" // comma-separated host names whose certificates are not verified (the operator's per-host opt-out)
 	dIMAPKeepalive    = "imap_keepalive"     // Go duration, 30s to 29m: how often an idle IMAP connection is proven alive (default 9m)
 	dIdle             = "idle"               // "false": poll even where the server has IDLE (servers whose IDLE is broken)
+	dAttachments      = "attachments"        // "link" (default): gateway links; "upload": the XMPP server's HTTP upload service (upload.go)
+	dUploadService    = "upload_service"     // JID of the XEP-0363 service (default: found in the domain's disco#items)
+	dUploadMaxSize    = "upload_max_size"    // bytes: largest attachment uploaded (default 25 MiB; the service's own limit applies too)
+	dUploadTimeout    = "upload_timeout"     // Go duration, 1s to 10m: time the uploads of one mail may take (default 1m)
 )
 
 // Security of a connection.
@@ -90,6 +94,8 @@ type settings struct {
 	NoIdle         bool
 	Poll           time.Duration
 	AttachmentTTL  time.Duration
+	Upload         uploadOptions // attachments put on the XMPP server's upload service
+	UploadErr      error         // the upload options are wrong (after a reload): links only
 }
 
 // insecure reports whether the certificate of host is not to be verified:
@@ -178,6 +184,7 @@ func parseSettings(values, defaults map[string]string) (*settings, error) {
 			s.Keepalive = d
 		}
 	}
+	s.Upload, s.UploadErr = parseUploadOptions(defaults)
 	if v := defaults[dAttachmentTTL]; v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 {
 			s.AttachmentTTL = d
