@@ -186,13 +186,8 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 		return false
 	}
 	sent := map[*component][]int64{}
-	accounts := map[int64]*store.Account{} // a batch is mostly a few accounts' items
 	for _, it := range items {
-		a, err := accounts[it.AccountID], error(nil)
-		if a == nil {
-			a, err = o.g.store.GetAccountByID(ctx, it.AccountID)
-			accounts[it.AccountID] = a
-		}
+		a, err := o.g.store.GetAccountByID(ctx, it.AccountID)
 		if err != nil {
 			o.g.log.Error("outbox item without account", "id", it.ID, "error", err)
 			_ = o.g.store.Done(ctx, it.ID)
@@ -201,7 +196,7 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 		c := o.g.component(a.Domain, a.Transport)
 		if c == nil || !c.link.up.Load() {
 			// Waits for the link; linkState wakes the worker when it is up.
-			_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(time.Second), "XMPP link down")
+			_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(time.Second), "XMPP link down")
 			continue
 		}
 		var env envelope
@@ -215,7 +210,7 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			if u := c.accountUser(a); u != nil && u.roomJoining(env.Msg.Contact) {
 				// Delivered right after RoomJoined, before the user's loop
 				// published the room: wait for it rather than drop.
-				_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(100*time.Millisecond), "room join in progress")
+				_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(100*time.Millisecond), "room join in progress")
 				continue
 			}
 		}
@@ -456,9 +451,7 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 			fail(NewError(stanza.RemoteServerTimeout, "not sent: the gateway could not reach the network for two days"))
 			return
 		}
-		// Waiting for the session is not a failure of the item: it keeps
-		// its attempts for the network's own refusals.
-		_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(5*time.Second), "session not connected")
+		_ = o.g.store.Retry(ctx, it.ID, time.Now().Add(5*time.Second), "session not connected")
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)

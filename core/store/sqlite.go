@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3"
@@ -32,29 +31,10 @@ var sqliteMigrations = []string{
 // busy timeout instead of failing on a lock upgrade.
 const sqliteOptions = "_foreign_keys=on&_busy_timeout=5000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
 
-// sqliteLazyOptions are those of the second pool, for bookkeeping whose
-// loss on power failure only repeats work: marking items delivered,
-// rescheduling them, ID mappings. synchronous=NORMAL in WAL mode still
-// survives a crash of the process (kill -9: the commit is in the WAL, in
-// the kernel's cache); a power failure can lose the last such commits, and
-// then an item delivered just before is delivered again (at least once, as
-// always), never lost. The next FULL commit syncs the WAL, theirs included.
-// It halves the fsyncs of a relayed message (enqueue synced, done not).
-const sqliteLazyOptions = "_foreign_keys=on&_busy_timeout=5000&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate"
-
 // SQLite is the Store on a SQLite database.
 type SQLite struct {
-	db   *sql.DB          // synchronous=FULL: commits something is acknowledged on
-	lazy *sql.DB          // synchronous=NORMAL: see sqliteLazyOptions
-	now  func() time.Time // time source for created/delivered stamps; tests replace it
-
-	mu    sync.Mutex
-	stmts map[stmtKey]*sql.Stmt // prepared once per pool (each connection prepares it once)
-}
-
-type stmtKey struct {
-	db    *sql.DB
-	query string
+	db  *sql.DB
+	now func() time.Time // time source for created/delivered stamps; tests replace it
 }
 
 var _ Store = (*SQLite)(nil)
@@ -71,17 +51,13 @@ func Open(path string) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	lazy := db
 	if memory {
 		// Each connection to ":memory:" is a different database: keep one.
 		db.SetMaxOpenConns(1)
-	} else if lazy, err = sql.Open("sqlite3", path+"?"+sqliteLazyOptions); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &SQLite{db: db, lazy: lazy, now: time.Now, stmts: map[stmtKey]*sql.Stmt{}}
+	s := &SQLite{db: db, now: time.Now}
 	if err := s.upgrade(context.Background()); err != nil {
-		s.Close()
+		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	return s, nil
@@ -111,129 +87,36 @@ func (s *SQLite) upgrade(ctx context.Context) error {
 }
 
 func (s *SQLite) migrate(ctx context.Context, stmts string, to int) error {
-	return s.inTx(ctx, s.db, func(tx txn) error {
-		if _, err := tx.tx.ExecContext(ctx, stmts); err != nil {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, stmts); err != nil {
 			return fmt.Errorf("migrate schema to version %d: %w", to, err)
 		}
 		// PRAGMA takes no bound parameters.
-		if _, err := tx.tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", to)); err != nil {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", to)); err != nil {
 			return fmt.Errorf("set schema version %d: %w", to, err)
 		}
 		return nil
 	})
 }
 
-// inTx runs f in a transaction of db (BEGIN IMMEDIATE: it holds the write
-// lock from the start) and commits if f returns nil.
-func (s *SQLite) inTx(ctx context.Context, db *sql.DB, f func(tx txn) error) error {
-	tx, err := db.BeginTx(ctx, nil)
+// inTx runs f in a transaction (BEGIN IMMEDIATE: it holds the write lock
+// from the start) and commits if f returns nil.
+func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	t := txn{s: s, db: db, tx: tx, ctx: ctx, missed: new([]string)}
-	if err := f(t); err != nil {
+	if err := f(tx); err != nil {
 		tx.Rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	// Statements the transaction ran unprepared are prepared now, with no
-	// connection held (the in-memory database has only one).
-	for _, q := range *t.missed {
-		_, _ = s.prepared(ctx, db, q)
-	}
-	return nil
-}
-
-// prepared returns query prepared on db, preparing it the first time:
-// parsing and planning a statement cost as much CPU as running these small
-// ones (database/sql then keeps it prepared on each connection it ran on).
-func (s *SQLite) prepared(ctx context.Context, db *sql.DB, query string) (*sql.Stmt, error) {
-	k := stmtKey{db, query}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st, ok := s.stmts[k]; ok {
-		return st, nil
-	}
-	st, err := db.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	s.stmts[k] = st
-	return st, nil
-}
-
-func (s *SQLite) exec(ctx context.Context, db *sql.DB, query string, args ...any) (sql.Result, error) {
-	st, err := s.prepared(ctx, db, query)
-	if err != nil {
-		return nil, err
-	}
-	return st.ExecContext(ctx, args...)
-}
-
-func (s *SQLite) query(ctx context.Context, db *sql.DB, query string, args ...any) (*sql.Rows, error) {
-	st, err := s.prepared(ctx, db, query)
-	if err != nil {
-		return nil, err
-	}
-	return st.QueryContext(ctx, args...)
-}
-
-func (s *SQLite) queryRow(ctx context.Context, db *sql.DB, query string, args ...any) scanner {
-	st, err := s.prepared(ctx, db, query)
-	if err != nil {
-		return errRow{err}
-	}
-	return st.QueryRowContext(ctx, args...)
-}
-
-// errRow is a row whose statement could not be prepared.
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
-
-// txn is a transaction running the store's prepared statements. One not
-// prepared yet runs unprepared and is prepared after the commit: preparing
-// it on the pool inside the transaction would wait for a connection the
-// transaction may hold.
-type txn struct {
-	s      *SQLite
-	db     *sql.DB
-	tx     *sql.Tx
-	ctx    context.Context
-	missed *[]string
-}
-
-func (t txn) stmt(query string) *sql.Stmt {
-	t.s.mu.Lock()
-	st := t.s.stmts[stmtKey{t.db, query}]
-	t.s.mu.Unlock()
-	if st == nil {
-		*t.missed = append(*t.missed, query)
-		return nil
-	}
-	return t.tx.StmtContext(t.ctx, st)
-}
-
-func (t txn) exec(query string, args ...any) (sql.Result, error) {
-	if st := t.stmt(query); st != nil {
-		return st.ExecContext(t.ctx, args...)
-	}
-	return t.tx.ExecContext(t.ctx, query, args...)
-}
-
-func (t txn) queryRow(query string, args ...any) scanner {
-	if st := t.stmt(query); st != nil {
-		return st.QueryRowContext(t.ctx, args...)
-	}
-	return t.tx.QueryRowContext(t.ctx, query, args...)
+	return tx.Commit()
 }
 
 // Ping commits a write to a one-row table, proving the database takes writes
 // (a read-only file, a full disk or a held lock beyond the busy timeout fail).
 func (s *SQLite) Ping(ctx context.Context) error {
-	_, err := s.exec(ctx, s.db,
+	_, err := s.db.ExecContext(ctx,
 		`INSERT INTO ping(id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at`,
 		unixNano(s.now()))
 	return wrap("ping", err)
@@ -241,15 +124,6 @@ func (s *SQLite) Ping(ctx context.Context) error {
 
 // Close closes the database.
 func (s *SQLite) Close() error {
-	s.mu.Lock()
-	for _, st := range s.stmts {
-		st.Close()
-	}
-	s.stmts = map[stmtKey]*sql.Stmt{}
-	s.mu.Unlock()
-	if s.lazy != s.db {
-		s.lazy.Close()
-	}
 	return s.db.Close()
 }
 

@@ -19,7 +19,7 @@ func (s *SQLite) PutAccount(ctx context.Context, a *Account) error {
 	}
 	now := unixNano(s.now())
 	var created, updated int64
-	err = s.queryRow(ctx, s.db, `
+	err = s.db.QueryRowContext(ctx, `
 		INSERT INTO account(domain, transport, jid, label, fields, secrets, enabled, created, updated)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(domain, transport, jid, label) DO UPDATE SET
@@ -42,20 +42,20 @@ func (s *SQLite) GetAccount(ctx context.Context, domain, transport, jid string) 
 }
 
 func (s *SQLite) GetAccountLabel(ctx context.Context, domain, transport, jid, label string) (*Account, error) {
-	row := s.queryRow(ctx, s.db, `SELECT `+accountColumns+` FROM account
+	row := s.db.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM account
 		WHERE domain = ? AND transport = ? AND jid = ? AND label = ?`, domain, transport, jid, label)
 	a, err := scanAccount(row)
 	return a, wrap("get account", err)
 }
 
 func (s *SQLite) GetAccountByID(ctx context.Context, id int64) (*Account, error) {
-	row := s.queryRow(ctx, s.db, `SELECT `+accountColumns+` FROM account WHERE id = ?`, id)
+	row := s.db.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM account WHERE id = ?`, id)
 	a, err := scanAccount(row)
 	return a, wrap("get account", err)
 }
 
 func (s *SQLite) ListAccounts(ctx context.Context, domain, transport string) ([]*Account, error) {
-	rows, err := s.query(ctx, s.db, `SELECT `+accountColumns+` FROM account
+	rows, err := s.db.QueryContext(ctx, `SELECT `+accountColumns+` FROM account
 		WHERE (? = '' OR domain = ?) AND (? = '' OR transport = ?)
 		ORDER BY jid, domain, transport, label`,
 		domain, domain, transport, transport)
@@ -77,7 +77,7 @@ func (s *SQLite) ListAccounts(ctx context.Context, domain, transport string) ([]
 // DeleteAccount relies on ON DELETE CASCADE (foreign_keys=on in the DSN) to
 // remove the account's state, mappings, outbox items and delivered keys.
 func (s *SQLite) DeleteAccount(ctx context.Context, id int64) error {
-	res, err := s.exec(ctx, s.db, `DELETE FROM account WHERE id = ?`, id)
+	res, err := s.db.ExecContext(ctx, `DELETE FROM account WHERE id = ?`, id)
 	if err != nil {
 		return wrap("delete account", err)
 	}

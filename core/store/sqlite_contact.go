@@ -2,13 +2,14 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"time"
 )
 
 func (s *SQLite) PutContact(ctx context.Context, accountID int64, address, name string) (bool, error) {
 	isNew := false
-	err := s.inTx(ctx, s.db, func(tx txn) error {
-		res, err := tx.exec(`UPDATE contact SET last_seen = ?,
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE contact SET last_seen = ?,
 			name = CASE WHEN ? = '' THEN name ELSE ? END
 			WHERE account = ? AND address = ?`,
 			unixNano(s.now()), name, name, accountID, address)
@@ -19,7 +20,7 @@ func (s *SQLite) PutContact(ctx context.Context, accountID int64, address, name 
 			return nil
 		}
 		isNew = true
-		_, err = tx.exec(`INSERT INTO contact(account, address, name, last_seen) VALUES (?, ?, ?, ?)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO contact(account, address, name, last_seen) VALUES (?, ?, ?, ?)`,
 			accountID, address, name, unixNano(s.now()))
 		return err
 	})
@@ -29,7 +30,7 @@ func (s *SQLite) PutContact(ctx context.Context, accountID int64, address, name 
 func (s *SQLite) GetContact(ctx context.Context, accountID int64, address string) (*Contact, error) {
 	c := &Contact{AccountID: accountID, Address: address}
 	var seen int64
-	err := s.queryRow(ctx, s.db, `SELECT name, pushed, last_seen FROM contact WHERE account = ? AND address = ?`,
+	err := s.db.QueryRowContext(ctx, `SELECT name, pushed, last_seen FROM contact WHERE account = ? AND address = ?`,
 		accountID, address).Scan(&c.Name, &c.Pushed, &seen)
 	if err != nil {
 		return nil, wrap("get contact", err)
@@ -42,7 +43,7 @@ func (s *SQLite) ListContacts(ctx context.Context, accountID int64, limit int) (
 	if limit <= 0 {
 		limit = -1
 	}
-	rows, err := s.query(ctx, s.db, `SELECT address, name, pushed, last_seen FROM contact
+	rows, err := s.db.QueryContext(ctx, `SELECT address, name, pushed, last_seen FROM contact
 		WHERE account = ? ORDER BY last_seen DESC, address LIMIT ?`, accountID, limit)
 	if err != nil {
 		return nil, wrap("list contacts", err)
@@ -62,7 +63,7 @@ func (s *SQLite) ListContacts(ctx context.Context, accountID int64, limit int) (
 }
 
 func (s *SQLite) SetContactPushed(ctx context.Context, accountID int64, address string, pushed bool) error {
-	res, err := s.exec(ctx, s.db, `UPDATE contact SET pushed = ? WHERE account = ? AND address = ?`,
+	res, err := s.db.ExecContext(ctx, `UPDATE contact SET pushed = ? WHERE account = ? AND address = ?`,
 		pushed, accountID, address)
 	if err != nil {
 		return wrap("set contact pushed", err)

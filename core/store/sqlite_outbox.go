@@ -32,9 +32,9 @@ func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup boo
 	if payload == nil {
 		payload = []byte{}
 	}
-	err = s.inTx(ctx, s.db, func(tx txn) error {
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		if it.IdemKey != "" {
-			err := tx.queryRow(`SELECT id FROM outbox WHERE account = ? AND direction = ? AND idem_key = ?`,
+			err := tx.QueryRowContext(ctx, `SELECT id FROM outbox WHERE account = ? AND direction = ? AND idem_key = ?`,
 				it.AccountID, it.Direction, it.IdemKey).Scan(&id)
 			if err == nil {
 				dup = true
@@ -42,7 +42,7 @@ func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup boo
 			} else if !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			err = tx.queryRow(`SELECT outbox_id FROM outbox_delivered
+			err = tx.QueryRowContext(ctx, `SELECT outbox_id FROM outbox_delivered
 				WHERE account = ? AND direction = ? AND idem_key = ? AND delivered >= ?`,
 				it.AccountID, it.Direction, it.IdemKey, unixNano(now.Add(-DedupeWindow))).Scan(&id)
 			if err == nil {
@@ -52,7 +52,7 @@ func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup boo
 				return err
 			}
 		}
-		return tx.queryRow(`INSERT INTO outbox(account, direction, conversation, idem_key,
+		return tx.QueryRowContext(ctx, `INSERT INTO outbox(account, direction, conversation, idem_key,
 				payload, attempts, next_attempt, last_error, created)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			it.AccountID, it.Direction, it.Conversation, nullString(it.IdemKey),
@@ -71,7 +71,7 @@ func (s *SQLite) Due(ctx context.Context, dir Direction, now time.Time, limit in
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := s.query(ctx, s.db, `SELECT `+outboxColumns+` FROM outbox o
+	rows, err := s.db.QueryContext(ctx, `SELECT `+outboxColumns+` FROM outbox o
 		WHERE o.direction = ? AND o.next_attempt <= ? AND `+isHead+`
 		ORDER BY o.id LIMIT ?`,
 		dir, unixNano(now), limit)
@@ -90,45 +90,23 @@ func (s *SQLite) Due(ctx context.Context, dir Direction, now time.Time, limit in
 	return items, wrap("due", rows.Err())
 }
 
-// Done is synced (synchronous=FULL): after a legacy network took an item,
-// a Done lost to a power failure would send it there again.
 func (s *SQLite) Done(ctx context.Context, id int64) error {
-	return s.done(ctx, s.db, []int64{id})
+	return s.DoneMany(ctx, []int64{id})
 }
 
-// DoneMany is Done for several items in one transaction (one commit), not
-// synced before it returns (the lazy pool, see sqliteLazyOptions): it is
-// for items the XMPP server confirmed, which a power failure can at worst
-// deliver once more. Items already gone are skipped; if none of ids
-// existed it returns ErrNotFound.
+// DoneMany is Done for several items in one transaction (one commit).
+// Items already gone are skipped; if none of ids existed it returns
+// ErrNotFound.
 func (s *SQLite) DoneMany(ctx context.Context, ids []int64) error {
-	return s.done(ctx, s.lazy, ids)
-}
-
-// Postpone reschedules an item without counting an attempt: it waits for
-// something that is not its own failure (the XMPP link, its session).
-func (s *SQLite) Postpone(ctx context.Context, id int64, next time.Time, reason string) error {
-	if next.IsZero() {
-		next = s.now()
-	}
-	res, err := s.exec(ctx, s.lazy, `UPDATE outbox SET next_attempt = ?, last_error = ? WHERE id = ?`,
-		unixNano(next), reason, id)
-	if err != nil {
-		return wrap("postpone", err)
-	}
-	return wrap("postpone", affected(res))
-}
-
-func (s *SQLite) done(ctx context.Context, db *sql.DB, ids []int64) error {
 	found := 0
-	err := s.inTx(ctx, db, func(tx txn) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		for _, id := range ids {
 			var (
 				account   int64
 				direction string
 				idemKey   sql.NullString
 			)
-			err := tx.queryRow(`DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`,
+			err := tx.QueryRowContext(ctx, `DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`,
 				id).Scan(&account, &direction, &idemKey)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
@@ -140,7 +118,7 @@ func (s *SQLite) done(ctx context.Context, db *sql.DB, ids []int64) error {
 			if !idemKey.Valid {
 				continue
 			}
-			_, err = tx.exec(`INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
+			_, err = tx.ExecContext(ctx, `INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
 				VALUES (?, ?, ?, ?, ?)
 				ON CONFLICT(account, direction, idem_key) DO UPDATE SET
 					outbox_id = excluded.outbox_id, delivered = excluded.delivered`,
@@ -161,7 +139,7 @@ func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, errText st
 	if next.IsZero() {
 		next = s.now()
 	}
-	res, err := s.exec(ctx, s.lazy, `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+	res, err := s.db.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
 		WHERE id = ?`, unixNano(next), errText, id)
 	if err != nil {
 		return wrap("retry", err)
@@ -171,7 +149,7 @@ func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, errText st
 
 func (s *SQLite) Pending(ctx context.Context, accountID int64, dir Direction) (int, error) {
 	var n int
-	err := s.queryRow(ctx, s.db, `SELECT COUNT(*) FROM outbox
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox
 		WHERE (? = 0 OR account = ?) AND (? = '' OR direction = ?)`,
 		accountID, accountID, dir, dir).Scan(&n)
 	return n, wrap("pending", err)
@@ -179,7 +157,7 @@ func (s *SQLite) Pending(ctx context.Context, accountID int64, dir Direction) (i
 
 func (s *SQLite) NextDue(ctx context.Context, dir Direction) (time.Time, error) {
 	var next sql.NullInt64
-	err := s.queryRow(ctx, s.db, `SELECT MIN(o.next_attempt) FROM outbox o
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(o.next_attempt) FROM outbox o
 		WHERE o.direction = ? AND `+isHead, dir).Scan(&next)
 	if err != nil {
 		return time.Time{}, wrap("next due", err)
@@ -191,7 +169,7 @@ func (s *SQLite) NextDue(ctx context.Context, dir Direction) (time.Time, error) 
 }
 
 func (s *SQLite) PruneDelivered(ctx context.Context, before time.Time) (int, error) {
-	res, err := s.exec(ctx, s.lazy, `DELETE FROM outbox_delivered WHERE delivered < ?`, unixNano(before))
+	res, err := s.db.ExecContext(ctx, `DELETE FROM outbox_delivered WHERE delivered < ?`, unixNano(before))
 	if err != nil {
 		return 0, wrap("prune delivered", err)
 	}
@@ -220,7 +198,7 @@ func nullString(s string) sql.NullString {
 }
 
 func (s *SQLite) MakeDue(ctx context.Context, accountID int64, dir Direction) error {
-	_, err := s.exec(ctx, s.lazy, `UPDATE outbox SET next_attempt = ? WHERE account = ? AND direction = ? AND next_attempt > ?`,
+	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET next_attempt = ? WHERE account = ? AND direction = ? AND next_attempt > ?`,
 		unixNano(s.now()), accountID, string(dir), unixNano(s.now()))
 	return wrap("make due", err)
 }

@@ -127,14 +127,8 @@ type Store interface {
 	// MakeDue makes an account's queued items of one direction due now
 	// (their session just connected).
 	MakeDue(ctx context.Context, accountID int64, dir Direction) error
-	// DoneMany is Done for several items in one commit, for items delivered
-	// to XMPP: it may return before the commit is synced to disk (a power
-	// failure can deliver them again; a crash of the process cannot).
+	// DoneMany is Done for several items in one commit.
 	DoneMany(ctx context.Context, ids []int64) error
-	// Postpone sets NextAttempt=next (zero: now) and LastError=reason
-	// without counting an attempt: the item waits for something other
-	// than its own failure. ErrNotFound if the item is not queued.
-	Postpone(ctx context.Context, id int64, next time.Time, reason string) error
 	// Retry records a failed attempt: Attempts++, NextAttempt=next (zero:
 	// now), LastError=errText. ErrNotFound if the item is not queued.
 	Retry(ctx context.Context, id int64, next time.Time, errText string) error

@@ -93,51 +93,6 @@ func TestOpenPragmas(t *testing.T) {
 			t.Errorf("PRAGMA %s = %s, want %s", tc.pragma, got, tc.want)
 		}
 	}
-	// The pool for bookkeeping: same database, commits not synced.
-	for _, tc := range []struct{ pragma, want string }{
-		{"journal_mode", "wal"},
-		{"synchronous", "1"}, // NORMAL
-		{"busy_timeout", "5000"},
-	} {
-		var got string
-		if err := s.lazy.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {
-			t.Fatalf("lazy PRAGMA %s: %v", tc.pragma, err)
-		}
-		if got != tc.want {
-			t.Errorf("lazy PRAGMA %s = %s, want %s", tc.pragma, got, tc.want)
-		}
-	}
-}
-
-// TestPostpone: an item waiting for its session or the XMPP link keeps its
-// attempts (they count the network's own failures) and becomes due at the
-// time given; a missing item is ErrNotFound.
-func TestPostpone(t *testing.T) {
-	s, _ := openMemory(t)
-	a := putAccount(t, s, "alice@example.net")
-	id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy, Conversation: "bob", Payload: []byte("x")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Retry(ctx, id, t0, "refused"); err != nil {
-		t.Fatal(err)
-	}
-	later := t0.Add(5 * time.Second)
-	for range 3 {
-		if err := s.Postpone(ctx, id, later, "session not connected"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := dueIDs(t, s, ToLegacy, later.Add(-time.Nanosecond), 0); len(got) != 0 {
-		t.Errorf("due before the postponed time: %v", got)
-	}
-	items, _ := s.Due(ctx, ToLegacy, later, 0)
-	if len(items) != 1 || items[0].Attempts != 1 || items[0].LastError != "session not connected" || !items[0].NextAttempt.Equal(later) {
-		t.Errorf("after Postpone: %+v; want 1 attempt (the Retry), due at %v", items, later)
-	}
-	if err := s.Postpone(ctx, 4242, later, "x"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Postpone(missing) = %v, want ErrNotFound", err)
-	}
 }
 
 func TestOpenInvalidPath(t *testing.T) {
@@ -758,15 +713,7 @@ func TestConcurrentEnqueue(t *testing.T) {
 	}
 }
 
-// BenchmarkEnqueueDone: one item through the outbox towards a legacy
-// network (both commits synced) and, as sub-benchmark to-xmpp, towards XMPP
-// (the delivered mark not synced, DoneMany).
 func BenchmarkEnqueueDone(b *testing.B) {
-	b.Run("to-legacy", func(b *testing.B) { benchEnqueueDone(b, ToLegacy) })
-	b.Run("to-xmpp", func(b *testing.B) { benchEnqueueDone(b, ToXMPP) })
-}
-
-func benchEnqueueDone(b *testing.B, dir Direction) {
 	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
 	defer s.Close()
 	a := &Account{Domain: "example.net", Transport: "email", JID: "bob@example.net"}
@@ -775,17 +722,12 @@ func benchEnqueueDone(b *testing.B, dir Direction) {
 	}
 	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
 	for i := 0; b.Loop(); i++ {
-		id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: dir,
+		id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy,
 			Conversation: "alice@example.org", IdemKey: fmt.Sprint(i), Payload: payload})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if dir == ToXMPP {
-			err = s.DoneMany(ctx, []int64{id})
-		} else {
-			err = s.Done(ctx, id)
-		}
-		if err != nil {
+		if err := s.Done(ctx, id); err != nil {
 			b.Fatal(err)
 		}
 	}
