@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -721,6 +722,7 @@ func BenchmarkEnqueueDone(b *testing.B) {
 		b.Fatal(err)
 	}
 	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
+	cpu0 := processCPU()
 	for i := 0; b.Loop(); i++ {
 		id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy,
 			Conversation: "alice@example.org", IdemKey: fmt.Sprint(i), Payload: payload})
@@ -731,6 +733,39 @@ func BenchmarkEnqueueDone(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkEnqueueDoneParallel is BenchmarkEnqueueDone from many
+// goroutines at once, as the gateway's sessions and outbox workers do:
+// concurrent writes may share commits.
+func BenchmarkEnqueueDoneParallel(b *testing.B) {
+	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
+	defer s.Close()
+	a := &Account{Domain: "example.net", Transport: "email", JID: "bob@example.net"}
+	if err := s.PutAccount(ctx, a); err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
+	var n atomic.Int64
+	b.SetParallelism(8) // 8 per CPU
+	b.ResetTimer()
+	cpu0 := processCPU()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy,
+				Conversation: fmt.Sprint(i % 16), IdemKey: fmt.Sprint(i), Payload: payload})
+			if err == nil {
+				err = s.Done(ctx, id)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportCPU(b, cpu0)
 }
 
 func TestContacts(t *testing.T) {
