@@ -32,7 +32,6 @@ type Account struct {
 	Updated   time.Time
 }
 
-// Direction says which way an outbox item travels.
 // Contact is a legacy address an account exchanged messages with.
 type Contact struct {
 	AccountID int64
@@ -42,6 +41,7 @@ type Contact struct {
 	LastSeen  time.Time
 }
 
+// Direction says which way an outbox item travels.
 type Direction string
 
 const (
@@ -50,6 +50,13 @@ const (
 )
 
 func (d Direction) valid() bool { return d == ToLegacy || d == ToXMPP }
+
+// Mapping says that an XMPP stanza id and a legacy message id name the same
+// message of an account.
+type Mapping struct {
+	AccountID        int64
+	XMPPID, LegacyID string
+}
 
 // OutboxItem is one message waiting to be delivered.
 type OutboxItem struct {
@@ -99,6 +106,8 @@ type Store interface {
 	// xmppID maps to one legacyID (a later PutMapping replaces it); several
 	// xmppIDs may map to the same legacyID.
 	PutMapping(ctx context.Context, accountID int64, xmppID, legacyID string) error
+	// PutMappings is PutMapping for several mappings in one commit.
+	PutMappings(ctx context.Context, ms []Mapping) error
 	// LegacyID returns ErrNotFound if xmppID is not mapped.
 	LegacyID(ctx context.Context, accountID int64, xmppID string) (string, error)
 	// XMPPID returns the first xmppID recorded for legacyID (the id a

@@ -533,6 +533,75 @@ func TestDoneRetryMissing(t *testing.T) {
 	}
 }
 
+// TestConcurrentWrites: writes that share a commit keep their own
+// outcomes: a key enqueued by several callers at once is queued once, and
+// a write that fails (an unknown account) fails alone.
+func TestConcurrentWrites(t *testing.T) {
+	s := openFile(t, filepath.Join(t.TempDir(), "t.db"))
+	defer s.Close()
+	a := putAccount(t, s, "bob@example.net")
+	const n = 40
+	type result struct {
+		id  int64
+		dup bool
+		err error
+	}
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			it := &OutboxItem{AccountID: a.ID, Direction: ToXMPP, Conversation: "alice", IdemKey: fmt.Sprint("k", i%4)}
+			if i%10 == 9 {
+				it.AccountID = a.ID + 1000 // no such account
+			}
+			id, dup, err := s.Enqueue(ctx, it)
+			results[i] = result{id, dup, err}
+		}()
+	}
+	wg.Wait()
+	inserted := map[string]int64{}
+	for i, r := range results {
+		key := fmt.Sprint("k", i%4)
+		switch {
+		case i%10 == 9:
+			if r.err == nil {
+				t.Errorf("enqueue %d for an unknown account succeeded", i)
+			}
+		case r.err != nil:
+			t.Errorf("enqueue %d: %v", i, r.err)
+		case !r.dup:
+			if id, ok := inserted[key]; ok {
+				t.Errorf("key %s inserted twice (%d and %d)", key, id, r.id)
+			}
+			inserted[key] = r.id
+		}
+	}
+	for i, r := range results {
+		if key := fmt.Sprint("k", i%4); i%10 != 9 && r.err == nil && r.dup && r.id != inserted[key] {
+			t.Errorf("enqueue %d: duplicate of %d, but %s was inserted as %d", i, r.id, key, inserted[key])
+		}
+	}
+	if p, err := s.Pending(ctx, a.ID, ToXMPP); err != nil || p != 4 || len(inserted) != 4 {
+		t.Errorf("Pending = %d, %v, inserted %v; want the 4 keys once each", p, err, inserted)
+	}
+}
+
+func TestWriteAfterClose(t *testing.T) {
+	s := openFile(t, filepath.Join(t.TempDir(), "t.db"))
+	a := putAccount(t, s, "bob@example.net")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToXMPP}); err == nil {
+		t.Error("Enqueue after Close succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
 func TestPending(t *testing.T) {
 	s, _ := openMemory(t)
 	a := putAccount(t, s, "bob@example.net")
