@@ -56,7 +56,7 @@ type SQLite struct {
 type sqliteStmts struct {
 	enqueueDelivered, enqueueInsert, enqueueQueued *sql.Stmt
 	doneDelete, doneRecord                         *sql.Stmt
-	retry                                          *sql.Stmt
+	retry, postpone                                *sql.Stmt
 	due, nextDue, pending                          *sql.Stmt
 	putMapping, accountByID                        *sql.Stmt
 }
@@ -70,6 +70,7 @@ func (s *SQLite) prepare(ctx context.Context) error {
 		&s.q.doneDelete:       sqlDoneDelete,
 		&s.q.doneRecord:       sqlDoneRecord,
 		&s.q.retry:            sqlRetry,
+		&s.q.postpone:         sqlPostpone,
 		&s.q.due:              sqlDue,
 		&s.q.nextDue:          sqlNextDue,
 		&s.q.pending:          sqlPending,

@@ -33,7 +33,8 @@ const (
 			outbox_id = excluded.outbox_id, delivered = excluded.delivered`
 	sqlRetry = `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
 		WHERE id = ?`
-	sqlDue = `SELECT ` + outboxColumns + ` FROM outbox o
+	sqlPostpone = `UPDATE outbox SET next_attempt = ?, last_error = ? WHERE id = ?`
+	sqlDue      = `SELECT ` + outboxColumns + ` FROM outbox o
 		WHERE o.direction = ? AND o.next_attempt <= ? AND ` + isHead + `
 		ORDER BY o.id LIMIT ?`
 	sqlNextDue = `SELECT MIN(o.next_attempt) FROM outbox o
@@ -158,7 +159,11 @@ func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, errText st
 	return wrap("retry", s.reschedule(ctx, s.q.retry, id, next, errText))
 }
 
-// reschedule runs the retry statement st: (next, text, id).
+func (s *SQLite) Postpone(ctx context.Context, id int64, next time.Time, reason string) error {
+	return wrap("postpone", s.reschedule(ctx, s.q.postpone, id, next, reason))
+}
+
+// reschedule runs the retry or postpone statement: (next, text, id).
 func (s *SQLite) reschedule(ctx context.Context, st *sql.Stmt, id int64, next time.Time, text string) error {
 	if next.IsZero() {
 		next = s.now()

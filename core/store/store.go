@@ -141,6 +141,12 @@ type Store interface {
 	// Retry records a failed attempt: Attempts++, NextAttempt=next (zero:
 	// now), LastError=errText. ErrNotFound if the item is not queued.
 	Retry(ctx context.Context, id int64, next time.Time, errText string) error
+	// Postpone makes an item wait until next (zero: now) without counting
+	// an attempt, for a wait that is no failure of the item (the XMPP link
+	// is down, the user's session is not connected): NextAttempt=next,
+	// LastError=reason, Attempts unchanged. ErrNotFound if the item is not
+	// queued.
+	Postpone(ctx context.Context, id int64, next time.Time, reason string) error
 	// Pending counts queued items; accountID 0 = all accounts, dir "" = both directions.
 	Pending(ctx context.Context, accountID int64, dir Direction) (int, error)
 	// NextDue returns the earliest NextAttempt among the heads of the

@@ -533,6 +533,38 @@ func TestDoneRetryMissing(t *testing.T) {
 	}
 }
 
+func TestPostpone(t *testing.T) {
+	s, _ := openMemory(t)
+	a := putAccount(t, s, "bob@example.net")
+	id := enqueue(t, s, &OutboxItem{AccountID: a.ID, Direction: ToLegacy, Conversation: "alice", NextAttempt: t0})
+	if err := s.Retry(ctx, id, t0, "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	next := t0.Add(5 * time.Second)
+	for range 3 { // a session down for a while postpones the same item again and again
+		if err := s.Postpone(ctx, id, next, "session not connected"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := dueIDs(t, s, ToLegacy, next.Add(-time.Nanosecond), 0); len(got) != 0 {
+		t.Errorf("Due before the postponed time = %v, want none", got)
+	}
+	if nd, err := s.NextDue(ctx, ToLegacy); err != nil || !nd.Equal(next) {
+		t.Errorf("NextDue = %v, %v; want %v", nd, err, next)
+	}
+	items, err := s.Due(ctx, ToLegacy, next, 0)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("Due at the postponed time = %v, %v; want the item", items, err)
+	}
+	if it := items[0]; it.ID != id || it.Attempts != 1 || it.LastError != "session not connected" || !it.NextAttempt.Equal(next) {
+		t.Errorf("after Postpone: id %d attempts %d last error %q next %v; want id %d, attempts still 1, the reason, %v",
+			it.ID, it.Attempts, it.LastError, it.NextAttempt, id, next)
+	}
+	if err := s.Postpone(ctx, id+1, next, "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Postpone(missing) = %v, want ErrNotFound", err)
+	}
+}
+
 // TestConcurrentWrites: writes that share a commit keep their own
 // outcomes: a key enqueued by several callers at once is queued once, and
 // a write that fails (an unknown account) fails alone.
