@@ -15,8 +15,10 @@ import (
 // BenchmarkEchoRoundTrip pushes chat messages from a real XMPP client
 // through Prosody into the component, the durable outbox, the (echo)
 // transport, back through the outbox and Prosody to the client. It reports
-// round-trip latency percentiles and messages per second; each message
-// crosses the component twice and is committed to the outbox twice.
+// round-trip latency percentiles, messages per second and the process's
+// CPU time per message (gateway and test client together: an upper bound
+// for the gateway); each message crosses the component twice and is
+// committed to the outbox twice.
 //
 //	make bench    (or: go test -run '^$' -bench EchoRoundTrip ./core/)
 func BenchmarkEchoRoundTrip(b *testing.B) {
@@ -33,7 +35,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	// Sequential: latency of one message at a time.
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for i := 0; i < b.N; i++ {
 		body := "m" + strconv.Itoa(i)
 		msg := core.NewElement("", "message", "to", "peer@"+gw, "type", "chat", "id", body)
@@ -52,10 +54,11 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/msg")
 
 	// Pipelined: throughput with 200 messages in flight.
 	const burst = 200
-	start = time.Now()
+	start, cpu0 = time.Now(), processCPU()
 	for i := 0; i < burst; i++ {
 		body := "p" + strconv.Itoa(i)
 		msg := core.NewElement("", "message", "to", "peer@"+gw, "type", "chat", "id", body)
@@ -72,6 +75,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(burst)/time.Since(start).Seconds(), "pipelined-msgs/s")
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/burst, "pipelined-cpu-ms/msg")
 }
 
 func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {

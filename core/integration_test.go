@@ -700,3 +700,46 @@ func writeFile(t testing.TB, dir, name, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitKeepsRetryBudget: a message to a session that is not connected
+// waits for it without using up its retries, so the first real failures
+// after the session comes back are still retried.
+func TestWaitKeepsRetryBudget(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	g := testGateway(t, env, "echo2", "")
+	const gw = "echo2.a.test"
+	c := xmpptest.Dial(t, env, "user27@a.test", false)
+	waitConnected(t, c, gw)
+	// The echo network refuses the stored password: the session never connects.
+	if res := c.IQ(registerIQ(gw, map[string]string{"username": "w", "password": "expired"})); res.Get("type") != "result" {
+		t.Fatalf("registration failed: %s", res)
+	}
+	msg := core.NewElement("", "message", "to", "carol@"+gw, "type", "chat", "id", "wait1")
+	msg.AddText("", "body", "while the session is down")
+	c.Send(msg)
+
+	ctx := context.Background()
+	deadline := time.Now().Add(wait)
+	for {
+		items, err := g.st.Due(ctx, store.ToLegacy, time.Now().Add(time.Hour), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var it *store.OutboxItem
+		for _, i := range items {
+			if strings.Contains(string(i.Payload), "while the session is down") {
+				it = i
+			}
+		}
+		if it != nil && it.LastError != "" {
+			if it.Attempts != 0 || it.LastError != "session not connected" {
+				t.Errorf("waiting item: attempts %d, last error %q; want no attempt counted, waiting for the session", it.Attempts, it.LastError)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the message never waited for the session (queued: %+v)", items)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

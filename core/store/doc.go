@@ -10,7 +10,8 @@
 //
 // The outbox is what lets the gateway acknowledge a message to its sender
 // before it is delivered: [Store.Enqueue] returns only after the item is
-// committed to disk (synchronous=FULL), deduplicates by idempotency key, and
+// committed to disk (synchronous=FULL; concurrent outbox writes share one
+// commit), deduplicates by idempotency key, and
 // [Store.Due] hands out only the head of each conversation so delivery order
 // per conversation survives retries and restarts.
 //

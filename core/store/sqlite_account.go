@@ -48,8 +48,10 @@ func (s *SQLite) GetAccountLabel(ctx context.Context, domain, transport, jid, la
 	return a, wrap("get account", err)
 }
 
+const sqlAccountByID = `SELECT ` + accountColumns + ` FROM account WHERE id = ?`
+
 func (s *SQLite) GetAccountByID(ctx context.Context, id int64) (*Account, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM account WHERE id = ?`, id)
+	row := s.q.accountByID.QueryRowContext(ctx, id)
 	a, err := scanAccount(row)
 	return a, wrap("get account", err)
 }

@@ -16,6 +16,33 @@ const isHead = `NOT EXISTS (SELECT 1 FROM outbox p
 	WHERE p.account = o.account AND p.direction = o.direction
 		AND p.conversation = o.conversation AND p.id < o.id)`
 
+// The statements of the message path (prepared once, see sqliteStmts).
+const (
+	sqlEnqueueDelivered = `SELECT outbox_id FROM outbox_delivered
+		WHERE account = ? AND direction = ? AND idem_key = ? AND delivered >= ?`
+	// A NULL idem_key never conflicts: no deduplication.
+	sqlEnqueueInsert = `INSERT INTO outbox(account, direction, conversation, idem_key,
+			payload, attempts, next_attempt, last_error, created)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(account, direction, idem_key) DO NOTHING RETURNING id`
+	sqlEnqueueQueued = `SELECT id FROM outbox WHERE account = ? AND direction = ? AND idem_key = ?`
+	sqlDoneDelete    = `DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`
+	sqlDoneRecord    = `INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(account, direction, idem_key) DO UPDATE SET
+			outbox_id = excluded.outbox_id, delivered = excluded.delivered`
+	sqlRetry = `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+		WHERE id = ?`
+	sqlPostpone = `UPDATE outbox SET next_attempt = ?, last_error = ? WHERE id = ?`
+	sqlDue      = `SELECT ` + outboxColumns + ` FROM outbox o
+		WHERE o.direction = ? AND o.next_attempt <= ? AND ` + isHead + `
+		ORDER BY o.id LIMIT ?`
+	sqlNextDue = `SELECT MIN(o.next_attempt) FROM outbox o
+		WHERE o.direction = ? AND ` + isHead
+	sqlPending = `SELECT COUNT(*) FROM outbox
+		WHERE (? = 0 OR account = ?) AND (? = '' OR direction = ?)`
+)
+
 func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup bool, err error) {
 	if it.AccountID == 0 {
 		return 0, false, errors.New("store: enqueue: no account")
@@ -32,18 +59,10 @@ func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup boo
 	if payload == nil {
 		payload = []byte{}
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		id, dup = 0, false
 		if it.IdemKey != "" {
-			err := tx.QueryRowContext(ctx, `SELECT id FROM outbox WHERE account = ? AND direction = ? AND idem_key = ?`,
-				it.AccountID, it.Direction, it.IdemKey).Scan(&id)
-			if err == nil {
-				dup = true
-				return nil
-			} else if !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-			err = tx.QueryRowContext(ctx, `SELECT outbox_id FROM outbox_delivered
-				WHERE account = ? AND direction = ? AND idem_key = ? AND delivered >= ?`,
+			err := tx.StmtContext(ctx, s.q.enqueueDelivered).QueryRowContext(ctx,
 				it.AccountID, it.Direction, it.IdemKey, unixNano(now.Add(-DedupeWindow))).Scan(&id)
 			if err == nil {
 				dup = true
@@ -52,11 +71,15 @@ func (s *SQLite) Enqueue(ctx context.Context, it *OutboxItem) (id int64, dup boo
 				return err
 			}
 		}
-		return tx.QueryRowContext(ctx, `INSERT INTO outbox(account, direction, conversation, idem_key,
-				payload, attempts, next_attempt, last_error, created)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		err := tx.StmtContext(ctx, s.q.enqueueInsert).QueryRowContext(ctx,
 			it.AccountID, it.Direction, it.Conversation, nullString(it.IdemKey),
 			payload, it.Attempts, unixNano(next), it.LastError, unixNano(now)).Scan(&id)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		// The key is queued now.
+		dup = true
+		return tx.StmtContext(ctx, s.q.enqueueQueued).QueryRowContext(ctx, it.AccountID, it.Direction, it.IdemKey).Scan(&id)
 	})
 	if err != nil {
 		return 0, false, wrap("enqueue", err)
@@ -71,10 +94,7 @@ func (s *SQLite) Due(ctx context.Context, dir Direction, now time.Time, limit in
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+outboxColumns+` FROM outbox o
-		WHERE o.direction = ? AND o.next_attempt <= ? AND `+isHead+`
-		ORDER BY o.id LIMIT ?`,
-		dir, unixNano(now), limit)
+	rows, err := s.q.due.QueryContext(ctx, dir, unixNano(now), limit)
 	if err != nil {
 		return nil, wrap("due", err)
 	}
@@ -98,16 +118,21 @@ func (s *SQLite) Done(ctx context.Context, id int64) error {
 // Items already gone are skipped; if none of ids existed it returns
 // ErrNotFound.
 func (s *SQLite) DoneMany(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	found := 0
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		found = 0
+		del, record := tx.StmtContext(ctx, s.q.doneDelete), tx.StmtContext(ctx, s.q.doneRecord)
+		now := unixNano(s.now())
 		for _, id := range ids {
 			var (
 				account   int64
 				direction string
 				idemKey   sql.NullString
 			)
-			err := tx.QueryRowContext(ctx, `DELETE FROM outbox WHERE id = ? RETURNING account, direction, idem_key`,
-				id).Scan(&account, &direction, &idemKey)
+			err := del.QueryRowContext(ctx, id).Scan(&account, &direction, &idemKey)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}
@@ -118,47 +143,59 @@ func (s *SQLite) DoneMany(ctx context.Context, ids []int64) error {
 			if !idemKey.Valid {
 				continue
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO outbox_delivered(account, direction, idem_key, outbox_id, delivered)
-				VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT(account, direction, idem_key) DO UPDATE SET
-					outbox_id = excluded.outbox_id, delivered = excluded.delivered`,
-				account, direction, idemKey.String, id, unixNano(s.now()))
-			if err != nil {
+			if _, err := record.ExecContext(ctx, account, direction, idemKey.String, id, now); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil && found == 0 && len(ids) > 0 {
+	if err == nil && found == 0 {
 		err = ErrNotFound
 	}
 	return wrap("done", err)
 }
 
 func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, errText string) error {
+	return wrap("retry", s.reschedule(ctx, s.q.retry, id, next, errText))
+}
+
+func (s *SQLite) Postpone(ctx context.Context, id int64, next time.Time, reason string) error {
+	return wrap("postpone", s.reschedule(ctx, s.q.postpone, id, next, reason))
+}
+
+// reschedule runs the retry or postpone statement: (next, text, id).
+func (s *SQLite) reschedule(ctx context.Context, st *sql.Stmt, id int64, next time.Time, text string) error {
 	if next.IsZero() {
 		next = s.now()
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
-		WHERE id = ?`, unixNano(next), errText, id)
-	if err != nil {
-		return wrap("retry", err)
+	var notFound bool
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, st).ExecContext(ctx, unixNano(next), text, id)
+		if err != nil {
+			return err
+		}
+		err = affected(res)
+		notFound = errors.Is(err, ErrNotFound)
+		if notFound {
+			return nil
+		}
+		return err
+	})
+	if err == nil && notFound {
+		err = ErrNotFound
 	}
-	return wrap("retry", affected(res))
+	return err
 }
 
 func (s *SQLite) Pending(ctx context.Context, accountID int64, dir Direction) (int, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox
-		WHERE (? = 0 OR account = ?) AND (? = '' OR direction = ?)`,
-		accountID, accountID, dir, dir).Scan(&n)
+	err := s.q.pending.QueryRowContext(ctx, accountID, accountID, dir, dir).Scan(&n)
 	return n, wrap("pending", err)
 }
 
 func (s *SQLite) NextDue(ctx context.Context, dir Direction) (time.Time, error) {
 	var next sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT MIN(o.next_attempt) FROM outbox o
-		WHERE o.direction = ? AND `+isHead, dir).Scan(&next)
+	err := s.q.nextDue.QueryRowContext(ctx, dir).Scan(&next)
 	if err != nil {
 		return time.Time{}, wrap("next due", err)
 	}
@@ -198,7 +235,12 @@ func nullString(s string) sql.NullString {
 }
 
 func (s *SQLite) MakeDue(ctx context.Context, accountID int64, dir Direction) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET next_attempt = ? WHERE account = ? AND direction = ? AND next_attempt > ?`,
-		unixNano(s.now()), accountID, string(dir), unixNano(s.now()))
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := unixNano(s.now())
+		_, err := tx.ExecContext(ctx, `UPDATE outbox SET next_attempt = ?
+			WHERE account = ? AND direction = ? AND next_attempt > ?`,
+			now, accountID, string(dir), now)
+		return err
+	})
 	return wrap("make due", err)
 }

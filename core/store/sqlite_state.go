@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"time"
 )
 
@@ -27,10 +28,28 @@ func (s *SQLite) DeleteState(ctx context.Context, accountID int64, key string) e
 	return wrap("delete state", err)
 }
 
+const sqlPutMapping = `INSERT INTO message_id(account, xmpp_id, legacy_id, created) VALUES (?, ?, ?, ?)
+	ON CONFLICT(account, xmpp_id) DO UPDATE SET legacy_id = excluded.legacy_id, created = excluded.created`
+
 func (s *SQLite) PutMapping(ctx context.Context, accountID int64, xmppID, legacyID string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO message_id(account, xmpp_id, legacy_id, created) VALUES (?, ?, ?, ?)
-		ON CONFLICT(account, xmpp_id) DO UPDATE SET legacy_id = excluded.legacy_id, created = excluded.created`,
-		accountID, xmppID, legacyID, unixNano(s.now()))
+	return s.PutMappings(ctx, []Mapping{{AccountID: accountID, XMPPID: xmppID, LegacyID: legacyID}})
+}
+
+// PutMappings records several mappings in one commit.
+func (s *SQLite) PutMappings(ctx context.Context, ms []Mapping) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		put := tx.StmtContext(ctx, s.q.putMapping)
+		now := unixNano(s.now())
+		for _, m := range ms {
+			if _, err := put.ExecContext(ctx, m.AccountID, m.XMPPID, m.LegacyID, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	return wrap("put mapping", err)
 }
 

@@ -32,7 +32,6 @@ type Account struct {
 	Updated   time.Time
 }
 
-// Direction says which way an outbox item travels.
 // Contact is a legacy address an account exchanged messages with.
 type Contact struct {
 	AccountID int64
@@ -42,6 +41,7 @@ type Contact struct {
 	LastSeen  time.Time
 }
 
+// Direction says which way an outbox item travels.
 type Direction string
 
 const (
@@ -50,6 +50,13 @@ const (
 )
 
 func (d Direction) valid() bool { return d == ToLegacy || d == ToXMPP }
+
+// Mapping says that an XMPP stanza id and a legacy message id name the same
+// message of an account.
+type Mapping struct {
+	AccountID        int64
+	XMPPID, LegacyID string
+}
 
 // OutboxItem is one message waiting to be delivered.
 type OutboxItem struct {
@@ -99,6 +106,8 @@ type Store interface {
 	// xmppID maps to one legacyID (a later PutMapping replaces it); several
 	// xmppIDs may map to the same legacyID.
 	PutMapping(ctx context.Context, accountID int64, xmppID, legacyID string) error
+	// PutMappings is PutMapping for several mappings in one commit.
+	PutMappings(ctx context.Context, ms []Mapping) error
 	// LegacyID returns ErrNotFound if xmppID is not mapped.
 	LegacyID(ctx context.Context, accountID int64, xmppID string) (string, error)
 	// XMPPID returns the first xmppID recorded for legacyID (the id a
@@ -132,6 +141,12 @@ type Store interface {
 	// Retry records a failed attempt: Attempts++, NextAttempt=next (zero:
 	// now), LastError=errText. ErrNotFound if the item is not queued.
 	Retry(ctx context.Context, id int64, next time.Time, errText string) error
+	// Postpone makes an item wait until next (zero: now) without counting
+	// an attempt, for a wait that is no failure of the item (the XMPP link
+	// is down, the user's session is not connected): NextAttempt=next,
+	// LastError=reason, Attempts unchanged. ErrNotFound if the item is not
+	// queued.
+	Postpone(ctx context.Context, id int64, next time.Time, reason string) error
 	// Pending counts queued items; accountID 0 = all accounts, dir "" = both directions.
 	Pending(ctx context.Context, accountID int64, dir Direction) (int, error)
 	// NextDue returns the earliest NextAttempt among the heads of the

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -532,6 +533,107 @@ func TestDoneRetryMissing(t *testing.T) {
 	}
 }
 
+func TestPostpone(t *testing.T) {
+	s, _ := openMemory(t)
+	a := putAccount(t, s, "bob@example.net")
+	id := enqueue(t, s, &OutboxItem{AccountID: a.ID, Direction: ToLegacy, Conversation: "alice", NextAttempt: t0})
+	if err := s.Retry(ctx, id, t0, "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	next := t0.Add(5 * time.Second)
+	for range 3 { // a session down for a while postpones the same item again and again
+		if err := s.Postpone(ctx, id, next, "session not connected"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := dueIDs(t, s, ToLegacy, next.Add(-time.Nanosecond), 0); len(got) != 0 {
+		t.Errorf("Due before the postponed time = %v, want none", got)
+	}
+	if nd, err := s.NextDue(ctx, ToLegacy); err != nil || !nd.Equal(next) {
+		t.Errorf("NextDue = %v, %v; want %v", nd, err, next)
+	}
+	items, err := s.Due(ctx, ToLegacy, next, 0)
+	if err != nil || len(items) != 1 {
+		t.Fatalf("Due at the postponed time = %v, %v; want the item", items, err)
+	}
+	if it := items[0]; it.ID != id || it.Attempts != 1 || it.LastError != "session not connected" || !it.NextAttempt.Equal(next) {
+		t.Errorf("after Postpone: id %d attempts %d last error %q next %v; want id %d, attempts still 1, the reason, %v",
+			it.ID, it.Attempts, it.LastError, it.NextAttempt, id, next)
+	}
+	if err := s.Postpone(ctx, id+1, next, "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Postpone(missing) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestConcurrentWrites: writes that share a commit keep their own
+// outcomes: a key enqueued by several callers at once is queued once, and
+// a write that fails (an unknown account) fails alone.
+func TestConcurrentWrites(t *testing.T) {
+	s := openFile(t, filepath.Join(t.TempDir(), "t.db"))
+	defer s.Close()
+	a := putAccount(t, s, "bob@example.net")
+	const n = 40
+	type result struct {
+		id  int64
+		dup bool
+		err error
+	}
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			it := &OutboxItem{AccountID: a.ID, Direction: ToXMPP, Conversation: "alice", IdemKey: fmt.Sprint("k", i%4)}
+			if i%10 == 9 {
+				it.AccountID = a.ID + 1000 // no such account
+			}
+			id, dup, err := s.Enqueue(ctx, it)
+			results[i] = result{id, dup, err}
+		}()
+	}
+	wg.Wait()
+	inserted := map[string]int64{}
+	for i, r := range results {
+		key := fmt.Sprint("k", i%4)
+		switch {
+		case i%10 == 9:
+			if r.err == nil {
+				t.Errorf("enqueue %d for an unknown account succeeded", i)
+			}
+		case r.err != nil:
+			t.Errorf("enqueue %d: %v", i, r.err)
+		case !r.dup:
+			if id, ok := inserted[key]; ok {
+				t.Errorf("key %s inserted twice (%d and %d)", key, id, r.id)
+			}
+			inserted[key] = r.id
+		}
+	}
+	for i, r := range results {
+		if key := fmt.Sprint("k", i%4); i%10 != 9 && r.err == nil && r.dup && r.id != inserted[key] {
+			t.Errorf("enqueue %d: duplicate of %d, but %s was inserted as %d", i, r.id, key, inserted[key])
+		}
+	}
+	if p, err := s.Pending(ctx, a.ID, ToXMPP); err != nil || p != 4 || len(inserted) != 4 {
+		t.Errorf("Pending = %d, %v, inserted %v; want the 4 keys once each", p, err, inserted)
+	}
+}
+
+func TestWriteAfterClose(t *testing.T) {
+	s := openFile(t, filepath.Join(t.TempDir(), "t.db"))
+	a := putAccount(t, s, "bob@example.net")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToXMPP}); err == nil {
+		t.Error("Enqueue after Close succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
 func TestPending(t *testing.T) {
 	s, _ := openMemory(t)
 	a := putAccount(t, s, "bob@example.net")
@@ -721,6 +823,7 @@ func BenchmarkEnqueueDone(b *testing.B) {
 		b.Fatal(err)
 	}
 	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
+	cpu0 := processCPU()
 	for i := 0; b.Loop(); i++ {
 		id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy,
 			Conversation: "alice@example.org", IdemKey: fmt.Sprint(i), Payload: payload})
@@ -731,6 +834,39 @@ func BenchmarkEnqueueDone(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkEnqueueDoneParallel is BenchmarkEnqueueDone from many
+// goroutines at once, as the gateway's sessions and outbox workers do:
+// concurrent writes may share commits.
+func BenchmarkEnqueueDoneParallel(b *testing.B) {
+	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
+	defer s.Close()
+	a := &Account{Domain: "example.net", Transport: "email", JID: "bob@example.net"}
+	if err := s.PutAccount(ctx, a); err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
+	var n atomic.Int64
+	b.SetParallelism(8) // 8 per CPU
+	b.ResetTimer()
+	cpu0 := processCPU()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy,
+				Conversation: fmt.Sprint(i % 16), IdemKey: fmt.Sprint(i), Payload: payload})
+			if err == nil {
+				err = s.Done(ctx, id)
+			}
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	reportCPU(b, cpu0)
 }
 
 func TestContacts(t *testing.T) {
