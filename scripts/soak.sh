@@ -44,7 +44,7 @@ export TESTENV_INSPIRCD_TLS_PORT=${TESTENV_INSPIRCD_TLS_PORT:-35697}
 services=(prosody dovecot)
 [[ ${SOAK_IRC:-1} != 0 ]] && services+=(inspircd)
 
-[ -x bin/transportd ] || make build
+make build >/dev/null # always: a stale binary would soak old code
 started=()
 for s in "${services[@]}"; do
   scripts/testenv.sh status "$s" >/dev/null 2>&1 || started+=("$s")

@@ -43,6 +43,13 @@ func writeConfig(bin, dir string, cfg string, secret string) error {
 	if err := os.WriteFile(filepath.Join(dir, "component.secret"), []byte(secret+"\n"), 0o600); err != nil {
 		return err
 	}
+	if lvl := os.Getenv("SOAK_LOG_LEVEL"); lvl != "" {
+		// debug, with the IRC wire trace, to follow single messages.
+		cfg = strings.Replace(cfg, `level = "info"`, fmt.Sprintf("level = %q", lvl), 1)
+		if lvl == "debug" {
+			cfg = strings.Replace(cfg, `allowed_servers = "127.0.0.1"`, "allowed_servers = \"127.0.0.1\"\ntrace = \"true\"", 1)
+		}
+	}
 	path := filepath.Join(dir, "transportd.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return err
