@@ -518,6 +518,9 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 		_ = o.g.store.Done(ctx, it.ID)
 		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
 		c.stats.toLegacy.Add(1)
+	case errors.Is(err, ErrUnconfirmed):
+		c.log.Info("not sent again: an interrupted attempt may have reached the network; no receipt", "item", it.ID)
+		_ = o.g.store.Done(ctx, it.ID)
 	case errors.Is(err, ErrTemporary) && it.Attempts+1 < maxAttempts:
 		backoff := min(time.Duration(1<<min(it.Attempts, 20))*time.Second, 5*time.Minute)
 		c.log.Info("send failed, will retry", "error", err, "attempt", it.Attempts+1, "retry_in", backoff)

@@ -270,6 +270,13 @@ type Attachment struct {
 // ErrTemporary marks errors worth retrying.
 var ErrTemporary = errors.New("temporary failure")
 
+// ErrUnconfirmed is what Send returns for a message it will not send
+// again although it cannot tell whether the network got it: a send that
+// sends at most once found, after a restart, that an earlier attempt had
+// begun. The outbox drops the item without a receipt (a receipt promises
+// delivery) and without an error (it was most likely sent).
+var ErrUnconfirmed = errors.New("sent at most once; delivery not known")
+
 // Temporary wraps err so that errors.Is(err, ErrTemporary) holds.
 func Temporary(err error) error {
 	if err == nil {

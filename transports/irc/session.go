@@ -364,8 +364,11 @@ func (s *session) Send(ctx context.Context, m *core.Message) (string, error) {
 			return "", core.Temporary(err)
 		}
 		if again {
+			// Handed to IRC before the restart, or about to be: it is not
+			// sent again, and the user gets no receipt for it (nothing
+			// tells whether its line reached the server).
 			s.log.Info("an interrupted send was handed to IRC before the restart; not sending it again", "contact", m.Contact)
-			return "", nil
+			return "", core.ErrUnconfirmed
 		}
 	}
 	r, err := s.send1(ctx, m)
