@@ -44,7 +44,21 @@ type link struct {
 	mu   sync.Mutex
 	sess *xmpp.Session
 	conn net.Conn
+	gone chan struct{} // closed when the connection now up ends
 	up   atomic.Bool
+}
+
+// lost returns a channel closed when the connection now up ends (already
+// closed when none is up): who waits for an answer on it stops waiting.
+func (l *link) lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gone == nil {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return l.gone
 }
 
 // run dials until ctx is done.
@@ -92,6 +106,7 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	}
 	l.mu.Lock()
 	l.sess, l.conn = sess, raw
+	l.gone = make(chan struct{})
 	l.mu.Unlock()
 	l.up.Store(true)
 	l.onState(true, nil)
@@ -103,6 +118,8 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	l.up.Store(false)
 	l.mu.Lock()
 	l.sess, l.conn = nil, nil
+	close(l.gone)
+	l.gone = nil
 	l.mu.Unlock()
 	_ = sess.Close()
 	raw.Close()

@@ -395,6 +395,7 @@ func (c *component) confirm(ctx context.Context) error {
 	iq := c.stanza("iq", "", "", c.dom().Name, "get")
 	iq.SetAttr("id", id)
 	iq.Add(NewElement(ping.NS, "ping"))
+	lost := c.link.lost()
 	if err := c.send(iq); err != nil {
 		return err
 	}
@@ -405,6 +406,16 @@ func (c *component) confirm(ctx context.Context) error {
 		// A result or an error both prove the server read the stream up
 		// to here.
 		return nil
+	case <-lost:
+		// No answer can come on a connection that ended (a stop of the
+		// gateway used to wait the full 15 s here), unless it came just
+		// before.
+		select {
+		case <-ch:
+			return nil
+		default:
+		}
+		return errors.New("the XMPP link ended before the server confirmed")
 	case <-ctx.Done():
 		return errors.New("no answer to the confirming ping")
 	}
