@@ -2,11 +2,9 @@ package email
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,7 +21,6 @@ import (
 
 	"transportd/core"
 	"transportd/core/config"
-	"transportd/core/store"
 	"transportd/internal/xmpptest"
 )
 
@@ -170,25 +167,7 @@ discover = "false"
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	st, err := store.Open(filepath.Join(dir, "t.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(w, logWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	gw, err := core.New(cfg, st, core.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &testGW{t: t, dir: dir, httpURL: "http://" + httpAddr, cancel: cancel, done: make(chan struct{}), st: st}
-	go func() {
-		defer close(g.done)
-		if err := gw.Run(ctx); err != nil {
-			t.Logf("gateway: %v", err)
-		}
-	}()
-	t.Cleanup(g.stop)
-	return g
+	return runGW(t, cfg, dir, httpAddr, io.MultiWriter(w, logWriter{t}))
 }
 
 // authSMTP is a submission server that wants AUTH PLAIN with password.

@@ -165,11 +165,18 @@ level = "debug"
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	return runGW(t, cfg, dir, httpAddr, logWriter{t})
+}
+
+// runGW runs a gateway on cfg (its files in dir), logging at debug level
+// to out, until the test ends.
+func runGW(t testing.TB, cfg *config.Config, dir, httpAddr string, out io.Writer) *testGW {
+	t.Helper()
 	st, err := store.Open(filepath.Join(dir, "t.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	gw, err := core.New(cfg, st, core.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
