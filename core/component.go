@@ -189,7 +189,7 @@ func (c *component) linkState(up bool, err error) {
 
 // send is the single way out for stanzas; see link.send.
 func (c *component) send(el *Element) error {
-	err := c.link.send(context.Background(), el)
+	err := c.link.send(el)
 	if err == nil {
 		c.g.metrics.stanzas.WithLabelValues("out", el.Name.Local).Inc()
 	}

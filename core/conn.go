@@ -96,10 +96,20 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	conn := &countingConn{Conn: raw}
-	hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	sess, err := xmppcomponent.NewSession(hctx, l.jid, l.secret, conn)
-	cancel()
+	conn := &countingConn{Conn: raw, writeTimeout: sendTimeout}
+	// mellium applies a context to the connection from a goroutine that
+	// may run after the call returned, if the context ends just then: it
+	// sets a deadline in the past under whatever read or write runs at
+	// that moment (a burst of sends failed with "i/o timeout" and dropped
+	// the link). So mellium only gets contexts that never end, and the
+	// timeouts are the connection's own deadlines.
+	_ = raw.SetDeadline(time.Now().Add(15 * time.Second))
+	stopHS := context.AfterFunc(ctx, func() { raw.Close() })
+	sess, err := xmppcomponent.NewSession(context.Background(), l.jid, l.secret, conn)
+	if !stopHS() && err == nil {
+		err = ctx.Err()
+	}
+	_ = raw.SetDeadline(time.Time{})
 	if err != nil {
 		raw.Close()
 		return fmt.Errorf("handshake: %w", err)
@@ -225,7 +235,7 @@ func (l *limitReader) Token() (xml.Token, error) {
 // send writes one stanza. Every stanza the component originates goes through
 // here, which enforces a from at the component's domain and a non-empty to: a
 // server closes the stream on a bad from.
-func (l *link) send(ctx context.Context, el *Element) error {
+func (l *link) send(el *Element) error {
 	from, err := jid.Parse(el.Get("from"))
 	if err != nil || from.Domainpart() != l.jid.Domainpart() {
 		return fmt.Errorf("refusing to send a stanza with from %q outside %s", el.Get("from"), l.jid)
@@ -240,22 +250,36 @@ func (l *link) send(ctx context.Context, el *Element) error {
 	if sess == nil {
 		return errNotConnected
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := sess.Send(ctx, el.TokenReader()); err != nil {
+	// Not ctx: see connectAndServe. The write deadline is countingConn's.
+	if err := sess.Send(context.Background(), el.TokenReader()); err != nil {
 		// A send error means the stream is broken: make the read loop
 		// notice and reconnect.
+		if !errors.Is(err, net.ErrClosed) {
+			l.logf("component link write failed, reconnecting", "error", err, "name", el.Name.Local)
+		}
 		conn.Close()
 		return Temporary(fmt.Errorf("send: %w", err))
 	}
 	return nil
 }
 
-// countingConn counts the bytes read since the last reset.
+// sendTimeout is how long one write to the server may block.
+const sendTimeout = 10 * time.Second
+
+// countingConn counts the bytes read since the last reset, and gives
+// each write a deadline (writes are serialised by the session).
 type countingConn struct {
 	net.Conn
-	n         atomic.Int64
-	hardLimit int64
+	n            atomic.Int64
+	hardLimit    int64
+	writeTimeout time.Duration
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
