@@ -155,6 +155,28 @@ func (s *SQLite) DoneMany(ctx context.Context, ids []int64) error {
 	return wrap("done", err)
 }
 
+// RecordDelivered writes keys as delivered with outbox id 0 (never an
+// item's id).
+func (s *SQLite) RecordDelivered(ctx context.Context, keys []DeliveredKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		record := tx.StmtContext(ctx, s.q.doneRecord)
+		now := unixNano(s.now())
+		for _, k := range keys {
+			if k.IdemKey == "" {
+				continue
+			}
+			if _, err := record.ExecContext(ctx, k.AccountID, k.Direction, k.IdemKey, 0, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return wrap("record delivered", err)
+}
+
 func (s *SQLite) Retry(ctx context.Context, id int64, next time.Time, errText string) error {
 	return wrap("retry", s.reschedule(ctx, s.q.retry, id, next, errText))
 }

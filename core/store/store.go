@@ -51,6 +51,13 @@ const (
 
 func (d Direction) valid() bool { return d == ToLegacy || d == ToXMPP }
 
+// DeliveredKey is an idempotency key delivered outside the outbox.
+type DeliveredKey struct {
+	AccountID int64
+	Direction Direction
+	IdemKey   string
+}
+
 // Mapping says that an XMPP stanza id and a legacy message id name the same
 // message of an account.
 type Mapping struct {
@@ -147,6 +154,10 @@ type Store interface {
 	// LastError=reason, Attempts unchanged. ErrNotFound if the item is not
 	// queued.
 	Postpone(ctx context.Context, id int64, next time.Time, reason string) error
+	// RecordDelivered records idempotency keys of messages delivered
+	// without passing through the outbox (core's relay path), in one
+	// commit, so a later Enqueue of the same key is a duplicate.
+	RecordDelivered(ctx context.Context, keys []DeliveredKey) error
 	// Pending counts queued items; accountID 0 = all accounts, dir "" = both directions.
 	Pending(ctx context.Context, accountID int64, dir Direction) (int, error)
 	// NextDue returns the earliest NextAttempt among the heads of the

@@ -953,3 +953,26 @@ func TestMakeDue(t *testing.T) {
 		t.Errorf("MakeDue left %d items due, want 1", len(due))
 	}
 }
+
+// Keys delivered outside the outbox make later enqueues of the same key
+// duplicates, in their direction only, and are pruned like the others.
+func TestRecordDelivered(t *testing.T) {
+	s, c := openMemory(t)
+	a := putAccount(t, s, "bob@example.net")
+	if err := s.RecordDelivered(ctx, []DeliveredKey{
+		{AccountID: a.ID, Direction: ToXMPP, IdemKey: "message:L1"},
+		{AccountID: a.ID, Direction: ToXMPP, IdemKey: ""}, // no key: skipped
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, dup, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToXMPP, Conversation: "c", IdemKey: "message:L1"}); err != nil || !dup {
+		t.Errorf("Enqueue of a relayed key: dup %v, %v; want dup", dup, err)
+	}
+	if _, dup, _ := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy, Conversation: "c", IdemKey: "message:L1"}); dup {
+		t.Error("the key is a dup in the other direction")
+	}
+	c.add(time.Hour)
+	if n, err := s.PruneDelivered(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
+		t.Errorf("PruneDelivered = %d, %v; want 1", n, err)
+	}
+}
