@@ -42,6 +42,8 @@ type component struct {
 	// seenContacts when each contact was last recorded.
 	pushedNames  sync.Map
 	seenContacts sync.Map
+	// relay is the relay path's state toward XMPP (Info.Relay, relay.go).
+	relay compRelay
 	// uploads remembers the HTTP upload services found (upload.go).
 	uploads uploadCache
 	// httpMux holds the routes the transport registered through its Host.
@@ -77,6 +79,7 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 		httpMux: http.NewServeMux(),
 		done:    make(chan struct{}),
 	}
+	c.relay.kick = make(chan struct{}, 1)
 	c.conf.Store(&compConf{domain: d, tc: tc})
 	c.link = &link{
 		addr:     xc.ComponentAddr,
@@ -123,6 +126,14 @@ func (c *component) run(ctx context.Context) {
 	}
 	for _, a := range accts {
 		c.userFor(ctx, a)
+	}
+	if c.info.Relay {
+		relayDone := make(chan struct{})
+		defer func() { <-relayDone }()
+		c.g.goSafe("relay", func() {
+			defer close(relayDone)
+			c.relay.run(ctx, c)
+		})
 	}
 	c.link.run(ctx)
 	for _, u := range c.liveUsers() {

@@ -135,6 +135,17 @@ func (c *component) sendIQ(ctx context.Context, iq *Element) (*Element, error) {
 
 // noteContact records a contact of an account and, when it is new to the
 // user's roster, adds it there (in the background).
+// seenRecently says whether noteContact recorded the contact with that
+// name (any, if "") in the last ten minutes.
+func (c *component) seenRecently(acctID int64, address, name string) bool {
+	v, ok := c.seenContacts.Load(strconv.FormatInt(acctID, 10) + "|" + address)
+	if !ok {
+		return false
+	}
+	s := v.(seenContact)
+	return time.Since(s.at) < 10*time.Minute && (name == "" || name == s.name)
+}
+
 func (c *component) noteContact(ctx context.Context, a *store.Account, address, name string) {
 	if address == "" {
 		return
@@ -143,10 +154,8 @@ func (c *component) noteContact(ctx context.Context, a *store.Account, address, 
 	// seen with the same name in the last ten minutes (last_seen only
 	// orders the roster and the Status list; minutes do not matter).
 	key := strconv.FormatInt(a.ID, 10) + "|" + address
-	if v, ok := c.seenContacts.Load(key); ok {
-		if s := v.(seenContact); time.Since(s.at) < 10*time.Minute && (name == "" || name == s.name) {
-			return
-		}
+	if c.seenRecently(a.ID, address, name) {
+		return
 	}
 	defer c.seenContacts.Store(key, seenContact{name: name, at: time.Now()})
 	old, err := c.g.store.GetContact(ctx, a.ID, address)

@@ -131,6 +131,12 @@ func (c *fakeConn) readIQ(t *testing.T, id string) *core.Element {
 
 func fakeGateway(t *testing.T, addr, secret string) *gateway {
 	t.Helper()
+	return fakeGatewayWith(t, addr, secret, "echo")
+}
+
+// fakeGatewayWith is fakeGateway for another test transport.
+func fakeGatewayWith(t *testing.T, addr, secret, transport string) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
 	os.WriteFile(filepath.Join(dir, "key"), []byte(key), 0o600)
@@ -146,10 +152,10 @@ max_stanza_depth = 16
 path = "t.db"
 key_file = "key"
 [domains."a.test"]
-[domains."a.test".transports.echo]
+[domains."a.test".transports.%s]
 jid = "echo5.a.test"
 secret_file = "secret"
-`, addr)), dir, core.Transports())
+`, addr, transport)), dir, core.Transports())
 	if err != nil {
 		t.Fatal(err)
 	}

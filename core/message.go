@@ -118,7 +118,11 @@ func (c *component) handleMessage(el *Element) {
 	}
 	ctx, cancel := c.g.workCtx(10 * time.Second)
 	defer cancel()
-	if err := c.g.outbox.enqueueToLegacy(ctx, u, m); err != nil {
+	commit := c.g.outbox.enqueueToLegacy
+	if u.relay != nil {
+		commit = c.relayToLegacy
+	}
+	if err := commit(ctx, u, m); err != nil {
 		c.log.Error("outbox commit failed", "error", err)
 		c.replyError(el, Temporary(err))
 		return

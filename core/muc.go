@@ -174,6 +174,9 @@ func (s *sink) RoomSubject(r, subject, by string) {
 
 func (s *sink) RoomEcho(ctx context.Context, m *Message) error {
 	c := s.u.c
+	if s.u.relay != nil {
+		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
+	}
 	if c.link.up.Load() {
 		els, _ := c.renderRoomMessage(&store.Account{ID: s.acctID, JID: s.u.bare, Label: s.u.label}, *m)
 		sent := len(els) > 0

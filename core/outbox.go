@@ -78,20 +78,22 @@ func randomID() string {
 }
 
 func (o *outbox) enqueueToLegacy(ctx context.Context, u *user, m Message) error {
-	key := m.UserResource + "/" + m.XMPPID
-	if m.XMPPID == "" {
+	key := legacyIdemKey(m)
+	if key == "" {
 		key = randomID()
 	}
 	return o.enqueue(ctx, u.acctID(), store.ToLegacy, m.Contact, key, envelope{Kind: kindMessage, Msg: m})
 }
 
 func (o *outbox) enqueueToXMPP(ctx context.Context, u *user, env envelope) error {
-	key := env.Kind + ":" + env.Msg.LegacyID
-	if env.Kind == kindReceipt {
-		key = "receipt:" + env.Msg.XMPPID
-	}
-	if env.Msg.LegacyID == "" && env.Kind != kindReceipt {
+	key := xmppIdemKey(env)
+	if key == "" {
 		key = randomID()
+	}
+	if u.relay != nil {
+		// Before the commit: a relay that reads the flag clear after this
+		// finds the item in the store.
+		u.relay.xmppQueued.Store(true)
 	}
 	return o.enqueue(ctx, u.acctID(), store.ToXMPP, env.Msg.Contact, key, env)
 }
@@ -504,6 +506,7 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	m.FromOutbox = true
 	legacyID, err := live.s.Send(sctx, &m)
 	cancel()
 	// What the network took is recorded even if the gateway is stopping.

@@ -38,6 +38,13 @@ type Info struct {
 	// an empty account for them on first use, if the domain's registration
 	// policy allows them to register.
 	RegistrationOptional bool
+	// Relay says the network acknowledges nothing in either direction
+	// (IRC): core then relays messages at once, committing them to the
+	// outbox only while a side is down or the outbox still holds messages
+	// of the account (relay.go says what that keeps and what it gives up).
+	// Deliver then returns once the message is written, not committed.
+	// Not with DeferredReceipts.
+	Relay bool
 }
 
 // AccountPolicy is implemented by transports whose session policy is a
@@ -257,6 +264,12 @@ type Message struct {
 	// UserResource is the resource the user sent from (outbound), so errors
 	// and receipts go back to that client.
 	UserResource string `json:"user_resource,omitempty"`
+	// FromOutbox is set on a message Send gets from the outbox, which
+	// sends it again after a crash before it was marked sent. A message
+	// relayed at once (Info.Relay) is never sent again by core, so a
+	// transport's guard against sending twice (IRC's send records) can
+	// skip it.
+	FromOutbox bool `json:"-"`
 }
 
 // Attachment is a file carried with a message.

@@ -36,6 +36,9 @@ type user struct {
 	// features are the disco features of the user's online resources.
 	features clientFeatures
 
+	// relay is the account's relay state (Info.Relay only; relay.go).
+	relay *userRelay
+
 	// roomsView maps each joined room to its joined resources, for the
 	// outbox; written by loop only.
 	roomsView atomic.Pointer[map[string][]string]
@@ -96,6 +99,9 @@ func newUser(c *component, a *store.Account) *user {
 		done:      make(chan struct{}),
 		resources: map[string]bool{},
 		rooms:     map[string]*room{},
+	}
+	if c.info.Relay {
+		u.relay = newUserRelay()
 	}
 	u.stateNow.Store(&stateSnapshot{State: StateDisconnected, Since: time.Now()})
 	u.disabled.Store(!a.Enabled)
@@ -379,7 +385,7 @@ func (s *sink) State(st State, text string) {
 }
 
 func (s *sink) Deliver(ctx context.Context, m *Message) error {
-	return s.u.c.g.outbox.enqueueToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
+	return s.u.c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
 }
 
 func (s *sink) Receipt(ctx context.Context, contact, legacyID string) error {
@@ -400,6 +406,12 @@ func (s *sink) Receipt(ctx context.Context, contact, legacyID string) error {
 }
 
 func (s *sink) Failed(ctx context.Context, contact, legacyID string, cause error) error {
+	if r := s.u.relay; r != nil {
+		if ref, ok := r.sentByRelay(legacyID); ok {
+			se := toStanzaError(cause)
+			return s.u.c.relayToXMPP(ctx, s.u, envelope{Kind: kindError, Msg: Message{Contact: contact, XMPPID: ref.xmppID, UserResource: ref.resource, LegacyID: "failed:" + legacyID}, ErrCond: string(se.Condition), ErrText: se.Text})
+		}
+	}
 	xmppID, err := s.u.c.g.store.XMPPID(ctx, s.acctID, legacyID)
 	if errors.Is(err, store.ErrNotFound) {
 		xmppID = ""

@@ -344,9 +344,11 @@ func (s *session) postCtx(ctx context.Context, ev event) error {
 //   - If Send's context ends first, a message not yet handed over is
 //     never sent (it is retried by the outbox); one already handed over
 //     is waited for.
-//   - Across a crash: before anything is handed over, the stanza (the
-//     user's resource and stanza id) is recorded in the account's state as
-//     its conversation's send in progress (sendRecords). The outbox
+//   - Across a crash (messages from core's outbox, FromOutbox; a message
+//     core relays at once is never sent again): before anything is handed
+//     over, the stanza (the user's resource and stanza id) is recorded in
+//     the account's state as its conversation's send in progress
+//     (sendRecords). The outbox
 //     retries an item it had not marked done after a restart, and sends
 //     one item per conversation at a time, in order: finding its own
 //     record, Send returns success without sending. The record is dropped
@@ -358,6 +360,9 @@ func (s *session) postCtx(ctx context.Context, ev event) error {
 //     all the gateway can know.
 func (s *session) Send(ctx context.Context, m *core.Message) (string, error) {
 	rec := s.records
+	if !m.FromOutbox {
+		rec = nil // relayed at once by core: never sent again
+	}
 	if rec != nil {
 		again, err := rec.begin(ctx, m)
 		if err != nil {

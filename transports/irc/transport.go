@@ -58,6 +58,9 @@ func (t *Transport) Info() core.Info {
 		DiscoType:            "irc",
 		Policy:               core.FollowPresence,
 		RegistrationOptional: true,
+		// IRC acknowledges nothing: core relays at once while both sides
+		// are up (see core.Info.Relay).
+		Relay: true,
 	}
 }
 

@@ -1,0 +1,379 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"transportd/core/store"
+)
+
+// The relay path, for transports whose network acknowledges nothing
+// (Info.Relay, IRC): a message is handed to the other side at once instead
+// of being committed to the outbox first, as long as both sides are up and
+// nothing of that account waits in the outbox (which keeps the order).
+//
+// Why this loses nothing the outbox would keep: the outbox commits a
+// message some milliseconds after the gateway read it, and a crash before
+// the commit loses it; the relay writes it to the other side's socket in
+// about the same time, and what the kernel took survives a crash of the
+// gateway. What the outbox adds is waiting while a side is down, and the
+// confirmation by the XMPP server: both are kept.
+//
+//   - Toward XMPP, a relayed stanza stays in memory until a ping sent
+//     behind it is answered (one ping per burst). If the link ends first,
+//     it goes to the outbox, to be sent again once the link is back (the
+//     allowed redelivery). Its idempotency key is recorded as delivered
+//     (a batch per commit, behind the hot path), so a replay by the
+//     network (IRC CHATHISTORY) is still recognised. Messages with a time
+//     stamp (history, backlog) always take the outbox, which deduplicates.
+//   - Toward the network, a message goes to a per-account queue served by
+//     one goroutine, in order; if the session is not connected or Send
+//     fails temporarily, it and everything behind it is committed to the
+//     outbox, in order, and the account's next messages follow it there
+//     until the outbox has sent them all.
+//
+// A user's message is acknowledged as before: a receipt or the room's
+// reflection once the network took it; one lost in a crash before that is
+// never acknowledged. The message id mappings are not stored (the relay
+// remembers the last ids of each account for Sink.Failed): a Relay
+// transport has no read state or corrections that need them.
+
+// relayKept is how many sent messages an account remembers for Failed.
+const relayKept = 16
+
+// userRelay is an account's relay state toward its network.
+type userRelay struct {
+	mu sync.Mutex
+	// legacyQueued says the outbox may hold messages of the account toward
+	// the network: new ones then go there too until the store says none
+	// is left. Starts true (the store was not asked yet).
+	legacyQueued bool
+	queue        []Message
+	sending      bool
+	sent         []sentRef // ring of the last relayKept sends
+
+	// xmppQueued is legacyQueued toward XMPP (set by every outbox write
+	// toward XMPP for the account).
+	xmppQueued atomic.Bool
+}
+
+// sentRef is what Failed needs of a message the relay sent.
+type sentRef struct{ legacyID, xmppID, resource string }
+
+func newUserRelay() *userRelay {
+	r := &userRelay{legacyQueued: true}
+	r.xmppQueued.Store(true)
+	return r
+}
+
+// relayed is a stanza written toward XMPP but not yet confirmed.
+type relayed struct {
+	seq uint64
+	u   *user
+	env envelope
+}
+
+// compRelay is a component's relay state toward XMPP.
+type compRelay struct {
+	mu          sync.Mutex
+	seq         uint64
+	unconfirmed []relayed
+	delivered   []store.DeliveredKey // to be recorded
+	kick        chan struct{}
+}
+
+// maxDeliveredBacklog bounds the keys waiting to be recorded if the store
+// keeps failing (they only serve deduplication).
+const maxDeliveredBacklog = 10000
+
+func (r *compRelay) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run confirms relayed stanzas with a ping and records delivered keys,
+// until ctx is done; then it moves what is unconfirmed to the outbox.
+func (r *compRelay) run(ctx context.Context, c *component) {
+	defer func() {
+		ctx := context.WithoutCancel(ctx)
+		r.mu.Lock()
+		r.flushLocked(ctx, c, ^uint64(0))
+		keys := r.delivered
+		r.delivered = nil
+		r.mu.Unlock()
+		c.recordDelivered(ctx, keys)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		}
+		r.mu.Lock()
+		var upTo uint64
+		if n := len(r.unconfirmed); n > 0 {
+			upTo = r.unconfirmed[n-1].seq
+		}
+		r.mu.Unlock()
+		if upTo > 0 {
+			err := c.confirm(ctx)
+			r.mu.Lock()
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("server did not confirm relayed stanzas; they go to the outbox", "error", err)
+				}
+				r.flushLocked(context.WithoutCancel(ctx), c, upTo)
+			} else {
+				i := 0
+				for i < len(r.unconfirmed) && r.unconfirmed[i].seq <= upTo {
+					e := r.unconfirmed[i]
+					if k := xmppIdemKey(e.env); k != "" {
+						r.delivered = append(r.delivered, store.DeliveredKey{AccountID: e.u.id, Direction: store.ToXMPP, IdemKey: k})
+					}
+					i++
+				}
+				r.unconfirmed = append(r.unconfirmed[:0], r.unconfirmed[i:]...)
+			}
+			if len(r.unconfirmed) > 0 {
+				r.wake()
+			}
+			r.mu.Unlock()
+		}
+		r.mu.Lock()
+		keys := r.delivered
+		r.delivered = nil
+		r.mu.Unlock()
+		c.recordDelivered(ctx, keys)
+	}
+}
+
+// flushLocked commits the unconfirmed stanzas up to seq upTo to the
+// outbox, in order. r.mu is held: a relay toward XMPP waits, so nothing
+// overtakes them.
+func (r *compRelay) flushLocked(ctx context.Context, c *component, upTo uint64) {
+	i := 0
+	for i < len(r.unconfirmed) && r.unconfirmed[i].seq <= upTo {
+		e := r.unconfirmed[i]
+		if err := c.g.outbox.enqueueToXMPP(ctx, e.u, e.env); err != nil {
+			c.log.Error("relayed stanza lost: outbox commit failed", "error", err)
+		}
+		i++
+	}
+	r.unconfirmed = append(r.unconfirmed[:0], r.unconfirmed[i:]...)
+}
+
+func (c *component) recordDelivered(ctx context.Context, keys []store.DeliveredKey) {
+	if len(keys) == 0 {
+		return
+	}
+	if err := c.g.store.RecordDelivered(ctx, keys); err != nil {
+		c.log.Warn("recording relayed message keys", "error", err)
+		c.relay.mu.Lock()
+		if len(c.relay.delivered)+len(keys) <= maxDeliveredBacklog {
+			c.relay.delivered = append(keys, c.relay.delivered...)
+		}
+		c.relay.mu.Unlock()
+	}
+}
+
+// relayToXMPP writes an envelope for u at once when it can, else commits
+// it to the outbox (see the top of this file).
+func (c *component) relayToXMPP(ctx context.Context, u *user, env envelope) error {
+	if u.relay == nil || (env.Kind == kindMessage && !env.Msg.Time.IsZero()) || env.Kind == kindSent {
+		return c.g.outbox.enqueueToXMPP(ctx, u, env)
+	}
+	r := &c.relay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !c.link.up.Load() {
+		r.flushLocked(ctx, c, ^uint64(0))
+		return c.g.outbox.enqueueToXMPP(ctx, u, env)
+	}
+	if u.relay.xmppQueued.Load() {
+		n, err := c.g.store.Pending(ctx, u.id, store.ToXMPP)
+		if err != nil || n > 0 {
+			return c.g.outbox.enqueueToXMPP(ctx, u, env)
+		}
+		u.relay.xmppQueued.Store(false)
+	}
+	a := &store.Account{ID: u.id, JID: u.bare, Label: u.label}
+	if !env.Msg.Groupchat && env.Kind == kindMessage && !c.seenRecently(u.id, env.Msg.Contact, env.Msg.Nick) {
+		// The contact may be new: rendering records it, which needs the
+		// account's settings (roster on or off).
+		if full, err := c.g.store.GetAccountByID(ctx, u.id); err == nil {
+			a = full
+		}
+	}
+	els, _ := c.renderToXMPP(a, env)
+	if len(els) == 0 {
+		if env.Msg.Groupchat && u.roomJoining(env.Msg.Contact) {
+			return c.g.outbox.enqueueToXMPP(ctx, u, env) // waits for the join
+		}
+		return nil // nobody is in the room: dropped, as the outbox does
+	}
+	for _, el := range els {
+		if err := c.send(el); err != nil {
+			r.flushLocked(ctx, c, ^uint64(0))
+			return c.g.outbox.enqueueToXMPP(ctx, u, env)
+		}
+	}
+	r.seq++
+	r.unconfirmed = append(r.unconfirmed, relayed{seq: r.seq, u: u, env: env})
+	r.wake()
+	c.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Inc()
+	c.stats.toXMPP.Add(1)
+	return nil
+}
+
+// relayToLegacy takes a user's message for the network (from the stanza
+// reader: it never blocks on the network).
+func (c *component) relayToLegacy(ctx context.Context, u *user, m Message) error {
+	r := u.relay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.legacyQueued {
+		n, err := c.g.store.Pending(ctx, u.id, store.ToLegacy)
+		if err != nil || n > 0 {
+			return c.g.outbox.enqueueToLegacy(ctx, u, m)
+		}
+		r.legacyQueued = false
+	}
+	if len(r.queue) == 0 && !r.sending && !u.connected() {
+		r.legacyQueued = true
+		return c.g.outbox.enqueueToLegacy(ctx, u, m)
+	}
+	r.queue = append(r.queue, m)
+	if !r.sending {
+		r.sending = true
+		c.g.goSafe("relay-send", func() { c.relaySend(u) })
+	}
+	return nil
+}
+
+// connected says whether u's session is up.
+func (u *user) connected() bool {
+	return u.live.Load() != nil && u.stateNow.Load().State == StateConnected
+}
+
+// relaySend sends u's relay queue in order, until it is empty or a send
+// must wait (then the rest goes to the outbox).
+func (c *component) relaySend(u *user) {
+	r := u.relay
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.sending = false
+			r.queue = nil
+			r.mu.Unlock()
+			return
+		}
+		m := r.queue[0]
+		r.queue[0] = Message{}
+		r.queue = r.queue[1:]
+		r.mu.Unlock()
+
+		ctx, cancel := c.g.workCtx(2 * time.Minute)
+		var (
+			legacyID string
+			err      error
+		)
+		live := u.live.Load()
+		if live == nil || !u.connected() {
+			err = Temporary(errors.New("session not connected"))
+		} else {
+			legacyID, err = live.s.Send(ctx, &m)
+		}
+		stopping := ctx.Err() != nil
+		cancel()
+		bg := context.Background()
+		switch {
+		case err == nil:
+			c.relaySent(bg, u, m, legacyID)
+		case errors.Is(err, ErrUnconfirmed):
+			c.log.Info("not sent again: an interrupted attempt may have reached the network; no receipt")
+		case errors.Is(err, ErrTemporary) || stopping:
+			// This message and all behind it wait in the outbox, in order.
+			r.mu.Lock()
+			rest := append([]Message{m}, r.queue...)
+			r.queue, r.sending, r.legacyQueued = nil, false, true
+			for _, m := range rest {
+				if err := c.g.outbox.enqueueToLegacy(bg, u, m); err != nil {
+					c.log.Error("message lost: outbox commit failed", "error", err)
+					_ = c.relayToXMPP(bg, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + randomID()}, ErrCond: "internal-server-error", ErrText: "not sent: the gateway could not queue it"})
+				}
+			}
+			r.mu.Unlock()
+			return
+		default:
+			se := toStanzaError(err)
+			c.log.Info("message not sent", "error", err)
+			_ = c.relayToXMPP(bg, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + randomID()}, ErrCond: string(se.Condition), ErrText: se.Text})
+		}
+	}
+}
+
+// relaySent does what the outbox does after a successful Send.
+func (c *component) relaySent(ctx context.Context, u *user, m Message, legacyID string) {
+	r := u.relay
+	if legacyID != "" {
+		r.mu.Lock()
+		if len(r.sent) == relayKept {
+			copy(r.sent, r.sent[1:])
+			r.sent = r.sent[:relayKept-1]
+		}
+		r.sent = append(r.sent, sentRef{legacyID: legacyID, xmppID: m.XMPPID, resource: m.UserResource})
+		r.mu.Unlock()
+	}
+	if !m.Groupchat && m.Nick == "" && !c.seenRecently(u.id, m.Contact, "") {
+		if a, err := c.g.store.GetAccountByID(ctx, u.id); err == nil {
+			c.noteContact(ctx, a, m.Contact, "")
+		}
+	}
+	if m.Receipt {
+		_ = c.relayToXMPP(ctx, u, envelope{Kind: kindReceipt, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource}})
+	}
+	if k := legacyIdemKey(m); k != "" {
+		c.relay.mu.Lock()
+		c.relay.delivered = append(c.relay.delivered, store.DeliveredKey{AccountID: u.id, Direction: store.ToLegacy, IdemKey: k})
+		c.relay.mu.Unlock()
+		c.relay.wake()
+	}
+	c.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
+	c.stats.toLegacy.Add(1)
+}
+
+// xmppIdemKey and legacyIdemKey are the outbox's idempotency keys; ""
+// when the message has none (a random key).
+func xmppIdemKey(env envelope) string {
+	switch {
+	case env.Kind == kindReceipt:
+		return "receipt:" + env.Msg.XMPPID
+	case env.Msg.LegacyID == "":
+		return ""
+	}
+	return env.Kind + ":" + env.Msg.LegacyID
+}
+
+func legacyIdemKey(m Message) string {
+	if m.XMPPID == "" {
+		return ""
+	}
+	return m.UserResource + "/" + m.XMPPID
+}
+
+// sentByRelay returns what the relay remembers of a message it sent.
+func (r *userRelay) sentByRelay(legacyID string) (sentRef, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.sent) - 1; i >= 0; i-- {
+		if r.sent[i].legacyID == legacyID {
+			return r.sent[i], true
+		}
+	}
+	return sentRef{}, false
+}

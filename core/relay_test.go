@@ -1,0 +1,312 @@
+package core_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3"
+
+	"transportd/core"
+	"transportd/internal/xmpptest"
+)
+
+// relayTransport is echoTransport marked Relay (a network that
+// acknowledges nothing, like IRC): core hands messages over at once. Its
+// sessions are reachable by the tests (relaySessions) to deliver on demand
+// and to make sends fail for a while.
+type relayTransport struct{ echoTransport }
+
+func init() {
+	core.Register("relayecho", func() core.Transport { return relayTransport{} })
+}
+
+func (relayTransport) Info() core.Info {
+	return core.Info{Name: "relayecho", DisplayName: "Relay echo", DiscoType: "irc", Policy: core.Persistent, Relay: true}
+}
+
+var relaySessions sync.Map // account JID -> *relaySession
+
+func (relayTransport) NewSession(a *core.Account, sink core.Sink) core.Session {
+	s := &relaySession{a: a, sink: sink}
+	relaySessions.Store(a.JID, s)
+	return s
+}
+
+type relaySession struct {
+	a    *core.Account
+	sink core.Sink
+
+	mu      sync.Mutex
+	sent    []string // bodies Send took, in order
+	failFor int      // the next failFor Sends fail temporarily
+}
+
+func (s *relaySession) Run(ctx context.Context) {
+	s.sink.State(core.StateConnected, "")
+	<-ctx.Done()
+}
+
+func (s *relaySession) Send(ctx context.Context, m *core.Message) (string, error) {
+	s.mu.Lock()
+	if s.failFor > 0 {
+		s.failFor--
+		s.mu.Unlock()
+		return "", core.Temporary(errors.New("the network is busy"))
+	}
+	s.sent = append(s.sent, m.Body)
+	n := len(s.sent)
+	s.mu.Unlock()
+	id := fmt.Sprintf("relay-%d", n)
+	return id, s.sink.Deliver(ctx, &core.Message{Contact: m.Contact, Body: "re: " + m.Body, LegacyID: id + "-re"})
+}
+
+func (s *relaySession) sentBodies() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.sent...)
+}
+
+func relaySessionOf(t *testing.T, jid string) *relaySession {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if v, ok := relaySessions.Load(jid); ok {
+			return v.(*relaySession)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no session for %s", jid)
+	return nil
+}
+
+// Relayed both ways through a real Prosody, with the network refusing
+// sends for a while in the middle: every message reaches the network once
+// and in order, every receipt comes, and the network's answers reach the
+// user in order, though some took the outbox and most did not.
+func TestRelayOrderThroughOutages(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	g := testGatewayWith(t, env, "relayecho", "echo5", "")
+	const gw = "echo5.a.test"
+	c := xmpptest.Dial(t, env, "user7@a.test", false)
+	waitConnected(t, c, gw)
+	relaySessions.Delete("user7@a.test")
+	register(t, c, gw, map[string]string{"username": "r", "password": "p"})
+	s := relaySessionOf(t, "user7@a.test")
+
+	const n = 30
+	var want []string
+	for i := 0; i < n; i++ {
+		if i == 10 {
+			s.mu.Lock()
+			s.failFor = 3 // messages 10.. wait in the outbox, and those behind them
+			s.mu.Unlock()
+		}
+		body := fmt.Sprintf("m%02d", i)
+		want = append(want, body)
+		msg := core.NewElement("", "message", "to", "dora@"+gw, "type", "chat", "id", "id-"+body)
+		msg.AddText("", "body", body)
+		msg.Add(core.NewElement(nsReceipts, "request"))
+		c.Send(msg)
+	}
+	receipts := map[string]bool{}
+	var answers []string
+	deadline := time.Now().Add(4 * wait)
+	for (len(receipts) < n || len(answers) < n) && time.Now().Before(deadline) {
+		el, err := c.Next(time.Until(deadline), func(el *core.Element) bool {
+			return el.Name.Local == "message" && strings.HasPrefix(el.Get("from"), "dora@"+gw)
+		})
+		if err != nil {
+			break
+		}
+		if r := el.Child(nsReceipts, "received"); r != nil {
+			receipts[r.Get("id")] = true
+		}
+		if b := el.ChildText("", "body"); b != "" {
+			answers = append(answers, strings.TrimPrefix(b, "re: "))
+		}
+	}
+	if got := s.sentBodies(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("the network got\n%v\nwant\n%v", got, want)
+	}
+	if strings.Join(answers, " ") != strings.Join(want, " ") {
+		t.Errorf("the user got the answers\n%v\nwant\n%v", answers, want)
+	}
+	for _, b := range want {
+		if !receipts["id-"+b] {
+			t.Errorf("no receipt for %s", b)
+		}
+	}
+	if !strings.Contains(g.logs.String(), "the network is busy") {
+		t.Error("the refused sends did not go through the outbox's retry")
+	}
+	// The outbox empties once the server confirmed what it sent.
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		n, _ := g.st.Pending(context.Background(), 0, "")
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d items left in the outbox", n)
+			break
+		}
+	}
+}
+
+// A relayed stanza the server never confirmed (no answer to the ping
+// behind it, then the connection ends) is sent again on the next
+// connection; one it confirmed is recorded as delivered, so the network
+// replaying it as history does not show it twice. The fake server is
+// needed: a real one always answers the ping.
+func TestRelayResendsUnconfirmed(t *testing.T) {
+	srv := newFakeServer(t, "s7")
+	g := relayFakeGateway(t, srv.ln.Addr().String(), "s7")
+	c1 := srv.next(t)
+	// Register (relayecho is persistent: the session starts at once).
+	relaySessions.Delete("u@a.test")
+	fmt.Fprint(c1, `<iq type='set' id='reg1' from='u@a.test/r' to='echo5.a.test'><query xmlns='jabber:iq:register'><username>u</username><password>p</password></query></iq>`)
+	if res := c1.readIQ(t, "reg1"); res.Get("type") != "result" {
+		t.Fatalf("registration: %s", res)
+	}
+	s := relaySessionOf(t, "u@a.test")
+	waitConnectedState(t, g)
+
+	ctx := context.Background()
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "unconfirmed", LegacyID: "L1"}); err != nil {
+		t.Fatal(err)
+	}
+	p1 := pumpOf(c1, false)
+	p1.body(t, "unconfirmed")
+	// The ping behind it: not answered; the connection ends.
+	p1.ping(t)
+	c1.Close()
+
+	c2 := srv.next(t)
+	p2 := pumpOf(c2, true)
+	p2.body(t, "unconfirmed")
+
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "confirmed", LegacyID: "L2"}); err != nil {
+		t.Fatal(err)
+	}
+	p2.body(t, "confirmed")
+	// Recorded once the server answered the ping behind it.
+	db, err := sql.Open("sqlite3", "file:"+g.dbPath+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		var k int
+		_ = db.QueryRow(`SELECT COUNT(*) FROM outbox_delivered WHERE idem_key = 'message:L2'`).Scan(&k)
+		if k == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the confirmed relayed message was never recorded as delivered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The network replays it as history, then says something new.
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "confirmed", LegacyID: "L2", Time: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "new", LegacyID: "L3"}); err != nil {
+		t.Fatal(err)
+	}
+	if b := p2.body(t, ""); b != "new" {
+		t.Fatalf("after the replay the user got %q, want \"new\" (the replay is a duplicate)", b)
+	}
+}
+
+// relayFakeGateway is fakeGateway serving relayecho.
+func relayFakeGateway(t *testing.T, addr, secret string) *gateway {
+	t.Helper()
+	return fakeGatewayWith(t, addr, secret, "relayecho")
+}
+
+// waitConnectedState waits until core logged a session connected.
+func waitConnectedState(t *testing.T, g *gateway) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(g.logs.String(), "legacy session state") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pump reads c in the background, answering pings when answer is set,
+// and hands the other stanzas on.
+type pump struct {
+	els chan *core.Element
+}
+
+func pumpOf(c *fakeConn, answer bool) *pump {
+	p := &pump{els: make(chan *core.Element, 64)}
+	go func() {
+		defer close(p.els)
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+			el, err := core.ElementFromTokens(c.dec)
+			if err != nil {
+				return
+			}
+			if el.Name.Local == "iq" && el.Child("urn:xmpp:ping", "ping") != nil {
+				if answer {
+					fmt.Fprintf(c, "<iq type='result' id='%s' from='%s' to='%s'/>", el.Get("id"), el.Get("to"), el.Get("from"))
+					continue
+				}
+			}
+			p.els <- el
+		}
+	}()
+	return p
+}
+
+// body waits for a message with a body, which must be want (if not ""),
+// and returns the body.
+func (p *pump) body(t *testing.T, want string) string {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case el, ok := <-p.els:
+			if !ok {
+				t.Fatalf("the connection ended before a message %q", want)
+			}
+			if el.Name.Local != "message" || el.Child("", "body") == nil {
+				continue
+			}
+			b := el.ChildText("", "body")
+			if want != "" && b != want {
+				t.Fatalf("message %q, want %q", b, want)
+			}
+			return b
+		case <-timeout:
+			t.Fatalf("no message %q", want)
+		}
+	}
+}
+
+// ping waits for an (unanswered) ping.
+func (p *pump) ping(t *testing.T) {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case el, ok := <-p.els:
+			if !ok {
+				t.Fatal("the connection ended before a ping")
+			}
+			if el.Name.Local == "iq" && el.Child("urn:xmpp:ping", "ping") != nil {
+				return
+			}
+		case <-timeout:
+			t.Fatal("no ping")
+		}
+	}
+}
