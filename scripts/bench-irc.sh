@@ -61,7 +61,7 @@ bench() {
 # table: one row per gateway from $RUN/all.txt.
 table() {
 	echo
-	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, bursts of 200; CPU from /proc in 10 ms ticks)"
+	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, bursts of 200; CPU from /proc schedstat)"
 	echo
 	echo "| gateway | XMPP→IRC p50 / p99 ms | msgs/s | CPU ms/msg | IRC→XMPP p50 / p99 ms | msgs/s | CPU ms/msg | RSS MiB, 1 / 50 / 200 users |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
