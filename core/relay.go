@@ -288,7 +288,6 @@ func (c *component) relaySend(u *user) {
 		} else {
 			legacyID, err = live.s.Send(ctx, &m)
 		}
-		stopping := ctx.Err() != nil
 		cancel()
 		bg := context.Background()
 		switch {
@@ -296,7 +295,9 @@ func (c *component) relaySend(u *user) {
 			c.relaySent(bg, u, m, legacyID)
 		case errors.Is(err, ErrUnconfirmed):
 			c.log.Info("not sent again: an interrupted attempt may have reached the network; no receipt")
-		case errors.Is(err, ErrTemporary) || stopping:
+		case errors.Is(err, ErrTemporary):
+			// Nothing was handed to the network (Send's contract for a
+			// temporary error), also when the gateway is stopping.
 			// This message and all behind it wait in the outbox, in order.
 			r.mu.Lock()
 			rest := append([]Message{m}, r.queue...)
