@@ -96,59 +96,109 @@ func (r *compRelay) wake() {
 	}
 }
 
+const (
+	// confirmEvery paces the confirming pings: at most one per interval
+	// (a ping per message cost about as much as the message).
+	confirmEvery = 20 * time.Millisecond
+	// Delivered keys are committed once recordBatch wait, or recordEvery
+	// after the first of them (a commit per message took a third of the
+	// relay's CPU). A crash loses at most that second of keys: a history
+	// replay may then show those lines again.
+	recordEvery = time.Second
+	recordBatch = 512
+)
+
 // run confirms relayed stanzas with a ping and records delivered keys,
 // until ctx is done; then it moves what is unconfirmed to the outbox.
 func (r *compRelay) run(ctx context.Context, c *component) {
+	record := func(ctx context.Context) {
+		r.mu.Lock()
+		keys := r.delivered
+		r.delivered = nil
+		r.mu.Unlock()
+		c.recordDelivered(ctx, keys)
+	}
 	defer func() {
 		ctx := context.WithoutCancel(ctx)
 		r.mu.Lock()
 		r.flushLocked(ctx, c, ^uint64(0))
-		keys := r.delivered
-		r.delivered = nil
 		r.mu.Unlock()
-		c.recordDelivered(ctx, keys)
+		record(ctx)
 	}()
+	var (
+		lastPing  time.Time
+		recordDue <-chan time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-recordDue:
+			recordDue = nil
+			record(ctx)
+			continue
 		case <-r.kick:
 		}
 		r.mu.Lock()
-		var upTo uint64
-		if n := len(r.unconfirmed); n > 0 {
-			upTo = r.unconfirmed[n-1].seq
-		}
+		pending := len(r.unconfirmed) > 0
 		r.mu.Unlock()
-		if upTo > 0 {
-			err := c.confirm(ctx)
-			r.mu.Lock()
-			if err != nil {
-				if ctx.Err() == nil {
-					c.log.Warn("server did not confirm relayed stanzas; they go to the outbox", "error", err)
+		if pending {
+			if d := confirmEvery - time.Since(lastPing); d > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
 				}
-				r.flushLocked(context.WithoutCancel(ctx), c, upTo)
-			} else {
-				i := 0
-				for i < len(r.unconfirmed) && r.unconfirmed[i].seq <= upTo {
-					e := r.unconfirmed[i]
-					if k := xmppIdemKey(e.env); k != "" {
-						r.delivered = append(r.delivered, store.DeliveredKey{AccountID: e.u.id, Direction: store.ToXMPP, IdemKey: k})
-					}
-					i++
-				}
-				r.unconfirmed = append(r.unconfirmed[:0], r.unconfirmed[i:]...)
 			}
-			if len(r.unconfirmed) > 0 {
-				r.wake()
-			}
-			r.mu.Unlock()
+			lastPing = time.Now()
+			r.confirmSent(ctx, c)
 		}
 		r.mu.Lock()
-		keys := r.delivered
-		r.delivered = nil
+		waiting := len(r.delivered)
 		r.mu.Unlock()
-		c.recordDelivered(ctx, keys)
+		switch {
+		case waiting >= recordBatch:
+			recordDue = nil
+			record(ctx)
+		case waiting > 0 && recordDue == nil:
+			recordDue = time.After(recordEvery)
+		}
+	}
+}
+
+// confirmSent pings the server behind what was relayed so far: on the
+// answer those stanzas are delivered, without one they go to the outbox.
+func (r *compRelay) confirmSent(ctx context.Context, c *component) {
+	r.mu.Lock()
+	var upTo uint64
+	if n := len(r.unconfirmed); n > 0 {
+		upTo = r.unconfirmed[n-1].seq
+	}
+	r.mu.Unlock()
+	if upTo == 0 {
+		return
+	}
+	err := c.confirm(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("server did not confirm relayed stanzas; they go to the outbox", "error", err)
+		}
+		r.flushLocked(context.WithoutCancel(ctx), c, upTo)
+	} else {
+		i := 0
+		for i < len(r.unconfirmed) && r.unconfirmed[i].seq <= upTo {
+			e := r.unconfirmed[i]
+			if k := xmppIdemKey(e.env); k != "" {
+				r.delivered = append(r.delivered, store.DeliveredKey{AccountID: e.u.id, Direction: store.ToXMPP, IdemKey: k})
+			}
+			i++
+		}
+		r.unconfirmed = append(r.unconfirmed[:0], r.unconfirmed[i:]...)
+	}
+	if len(r.unconfirmed) > 0 {
+		r.wake()
 	}
 }
 
