@@ -515,18 +515,22 @@ func TestReconnect(t *testing.T) {
 		return el.Name.Local == "message" && el.ChildText("", "body") == "echo: after restart"
 	})
 	_ = echo
-	// Items leave the outbox once the server confirmed them.
-	deadline := time.Now().Add(wait)
-	for {
+	waitOutboxEmpty(t, g)
+}
+
+// waitOutboxEmpty waits until the outbox is empty: items leave it once the
+// server confirmed them.
+func waitOutboxEmpty(t *testing.T, g *gateway) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
 		n, _ := g.st.Pending(context.Background(), 0, "")
 		if n == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("%d items left in the outbox", n)
-			break
+			return
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

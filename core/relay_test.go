@@ -145,17 +145,7 @@ func TestRelayOrderThroughOutages(t *testing.T) {
 	if !strings.Contains(g.logs.String(), "the network is busy") {
 		t.Error("the refused sends did not go through the outbox's retry")
 	}
-	// The outbox empties once the server confirmed what it sent.
-	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		n, _ := g.st.Pending(context.Background(), 0, "")
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("%d items left in the outbox", n)
-			break
-		}
-	}
+	waitOutboxEmpty(t, g)
 }
 
 // A relayed stanza the server never confirmed (no answer to the ping
@@ -267,46 +257,43 @@ func pumpOf(c *fakeConn, answer bool) *pump {
 	return p
 }
 
-// body waits for a message with a body, which must be want (if not ""),
-// and returns the body.
-func (p *pump) body(t *testing.T, want string) string {
+// next waits for a stanza f accepts; what says what it waits for.
+func (p *pump) next(t *testing.T, what string, f func(*core.Element) bool) *core.Element {
 	t.Helper()
 	timeout := time.After(wait)
 	for {
 		select {
 		case el, ok := <-p.els:
 			if !ok {
-				t.Fatalf("the connection ended before a message %q", want)
+				t.Fatalf("the connection ended before %s", what)
 			}
-			if el.Name.Local != "message" || el.Child("", "body") == nil {
-				continue
+			if f(el) {
+				return el
 			}
-			b := el.ChildText("", "body")
-			if want != "" && b != want {
-				t.Fatalf("message %q, want %q", b, want)
-			}
-			return b
 		case <-timeout:
-			t.Fatalf("no message %q", want)
+			t.Fatalf("no %s", what)
 		}
 	}
+}
+
+// body waits for a message with a body, which must be want (if not ""),
+// and returns the body.
+func (p *pump) body(t *testing.T, want string) string {
+	t.Helper()
+	el := p.next(t, fmt.Sprintf("message %q", want), func(el *core.Element) bool {
+		return el.Name.Local == "message" && el.Child("", "body") != nil
+	})
+	b := el.ChildText("", "body")
+	if want != "" && b != want {
+		t.Fatalf("message %q, want %q", b, want)
+	}
+	return b
 }
 
 // ping waits for an (unanswered) ping.
 func (p *pump) ping(t *testing.T) {
 	t.Helper()
-	timeout := time.After(wait)
-	for {
-		select {
-		case el, ok := <-p.els:
-			if !ok {
-				t.Fatal("the connection ended before a ping")
-			}
-			if el.Name.Local == "iq" && el.Child("urn:xmpp:ping", "ping") != nil {
-				return
-			}
-		case <-timeout:
-			t.Fatal("no ping")
-		}
-	}
+	p.next(t, "ping", func(el *core.Element) bool {
+		return el.Name.Local == "iq" && el.Child("urn:xmpp:ping", "ping") != nil
+	})
 }
