@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +49,26 @@ var wantCaps = []string{
 	"account-tag", "draft/chathistory", "chathistory",
 }
 
+// capSet is a set of the capabilities the transport knows (wantCaps and
+// "sasl"), one bit each: every connection keeps its set, and those are
+// the only ones it asks for or looks up.
+type capSet uint32
+
+// capNames are the capabilities of capSet, by bit.
+var capNames = append(slices.Clip(wantCaps), "sasl")
+
+func capBit(name string) capSet {
+	if i := slices.Index(capNames, name); i >= 0 {
+		return 1 << i
+	}
+	return 0
+}
+
+func (s capSet) has(name string) bool { b := capBit(name); return b != 0 && s&b != 0 }
+func (s *capSet) add(name string)     { *s |= capBit(name) }
+func (s *capSet) del(name string)     { *s &^= capBit(name) }
+func (s capSet) len() int             { return bits.OnesCount32(uint32(s)) }
+
 var (
 	errQueueFull = errors.New("too many lines waiting to be sent to the IRC server")
 	errClosed    = errors.New("not connected to the IRC server")
@@ -69,7 +91,7 @@ type dialConfig struct {
 	floodRate   float64
 	pingEvery   time.Duration
 	pingWait    time.Duration
-	log         *slog.Logger
+	log         *slog.Logger // for the wire trace, which names the server
 	trace       bool
 	// dial, when set, replaces net.Dialer (tests).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -80,7 +102,7 @@ type welcome struct {
 	nick     string
 	user     string // our user and host as the server shows them, if known
 	host     string
-	caps     map[string]string // acknowledged capabilities, with their LS values
+	caps     capSet // acknowledged capabilities
 	isupport map[string]string
 	account  string // SASL account, if logged in
 }
@@ -228,7 +250,7 @@ func netErrText(err error) string {
 
 // register runs the registration dialogue on a fresh connection.
 func (c *conn) register(cfg dialConfig) (*welcome, error) {
-	w := &welcome{caps: map[string]string{}, isupport: map[string]string{}}
+	w := &welcome{isupport: map[string]string{}}
 	nick := cfg.nick
 	tries := 0
 	advertised := map[string]string{}
@@ -259,13 +281,21 @@ func (c *conn) register(cfg dialConfig) (*welcome, error) {
 	}
 	registered, saslDone := false, false
 	for {
-		msg, err := c.readMsg()
+		line, err := c.readLine()
 		if err != nil {
 			return nil, &connError{text: "connection to " + cfg.server + " lost during registration: " + netErrText(err), err: err}
 		}
+		// Registration needs no tags: they are not parsed (a map for
+		// every line of the MOTD).
+		msg, err := parseLine(withoutTags(line))
+		if err != nil {
+			continue
+		}
 		if registered && !isNumeric(msg.Command) {
 			// A server that sends no MOTD end: registration is over.
-			c.backlog = append(c.backlog, msg)
+			if m, err := parseLine(line); err == nil {
+				c.backlog = append(c.backlog, m)
+			}
 			return w, nil
 		}
 		p := msg.Params
@@ -311,12 +341,12 @@ func (c *conn) register(cfg dialConfig) (*welcome, error) {
 			case "ACK":
 				for _, tok := range strings.Fields(p[len(p)-1]) {
 					if strings.HasPrefix(tok, "-") {
-						delete(w.caps, tok[1:])
+						w.caps.del(tok[1:])
 						continue
 					}
-					w.caps[strings.Clone(tok)] = strings.Clone(advertised[tok])
+					w.caps.add(tok)
 				}
-				if _, ok := w.caps["sasl"]; ok && cfg.saslPass != "" {
+				if w.caps.has("sasl") && cfg.saslPass != "" {
 					if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", "PLAIN")); err != nil {
 						return nil, err
 					}
@@ -471,15 +501,14 @@ func (c *conn) readMsg() (ircmsg.Message, error) {
 		if len(c.backlog) > 0 {
 			m := c.backlog[0]
 			c.backlog = c.backlog[1:]
+			if len(c.backlog) == 0 {
+				c.backlog = nil // let the array go
+			}
 			return m, nil
 		}
-		b, err := c.r.ReadLine()
+		line, err := c.readLine()
 		if err != nil {
 			return ircmsg.Message{}, err
-		}
-		line := string(b)
-		if c.trace {
-			c.log.Debug("irc <-", "line", redactLine(line))
 		}
 		m, err := parseLine(line)
 		if err != nil {
@@ -487,6 +516,29 @@ func (c *conn) readMsg() (ircmsg.Message, error) {
 		}
 		return m, nil
 	}
+}
+
+// readLine reads one line.
+func (c *conn) readLine() (string, error) {
+	b, err := c.r.ReadLine()
+	if err != nil {
+		return "", err
+	}
+	line := string(b)
+	if c.trace {
+		c.log.Debug("irc <-", "irc_server", c.server, "line", redactLine(line))
+	}
+	return line, nil
+}
+
+// withoutTags is a line without its IRCv3 tags.
+func withoutTags(line string) string {
+	if strings.HasPrefix(line, "@") {
+		if i := strings.IndexByte(line, ' '); i > 0 {
+			return strings.TrimLeft(line[i+1:], " ")
+		}
+	}
+	return line
 }
 
 // parseLine parses a line from a server, retrying without the tags when
@@ -528,7 +580,7 @@ func (c *conn) writeNow(m ircmsg.Message) error {
 		return err
 	}
 	if c.trace {
-		c.log.Debug("irc ->", "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+		c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(b), "\r\n")))
 	}
 	if _, err := c.nc.Write(b); err != nil {
 		return &connError{text: "writing to " + c.server + ": " + netErrText(err), err: err}
@@ -734,7 +786,7 @@ func (c *conn) waitFlood(d time.Duration) bool {
 // server, even with an error.
 func (c *conn) write(b []byte) (n int, err error) {
 	if c.trace {
-		c.log.Debug("irc ->", "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+		c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(b), "\r\n")))
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	return c.nc.Write(b)

@@ -25,7 +25,9 @@ func fuzzSession(t testing.TB) (*session, *network, *recorder) {
 	s.log = discard
 	n := s.network("irc.example.org", "me")
 	n.me = self{nick: "me", user: "u", host: "h"}
-	n.caps = map[string]string{"echo-message": "", "batch": "", "labeled-response": "", "message-tags": "", "server-time": "", "away-notify": ""}
+	for _, c := range []string{"echo-message", "batch", "labeled-response", "message-tags", "server-time", "away-notify"} {
+		n.caps.add(c)
+	}
 	n.isupport = map[string]string{"CHANTYPES": "#&+", "PREFIX": "(qaohv)~&@%+", "STATUSMSG": "@+", "CHANMODES": "b,k,l,imnpst"}
 	n.applyISupport()
 	ch := n.channelFor("#c")

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
+	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core"
@@ -340,7 +341,7 @@ func parseCTCP(text string) (cmd, args string) {
 }
 
 func (n *network) answerCTCP(src, cmd, args string) {
-	if n.conn == nil || src == "" || !validNick(src) || !n.ctcp.Allow() {
+	if n.conn == nil || src == "" || !validNick(src) || !n.ctcpAllowed() {
 		return
 	}
 	var reply string
@@ -359,6 +360,15 @@ func (n *network) answerCTCP(src, cmd, args string) {
 	if msg, err := ctcpReply(src, cmd, reply); err == nil {
 		_ = n.send(msg)
 	}
+}
+
+// ctcpAllowed says whether a CTCP request may be answered now: at most
+// 3 at once and one per 2 s after that.
+func (n *network) ctcpAllowed() bool {
+	if n.ctcp == nil {
+		n.ctcp = rate.NewLimiter(rate.Every(2*time.Second), 3)
+	}
+	return n.ctcp.Allow()
 }
 
 func (n *network) fail(pl *pendingLine, text string) {
@@ -387,6 +397,9 @@ func (n *network) handleBatch(msg ircmsg.Message) {
 		}
 		if ok, parent := msg.GetTag("batch"); ok {
 			b.parent = n.batches[parent]
+		}
+		if n.batches == nil {
+			n.batches = map[string]*batch{}
 		}
 		n.batches[id] = b
 		return
@@ -782,14 +795,14 @@ func (n *network) handleCap(p []string) {
 	case "ACK":
 		for _, tok := range strings.Fields(last(p)) {
 			if strings.HasPrefix(tok, "-") {
-				delete(n.caps, tok[1:])
+				n.caps.del(tok[1:])
 			} else {
-				n.caps[tok] = ""
+				n.caps.add(tok)
 			}
 		}
 	case "DEL":
 		for _, tok := range strings.Fields(last(p)) {
-			delete(n.caps, tok)
+			n.caps.del(tok)
 		}
 	}
 }

@@ -38,7 +38,7 @@ type network struct {
 	me       self
 	wantNick string // nick to register with / asked for
 	nickRoom string // room the last nick change came from
-	caps     map[string]string
+	caps     capSet
 	isupport map[string]string
 	casemap  string
 	chanTyps string
@@ -51,7 +51,7 @@ type network struct {
 	pending  []*pendingLine // sent lines waiting for an echo or an error
 	labelSeq int
 	waiting  []*sendRequest // messages waiting for the connection
-	ctcp     *rate.Limiter
+	ctcp     *rate.Limiter  // made at the first CTCP request
 
 	lastPrivate time.Time
 }
@@ -131,10 +131,7 @@ func newNetwork(s *session, server string, cfg netConfig) *network {
 		cfg:      cfg,
 		wantNick: cfg.nick,
 		channels: map[string]*channel{},
-		batches:  map[string]*batch{},
-		caps:     map[string]string{},
 		isupport: map[string]string{},
-		ctcp:     rate.NewLimiter(rate.Every(2*time.Second), 3),
 	}
 	n.applyISupport()
 	return n
@@ -255,7 +252,7 @@ func (n *network) connect() {
 		floodRate:   n.s.opts.floodRate,
 		pingEvery:   n.s.opts.pingInterval,
 		pingWait:    n.s.opts.pingTimeout,
-		log:         n.s.log.With("irc_server", n.server),
+		log:         n.s.log,
 		trace:       n.s.opts.trace,
 		dial:        n.s.t.dial,
 	}
@@ -306,7 +303,7 @@ func (n *network) connected(c *conn, w *welcome) {
 	n.caps = w.caps
 	n.isupport = w.isupport
 	n.applyISupport()
-	n.batches = map[string]*batch{}
+	n.batches = nil
 	n.pending = nil
 	s, gen := n.s, n.gen
 	c.start(func(m ircmsg.Message) {
@@ -314,7 +311,7 @@ func (n *network) connected(c *conn, w *welcome) {
 	}, func(err error) {
 		s.post(evClosed{n: n, gen: gen, err: err})
 	})
-	s.log.Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", len(w.caps))
+	s.log.Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", w.caps.len())
 	if n.cfg.auth == authNickServ && n.cfg.password != "" {
 		_ = c.send(ircmsg.MakeMessage(nil, "", "PRIVMSG", "NickServ", "IDENTIFY "+oneLine(n.cfg.password)))
 	}
@@ -430,7 +427,7 @@ func (n *network) closed(err error) {
 		}
 	}
 	n.pending = nil
-	n.batches = map[string]*batch{}
+	n.batches = nil
 	if len(n.channels) == 0 && !n.s.persistent() && time.Since(n.lastPrivate) > privateIdle {
 		delete(n.s.nets, n.server)
 		n.gen++
@@ -577,10 +574,7 @@ func (n *network) reportJoined(ch *channel) {
 	}
 }
 
-func (n *network) hasCap(c string) bool {
-	_, ok := n.caps[c]
-	return ok
-}
+func (n *network) hasCap(c string) bool { return n.caps.has(c) }
 
 // occupant shows a member the way XEP-0045 does, with biboumi's mapping
 // of channel modes: q/a owner, o admin (moderators), h member

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,8 +24,9 @@ import (
 )
 
 // session is one account's IRC side: a connection per server, the
-// channels the user is in, what waits to be sent. One goroutine (run)
-// owns all of it; everything else posts events.
+// channels the user is in, what waits to be sent. One goroutine at a time
+// owns all of it (drain, started while there are events to handle, see
+// post); everything else posts events.
 type session struct {
 	t      *Transport
 	acct   *core.Account
@@ -37,9 +39,14 @@ type session struct {
 	records *sendRecords
 
 	events chan event
-	done   chan struct{} // closed when run returns
+	// done is closed when the session ended (shut down, or a drain
+	// panicked); Run returns then.
+	done chan struct{}
+	// active is true while a goroutine owns the state: Run's start, then a
+	// drain. Whoever sets it from false to true starts a drain.
+	active atomic.Bool
 
-	// Owned by run.
+	// Owned by the active goroutine.
 	ctx       context.Context
 	nets      map[string]*network // by server host
 	netConf   map[string]netSettings
@@ -47,6 +54,8 @@ type session struct {
 	state     core.State
 	stateText string
 	started   bool
+	stopped   bool        // shut down: events are only answered
+	tick      *time.Timer // evTick, every tickEvery
 	// echoed are "server msgid" of the user's last messages reflected at
 	// once (network.reflect), oldest first in echoedRing.
 	echoed     map[string]bool
@@ -95,6 +104,7 @@ type (
 		gen int
 	}
 	evTick    struct{}
+	evStop    struct{}
 	evWritten struct {
 		n       *network
 		c       *conn
@@ -140,18 +150,16 @@ type sendResult struct {
 
 func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 	s := &session{
-		t:       t,
-		acct:    a,
-		sink:    sink,
-		log:     sink.Logger(),
-		opts:    parseOptions(a.Defaults),
-		values:  a.Values,
-		events:  make(chan event, 32),
-		done:    make(chan struct{}),
-		nets:    map[string]*network{},
-		netConf: map[string]netSettings{},
-		netPass: map[string]string{},
-		state:   -1,
+		t:      t,
+		acct:   a,
+		sink:   sink,
+		log:    sink.Logger(),
+		opts:   parseOptions(a.Defaults),
+		values: a.Values,
+		events: make(chan event, eventQueue),
+		done:   make(chan struct{}),
+		nets:   map[string]*network{},
+		state:  -1, // netConf and netPass are made when needed
 	}
 	if s.values == nil {
 		s.values = map[string]string{}
@@ -164,45 +172,111 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	// Run's start owns the state first: events posted before it are
+	// handled after it.
+	s.active.Store(true)
 	return s
 }
 
-// post hands an event to run; it gives up (false) once run has returned.
+const (
+	// eventQueue is how many events may wait for the session; posting
+	// blocks beyond (back-pressure on the connection's reader). A drain
+	// starts with the first one, so few wait: a longer queue would only
+	// cost memory in every session.
+	eventQueue = 8
+	// tickEvery is how often the session expires what waited too long.
+	tickEvery = 5 * time.Second
+)
+
+// post hands an event to the session, starting a drain if none runs; it
+// gives up (false) once Run has returned.
 func (s *session) post(ev event) bool {
 	select {
 	case s.events <- ev:
-		return true
 	case <-s.done:
 		return false
 	}
+	s.wake()
+	return true
 }
 
-// Run implements core.Session.
-func (s *session) Run(ctx context.Context) {
-	defer close(s.done)
-	defer s.t.forget(s)
-	s.ctx = ctx
-	s.loadNetConfig(ctx)
-	s.started = true
-	s.updateState()
-	s.autojoin()
-	tick := time.NewTicker(5 * time.Second)
-	defer tick.Stop()
+// wake starts a drain for an event just queued, unless one runs.
+func (s *session) wake() {
+	if s.active.CompareAndSwap(false, true) {
+		go s.drain(nil)
+	}
+}
+
+// drain owns the session's state: it runs first (if not nil), then
+// handles the queued events, and ends when there are none left. A session
+// keeps no goroutine of its own while idle (a goroutine's stack keeps the
+// size its deepest work needed: handling events goes through the store
+// and core's outbox), so one is started for each burst of events, as the
+// connection's writer is; at most one runs at a time (active).
+func (s *session) drain(first func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			// As core's recovery of a panicking Run: the session ends.
+			s.log.Error("panic recovered", "where", "irc session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.end() // active stays true: no drain starts again
+		}
+	}()
+	if first != nil {
+		first()
+	}
 	for {
 		select {
-		case <-ctx.Done():
-			s.shutdown()
-			return
 		case ev := <-s.events:
 			s.handle(ev)
-		case <-tick.C:
-			s.handle(evTick{})
+			continue
+		default:
+		}
+		s.active.Store(false)
+		// An event posted after the receive above and before the store
+		// found active still true: this drain takes it, unless its poster
+		// started a new one meanwhile.
+		if len(s.events) == 0 || !s.active.CompareAndSwap(false, true) {
+			return
 		}
 	}
 }
 
+// Run implements core.Session. The work is done by drains (see drain):
+// Run starts the session, then waits for ctx and has a drain shut it
+// down.
+func (s *session) Run(ctx context.Context) {
+	s.ctx = ctx
+	go s.drain(s.start)
+	select {
+	case <-ctx.Done():
+		s.post(evStop{}) // false if a drain panicked meanwhile
+		<-s.done
+	case <-s.done: // a drain panicked
+	}
+}
+
+// end ends the session: Run returns. Called once, by the drain that
+// shut the session down or panicked.
+func (s *session) end() {
+	s.t.forget(s)
+	close(s.done)
+}
+
+// start loads the settings and joins what is joined on connect.
+func (s *session) start() {
+	s.loadNetConfig(s.ctx)
+	s.started = true
+	s.updateState()
+	s.autojoin()
+	s.tick = time.AfterFunc(tickEvery, func() { s.post(evTick{}) })
+}
+
 // shutdown says QUIT on every connection, in parallel, briefly.
 func (s *session) shutdown() {
+	s.stopped = true
+	if s.tick != nil {
+		s.tick.Stop()
+	}
 	done := make(chan struct{}, len(s.nets))
 	n := 0
 	for _, nw := range s.nets {
@@ -225,24 +299,32 @@ func (s *session) shutdown() {
 	for ; n > 0; n-- {
 		<-done
 	}
-	// Requests that raced with the end, and the fate of lines written.
-	for {
-		select {
-		case ev := <-s.events:
-			switch e := ev.(type) {
-			case evSend:
-				e.req.answer("", core.Temporary(errNotWritten{errClosed}))
-			case evWritten:
-				e.req.answer(e.verdict(false))
-			}
-		default:
-			return
-		}
+	// Requests that raced with the end, and the fate of lines written,
+	// are answered by handle (stopped).
+}
+
+// afterStop answers the events that come after the shutdown: requests
+// that raced with the end, and the fate of lines written.
+func (s *session) afterStop(ev event) {
+	switch e := ev.(type) {
+	case evSend:
+		e.req.answer("", core.Temporary(errNotWritten{errClosed}))
+	case evWritten:
+		e.req.answer(e.verdict(false))
+	case evConnected:
+		e.c.close()
 	}
 }
 
 func (s *session) handle(ev event) {
+	if s.stopped {
+		s.afterStop(ev)
+		return
+	}
 	switch ev := ev.(type) {
+	case evStop:
+		s.shutdown()
+		s.end()
 	case evJoin:
 		s.joinRoom(ev.room, ev.nick, ev.password)
 	case evLeave:
@@ -254,12 +336,12 @@ func (s *session) handle(ev event) {
 	case evSend:
 		s.send(ev.req)
 	case evNetConfig:
-		s.netConf[ev.server] = ev.ns
+		s.setNetConf(ev.server, ev.ns)
 		switch {
 		case ev.clearPw:
 			delete(s.netPass, ev.server)
 		case ev.password != "":
-			s.netPass[ev.server] = ev.password
+			s.setNetPass(ev.server, ev.password)
 		}
 		if n := s.nets[ev.server]; n != nil {
 			n.cfg = s.configFor(ev.server)
@@ -297,6 +379,9 @@ func (s *session) handle(ev event) {
 		for _, n := range s.nets {
 			n.tick(now)
 		}
+		if s.tick != nil {
+			s.tick.Reset(tickEvery)
+		}
 	}
 }
 
@@ -324,6 +409,7 @@ func (s *session) SetSubject(ctx context.Context, room, subject string) error {
 func (s *session) postCtx(ctx context.Context, ev event) error {
 	select {
 	case s.events <- ev:
+		s.wake()
 		return nil
 	case <-s.done:
 		return core.Temporary(errClosed)
@@ -452,17 +538,33 @@ func (s *session) loadNetConfig(ctx context.Context) {
 	for _, h := range hosts {
 		if raw, ok, err := st.Get(ctx, netStateKey(h)); err == nil && ok {
 			if ns, err := decodeNetSettings(raw); err == nil {
-				s.netConf[h] = ns
+				s.setNetConf(h, ns)
 			}
 		}
 		if sec != nil {
 			if pw, ok, err := sec.Get(ctx, netPasswordKey(h)); err == nil && ok {
-				s.netPass[h] = pw
+				s.setNetPass(h, pw)
 			} else if err != nil {
 				s.log.Warn("cannot open a stored network password", "irc_server", h, "error", err)
 			}
 		}
 	}
+}
+
+// setNetConf and setNetPass make their maps on first use: most users
+// have no per-network settings.
+func (s *session) setNetConf(server string, ns netSettings) {
+	if s.netConf == nil {
+		s.netConf = map[string]netSettings{}
+	}
+	s.netConf[server] = ns
+}
+
+func (s *session) setNetPass(server, pw string) {
+	if s.netPass == nil {
+		s.netPass = map[string]string{}
+	}
+	s.netPass[server] = pw
 }
 
 // secretSink is core's sealed account state, where core offers it.
