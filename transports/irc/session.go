@@ -180,10 +180,11 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 
 const (
 	// eventQueue is how many events may wait for the session; posting
-	// blocks beyond (back-pressure on the connection's reader). A drain
-	// starts with the first one, so few wait: a longer queue would only
-	// cost memory in every session.
-	eventQueue = 8
+	// blocks beyond (back-pressure on the connection's reader). Not
+	// shorter: core's user posts joins here while the session may be
+	// posting to core's user queue, and a full queue on both sides waits
+	// for a time-out (16 bytes per event).
+	eventQueue = 32
 	// tickEvery is how often the session expires what waited too long.
 	tickEvery = 5 * time.Second
 )
