@@ -180,13 +180,16 @@ type Configurable interface {
 }
 
 // Sink is how a session talks back to core. Its methods are safe to call
-// from any goroutine; Deliver blocks until the message is committed.
+// from any goroutine; Deliver blocks until the message is committed
+// (or, with Info.Relay, written).
 type Sink interface {
 	// State reports the session's connection state; core shows it to the
 	// user as the gateway's presence.
 	State(s State, text string)
 	// Deliver durably queues a message for the XMPP user and returns once it
-	// is committed; only then may the transport acknowledge it upstream. A
+	// is committed; only then may the transport acknowledge it upstream
+	// (with Info.Relay: once it is written to the XMPP link, or committed
+	// when it cannot be; see Info.Relay). A
 	// message with the same LegacyID (the idempotency key) as one already
 	// queued or delivered is dropped, and Deliver returns nil.
 	Deliver(ctx context.Context, m *Message) error

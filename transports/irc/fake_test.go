@@ -302,6 +302,9 @@ type recorder struct {
 	events []any
 	notify chan struct{}
 	store  *memStore
+	// holdJoined, when set, makes RoomJoined wait until it is closed
+	// (core's user queue full), telling inJoined that it waits.
+	holdJoined, inJoined chan struct{}
 }
 
 type (
@@ -368,6 +371,13 @@ func (r *recorder) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 func (r *recorder) RoomJoined(room string, self core.Occupant, occ []core.Occupant, subject string) {
+	if r.holdJoined != nil {
+		select {
+		case r.inJoined <- struct{}{}:
+		default:
+		}
+		<-r.holdJoined
+	}
 	r.add(recJoined{room, self, occ, subject})
 }
 func (r *recorder) RoomError(room string, err error)          { r.add(recError{room, err}) }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,13 @@ type session struct {
 	records *sendRecords
 
 	events chan event
+	// ctl holds the requests of core's user goroutine (join, leave, nick,
+	// subject), unbounded, so posting them never waits: that goroutine may
+	// be what the session waits for (a full queue of core's user while the
+	// session reports to it), and both would wait for a time-out. Drains
+	// take them before the events.
+	ctlMu sync.Mutex
+	ctl   []event
 	// done is closed when the session ended (shut down, or a drain
 	// panicked); Run returns then.
 	done chan struct{}
@@ -180,10 +188,8 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 
 const (
 	// eventQueue is how many events may wait for the session; posting
-	// blocks beyond (back-pressure on the connection's reader). Not
-	// shorter: core's user posts joins here while the session may be
-	// posting to core's user queue, and a full queue on both sides waits
-	// for a time-out (16 bytes per event).
+	// blocks beyond (back-pressure on the connection's reader and on
+	// sends). core's requests do not wait here (ctl).
 	eventQueue = 32
 	// tickEvery is how often the session expires what waited too long.
 	tickEvery = 5 * time.Second
@@ -226,6 +232,10 @@ func (s *session) drain(first func()) {
 		first()
 	}
 	for {
+		if ev, ok := s.takeCtl(); ok {
+			s.handle(ev)
+			continue
+		}
 		select {
 		case ev := <-s.events:
 			s.handle(ev)
@@ -236,7 +246,7 @@ func (s *session) drain(first func()) {
 		// An event posted after the receive above and before the store
 		// found active still true: this drain takes it, unless its poster
 		// started a new one meanwhile.
-		if len(s.events) == 0 || !s.active.CompareAndSwap(false, true) {
+		if (len(s.events) == 0 && s.ctlLen() == 0) || !s.active.CompareAndSwap(false, true) {
 			return
 		}
 	}
@@ -389,22 +399,59 @@ func (s *session) handle(ev event) {
 // GroupSession: each method only queues work.
 
 func (s *session) JoinRoom(ctx context.Context, room, nick, password string) error {
-	return s.postCtx(ctx, evJoin{room: room, nick: nick, password: password})
+	return s.postCtl(evJoin{room: room, nick: nick, password: password})
 }
 
 func (s *session) LeaveRoom(ctx context.Context, room string) error {
-	return s.postCtx(ctx, evLeave{room: room})
+	return s.postCtl(evLeave{room: room})
 }
 
 func (s *session) ChangeNick(ctx context.Context, room, nick string) error {
 	if !validNick(nick) {
 		return core.NewError(stanza.NotAcceptable, "not a valid IRC nick: no spaces, and none of , * ? ! @ . % : /")
 	}
-	return s.postCtx(ctx, evNickReq{room: room, nick: nick})
+	return s.postCtl(evNickReq{room: room, nick: nick})
 }
 
 func (s *session) SetSubject(ctx context.Context, room, subject string) error {
-	return s.postCtx(ctx, evTopicReq{room: room, subject: subject})
+	return s.postCtl(evTopicReq{room: room, subject: subject})
+}
+
+// postCtl queues a request of core's user goroutine (see ctl); it never
+// waits.
+func (s *session) postCtl(ev event) error {
+	select {
+	case <-s.done:
+		return core.Temporary(errClosed)
+	default:
+	}
+	s.ctlMu.Lock()
+	s.ctl = append(s.ctl, ev)
+	s.ctlMu.Unlock()
+	s.wake()
+	return nil
+}
+
+// takeCtl takes the oldest queued request of core's user goroutine.
+func (s *session) takeCtl() (event, bool) {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	if len(s.ctl) == 0 {
+		return nil, false
+	}
+	ev := s.ctl[0]
+	s.ctl[0] = nil
+	s.ctl = s.ctl[1:]
+	if len(s.ctl) == 0 {
+		s.ctl = nil
+	}
+	return ev, true
+}
+
+func (s *session) ctlLen() int {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	return len(s.ctl)
 }
 
 func (s *session) postCtx(ctx context.Context, ev event) error {

@@ -3,8 +3,10 @@ package irc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -494,4 +496,52 @@ func TestConfigureNetwork(t *testing.T) {
 	if cfg := s2.configFor("127.0.0.1"); cfg.nick != "cfgnick" || cfg.password != "netpass" || cfg.auth != authSASL || len(cfg.autojoin) != 2 {
 		t.Errorf("config after reload: %+v", cfg)
 	}
+}
+
+// Core's user goroutine asks for joins while the session may be waiting
+// to report to it (core's queue full: here RoomJoined blocks). The joins
+// must not wait for the session, or both wait until a time-out and the
+// joins fail; with 40 rooms the session's event queue would be full.
+func TestJoinsNeverWaitForTheSession(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	s, rec := startSession(t, srv, nil, nil)
+	rec.holdJoined, rec.inJoined = make(chan struct{}), make(chan struct{}, 1)
+	release := sync.OnceFunc(func() { close(rec.holdJoined) })
+	t.Cleanup(release) // before the session's own cleanup waits for it
+	ctx := context.Background()
+	if err := s.JoinRoom(ctx, "#r0%127.0.0.1", "me", ""); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.nextConn()
+	select {
+	case <-rec.inJoined:
+	case <-time.After(wait):
+		t.Fatal("the first join never completed")
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= 40; i++ {
+			jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := s.JoinRoom(jctx, fmt.Sprintf("#r%d%%127.0.0.1", i), "me", "")
+			cancel()
+			if err != nil {
+				done <- fmt.Errorf("join %d: %w", i, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("a join waited for the blocked session: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("joins still waiting for the blocked session")
+	}
+	release()
+	for i := 0; i <= 40; i++ {
+		rec.next(t, "joined", isJoined(fmt.Sprintf("#r%d%%127.0.0.1", i)))
+	}
+	_ = c
 }
