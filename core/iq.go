@@ -143,6 +143,12 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 		r.result(q)
 	case "get " + ping.NS + " ping":
 		r.result(nil)
+	case "get " + disco.NSItems + " query":
+		if _, rooms := c.t.(GroupChats); rooms && payload.Get("node") == "" {
+			c.listRooms(r, from, label, addr, payload)
+			return
+		}
+		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
 	}

@@ -4,8 +4,12 @@ import (
 	"context"
 	"maps"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
+	"mellium.im/xmpp/disco"
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core/store"
@@ -98,6 +102,87 @@ type RoomSink interface {
 // outbox (only while the link was down or the outbox is behind).
 type RoomEchoer interface {
 	RoomEcho(ctx context.Context, m *Message) error
+}
+
+// RoomLister is implemented by GroupSessions that can list the rooms of
+// a server (IRC's LIST): core answers disco#items on the server's contact
+// JID with them, paged with XEP-0059 when asked, as biboumi does. The list
+// comes ordered as it is to be shown.
+type RoomLister interface {
+	ListRooms(ctx context.Context, server string) ([]RoomItem, error)
+}
+
+// RoomItem is one room of such a list.
+type RoomItem struct {
+	Address string // the room's address on the network
+	Name    string
+	Users   int
+	Topic   string
+}
+
+// nsRSM is XEP-0059, Result Set Management.
+const nsRSM = "http://jabber.org/protocol/rsm"
+
+// maxRoomPage bounds one page of a room list.
+const maxRoomPage = 1000
+
+// listRooms answers disco#items on a server contact's JID with its rooms.
+func (c *component) listRooms(r *iqReply, from jid.JID, label, server string, payload *Element) {
+	var lister RoomLister
+	if u := c.lookupLabel(from.Bare().String(), label); u != nil {
+		lister, _ = u.groupSession().(RoomLister)
+	}
+	if lister == nil {
+		r.error(NewError(stanza.ServiceUnavailable, "not connected: join a room first, then "+server+"'s rooms can be listed"))
+		return
+	}
+	max, after := maxRoomPage, ""
+	if set := payload.Child(nsRSM, "set"); set != nil {
+		if v, err := strconv.Atoi(set.ChildText("", "max")); err == nil && v >= 0 && v < max {
+			max = v
+		}
+		after = set.ChildText("", "after")
+	}
+	c.g.goSafe("list-rooms", func() {
+		ctx, cancel := c.g.workCtx(time.Minute)
+		defer cancel()
+		rooms, err := lister.ListRooms(ctx, server)
+		if err != nil {
+			r.error(err)
+			return
+		}
+		q := NewElement(disco.NSItems, "query")
+		start := 0
+		jids := make([]string, len(rooms))
+		for i, rm := range rooms {
+			jids[i] = c.local(label, rm.Address) + "@" + c.jid.Domainpart()
+			if jids[i] == after {
+				start = i + 1
+			}
+		}
+		end := min(start+max, len(rooms))
+		for i := start; i < end; i++ {
+			rm := rooms[i]
+			name := rm.Name + " (" + strconv.Itoa(rm.Users) + ")"
+			if rm.Topic != "" {
+				name += ": " + rm.Topic
+			}
+			if len(name) > 200 {
+				name = strings.ToValidUTF8(name[:200], "") + "…"
+			}
+			q.Add(NewElement("", "item", "jid", jids[i], "name", name))
+		}
+		set := NewElement(nsRSM, "set")
+		if end > start {
+			first := NewElement("", "first", "index", strconv.Itoa(start))
+			first.Text = jids[start]
+			set.Add(first)
+			set.AddText("", "last", jids[end-1])
+		}
+		set.AddText("", "count", strconv.Itoa(len(rooms)))
+		q.Add(set)
+		r.result(q)
+	})
 }
 
 type room struct {

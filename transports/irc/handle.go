@@ -92,6 +92,12 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		if pl := n.matchPending(label, ""); pl != nil {
 			n.fail(pl, plainText(last(p)))
 		}
+	case "322": // RPL_LIST: me channel visible :topic
+		n.listed(msg)
+		return
+	case "323": // RPL_LISTEND
+		n.endList(nil)
+		return
 	case "005":
 		parseISupport(p, n.isupport)
 		n.applyISupport()

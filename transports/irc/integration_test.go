@@ -537,3 +537,79 @@ func TestXMPPOutage(t *testing.T) {
 		t.Error("the IRC session left after the outage")
 	}
 }
+
+// Browsing a server's channels (disco#items on the server's JID, as with
+// biboumi): IRC's LIST, the most populated first, with topics, paged
+// with XEP-0059; a server the operator does not allow is refused.
+func TestListChannels(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	a, b, c3 := dialRaw(t, e.irc, "lista"), dialRaw(t, e.irc, "listb"), dialRaw(t, e.irc, "listc")
+	for _, r := range []*rawIRC{a, b, c3} {
+		r.join("#list-big")
+	}
+	a.join("#list-one")
+	a.send("TOPIC", "#list-one", "Topic \x02one\x02")
+	a.expect("TOPIC", cmdFrom("TOPIC", "lista"))
+
+	c := xmpptest.Dial(t, e.xmpp, "user27@b.test", false)
+	waitComponent(t, c)
+	if self := joinRoom(t, c, "#list-mine%127.0.0.1@"+gwJID, "lister"); self.Get("type") == "error" {
+		t.Fatalf("join refused: %s", self)
+	}
+	items := func(set *core.Element) (*core.Element, []*core.Element) {
+		q := core.NewElement("http://jabber.org/protocol/disco#items", "query")
+		if set != nil {
+			q.Add(set)
+		}
+		res := c.IQ(core.NewElement("", "iq", "type", "get", "to", "127.0.0.1@"+gwJID).Add(q))
+		if res.Get("type") != "result" {
+			t.Fatalf("disco#items: %s", res)
+		}
+		var its []*core.Element
+		for _, it := range res.FirstChild().Children {
+			if it.Name.Local == "item" {
+				its = append(its, it)
+			}
+		}
+		return res.FirstChild().Child("http://jabber.org/protocol/rsm", "set"), its
+	}
+	_, all := items(nil)
+	pos := map[string]int{}
+	for i, it := range all {
+		pos[it.Get("jid")] = i
+	}
+	big, one := "#list-big%127.0.0.1@"+gwJID, "#list-one%127.0.0.1@"+gwJID
+	if _, ok := pos[big]; !ok {
+		t.Fatalf("#list-big not listed: %v", all)
+	}
+	if _, ok := pos[one]; !ok {
+		t.Fatalf("#list-one not listed: %v", all)
+	}
+	if pos[big] > pos[one] {
+		t.Errorf("#list-big (3 users) after #list-one (1): %v", all)
+	}
+	if n := all[pos[big]].Get("name"); !strings.Contains(n, "(3)") {
+		t.Errorf("#list-big's name %q does not say its 3 users", n)
+	}
+	if n := all[pos[one]].Get("name"); !strings.Contains(n, "Topic one") {
+		t.Errorf("#list-one's name %q does not show its topic", n)
+	}
+
+	// Paged: one at a time.
+	set1, page1 := items(core.NewElement("http://jabber.org/protocol/rsm", "set").AddText("", "max", "1"))
+	if len(page1) != 1 || set1 == nil || set1.ChildText("", "count") != fmt.Sprint(len(all)) {
+		t.Fatalf("page of 1: %v, set %v (want count %d)", page1, set1, len(all))
+	}
+	after := core.NewElement("http://jabber.org/protocol/rsm", "set").AddText("", "max", "1")
+	after.AddText("", "after", set1.ChildText("", "last"))
+	_, page2 := items(after)
+	if len(page2) != 1 || page2[0].Get("jid") == page1[0].Get("jid") || page2[0].Get("jid") != all[1].Get("jid") {
+		t.Errorf("second page %v, want %v", page2, all[1])
+	}
+
+	res := c.IQ(core.NewElement("", "iq", "type", "get", "to", "irc.example.org@"+gwJID).Add(core.NewElement("http://jabber.org/protocol/disco#items", "query")))
+	if res.Get("type") != "error" || !strings.Contains(res.String(), "not-allowed") {
+		t.Errorf("listing a server that is not allowed: %s, want not-allowed", res)
+	}
+}

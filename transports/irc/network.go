@@ -54,6 +54,9 @@ type network struct {
 	ctcp     *rate.Limiter  // made at the first CTCP request
 
 	lastPrivate time.Time
+	// listWaiting wait for a LIST; listing is the LIST in progress.
+	listWaiting []*listReq
+	listing     *listing
 }
 
 // channel is an IRC channel the user is in (on XMPP, on IRC, or both).
@@ -329,6 +332,7 @@ func (n *network) connected(c *conn, w *welcome) {
 		}
 	}
 	n.flushParked()
+	n.startList()
 	s.updateState()
 }
 
@@ -372,6 +376,7 @@ func (n *network) connectFailed(err error) {
 			r.answer("", roomErr)
 		}
 		n.waiting = nil
+		n.failLists(roomErr)
 		if n.everUp || n.authErr != "" {
 			// Kept, so the session shows the refusal and later joins
 			// fail at once.
@@ -428,6 +433,7 @@ func (n *network) closed(err error) {
 	}
 	n.pending = nil
 	n.batches = nil
+	n.failLists(core.NewError(stanza.RemoteServerTimeout, "the IRC connection was lost: "+text))
 	if len(n.channels) == 0 && !n.s.persistent() && time.Since(n.lastPrivate) > privateIdle {
 		delete(n.s.nets, n.server)
 		n.gen++
@@ -451,7 +457,7 @@ func (n *network) scheduleRetry() {
 
 // maybeQuit disconnects a network the user no longer uses.
 func (n *network) maybeQuit() {
-	if n.s.persistent() || time.Since(n.lastPrivate) < privateIdle || len(n.waiting) > 0 {
+	if n.s.persistent() || time.Since(n.lastPrivate) < privateIdle || len(n.waiting) > 0 || n.listing != nil || len(n.listWaiting) > 0 {
 		return
 	}
 	for _, ch := range n.channels {

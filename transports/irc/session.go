@@ -298,6 +298,7 @@ func (s *session) shutdown() {
 		for _, r := range nw.waiting {
 			r.answer("", core.Temporary(errNotWritten{errClosed}))
 		}
+		nw.failLists(core.Temporary(errClosed))
 		nw.waiting = nil
 		if c := nw.conn; c != nil {
 			n++
@@ -320,6 +321,8 @@ func (s *session) afterStop(ev event) {
 	switch e := ev.(type) {
 	case evSend:
 		e.req.answer("", core.Temporary(errNotWritten{errClosed}))
+	case evList:
+		e.req.reply <- listResult{err: core.Temporary(errClosed)}
 	case evWritten:
 		e.req.answer(e.verdict(false))
 	case evConnected:
@@ -346,6 +349,8 @@ func (s *session) handle(ev event) {
 		s.setTopic(ev.room, ev.subject)
 	case evSend:
 		s.send(ev.req)
+	case evList:
+		s.list(ev.server, ev.req)
 	case evNetConfig:
 		s.setNetConf(ev.server, ev.ns)
 		switch {

@@ -1,0 +1,128 @@
+package irc
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+	"mellium.im/xmpp/stanza"
+
+	"transportd/core"
+)
+
+// Channel lists (IRC LIST), for core's disco#items on a server's JID:
+// biboumi's way of letting clients browse a network's channels.
+
+// maxListed bounds a list kept in memory (large networks have tens of
+// thousands of channels).
+const maxListed = 10000
+
+type listResult struct {
+	rooms []core.RoomItem
+	err   error
+}
+
+// listReq is one ListRooms waiting for its answer.
+type listReq struct{ reply chan listResult }
+
+// listing is a LIST in progress on a connection; every request that
+// came before it started gets its result.
+type listing struct {
+	reqs  []*listReq
+	rooms []core.RoomItem
+}
+
+type evList struct {
+	server string
+	req    *listReq
+}
+
+// ListRooms implements core.RoomLister: the channels of an IRC server,
+// the most populated first. It connects to the server if needed (the
+// connection is kept a while, as for a private chat).
+func (s *session) ListRooms(ctx context.Context, server string) ([]core.RoomItem, error) {
+	req := &listReq{reply: make(chan listResult, 1)}
+	if err := s.postCtx(ctx, evList{server: server, req: req}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-req.reply:
+		return r.rooms, r.err
+	case <-ctx.Done():
+		return nil, core.NewError(stanza.RemoteServerTimeout, "the IRC server "+server+" did not send its channel list in time")
+	case <-s.done:
+		return nil, core.Temporary(errClosed)
+	}
+}
+
+func (s *session) list(server string, req *listReq) {
+	if !s.opts.allowedServer(server) {
+		req.reply <- listResult{err: core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server+"; allowed IRC servers: "+s.allowedText())}
+		return
+	}
+	n := s.network(server, "")
+	n.lastPrivate = time.Now()
+	n.listWaiting = append(n.listWaiting, req)
+	if n.conn != nil {
+		n.startList()
+		return
+	}
+	n.ensureConnected()
+}
+
+// startList sends LIST for the requests waiting, unless one runs.
+func (n *network) startList() {
+	if n.listing != nil || len(n.listWaiting) == 0 || n.conn == nil {
+		return
+	}
+	n.listing = &listing{reqs: n.listWaiting}
+	n.listWaiting = nil
+	if err := n.conn.send(ircmsg.MakeMessage(nil, "", "LIST")); err != nil {
+		n.endList(core.Temporary(err))
+	}
+}
+
+// listed takes an RPL_LIST: me channel visible :topic.
+func (n *network) listed(msg ircmsg.Message) {
+	l := n.listing
+	if l == nil || len(msg.Params) < 3 || len(l.rooms) >= maxListed || !n.isChannel(msg.Params[1]) {
+		return
+	}
+	users, _ := strconv.Atoi(msg.Params[2])
+	topic := ""
+	if len(msg.Params) >= 4 {
+		topic = plainText(msg.Params[3])
+	}
+	l.rooms = append(l.rooms, core.RoomItem{Address: msg.Params[1] + "%" + n.server, Name: plainText(msg.Params[1]), Users: users, Topic: topic})
+}
+
+// endList answers the requests of the LIST in progress, then starts the
+// next one.
+func (n *network) endList(err error) {
+	l := n.listing
+	n.listing = nil
+	if l == nil {
+		return
+	}
+	sort.SliceStable(l.rooms, func(i, j int) bool {
+		if l.rooms[i].Users != l.rooms[j].Users {
+			return l.rooms[i].Users > l.rooms[j].Users
+		}
+		return l.rooms[i].Name < l.rooms[j].Name
+	})
+	for _, r := range l.reqs {
+		r.reply <- listResult{rooms: l.rooms, err: err}
+	}
+	n.startList()
+}
+
+// failLists answers every list request of the network with err.
+func (n *network) failLists(err error) {
+	n.endList(err)
+	for _, r := range n.listWaiting {
+		r.reply <- listResult{err: err}
+	}
+	n.listWaiting = nil
+}
