@@ -297,6 +297,7 @@ func (c *fakeConn) expect(t testing.TB, cmd string) ircmsg.Message {
 type recorder struct {
 	t      testing.TB
 	logger *slog.Logger  // default: the test log
+	logw   *testWriter
 	wait   time.Duration // how long next waits (default: wait)
 	mu     sync.Mutex
 	events []any
@@ -339,7 +340,7 @@ type (
 )
 
 func newRecorder(t testing.TB) *recorder {
-	return &recorder{t: t, notify: make(chan struct{}, 1), store: &memStore{m: map[string]string{}}}
+	return &recorder{t: t, notify: make(chan struct{}, 1), store: &memStore{m: map[string]string{}}, logw: newTestWriter(t)}
 }
 
 func (r *recorder) add(ev any) {
@@ -368,7 +369,7 @@ func (r *recorder) Logger() *slog.Logger {
 	if r.logger != nil {
 		return r.logger
 	}
-	return slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(r.logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 func (r *recorder) RoomJoined(room string, self core.Occupant, occ []core.Occupant, subject string) {
 	if r.holdJoined != nil {
@@ -463,10 +464,31 @@ func (s *memStore) Delete(ctx context.Context, key string) error {
 
 var discard = slog.New(slog.DiscardHandler)
 
-type testWriter struct{ t testing.TB }
+// testWriter sends log lines to the test's log until the test ends: a
+// connection attempt still running then must not call Logf (the race
+// detector flags it).
+type testWriter struct {
+	t      testing.TB
+	mu     sync.Mutex
+	closed bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimSpace(string(p)))
+func newTestWriter(t testing.TB) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Logf("%s", strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 
