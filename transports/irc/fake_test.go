@@ -296,7 +296,7 @@ func (c *fakeConn) expect(t testing.TB, cmd string) ircmsg.Message {
 // recorder is a core.Sink and core.RoomSink that records what it is told.
 type recorder struct {
 	t      testing.TB
-	logger *slog.Logger  // default: the test log
+	logger *slog.Logger // default: the test log
 	logw   *testWriter
 	wait   time.Duration // how long next waits (default: wait)
 	mu     sync.Mutex
