@@ -16,6 +16,7 @@ import (
 	"github.com/ergochat/irc-go/ircmsg"
 
 	"transportd/core"
+	"transportd/internal/xmpptest"
 )
 
 // Test doubles: a fake IRC server on a real loopback listener, and a
@@ -295,14 +296,14 @@ func (c *fakeConn) expect(t testing.TB, cmd string) ircmsg.Message {
 
 // recorder is a core.Sink and core.RoomSink that records what it is told.
 type recorder struct {
-	t      testing.TB
-	logger *slog.Logger // default: the test log
-	logw   *testWriter
-	wait   time.Duration // how long next waits (default: wait)
-	mu     sync.Mutex
-	events []any
-	notify chan struct{}
-	store  *memStore
+	t       testing.TB
+	logger  *slog.Logger // default: the test log
+	testLog *slog.Logger
+	wait    time.Duration // how long next waits (default: wait)
+	mu      sync.Mutex
+	events  []any
+	notify  chan struct{}
+	store   *memStore
 	// holdJoined, when set, makes RoomJoined wait until it is closed
 	// (core's user queue full), telling inJoined that it waits.
 	holdJoined, inJoined chan struct{}
@@ -340,7 +341,7 @@ type (
 )
 
 func newRecorder(t testing.TB) *recorder {
-	return &recorder{t: t, notify: make(chan struct{}, 1), store: &memStore{m: map[string]string{}}, logw: newTestWriter(t)}
+	return &recorder{t: t, notify: make(chan struct{}, 1), store: &memStore{m: map[string]string{}}, testLog: xmpptest.Logger(t)}
 }
 
 func (r *recorder) add(ev any) {
@@ -369,7 +370,7 @@ func (r *recorder) Logger() *slog.Logger {
 	if r.logger != nil {
 		return r.logger
 	}
-	return slog.New(slog.NewTextHandler(r.logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return r.testLog
 }
 func (r *recorder) RoomJoined(room string, self core.Occupant, occ []core.Occupant, subject string) {
 	if r.holdJoined != nil {
@@ -463,34 +464,6 @@ func (s *memStore) Delete(ctx context.Context, key string) error {
 }
 
 var discard = slog.New(slog.DiscardHandler)
-
-// testWriter sends log lines to the test's log until the test ends: a
-// connection attempt still running then must not call Logf (the race
-// detector flags it).
-type testWriter struct {
-	t      testing.TB
-	mu     sync.Mutex
-	closed bool
-}
-
-func newTestWriter(t testing.TB) *testWriter {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.closed = true
-		w.mu.Unlock()
-	})
-	return w
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.t.Logf("%s", strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
-}
 
 // startSession runs a session against a fake server.
 func startSession(t testing.TB, srv *fakeServer, values, defaults map[string]string) (*session, *recorder) {

@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"transportd/core"
+	"transportd/internal/xmpptest"
 )
 
 func TestMain(m *testing.M) {
@@ -24,30 +24,7 @@ func TestMain(m *testing.M) {
 }
 
 // testLogger sends logs to t.Logf (and stops when the test is over).
-func testLogger(t testing.TB) *slog.Logger {
-	w := &tlogWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tlogWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Logf("%s", strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return xmpptest.Logger(t) }
 
 // fakeHost is core's Host for unit tests: routes on an httptest server.
 type fakeHost struct {
