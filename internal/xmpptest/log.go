@@ -2,6 +2,7 @@ package xmpptest
 
 import (
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -33,4 +34,15 @@ func (w *testLog) Write(p []byte) (int, error) {
 		w.t.Logf("%s", strings.TrimSpace(string(p)))
 	}
 	return len(p), nil
+}
+
+// Missing stops a test whose server or environment is missing: under
+// CI=true it fails (a missing server never skips silently), elsewhere it
+// skips. what says what is missing and how to start it.
+func Missing(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(what + ": under CI a missing server is a failure")
+	}
+	t.Skip(what)
 }
