@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"transportd/core"
+	"transportd/internal/cputime"
 	"transportd/internal/xmpptest"
 )
 
@@ -35,7 +36,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	// Sequential: latency of one message at a time.
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
-	start, cpu0 := time.Now(), processCPU()
+	start, cpu0 := time.Now(), cputime.Process()
 	for i := 0; i < b.N; i++ {
 		body := "m" + strconv.Itoa(i)
 		msg := core.NewElement("", "message", "to", "peer@"+gw, "type", "chat", "id", body)
@@ -54,11 +55,11 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)
-	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/msg")
+	b.ReportMetric(float64((cputime.Process()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/msg")
 
 	// Pipelined: throughput with 200 messages in flight.
 	const burst = 200
-	start, cpu0 = time.Now(), processCPU()
+	start, cpu0 = time.Now(), cputime.Process()
 	for i := 0; i < burst; i++ {
 		body := "p" + strconv.Itoa(i)
 		msg := core.NewElement("", "message", "to", "peer@"+gw, "type", "chat", "id", body)
@@ -75,7 +76,7 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(burst)/time.Since(start).Seconds(), "pipelined-msgs/s")
-	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/burst, "pipelined-cpu-ms/msg")
+	b.ReportMetric(float64((cputime.Process()-cpu0).Microseconds())/1000/burst, "pipelined-cpu-ms/msg")
 }
 
 func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {

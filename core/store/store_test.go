@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"transportd/internal/cputime"
 )
 
 var ctx = context.Background()
@@ -823,7 +824,7 @@ func BenchmarkEnqueueDone(b *testing.B) {
 		b.Fatal(err)
 	}
 	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
-	cpu0 := processCPU()
+	cpu0 := cputime.Process()
 	for i := 0; b.Loop(); i++ {
 		id, _, err := s.Enqueue(ctx, &OutboxItem{AccountID: a.ID, Direction: ToLegacy,
 			Conversation: "alice@example.org", IdemKey: fmt.Sprint(i), Payload: payload})
@@ -851,7 +852,7 @@ func BenchmarkEnqueueDoneParallel(b *testing.B) {
 	var n atomic.Int64
 	b.SetParallelism(8) // 8 per CPU
 	b.ResetTimer()
-	cpu0 := processCPU()
+	cpu0 := cputime.Process()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
