@@ -189,14 +189,7 @@ func BenchmarkMailToXMPPLMTP(b *testing.B) {
 // after Dovecot's fixed 0.5 s notification delay.
 func BenchmarkMailToXMPPLMTPPush(b *testing.B) {
 	e, _ := benchMailEnv(b)
-	addr, secretFile := os.Getenv("TRANSPORTD_TEST_PUSH_ADDR"), os.Getenv("TRANSPORTD_TEST_PUSH_SECRET_FILE")
-	if addr == "" || secretFile == "" {
-		b.Fatal("TRANSPORTD_TEST_PUSH_ADDR or TRANSPORTD_TEST_PUSH_SECRET_FILE not set: the Dovecot of scripts/testenv.sh sets them")
-	}
-	ih, _, _ := strings.Cut(e.imap, ":")
-	ic := imapDial(b, e, "user10@a.test")
-	b.Cleanup(func() { _ = ic.SetMetadata("", map[string]*[]byte{pushMetadataKey: nil}).Wait() })
-	benchMailIn(b, e, gwOpts{httpAddr: addr, extra: "push_secret_file = " + strconv.Quote(secretFile) + "\npush_hosts = " + strconv.Quote(ih) + "\n"}, "user10")
+	benchMailIn(b, e, pushBenchOpts(b, e, "user10@a.test"), "user10")
 }
 
 // benchMailIn measures mail delivered over LMTP to user@a.test until it is

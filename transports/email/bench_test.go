@@ -29,14 +29,7 @@ func BenchmarkMailToXMPP(b *testing.B) {
 // notices waking the session (push.go).
 func BenchmarkMailToXMPPPush(b *testing.B) {
 	e := testMailEnv(b)
-	addr, secretFile := os.Getenv("TRANSPORTD_TEST_PUSH_ADDR"), os.Getenv("TRANSPORTD_TEST_PUSH_SECRET_FILE")
-	if addr == "" || secretFile == "" {
-		b.Fatal("TRANSPORTD_TEST_PUSH_ADDR or TRANSPORTD_TEST_PUSH_SECRET_FILE not set: the Dovecot of scripts/testenv.sh sets them")
-	}
-	ih, _, _ := strings.Cut(e.imap, ":")
-	ic := imapDial(b, e, "user10@a.test")
-	b.Cleanup(func() { _ = ic.SetMetadata("", map[string]*[]byte{pushMetadataKey: nil}).Wait() })
-	o := gwOpts{httpAddr: addr, extra: "push_secret_file = " + strconv.Quote(secretFile) + "\npush_hosts = " + strconv.Quote(ih) + "\n"}
+	o := pushBenchOpts(b, e, "user10@a.test")
 	benchLatency(b, e, o, "user10", func(raw string) error { return smtpInject(e.smtp, "bench@example.org", "user10@a.test", raw) })
 }
 
@@ -159,4 +152,18 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// pushBenchOpts is the gateway configuration for benchmarks with
+// Dovecot's push notices, for the mailbox of login, whose push METADATA
+// entry is removed when the benchmark ends.
+func pushBenchOpts(b *testing.B, e mailEnv, login string) gwOpts {
+	addr, secretFile := os.Getenv("TRANSPORTD_TEST_PUSH_ADDR"), os.Getenv("TRANSPORTD_TEST_PUSH_SECRET_FILE")
+	if addr == "" || secretFile == "" {
+		b.Fatal("TRANSPORTD_TEST_PUSH_ADDR or TRANSPORTD_TEST_PUSH_SECRET_FILE not set: the Dovecot of scripts/testenv.sh sets them")
+	}
+	ih, _, _ := strings.Cut(e.imap, ":")
+	ic := imapDial(b, e, login)
+	b.Cleanup(func() { _ = ic.SetMetadata("", map[string]*[]byte{pushMetadataKey: nil}).Wait() })
+	return gwOpts{httpAddr: addr, extra: "push_secret_file = " + strconv.Quote(secretFile) + "\npush_hosts = " + strconv.Quote(ih) + "\n"}
 }

@@ -25,11 +25,18 @@ func memIMAP(t *testing.T) (addr string, user *imapmemserver.User) {
 		t.Fatal(err)
 	}
 	mem.AddUser(user)
+	return serveMemIMAP(t, mem, imap.CapSet{imap.CapIMAP4rev1: {}}), user
+}
+
+// serveMemIMAP serves mem on a loopback port until the test ends, with
+// caps (nil: the server's own) and plain-text login; it returns the
+// address.
+func serveMemIMAP(t *testing.T, mem *imapmemserver.Server, caps imap.CapSet) string {
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return mem.NewSession(), nil, nil
 		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
+		Caps:         caps,
 		InsecureAuth: true,
 		Logger:       nopLogger{},
 	})
@@ -39,7 +46,7 @@ func memIMAP(t *testing.T) (addr string, user *imapmemserver.User) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), user
+	return ln.Addr().String()
 }
 
 type nopLogger struct{}
