@@ -45,6 +45,9 @@ type link struct {
 	mu   sync.Mutex
 	sess *xmpp.Session
 	conn net.Conn
+	// out writes stanzas; wmu serialises its use (and the stream's end).
+	wmu  sync.Mutex
+	out  *xml.Encoder
 	gone chan struct{} // closed when the connection now up ends
 	up   atomic.Bool
 }
@@ -117,6 +120,7 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	}
 	l.mu.Lock()
 	l.sess, l.conn = sess, raw
+	l.out = xml.NewEncoder(conn)
 	l.gone = make(chan struct{})
 	l.mu.Unlock()
 	l.up.Store(true)
@@ -128,11 +132,13 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 
 	l.up.Store(false)
 	l.mu.Lock()
-	l.sess, l.conn = nil, nil
+	l.sess, l.conn, l.out = nil, nil, nil
 	close(l.gone)
 	l.gone = nil
 	l.mu.Unlock()
+	l.wmu.Lock()
 	_ = sess.Close()
+	l.wmu.Unlock()
 	raw.Close()
 	l.onState(false, err)
 	return err
@@ -247,14 +253,16 @@ func (l *link) send(el *Element) error {
 		return errors.New("refusing to send a stanza without to")
 	}
 	l.mu.Lock()
-	sess := l.sess
+	out := l.out
 	conn := l.conn
 	l.mu.Unlock()
-	if sess == nil {
+	if out == nil {
 		return errNotConnected
 	}
-	// Not ctx: see connectAndServe. The write deadline is countingConn's.
-	if err := sess.Send(context.Background(), el.TokenReader()); err != nil {
+	l.wmu.Lock()
+	err := writeStanza(out, el)
+	l.wmu.Unlock()
+	if err != nil {
 		// A send error means the stream is broken: make the read loop
 		// notice and reconnect.
 		if !errors.Is(err, net.ErrClosed) {
@@ -264,6 +272,34 @@ func (l *link) send(el *Element) error {
 		return Temporary(fmt.Errorf("send: %w", err))
 	}
 	return nil
+}
+
+// writeStanza encodes one stanza and flushes it: the write deadline is
+// countingConn's. Stanzas are written with encoding/xml rather than
+// mellium's Session.Send, which starts a goroutine (and wakes it again)
+// for every stanza to watch its context: two goroutine hand-offs, the
+// biggest cost of relaying a short message once the XML is built. As
+// mellium does, a stanza is put in the stream's namespace and gets an id
+// if it has none.
+func writeStanza(enc *xml.Encoder, el *Element) error {
+	toks := el.tokens()
+	start := toks[0].(xml.StartElement)
+	if start.Name.Space == "" {
+		start.Name.Space = xmppcomponent.NSAccept
+	}
+	if el.Get("id") == "" {
+		start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "id"}, Value: randomID()})
+	}
+	toks[0] = start
+	end := toks[len(toks)-1].(xml.EndElement)
+	end.Name.Space = start.Name.Space
+	toks[len(toks)-1] = end
+	for _, t := range toks {
+		if err := enc.EncodeToken(t); err != nil {
+			return err
+		}
+	}
+	return enc.Flush()
 }
 
 // sendTimeout is how long one write to the server may block.

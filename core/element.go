@@ -176,9 +176,14 @@ func (e *Element) FirstChild() *Element {
 // TokenReader returns the element as a stream of tokens. Children inherit
 // their parent's namespace when their own is empty.
 func (e *Element) TokenReader() xml.TokenReader {
+	return &sliceReader{toks: e.tokens()}
+}
+
+// tokens is the element as tokens, as TokenReader reads them.
+func (e *Element) tokens() []xml.Token {
 	var toks []xml.Token
 	e.appendTokens(&toks, "", false)
-	return &sliceReader{toks: toks}
+	return toks
 }
 
 // appendTokens flattens the tree. With explicit, every element carries its
