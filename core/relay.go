@@ -33,7 +33,12 @@ import (
 //     one goroutine, in order; if the session is not connected or Send
 //     fails temporarily, it and everything behind it is committed to the
 //     outbox, in order, and the account's next messages follow it there
-//     until the outbox has sent them all.
+//     until the outbox has sent them all. A session that is an AsyncSender
+//     gets each message at once instead, without a goroutine waiting on
+//     it; a temporary failure reported for one moves it to the outbox, and
+//     the session fails the ones behind it the same way (AsyncSender's
+//     contract). Messages that arrive while a previous session still has
+//     some in flight wait behind them and go to the outbox.
 //
 // A user's message is acknowledged as before: a receipt or the room's
 // reflection once the network took it; one lost in a crash before that is
@@ -54,6 +59,14 @@ type userRelay struct {
 	queue        []Message
 	sending      bool
 	sent         []sentRef // ring of the last relayKept sends
+
+	// AsyncSender sessions: messages handed over and not yet answered,
+	// the session generation they went to, and messages held behind
+	// those of an earlier session (they go to the outbox once all are
+	// answered).
+	inflight    int
+	inflightGen int
+	held        []Message
 
 	// xmppQueued is legacyQueued toward XMPP (set by every outbox write
 	// toward XMPP for the account).
@@ -286,6 +299,12 @@ func (c *component) relayToLegacy(ctx context.Context, u *user, m Message) error
 	r := u.relay
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.inflight > 0 && (r.legacyQueued || len(r.held) > 0) {
+		// Behind messages an AsyncSender has not answered yet, which may
+		// still go to the outbox: held until they are answered.
+		r.held = append(r.held, m)
+		return nil
+	}
 	if r.legacyQueued {
 		n, err := c.g.store.Pending(ctx, u.id, store.ToLegacy)
 		if err != nil || n > 0 {
@@ -293,9 +312,21 @@ func (c *component) relayToLegacy(ctx context.Context, u *user, m Message) error
 		}
 		r.legacyQueued = false
 	}
-	if len(r.queue) == 0 && !r.sending && !u.connected() {
+	if len(r.queue) == 0 && !r.sending && r.inflight == 0 && len(r.held) == 0 && !u.connected() {
 		r.legacyQueued = true
 		return c.g.outbox.enqueueToLegacy(ctx, u, m)
+	}
+	if live := u.live.Load(); len(r.queue) == 0 && !r.sending && (r.inflight > 0 || live != nil) {
+		var as AsyncSender
+		gen := 0
+		if live != nil {
+			as, _ = live.s.(AsyncSender)
+			gen = live.gen
+		}
+		if as != nil || r.inflight > 0 {
+			c.relayAsync(u, gen, as, m)
+			return nil
+		}
 	}
 	r.queue = append(r.queue, m)
 	if !r.sending {
@@ -303,6 +334,73 @@ func (c *component) relayToLegacy(ctx context.Context, u *user, m Message) error
 		c.g.goSafe("relay-send", func() { c.relaySend(u) })
 	}
 	return nil
+}
+
+// relayAsync hands m to an AsyncSender session; u.relay.mu is held.
+func (c *component) relayAsync(u *user, gen int, as AsyncSender, m Message) {
+	r := u.relay
+	if len(r.held) > 0 || r.inflight > 0 && (as == nil || r.inflightGen != gen || !u.connected()) {
+		// Behind messages not answered yet, which the session cannot
+		// take now: they go to the outbox once all are answered.
+		r.held = append(r.held, m)
+		return
+	}
+	r.inflight++
+	r.inflightGen = gen
+	c.g.work.Add(1) // the gateway's shutdown waits for the answer
+	as.SendAsync(&m, func(legacyID string, err error) {
+		defer c.g.work.Done()
+		c.relayAnswered(u, m, legacyID, err)
+	})
+}
+
+// relayAnswered is what becomes of a message handed to an AsyncSender.
+func (c *component) relayAnswered(u *user, m Message, legacyID string, err error) {
+	r := u.relay
+	bg := context.Background()
+	if err != nil && errors.Is(err, ErrTemporary) && !errors.Is(err, ErrUnconfirmed) {
+		// Nothing was handed to the network: to the outbox, behind
+		// what failed before it; the account's next messages follow.
+		r.mu.Lock()
+		r.legacyQueued = true
+		c.relayToOutbox(bg, u, m)
+		r.mu.Unlock()
+	} else {
+		c.relayResult(bg, u, m, legacyID, err)
+	}
+	r.mu.Lock()
+	if r.inflight--; r.inflight == 0 && len(r.held) > 0 {
+		held := r.held
+		r.held = nil
+		r.legacyQueued = true
+		for _, m := range held {
+			c.relayToOutbox(bg, u, m)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// relayToOutbox commits a relayed message to the outbox; if that fails
+// the user is told it was not sent.
+func (c *component) relayToOutbox(ctx context.Context, u *user, m Message) {
+	if err := c.g.outbox.enqueueToLegacy(ctx, u, m); err != nil {
+		c.log.Error("message lost: outbox commit failed", "error", err)
+		_ = c.relayToXMPP(ctx, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + randomID()}, ErrCond: "internal-server-error", ErrText: "not sent: the gateway could not queue it"})
+	}
+}
+
+// relayResult acts on a send that did not fail temporarily.
+func (c *component) relayResult(ctx context.Context, u *user, m Message, legacyID string, err error) {
+	switch {
+	case err == nil:
+		c.relaySent(ctx, u, m, legacyID)
+	case errors.Is(err, ErrUnconfirmed):
+		c.log.Info("not sent again: an interrupted attempt may have reached the network; no receipt")
+	default:
+		se := toStanzaError(err)
+		c.log.Info("message not sent", "error", err)
+		_ = c.relayToXMPP(ctx, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + randomID()}, ErrCond: string(se.Condition), ErrText: se.Text})
+	}
 }
 
 // connected says whether u's session is up.
@@ -340,12 +438,7 @@ func (c *component) relaySend(u *user) {
 		}
 		cancel()
 		bg := context.Background()
-		switch {
-		case err == nil:
-			c.relaySent(bg, u, m, legacyID)
-		case errors.Is(err, ErrUnconfirmed):
-			c.log.Info("not sent again: an interrupted attempt may have reached the network; no receipt")
-		case errors.Is(err, ErrTemporary):
+		if err != nil && errors.Is(err, ErrTemporary) && !errors.Is(err, ErrUnconfirmed) {
 			// Nothing was handed to the network (Send's contract for a
 			// temporary error), also when the gateway is stopping.
 			// This message and all behind it wait in the outbox, in order.
@@ -353,18 +446,12 @@ func (c *component) relaySend(u *user) {
 			rest := append([]Message{m}, r.queue...)
 			r.queue, r.sending, r.legacyQueued = nil, false, true
 			for _, m := range rest {
-				if err := c.g.outbox.enqueueToLegacy(bg, u, m); err != nil {
-					c.log.Error("message lost: outbox commit failed", "error", err)
-					_ = c.relayToXMPP(bg, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + randomID()}, ErrCond: "internal-server-error", ErrText: "not sent: the gateway could not queue it"})
-				}
+				c.relayToOutbox(bg, u, m)
 			}
 			r.mu.Unlock()
 			return
-		default:
-			se := toStanzaError(err)
-			c.log.Info("message not sent", "error", err)
-			_ = c.relayToXMPP(bg, u, envelope{Kind: kindError, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource, LegacyID: "err:" + randomID()}, ErrCond: string(se.Condition), ErrText: se.Text})
 		}
+		c.relayResult(bg, u, m, legacyID, err)
 	}
 }
 

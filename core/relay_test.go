@@ -42,9 +42,10 @@ type relaySession struct {
 	a    *core.Account
 	sink core.Sink
 
-	mu      sync.Mutex
-	sent    []string // bodies Send took, in order
-	failFor int      // the next failFor Sends fail temporarily
+	mu       sync.Mutex
+	sent     []string // bodies Send took, in order
+	failFor  int      // failFor Sends fail temporarily
+	failFrom int      // once failFrom were taken
 }
 
 func (s *relaySession) Run(ctx context.Context) {
@@ -54,7 +55,7 @@ func (s *relaySession) Run(ctx context.Context) {
 
 func (s *relaySession) Send(ctx context.Context, m *core.Message) (string, error) {
 	s.mu.Lock()
-	if s.failFor > 0 {
+	if s.failFor > 0 && len(s.sent) >= s.failFrom {
 		s.failFor--
 		s.mu.Unlock()
 		return "", core.Temporary(errors.New("the network is busy"))
@@ -64,6 +65,102 @@ func (s *relaySession) Send(ctx context.Context, m *core.Message) (string, error
 	s.mu.Unlock()
 	id := fmt.Sprintf("relay-%d", n)
 	return id, s.sink.Deliver(ctx, &core.Message{Contact: m.Contact, Body: "re: " + m.Body, LegacyID: id + "-re"})
+}
+
+// relayAsyncTransport is relayTransport whose sessions are
+// core.AsyncSenders, as IRC's are: one goroutine works through what
+// SendAsync and Send hand over, in order, and after a temporary failure
+// fails the SendAsync messages behind it until Send brings one from the
+// outbox (the AsyncSender contract).
+type relayAsyncTransport struct{ relayTransport }
+
+func init() {
+	core.Register("relayasync", func() core.Transport { return relayAsyncTransport{} })
+}
+
+func (relayAsyncTransport) Info() core.Info {
+	i := relayTransport{}.Info()
+	i.Name = "relayasync"
+	return i
+}
+
+func (relayAsyncTransport) NewSession(a *core.Account, sink core.Sink) core.Session {
+	s := &asyncRelaySession{relaySession: &relaySession{a: a, sink: sink}}
+	relaySessions.Store(a.JID, s.relaySession)
+	return s
+}
+
+type asyncRelaySession struct {
+	*relaySession
+	qmu     sync.Mutex
+	q       []asyncReq
+	working bool
+	held    bool // owned by work
+}
+
+type asyncReq struct {
+	m     *core.Message
+	async bool
+	done  func(string, error)
+}
+
+func (s *asyncRelaySession) SendAsync(m *core.Message, done func(string, error)) {
+	s.hand(asyncReq{m: m, async: true, done: done})
+}
+
+func (s *asyncRelaySession) Send(ctx context.Context, m *core.Message) (string, error) {
+	type res struct {
+		id  string
+		err error
+	}
+	ch := make(chan res, 1)
+	s.hand(asyncReq{m: m, done: func(id string, err error) { ch <- res{id, err} }})
+	select {
+	case r := <-ch:
+		return r.id, r.err
+	case <-ctx.Done():
+		return "", core.Temporary(ctx.Err())
+	}
+}
+
+func (s *asyncRelaySession) hand(r asyncReq) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.q = append(s.q, r)
+	if !s.working {
+		s.working = true
+		go s.work()
+	}
+}
+
+func (s *asyncRelaySession) work() {
+	for {
+		s.qmu.Lock()
+		if len(s.q) == 0 {
+			s.working = false
+			s.qmu.Unlock()
+			return
+		}
+		r := s.q[0]
+		s.q = s.q[1:]
+		s.qmu.Unlock()
+		var (
+			id  string
+			err error
+		)
+		if r.m.FromOutbox {
+			s.held = false
+		}
+		if r.async && s.held {
+			err = core.Temporary(errors.New("held behind a failed message"))
+		} else {
+			id, err = s.relaySession.Send(context.Background(), r.m)
+		}
+		if r.async && errors.Is(err, core.ErrTemporary) {
+			s.held = true
+		}
+		r.done(id, err)
+	}
 }
 
 func (s *relaySession) sentBodies() []string {
@@ -91,7 +188,14 @@ func relaySessionOf(t *testing.T, jid string) *relaySession {
 // user in order, though some took the outbox and most did not.
 func TestRelayOrderThroughOutages(t *testing.T) {
 	env := xmpptest.Prosody(t)
-	g := testGatewayWith(t, env, "relayecho", "echo5", "")
+	// relayasync: the session takes each message at once (AsyncSender).
+	for _, tr := range []string{"relayecho", "relayasync"} {
+		t.Run(tr, func(t *testing.T) { relayOrderThroughOutages(t, env, tr) })
+	}
+}
+
+func relayOrderThroughOutages(t *testing.T, env xmpptest.Env, transport string) {
+	g := testGatewayWith(t, env, transport, "echo5", "")
 	const gw = "echo5.a.test"
 	c := xmpptest.Dial(t, env, "user7@a.test", false)
 	waitConnected(t, c, gw)
@@ -100,13 +204,11 @@ func TestRelayOrderThroughOutages(t *testing.T) {
 	s := relaySessionOf(t, "user7@a.test")
 
 	const n = 30
+	s.mu.Lock()
+	s.failFrom, s.failFor = 10, 3 // messages 10.. wait in the outbox, and those behind them
+	s.mu.Unlock()
 	var want []string
 	for i := 0; i < n; i++ {
-		if i == 10 {
-			s.mu.Lock()
-			s.failFor = 3 // messages 10.. wait in the outbox, and those behind them
-			s.mu.Unlock()
-		}
 		body := fmt.Sprintf("m%02d", i)
 		want = append(want, body)
 		msg := core.NewElement("", "message", "to", "dora@"+gw, "type", "chat", "id", "id-"+body)

@@ -122,6 +122,22 @@ type Session interface {
 	Send(ctx context.Context, m *Message) (legacyID string, err error)
 }
 
+// AsyncSender is implemented by sessions of Info.Relay transports that take
+// relayed messages without a goroutine waiting on each: core hands a burst
+// over at once, and the session can write it with few system calls.
+//
+// SendAsync never blocks on the network and never calls done before it
+// returns. done is called exactly once per message, from a goroutine of
+// the session, in the order the messages were handed over (for messages to
+// the same contact), with what Send would have returned. Once done
+// reported a temporary error, every later message handed over by
+// SendAsync fails with a temporary error too, until the session is given
+// a message with FromOutbox: core moves them all to the outbox in the
+// order their done calls came, so none overtakes another.
+type AsyncSender interface {
+	SendAsync(m *Message, done func(legacyID string, err error))
+}
+
 // Marker is implemented by sessions whose network has read state. Core
 // calls MarkRead when the user's client sends a displayed marker (XEP-0333)
 // or a receipt (XEP-0184) for a message core delivered; legacyID is that

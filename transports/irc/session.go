@@ -44,9 +44,12 @@ type session struct {
 	// subject), unbounded, so posting them never waits: that goroutine may
 	// be what the session waits for (a full queue of core's user while the
 	// session reports to it), and both would wait for a time-out. Drains
-	// take them before the events.
-	ctlMu sync.Mutex
-	ctl   []event
+	// take them before the events; SendAsync's messages join them, so
+	// core's stanza reader never waits either. ctlClosed: the session
+	// ended, nothing is taken any more.
+	ctlMu     sync.Mutex
+	ctl       []event
+	ctlClosed bool
 	// done is closed when the session ended (shut down, or a drain
 	// panicked); Run returns then.
 	done chan struct{}
@@ -55,6 +58,9 @@ type session struct {
 	active atomic.Bool
 
 	// Owned by the active goroutine.
+	// relayHeld: a SendAsync message failed temporarily; the later ones
+	// fail too until core sends from its outbox (core.AsyncSender).
+	relayHeld bool
 	ctx       context.Context
 	nets      map[string]*network // by server host
 	netConf   map[string]netSettings
@@ -126,8 +132,12 @@ type (
 // sendRequest is a message from the XMPP user waiting for the session.
 type sendRequest struct {
 	m     *core.Message
-	reply chan sendResult // buffered: answer never blocks
-	since time.Time
+	reply chan sendResult // buffered: answer never blocks; nil with done
+	// done, if not nil, is called with the answer instead (SendAsync),
+	// once: answered tells.
+	done     func(id string, err error)
+	answered atomic.Bool
+	since    time.Time
 	// state is reqNew until the session hands the message to the
 	// connection (reqHanded) or Send gives up waiting (reqAbandoned),
 	// whichever comes first.
@@ -145,6 +155,12 @@ const (
 func (r *sendRequest) claim() bool { return r.state.CompareAndSwap(reqNew, reqHanded) }
 
 func (r *sendRequest) answer(id string, err error) {
+	if r.done != nil {
+		if r.answered.CompareAndSwap(false, true) {
+			r.done(id, err)
+		}
+		return
+	}
 	select {
 	case r.reply <- sendResult{id, err}:
 	default: // answered already
@@ -226,6 +242,9 @@ func (s *session) drain(first func()) {
 			// As core's recovery of a panicking Run: the session ends.
 			s.log.Error("panic recovered", "where", "irc session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			s.end() // active stays true: no drain starts again
+			for ev, ok := s.takeCtl(); ok; ev, ok = s.takeCtl() {
+				s.afterStop(ev)
+			}
 		}
 	}()
 	if first != nil {
@@ -270,6 +289,11 @@ func (s *session) Run(ctx context.Context) {
 // shut the session down or panicked.
 func (s *session) end() {
 	s.t.forget(s)
+	// Nothing joins ctl after this: the drain that ends the session
+	// answers what is in it (afterStop), so every SendAsync is answered.
+	s.ctlMu.Lock()
+	s.ctlClosed = true
+	s.ctlMu.Unlock()
 	close(s.done)
 }
 
@@ -425,12 +449,11 @@ func (s *session) SetSubject(ctx context.Context, room, subject string) error {
 // postCtl queues a request of core's user goroutine (see ctl); it never
 // waits.
 func (s *session) postCtl(ev event) error {
-	select {
-	case <-s.done:
-		return core.Temporary(errClosed)
-	default:
-	}
 	s.ctlMu.Lock()
+	if s.ctlClosed {
+		s.ctlMu.Unlock()
+		return core.Temporary(errClosed)
+	}
 	s.ctl = append(s.ctl, ev)
 	s.ctlMu.Unlock()
 	s.wake()
@@ -520,6 +543,29 @@ func (s *session) Send(ctx context.Context, m *core.Message) (string, error) {
 		rec.undo(context.WithoutCancel(ctx), m)
 	}
 	return r, err
+}
+
+// errRelayHeld fails a SendAsync message behind one that failed.
+var errRelayHeld = errors.New("behind a message that waits to be sent again")
+
+// SendAsync implements core.AsyncSender: the message is queued for the
+// session's drain (behind core's other requests, never blocking), and
+// done gets what Send would have returned. A temporary failure holds the
+// relay: later SendAsync messages fail the same way until core sends one
+// from its outbox (relayHeld), so that none overtakes the one that failed.
+func (s *session) SendAsync(m *core.Message, done func(string, error)) {
+	req := &sendRequest{m: m, since: time.Now()}
+	req.done = func(id string, err error) {
+		// Answers come from the session's drains, which own relayHeld.
+		if errors.Is(err, core.ErrTemporary) {
+			s.relayHeld = true
+		}
+		done(id, err)
+	}
+	if err := s.postCtl(evSend{req: req}); err != nil {
+		// The session ended: no drain answers any more.
+		go done("", core.Temporary(errNotWritten{err}))
+	}
 }
 
 func (s *session) send1(ctx context.Context, m *core.Message) (string, error) {
@@ -803,6 +849,13 @@ func (s *session) setTopic(room, subject string) {
 func (s *session) send(req *sendRequest) {
 	m := req.m
 	reply := req.answer
+	switch {
+	case req.done != nil && s.relayHeld:
+		reply("", core.Temporary(errNotWritten{errRelayHeld}))
+		return
+	case m.FromOutbox:
+		s.relayHeld = false // core now sends from its outbox, in order
+	}
 	a, server, err := s.resolve(m.Contact)
 	if err != nil {
 		reply("", err)
