@@ -699,23 +699,6 @@ func (c *conn) head() (l outLine, ok bool) {
 	return c.q[0], true
 }
 
-// pop removes the head line.
-func (c *conn) pop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.q) == 0 {
-		return
-	}
-	if c.q[0].urgent {
-		c.nUrgent--
-	}
-	c.q[0] = outLine{}
-	c.q = c.q[1:]
-	if len(c.q) == 0 {
-		c.q = nil // let the backing array go
-	}
-}
-
 // writer writes queued lines in order until there are none;
 // flood-limited lines wait for the limiter, urgent ones never do.
 func (c *conn) writer() {
@@ -733,15 +716,83 @@ func (c *conn) writer() {
 				return
 			}
 		}
-		c.pop()
-		n, err := c.write(l.b)
-		l.grp.settle(n > 0)
+		batch := c.popBatch()
+		var n int
+		var err error
+		if len(batch) == 1 {
+			n, err = c.write(batch[0].b)
+		} else {
+			n, err = c.writeBatch(batch)
+		}
+		// A line may have reached the server if the write got past its
+		// first byte.
+		off := 0
+		for _, l := range batch {
+			l.grp.settle(n > off)
+			off += len(l.b)
+		}
 		if err != nil {
 			c.close()
 			c.dropQueued()
 			return
 		}
 	}
+}
+
+// Lines queued together are written with one system call, up to
+// maxWriteLines or maxWriteBytes: during a burst a write per line cost
+// more CPU than the rest of relaying the message. Larger batches were
+// slower end to end: InspIRCd relayed a burst written 64 lines at a time
+// at ~4500 lines/s, 8 at a time at ~7700 (one at a time: ~7000).
+const (
+	maxWriteLines = 8
+	maxWriteBytes = 4096
+)
+
+// popBatch removes the head line (the limiter let it through) and the
+// lines behind it that may go at once: urgent ones, and others while the
+// flood limiter has tokens.
+func (c *conn) popBatch() []outLine {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.q) == 0 {
+		return nil
+	}
+	k, size := 1, len(c.q[0].b)
+	for k < len(c.q) && k < maxWriteLines && size+len(c.q[k].b) <= maxWriteBytes {
+		if !c.q[k].urgent && !c.lim.Allow() {
+			break
+		}
+		size += len(c.q[k].b)
+		k++
+	}
+	batch := make([]outLine, k)
+	copy(batch, c.q[:k])
+	for _, l := range batch {
+		if l.urgent {
+			c.nUrgent--
+		}
+	}
+	clear(c.q[:k])
+	c.q = c.q[k:]
+	if len(c.q) == 0 {
+		c.q = nil // let the backing array go
+	}
+	return batch
+}
+
+// writeBatch writes several lines with one system call (writev).
+func (c *conn) writeBatch(batch []outLine) (int, error) {
+	bufs := make(net.Buffers, len(batch))
+	for i, l := range batch {
+		bufs[i] = l.b
+		if c.trace {
+			c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(l.b), "\r\n")))
+		}
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	n, err := bufs.WriteTo(c.nc)
+	return int(n), err
 }
 
 // waitFlood waits d for the flood limiter, writing the urgent lines
