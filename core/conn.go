@@ -45,9 +45,7 @@ type link struct {
 	mu   sync.Mutex
 	sess *xmpp.Session
 	conn net.Conn
-	// out writes stanzas; wmu serialises its use (and the stream's end).
-	wmu  sync.Mutex
-	out  *xml.Encoder
+	out  *linkWriter   // writes the stanzas of the connection now up
 	gone chan struct{} // closed when the connection now up ends
 	up   atomic.Bool
 }
@@ -120,13 +118,16 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	}
 	l.mu.Lock()
 	l.sess, l.conn = sess, raw
-	l.out = xml.NewEncoder(conn)
+	l.out = newLinkWriter(conn, l.logf)
 	l.gone = make(chan struct{})
 	l.mu.Unlock()
 	l.up.Store(true)
 	l.onState(true, nil)
 
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	out := l.out
+	// Stanzas sent before the stop (a goodbye to the users) are written
+	// before the connection closes.
+	stop := context.AfterFunc(ctx, func() { out.close(); raw.Close() })
 	err = l.serve(sess, conn)
 	stop()
 
@@ -136,9 +137,8 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	close(l.gone)
 	l.gone = nil
 	l.mu.Unlock()
-	l.wmu.Lock()
+	out.close() // writes what was sent before the stream's end
 	_ = sess.Close()
-	l.wmu.Unlock()
 	raw.Close()
 	l.onState(false, err)
 	return err
@@ -254,24 +254,146 @@ func (l *link) send(el *Element) error {
 	}
 	l.mu.Lock()
 	out := l.out
-	conn := l.conn
 	l.mu.Unlock()
 	if out == nil {
 		return errNotConnected
 	}
-	l.wmu.Lock()
-	err := writeStanza(out, el)
-	l.wmu.Unlock()
+	return out.send(el)
+}
+
+// linkWriter writes a connection's stanzas: send encodes a stanza into a
+// buffer and a goroutine writes what has gathered, so a burst of stanzas
+// takes a few system calls instead of one each (a write to the server's
+// socket cost about as much CPU as the rest of relaying a message). The
+// stanzas' delivery is confirmed by a ping behind them (outbox, relay),
+// never by send returning: a write that fails closes the connection, and
+// what it held is sent again on the next one.
+type linkWriter struct {
+	conn net.Conn // countingConn: each write has its deadline
+	logf func(msg string, args ...any)
+
+	mu    sync.Mutex
+	room  sync.Cond // signalled when the buffer was taken or err set
+	buf   byteSink  // encoded, not yet taken by the writer
+	spare []byte
+	enc   *xml.Encoder // into buf
+	err   error        // the connection failed or is closing
+
+	kick     chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{} // closed when the writer goroutine ended
+}
+
+// byteSink is the encoder's target: the bytes waiting for the writer.
+type byteSink struct{ b []byte }
+
+func (s *byteSink) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+// maxWriteBacklog bounds the bytes waiting for the writer: a sender waits
+// while more wait (the server reads too slowly), at most the write
+// deadline: then the connection fails.
+const maxWriteBacklog = 1 << 20
+
+func newLinkWriter(conn net.Conn, logf func(msg string, args ...any)) *linkWriter {
+	w := &linkWriter{conn: conn, logf: logf, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	w.room.L = &w.mu
+	w.enc = xml.NewEncoder(&w.buf)
+	go w.run()
+	return w
+}
+
+func (w *linkWriter) send(el *Element) error {
+	w.mu.Lock()
+	for w.err == nil && len(w.buf.b) > maxWriteBacklog {
+		w.room.Wait()
+	}
+	if w.err != nil {
+		w.mu.Unlock()
+		return Temporary(fmt.Errorf("send: %w", w.err))
+	}
+	err := writeStanza(w.enc, el)
 	if err != nil {
-		// A send error means the stream is broken: make the read loop
-		// notice and reconnect.
-		if !errors.Is(err, net.ErrClosed) {
-			l.logf("component link write failed, reconnecting", "error", err, "name", el.Name.Local)
-		}
-		conn.Close()
+		// What was encoded of it may be in the buffer: the stream is
+		// broken, the connection is closed and made anew.
+		w.failLocked(fmt.Errorf("encoding a <%s>: %w", el.Name.Local, err))
+		w.mu.Unlock()
 		return Temporary(fmt.Errorf("send: %w", err))
 	}
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// failLocked ends the connection after a write or encoding error.
+func (w *linkWriter) failLocked(err error) {
+	if w.err == nil {
+		if !errors.Is(err, net.ErrClosed) {
+			w.logf("component link write failed, reconnecting", "error", err)
+		}
+		w.err = err
+		w.conn.Close() // the read loop notices and reconnects
+	}
+	w.room.Broadcast()
+}
+
+func (w *linkWriter) run() {
+	defer close(w.done)
+	for {
+		stopping := false
+		select {
+		case <-w.kick:
+		case <-w.stop:
+			stopping = true
+		}
+		for {
+			w.mu.Lock()
+			if len(w.buf.b) == 0 || w.err != nil && !errors.Is(w.err, errLinkClosing) {
+				w.mu.Unlock()
+				break
+			}
+			b := w.buf.b
+			w.buf.b, w.spare = w.spare[:0], nil
+			w.room.Broadcast()
+			w.mu.Unlock()
+			_, err := w.conn.Write(b)
+			w.mu.Lock()
+			if err != nil {
+				w.failLocked(err)
+			}
+			if cap(b) <= 64<<10 {
+				w.spare = b[:0]
+			}
+			w.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+var errLinkClosing = errors.New("the component link is closing")
+
+// close refuses new stanzas, writes those already sent (unless the
+// connection failed) and ends the writer.
+func (w *linkWriter) close() {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = errLinkClosing
+	}
+	w.room.Broadcast()
+	w.mu.Unlock()
+	w.stopOnce.Do(func() { close(w.stop) })
+	<-w.done
 }
 
 // writeStanza encodes one stanza and flushes it: the write deadline is
