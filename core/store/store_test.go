@@ -838,6 +838,32 @@ func BenchmarkEnqueueDone(b *testing.B) {
 	reportCPU(b, cpu0)
 }
 
+// BenchmarkRecordDelivered records the keys of relayed messages in
+// batches of 512, as the relay does under load; per key.
+func BenchmarkRecordDelivered(b *testing.B) {
+	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
+	defer s.Close()
+	a := &Account{Domain: "example.net", Transport: "irc", JID: "bob@example.net"}
+	if err := s.PutAccount(ctx, a); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 512
+	keys := make([]DeliveredKey, batch)
+	cpu0 := cputime.Process()
+	n := 0
+	for b.Loop() {
+		for i := range keys {
+			keys[i] = DeliveredKey{AccountID: a.ID, Direction: ToXMPP, IdemKey: fmt.Sprintf("message:%016x", uint64(n)*0x9e3779b97f4a7c15)} // ids in no order, as servers give them
+			n++
+		}
+		if err := s.RecordDelivered(ctx, keys); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/key")
+	reportCPU(b, cpu0)
+}
+
 // BenchmarkEnqueueDoneParallel is BenchmarkEnqueueDone from many
 // goroutines at once, as the gateway's sessions and outbox workers do:
 // concurrent writes may share commits.
@@ -975,5 +1001,35 @@ func TestRecordDelivered(t *testing.T) {
 	c.add(time.Hour)
 	if n, err := s.PruneDelivered(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
 		t.Errorf("PruneDelivered = %d, %v; want 1", n, err)
+	}
+
+	// A relay's batch: hundreds of keys in one call, for two accounts and
+	// both directions, keys of any text, one recorded twice (kept once,
+	// with the later time).
+	b := putAccount(t, s, "carol@example.net")
+	var keys []DeliveredKey
+	for i := 0; i < 700; i++ {
+		acct, dir := a.ID, ToXMPP
+		if i%2 == 1 {
+			acct, dir = b.ID, ToLegacy
+		}
+		keys = append(keys, DeliveredKey{AccountID: acct, Direction: dir, IdemKey: fmt.Sprintf("message:%d \"q'\\ é\x00", i)})
+	}
+	keys = append(keys, keys[10])
+	if err := s.RecordDelivered(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1, 10, 699} {
+		k := keys[i]
+		if _, dup, err := s.Enqueue(ctx, &OutboxItem{AccountID: k.AccountID, Direction: k.Direction, Conversation: "c", IdemKey: k.IdemKey}); err != nil || !dup {
+			t.Errorf("key %d (%q) not recorded: dup %v, %v", i, k.IdemKey, dup, err)
+		}
+	}
+	if _, dup, _ := s.Enqueue(ctx, &OutboxItem{AccountID: b.ID, Direction: ToLegacy, Conversation: "c", IdemKey: keys[0].IdemKey}); dup {
+		t.Error("a key recorded for one account is a dup for another")
+	}
+	c.add(time.Hour)
+	if n, err := s.PruneDelivered(ctx, c.now().Add(-time.Minute)); err != nil || n != 700 {
+		t.Errorf("PruneDelivered = %d, %v; want the 700 recorded once each", n, err)
 	}
 }
