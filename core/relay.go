@@ -203,7 +203,7 @@ func (r *compRelay) confirmSent(ctx context.Context, c *component) {
 		i := 0
 		for i < len(r.unconfirmed) && r.unconfirmed[i].seq <= upTo {
 			e := r.unconfirmed[i]
-			if k := xmppIdemKey(e.env); k != "" {
+			if k := xmppIdemKey(e.env); k != "" && (e.env.Kind != kindMessage || e.env.Msg.Replayable) {
 				r.delivered = append(r.delivered, store.DeliveredKey{AccountID: e.u.id, Direction: store.ToXMPP, IdemKey: k})
 			}
 			i++

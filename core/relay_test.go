@@ -282,7 +282,7 @@ func TestRelayResendsUnconfirmed(t *testing.T) {
 	p2 := pumpOf(c2, true)
 	p2.body(t, "unconfirmed")
 
-	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "confirmed", LegacyID: "L2"}); err != nil {
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "confirmed", LegacyID: "L2", Replayable: true}); err != nil {
 		t.Fatal(err)
 	}
 	p2.body(t, "confirmed")
@@ -304,8 +304,9 @@ func TestRelayResendsUnconfirmed(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+
 	// The network replays it as history, then says something new.
-	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "confirmed", LegacyID: "L2", Time: time.Now().Add(-time.Minute)}); err != nil {
+	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "confirmed", LegacyID: "L2", Time: time.Now().Add(-time.Minute), Replayable: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.sink.Deliver(ctx, &core.Message{Contact: "bob", Body: "new", LegacyID: "L3"}); err != nil {
@@ -313,6 +314,33 @@ func TestRelayResendsUnconfirmed(t *testing.T) {
 	}
 	if b := p2.body(t, ""); b != "new" {
 		t.Fatalf("after the replay the user got %q, want \"new\" (the replay is a duplicate)", b)
+	}
+
+	// Relayed at once (the outbox is empty): one the network cannot
+	// replay is not recorded (nothing to recognise later), one it can
+	// (IRC: a msgid from a server with CHATHISTORY) is.
+	waitOutboxEmpty(t, g)
+	for _, m := range []*core.Message{{Contact: "bob", Body: "once", LegacyID: "L4"}, {Contact: "bob", Body: "again", LegacyID: "L5", Replayable: true}} {
+		if err := s.sink.Deliver(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		p2.body(t, m.Body)
+	}
+	for {
+		var k int
+		_ = db.QueryRow(`SELECT COUNT(*) FROM outbox_delivered WHERE idem_key = 'message:L5'`).Scan(&k)
+		if k == 1 {
+			break
+		}
+		if time.Now().After(deadline.Add(wait)) {
+			t.Fatal("the replayable relayed message was never recorded as delivered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var k4 int
+	_ = db.QueryRow(`SELECT COUNT(*) FROM outbox_delivered WHERE idem_key = 'message:L4'`).Scan(&k4)
+	if k4 != 0 {
+		t.Error("a relayed message the network cannot replay was recorded as delivered")
 	}
 }
 

@@ -289,6 +289,13 @@ type Message struct {
 	// transport's guard against sending twice (IRC's send records) can
 	// skip it.
 	FromOutbox bool `json:"-"`
+	// Replayable says the network may deliver this message again later
+	// (IRC CHATHISTORY, a bouncer's playback), with the same LegacyID. A
+	// message relayed at once toward XMPP (Info.Relay) is then recorded as
+	// delivered, so that the replay is recognised; for others the relay
+	// skips that write, the costliest part of relaying a line. Messages
+	// through the outbox are always recorded.
+	Replayable bool `json:"-"`
 }
 
 // Attachment is a file carried with a message.

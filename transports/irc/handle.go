@@ -287,7 +287,7 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 		if id == "" {
 			id = newID()
 		}
-		m := &core.Message{Contact: ch.room, Groupchat: true, Nick: plainText(src), Body: body, LegacyID: id, Time: when}
+		m := &core.Message{Contact: ch.room, Groupchat: true, Nick: plainText(src), Body: body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)}
 		if !ch.reported {
 			if n.s.opts.historyLines > 0 && !history {
 				if m.Time.IsZero() {
@@ -316,16 +316,16 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 	}
 	if src == "" || (strings.Contains(src, ".") && !strings.Contains(msg.Source, "!")) {
 		// From the server itself.
-		n.s.deliver(&core.Message{Contact: n.server, Body: body, LegacyID: id, Time: when})
+		n.s.deliver(&core.Message{Contact: n.server, Body: body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)})
 		return
 	}
 	if !validNick(src) {
 		// A nick no address can carry: shown as from the server.
-		n.s.deliver(&core.Message{Contact: n.server, Body: "<" + plainText(src) + "> " + body, LegacyID: id, Time: when})
+		n.s.deliver(&core.Message{Contact: n.server, Body: "<" + plainText(src) + "> " + body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)})
 		return
 	}
 	n.lastPrivate = time.Now()
-	n.s.deliver(&core.Message{Contact: n.nickAddress(src), Nick: plainText(src), Body: body, LegacyID: id, Time: when})
+	n.s.deliver(&core.Message{Contact: n.nickAddress(src), Nick: plainText(src), Body: body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)})
 }
 
 // serverTime reads the server-time tag.

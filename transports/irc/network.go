@@ -582,6 +582,13 @@ func (n *network) reportJoined(ch *channel) {
 
 func (n *network) hasCap(c string) bool { return n.caps.has(c) }
 
+// replayable says whether a message with this msgid may come again in a
+// CHATHISTORY replay (core.Message.Replayable): only with a msgid, from a
+// server that offers chathistory.
+func (n *network) replayable(msgid string) bool {
+	return msgid != "" && (n.hasCap("draft/chathistory") || n.hasCap("chathistory"))
+}
+
 // occupant shows a member the way XEP-0045 does, with biboumi's mapping
 // of channel modes: q/a owner, o admin (moderators), h member
 // (moderator), v member (participant), others participants.
@@ -759,7 +766,7 @@ func (n *network) reflect(ps *pendingSend, msgid string, t time.Time) {
 	if id == "" {
 		id = ps.legacyID
 	}
-	m := &core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t}
+	m := &core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t, Replayable: n.replayable(msgid)}
 	if msgid != "" {
 		n.noteEchoed(msgid)
 	}

@@ -269,6 +269,34 @@ func TestChathistoryAndBacklog(t *testing.T) {
 	}
 }
 
+// A live line is marked replayable (core then records it as delivered)
+// only if it has a msgid and the server offers chathistory: no other
+// replay could show it again.
+func TestReplayableOnlyWithChathistory(t *testing.T) {
+	for _, tc := range []struct {
+		caps []string
+		want bool
+	}{
+		{[]string{"batch", "server-time", "message-tags", "draft/chathistory"}, true},
+		{[]string{"batch", "server-time", "message-tags"}, false},
+	} {
+		srv := newFakeServer(t, tc.caps...)
+		s, rec := startSession(t, srv, nil, nil)
+		room := "#p%127.0.0.1"
+		_ = s.JoinRoom(context.Background(), room, "me", "")
+		c := srv.nextConn()
+		rec.next(t, "joined", isJoined(room))
+		c.send("@msgid=p1 :alice!a@h PRIVMSG #p :with an id")
+		c.send(":alice!a@h PRIVMSG #p :without")
+		if m := rec.message(t, "with a msgid", func(m *core.Message) bool { return m.Body == "with an id" }); m.Replayable != tc.want {
+			t.Errorf("caps %v: a line with a msgid: Replayable %v, want %v", tc.caps, m.Replayable, tc.want)
+		}
+		if m := rec.message(t, "without", func(m *core.Message) bool { return m.Body == "without" }); m.Replayable {
+			t.Errorf("caps %v: a line without a msgid is marked replayable", tc.caps)
+		}
+	}
+}
+
 // The user's own message, reflected once, is not shown again when the
 // server replays the channel's history on a rejoin.
 func TestHistoryReplaySkipsOwnEcho(t *testing.T) {
@@ -283,6 +311,9 @@ func TestHistoryReplaySkipsOwnEcho(t *testing.T) {
 		t.Fatal(err)
 	}
 	own := rec.message(t, "reflection", func(m *core.Message) bool { return m.XMPPID == "x1" })
+	if !own.Replayable {
+		t.Error("the reflection, with a msgid from a server with chathistory, is not marked replayable: core would not record it")
+	}
 	srv.mu.Lock()
 	srv.history["#r"] = []string{
 		"time=2021-05-01T10:00:00.000Z;msgid=" + own.LegacyID + " :me!u@h PRIVMSG #r :mine",
