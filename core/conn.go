@@ -396,25 +396,47 @@ func (w *linkWriter) close() {
 	<-w.done
 }
 
-// writeStanza encodes one stanza and flushes it: the write deadline is
-// countingConn's. Stanzas are written with encoding/xml rather than
-// mellium's Session.Send, which starts a goroutine (and wakes it again)
-// for every stanza to watch its context: two goroutine hand-offs, the
-// biggest cost of relaying a short message once the XML is built. As
-// mellium does, a stanza is put in the stream's namespace and gets an id
-// if it has none.
+// writeStanza encodes one stanza into enc and flushes it there. Stanzas
+// are written with encoding/xml rather than mellium's Session.Send, which
+// starts a goroutine (and wakes it again) for every stanza to watch its
+// context: two goroutine hand-offs, the biggest cost of relaying a short
+// message once the XML is built. It fixes the tokens up as mellium's
+// stanza encoder does: the stanza in the stream's namespace, an empty id
+// or from dropped, an id added if there is none, and no xmlns attribute
+// beside a namespaced name (encoding/xml would write it twice, and the
+// server would close the stream).
 func writeStanza(enc *xml.Encoder, el *Element) error {
 	toks := el.tokens()
-	start := toks[0].(xml.StartElement)
-	if start.Name.Space == "" {
-		start.Name.Space = xmppcomponent.NSAccept
+	for i, t := range toks {
+		switch tok := t.(type) {
+		case xml.StartElement:
+			attrs := tok.Attr[:0]
+			hasID := false
+			for _, a := range tok.Attr {
+				switch {
+				case a.Name.Local == "xmlns" && a.Name.Space == "" && (tok.Name.Space != "" || i == 0):
+					continue
+				case i == 0 && a.Name.Space == "" && (a.Name.Local == "id" || a.Name.Local == "from") && a.Value == "":
+					continue
+				case i == 0 && a.Name.Space == "" && a.Name.Local == "id":
+					hasID = true
+				}
+				attrs = append(attrs, a)
+			}
+			if i == 0 {
+				if tok.Name.Space == "" {
+					tok.Name.Space = xmppcomponent.NSAccept
+				}
+				if !hasID {
+					attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "id"}, Value: randomID()})
+				}
+			}
+			tok.Attr = attrs
+			toks[i] = tok
+		}
 	}
-	if el.Get("id") == "" {
-		start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "id"}, Value: randomID()})
-	}
-	toks[0] = start
 	end := toks[len(toks)-1].(xml.EndElement)
-	end.Name.Space = start.Name.Space
+	end.Name.Space = toks[0].(xml.StartElement).Name.Space
 	toks[len(toks)-1] = end
 	for _, t := range toks {
 		if err := enc.EncodeToken(t); err != nil {
