@@ -184,7 +184,7 @@ func (t *Transport) wakeLogin(user string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for _, s := range t.sessions {
+	for _, s := range t.sessions.Values() {
 		if !t.push.wants(s.imapHost) || !strings.EqualFold(s.login, user) {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"transportd/internal/latest"
 
 	"mellium.im/xmpp/stanza"
 
@@ -28,10 +29,11 @@ type Transport struct {
 	host core.Host   // set by Start
 	push *pushConfig // set by Start; nil: no push notices
 
+	seq      latest.Seq // orders sessions by creation (see register)
 	mu       sync.Mutex
-	sessions map[int64]*session // running sessions, for attachment links
-	fetches  chan struct{}      // bounds concurrent attachment downloads
-	uploads  chan struct{}      // bounds mails whose attachments are being uploaded
+	sessions latest.Map[int64, *session] // running sessions, for attachment links and push
+	fetches  chan struct{}               // bounds concurrent attachment downloads
+	uploads  chan struct{}               // bounds mails whose attachments are being uploaded
 }
 
 // New returns a transport; core makes one per domain.
@@ -39,7 +41,6 @@ func New() *Transport {
 	return &Transport{
 		resolver: net.DefaultResolver,
 		probe:    tcpProbe,
-		sessions: map[int64]*session{},
 		fetches:  make(chan struct{}, 8),
 		uploads:  make(chan struct{}, maxUploads),
 	}
@@ -184,22 +185,24 @@ func (t *Transport) RegistrationRateKey(values map[string]string) string {
 	return "imap:" + h
 }
 
+// register makes a running session reachable by push notices and
+// attachment links, unless a newer session of the account is (core may
+// start the new one before the old one's goroutine ran: internal/latest).
 func (t *Transport) register(s *session) {
 	t.mu.Lock()
-	t.sessions[s.a.ID] = s
+	t.sessions.Put(s.a.ID, s, s.seq)
 	t.mu.Unlock()
 }
 
 func (t *Transport) unregister(s *session) {
 	t.mu.Lock()
-	if t.sessions[s.a.ID] == s {
-		delete(t.sessions, s.a.ID)
-	}
+	t.sessions.Delete(s.a.ID, s)
 	t.mu.Unlock()
 }
 
 func (t *Transport) lookup(id int64) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.sessions[id]
+	s, _ := t.sessions.Get(id)
+	return s
 }

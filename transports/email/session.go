@@ -42,6 +42,7 @@ type session struct {
 	sink core.Sink
 	log  *slog.Logger
 
+	seq  uint64        // creation number (Transport.register)
 	wake chan struct{} // cap 1: the server announced a change in the IDLEd folder
 	ops  chan *imapOp  // work for Run's connection (read markers)
 	key  []byte        // attachment link key, set by Run before it is registered
@@ -61,7 +62,7 @@ type imapOp struct {
 }
 
 func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
-	return &session{t: t, a: a, sink: sink, log: sink.Logger(), wake: make(chan struct{}, 1), ops: make(chan *imapOp)}
+	return &session{t: t, a: a, sink: sink, log: sink.Logger(), wake: make(chan struct{}, 1), ops: make(chan *imapOp), seq: t.seq.Next()}
 }
 
 // settings types the account and finds servers left empty. A problem here

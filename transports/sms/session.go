@@ -47,6 +47,7 @@ type session struct {
 	number  string // E.164
 	creds   creds
 	limiter *rate.Limiter // per sending number, shared with later sessions
+	seq     uint64        // creation number (Transport.attach)
 
 	// mu serialises read-modify-write of the ledger in the state store
 	// (daily count, recent SIDs); sends to different contacts run at once.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"transportd/internal/latest"
 
 	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stanza"
@@ -37,9 +38,10 @@ type Transport struct {
 	rtOnce sync.Once
 	rt     http.RoundTripper
 
+	seq      latest.Seq // orders sessions by creation (see attach)
 	mu       sync.Mutex
-	byNumber map[string]*session // running sessions by their E.164 number
-	byJID    map[string]*session // and by the user's bare JID
+	byNumber latest.Map[string, *session] // running sessions by their E.164 number
+	byJID    latest.Map[string, *session] // and by the user's bare JID
 	limiters map[string]*rate.Limiter
 
 	// lookupEnv is os.LookupEnv; tests replace it.
@@ -223,7 +225,7 @@ func (t *Transport) NewSession(a *core.Account, sink core.Sink) core.Session {
 	if err != nil {
 		number = a.Values["number"]
 	}
-	return &session{t: t, a: a, sink: sink, number: number, creds: t.credsFor(a.Values), limiter: t.limiter(number)}
+	return &session{t: t, a: a, sink: sink, number: number, creds: t.credsFor(a.Values), limiter: t.limiter(number), seq: t.seq.Next()}
 }
 
 // Localpart maps a sender to a JID localpart: E.164 numbers as they are,
@@ -276,37 +278,34 @@ func (t *Transport) limiter(number string) *rate.Limiter {
 	return l
 }
 
-// attach makes a running session reachable by webhooks and commands.
+// attach makes a running session reachable by webhooks and commands,
+// unless a newer session of the account is (core may start the new one
+// before the old one's goroutine ran: internal/latest).
 func (t *Transport) attach(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.byNumber == nil {
-		t.byNumber, t.byJID = map[string]*session{}, map[string]*session{}
-	}
-	t.byNumber[s.number] = s
-	t.byJID[s.a.JID] = s
+	t.byNumber.Put(s.number, s, s.seq)
+	t.byJID.Put(s.a.JID, s, s.seq)
 }
 
 // detach undoes attach, unless a newer session of the account took over.
 func (t *Transport) detach(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.byNumber[s.number] == s {
-		delete(t.byNumber, s.number)
-	}
-	if t.byJID[s.a.JID] == s {
-		delete(t.byJID, s.a.JID)
-	}
+	t.byNumber.Delete(s.number, s)
+	t.byJID.Delete(s.a.JID, s)
 }
 
 func (t *Transport) sessionByNumber(number string) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.byNumber[number]
+	s, _ := t.byNumber.Get(number)
+	return s
 }
 
 func (t *Transport) sessionByJID(jid string) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.byJID[jid]
+	s, _ := t.byJID.Get(jid)
+	return s
 }
