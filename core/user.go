@@ -178,6 +178,9 @@ func (u *user) handle(ev userEvent) {
 			u.c.g.outbox.wake()
 		}
 	case evRegistered:
+		// A new account's user was made with this very account (and
+		// its session may have started): nothing changed.
+		changed := ev.account != u.acct
 		u.acct = ev.account
 		if ev.first {
 			_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "subscribe"))
@@ -186,7 +189,7 @@ func (u *user) handle(ev userEvent) {
 			// answer to a probe tells this one which resources are online.
 			_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "probe"))
 		}
-		if u.cancel != nil {
+		if u.cancel != nil && changed {
 			u.stopSession() // credentials changed
 		}
 		u.reconcileSession()
