@@ -271,7 +271,7 @@ func (c *component) userFor(ctx context.Context, a *store.Account) *user {
 		c.users[a.JID] = map[string]*user{}
 	}
 	c.users[a.JID][a.Label] = u
-	c.g.goSafe("user", u.loop)
+	u.start()
 	return u
 }
 

@@ -15,8 +15,8 @@ import (
 )
 
 // user is one registered account on one component. A single goroutine
-// (loop) owns its state; the read loop, the outbox and the legacy session
-// only post events to it.
+// at a time (drain) owns its state; the read loop, the outbox and the
+// legacy session only post events to it.
 type user struct {
 	c      *component
 	bare   string
@@ -26,6 +26,9 @@ type user struct {
 	events chan userEvent
 	done   chan struct{}
 	once   sync.Once
+	// active is true while a drain runs; whoever sets it from false to
+	// true starts one.
+	active atomic.Bool
 
 	// live is the running legacy session, read by the outbox worker.
 	live atomic.Pointer[liveSession]
@@ -105,32 +108,84 @@ func newUser(c *component, a *store.Account) *user {
 	}
 	u.stateNow.Store(&stateSnapshot{State: StateDisconnected, Since: time.Now()})
 	u.disabled.Store(!a.Enabled)
+	u.active.Store(true) // start's drain runs first
 	return u
 }
 
-// post hands an event to the user's goroutine. It blocks while the queue is
-// full (back-pressure on the reader) and drops the event once the user is
-// stopped.
+// start runs the user's first drain, which starts the legacy session if
+// it is wanted.
+func (u *user) start() {
+	u.c.g.goSafe("user", func() { u.drain(func() { u.reconcileSession() }) })
+}
+
+// post hands an event to the user, starting a drain if none runs. It
+// blocks while the queue is full (back-pressure on the reader) and drops
+// the event once the user is stopped.
 func (u *user) post(ev userEvent) {
 	select {
 	case u.events <- ev:
 	case <-u.done:
+		return
+	}
+	u.wake()
+}
+
+// wake starts a drain unless one runs.
+func (u *user) wake() {
+	if u.active.CompareAndSwap(false, true) {
+		u.c.g.goSafe("user", func() { u.drain(nil) })
 	}
 }
 
+// stop ends the user: a drain stops its legacy session.
 func (u *user) stop() {
-	u.once.Do(func() { close(u.done) })
+	u.once.Do(func() {
+		close(u.done)
+		u.wake()
+	})
 }
 
-func (u *user) loop() {
-	defer u.stopSession()
-	u.reconcileSession()
+func (u *user) stopped() bool {
+	select {
+	case <-u.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// drain owns the user's state: it runs first (if not nil), then handles
+// the queued events, and ends when there are none left. A user keeps no
+// goroutine while idle: a goroutine keeps the stack its deepest work
+// needed (the store, stanzas), and every registered account has a user.
+// Once the user is stopped, a drain stops the legacy session and no drain
+// starts again (active stays true).
+func (u *user) drain(first func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			u.stopSession() // as when the user's goroutine ended
+			panic(r)        // for goSafe to log and count
+		}
+	}()
+	if first != nil {
+		first()
+	}
 	for {
 		select {
 		case <-u.done:
+			u.stopSession()
 			return
 		case ev := <-u.events:
 			u.handle(ev)
+			continue
+		default:
+		}
+		u.active.Store(false)
+		// Something posted (or the stop) after the select above and
+		// before the store found active still true: this drain takes it,
+		// unless its poster started a new one meanwhile.
+		if len(u.events) == 0 && !u.stopped() || !u.active.CompareAndSwap(false, true) {
+			return
 		}
 	}
 }
