@@ -330,6 +330,23 @@ func (g *Gateway) goSafe(name string, f func()) {
 	}()
 }
 
+// startSafe starts a Starter session: the gateway's shutdown waits for
+// its done as for a goSafe goroutine; a panic in Start itself is logged
+// and counted, and counts as the end.
+func (g *Gateway) startSafe(ctx context.Context, name string, s SessionStarter) {
+	g.work.Add(1)
+	var once sync.Once
+	done := func() { once.Do(g.work.Done) }
+	defer func() {
+		if r := recover(); r != nil {
+			done()
+			g.metrics.panics.Inc()
+			g.log.Error("panic recovered", "where", name, "panic", fmt.Sprint(r), "stack", stack())
+		}
+	}()
+	s.Start(ctx, done)
+}
+
 func (g *Gateway) recoverPanic(where string) {
 	if r := recover(); r != nil {
 		g.metrics.panics.Inc()

@@ -122,6 +122,16 @@ type Session interface {
 	Send(ctx context.Context, m *Message) (legacyID string, err error)
 }
 
+// SessionStarter is implemented by sessions that keep no goroutine while
+// idle (IRC's: one per account would be most of an idle user's memory).
+// Core calls Start instead of Run: it does what Run does but returns at once,
+// and calls done exactly once, from any goroutine, when the session has
+// ended (ctx done and the session shut down, or it ended by itself).
+// The gateway's shutdown waits for done as it waits for Run.
+type SessionStarter interface {
+	Start(ctx context.Context, done func())
+}
+
 // AsyncSender is implemented by sessions of Info.Relay transports that take
 // relayed messages without a goroutine waiting on each: core hands a burst
 // over at once, and the session can write it with few system calls.

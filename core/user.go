@@ -319,7 +319,11 @@ func (u *user) startSession() {
 	u.snapshot()
 	u.live.Store(&liveSession{s: s, gen: u.gen})
 	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Inc()
-	u.c.g.goSafe("session", func() { s.Run(ctx) })
+	if st, ok := s.(SessionStarter); ok {
+		u.c.g.startSafe(ctx, "session", st)
+	} else {
+		u.c.g.goSafe("session", func() { s.Run(ctx) })
+	}
 	u.rejoinRooms(s)
 }
 

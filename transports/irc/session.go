@@ -51,8 +51,10 @@ type session struct {
 	ctl       []event
 	ctlClosed bool
 	// done is closed when the session ended (shut down, or a drain
-	// panicked); Run returns then.
-	done chan struct{}
+	// panicked); Run returns then, and onEnd (Start's done) is called.
+	done    chan struct{}
+	onEnd   func()
+	stopCtx func() bool // undoes Start's AfterFunc
 	// active is true while a goroutine owns the state: Run's start, then a
 	// drain. Whoever sets it from false to true starts a drain.
 	active atomic.Bool
@@ -271,23 +273,30 @@ func (s *session) drain(first func()) {
 	}
 }
 
-// Run implements core.Session. The work is done by drains (see drain):
-// Run starts the session, then waits for ctx and has a drain shut it
-// down.
+// Run implements core.Session: Start, then wait until the session ended.
 func (s *session) Run(ctx context.Context) {
-	s.ctx = ctx
-	go s.drain(s.start)
-	select {
-	case <-ctx.Done():
-		s.post(evStop{}) // false if a drain panicked meanwhile
-		<-s.done
-	case <-s.done: // a drain panicked
-	}
+	ended := make(chan struct{})
+	s.Start(ctx, func() { close(ended) })
+	<-ended
 }
 
-// end ends the session: Run returns. Called once, by the drain that
+// Start implements core.SessionStarter. The work is done by drains (see drain):
+// Start starts the session; when ctx ends, a drain shuts it down, and
+// done is called once it has ended (or a drain panicked). No goroutine
+// waits meanwhile.
+func (s *session) Start(ctx context.Context, done func()) {
+	s.ctx = ctx
+	s.onEnd = done
+	s.stopCtx = context.AfterFunc(ctx, func() { s.post(evStop{}) }) // false if a drain panicked meanwhile
+	go s.drain(s.start)
+}
+
+// end ends the session: Run returns, Start's done is called. Called once, by the drain that
 // shut the session down or panicked.
 func (s *session) end() {
+	if s.stopCtx != nil {
+		s.stopCtx()
+	}
 	s.t.forget(s)
 	// Nothing joins ctl after this: the drain that ends the session
 	// answers what is in it (afterStop), so every SendAsync is answered.
@@ -295,6 +304,9 @@ func (s *session) end() {
 	s.ctlClosed = true
 	s.ctlMu.Unlock()
 	close(s.done)
+	if s.onEnd != nil {
+		s.onEnd()
+	}
 }
 
 // start loads the settings and joins what is joined on connect.
