@@ -816,13 +816,20 @@ func TestConcurrentEnqueue(t *testing.T) {
 	}
 }
 
-func BenchmarkEnqueueDone(b *testing.B) {
+// benchStore opens a store in a file, closed when b ends, with one
+// account of the transport.
+func benchStore(b *testing.B, transport string) (*SQLite, *Account) {
 	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
-	defer s.Close()
-	a := &Account{Domain: "example.net", Transport: "email", JID: "bob@example.net"}
+	b.Cleanup(func() { s.Close() })
+	a := &Account{Domain: "example.net", Transport: transport, JID: "bob@example.net"}
 	if err := s.PutAccount(ctx, a); err != nil {
 		b.Fatal(err)
 	}
+	return s, a
+}
+
+func BenchmarkEnqueueDone(b *testing.B) {
+	s, a := benchStore(b, "email")
 	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
 	cpu0 := cputime.Process()
 	for i := 0; b.Loop(); i++ {
@@ -841,12 +848,7 @@ func BenchmarkEnqueueDone(b *testing.B) {
 // BenchmarkRecordDelivered records the keys of relayed messages in
 // batches of 512, as the relay does under load; per key.
 func BenchmarkRecordDelivered(b *testing.B) {
-	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
-	defer s.Close()
-	a := &Account{Domain: "example.net", Transport: "irc", JID: "bob@example.net"}
-	if err := s.PutAccount(ctx, a); err != nil {
-		b.Fatal(err)
-	}
+	s, a := benchStore(b, "irc")
 	const batch = 512
 	keys := make([]DeliveredKey, batch)
 	cpu0 := cputime.Process()
@@ -868,12 +870,7 @@ func BenchmarkRecordDelivered(b *testing.B) {
 // goroutines at once, as the gateway's sessions and outbox workers do:
 // concurrent writes may share commits.
 func BenchmarkEnqueueDoneParallel(b *testing.B) {
-	s := openFile(b, filepath.Join(b.TempDir(), "bench.db"))
-	defer s.Close()
-	a := &Account{Domain: "example.net", Transport: "email", JID: "bob@example.net"}
-	if err := s.PutAccount(ctx, a); err != nil {
-		b.Fatal(err)
-	}
+	s, a := benchStore(b, "email")
 	payload := []byte(`{"from":"alice@example.org","body":"hello"}`)
 	var n atomic.Int64
 	b.SetParallelism(8) // 8 per CPU
