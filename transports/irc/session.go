@@ -198,7 +198,7 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	// Run's start owns the state first: events posted before it are
+	// Start's first drain owns the state first: events posted before it are
 	// handled after it.
 	s.active.Store(true)
 	return s
