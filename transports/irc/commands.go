@@ -139,7 +139,7 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 			return &core.CommandResponse{Err: err}
 		}
 		ev.ns = ns
-		s.post(ev)
+		_ = s.postCtl(ev) // in order with joins; a session that ended reads them at its start
 		return &core.CommandResponse{Note: "Settings for " + server + " saved."}
 	}
 }

@@ -44,9 +44,10 @@ type session struct {
 	// subject), unbounded, so posting them never waits: that goroutine may
 	// be what the session waits for (a full queue of core's user while the
 	// session reports to it), and both would wait for a time-out. Drains
-	// take them before the events; SendAsync's messages join them, so
-	// core's stanza reader never waits either. ctlClosed: the session
-	// ended, nothing is taken any more.
+	// take them before the events. Network settings (the Configure
+	// network command) go here too, so that a join made after them uses
+	// them; and SendAsync's messages, so core's stanza reader never waits
+	// either. ctlClosed: the session ended, nothing is taken any more.
 	ctlMu     sync.Mutex
 	ctl       []event
 	ctlClosed bool
@@ -55,8 +56,8 @@ type session struct {
 	done    chan struct{}
 	onEnd   func()
 	stopCtx func() bool // undoes Start's AfterFunc
-	// active is true while a goroutine owns the state: Run's start, then a
-	// drain. Whoever sets it from false to true starts a drain.
+	// active is true while a goroutine owns the state: Start's first
+	// drain, then others. Whoever sets it from false to true starts a drain.
 	active atomic.Bool
 
 	// Owned by the active goroutine.
