@@ -127,7 +127,9 @@ type Session interface {
 // Core calls Start instead of Run: it does what Run does but returns at once,
 // and calls done exactly once, from any goroutine, when the session has
 // ended (ctx done and the session shut down, or it ended by itself).
-// The gateway's shutdown waits for done as it waits for Run.
+// The gateway's shutdown waits for done as it waits for Run. Start is
+// called on the goroutine that handles the account's events: it must not
+// wait, nor call the Sink.
 type SessionStarter interface {
 	Start(ctx context.Context, done func())
 }

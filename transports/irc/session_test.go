@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -575,4 +577,65 @@ func TestJoinsNeverWaitForTheSession(t *testing.T) {
 		rec.next(t, "joined", isJoined(fmt.Sprintf("#r%d%%127.0.0.1", i)))
 	}
 	_ = c
+}
+
+// TestStartKeepsNoGoroutine: Start returns at once, the session works
+// without a goroutine waiting in it, and when ctx is done it says QUIT and
+// calls done once.
+func TestStartKeepsNoGoroutine(t *testing.T) {
+	srv := newFakeServer(t)
+	rec := newRecorder(t)
+	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv.port()), dTLS: "false"}
+	s := New().NewSession(&core.Account{ID: 1, JID: "st@a.test", Defaults: d}, rec).(*session)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int32
+	ended := make(chan struct{})
+	s.Start(ctx, func() {
+		if calls.Add(1) == 1 {
+			close(ended)
+		}
+	})
+	const room = "#st%127.0.0.1"
+	if err := s.JoinRoom(ctx, room, "st", ""); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.nextConn()
+	c.expect(t, "JOIN")
+	rec.next(t, "joined", isJoined(room))
+	// Idle: no goroutine is in the session's code (the connection's
+	// reader waits in the network); tests do not run in parallel here.
+	for deadline := time.Now().Add(wait); ; {
+		buf := make([]byte, 1<<20)
+		all := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(all, "irc.(*session).") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a goroutine is still in the idle session:\n%s", all)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-ended:
+		t.Fatal("done called while ctx runs")
+	default:
+	}
+
+	cancel()
+	c.expect(t, "QUIT")
+	select {
+	case <-ended:
+	case <-time.After(wait):
+		t.Fatal("done not called after ctx was done")
+	}
+	select {
+	case <-s.done:
+	default:
+		t.Error("done called before the session ended")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("done called %d times", n)
+	}
 }

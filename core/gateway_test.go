@@ -1,0 +1,73 @@
+package core
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// starter is a SessionStarter whose Start does what the test says.
+type starter struct {
+	start func(ctx context.Context, done func())
+}
+
+var _ SessionStarter = starter{}
+
+func (s starter) Run(ctx context.Context)                        { panic("core called Run") }
+func (s starter) Send(context.Context, *Message) (string, error) { return "", nil }
+func (s starter) Start(ctx context.Context, done func())         { s.start(ctx, done) }
+
+// workDone is closed once the gateway's work is all done.
+func workDone(g *Gateway) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		g.work.Wait()
+		close(c)
+	}()
+	return c
+}
+
+func panicsCounted(g *Gateway) float64 {
+	var m dto.Metric
+	_ = g.metrics.panics.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// TestStartSafe: a started session counts as work until it calls done,
+// and a panic in Start is counted and ends that work.
+func TestStartSafe(t *testing.T) {
+	g := &Gateway{log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
+	var done func()
+	g.startSafe(context.Background(), "session", starter{func(ctx context.Context, d func()) { done = d }})
+	w := workDone(g)
+	select {
+	case <-w:
+		t.Fatal("work ended before the session called done")
+	case <-time.After(50 * time.Millisecond):
+	}
+	done()
+	select {
+	case <-w:
+	case <-time.After(5 * time.Second):
+		t.Fatal("work did not end when the session called done")
+	}
+
+	var late atomic.Pointer[func()]
+	g.startSafe(context.Background(), "session", starter{func(ctx context.Context, d func()) {
+		late.Store(&d)
+		panic("boom")
+	}})
+	if n := panicsCounted(g); n != 1 {
+		t.Errorf("panics counted: %v, want 1", n)
+	}
+	select {
+	case <-workDone(g):
+	case <-time.After(5 * time.Second):
+		t.Fatal("work did not end after Start panicked")
+	}
+	(*late.Load())() // a done that comes anyway does not make the count negative
+}
