@@ -13,4 +13,9 @@
 // ends the component stream, and every stanza core writes goes through one
 // function (link.send) that guarantees a from at the component's domain and
 // a non-empty to.
+//
+// An idle account costs no goroutine of core's: its events are handled by
+// a goroutine started per burst of them (user.drain). A session that
+// implements SessionStarter keeps none of its own either; any other runs
+// on a goroutine of its own (Session.Run).
 package core

@@ -239,7 +239,7 @@ type (
 	}
 )
 
-// RoomSink methods of core's sink: they post to the user's goroutine.
+// RoomSink methods of core's sink: they post to the user (its drain).
 func (s *sink) RoomJoined(r string, self Occupant, occ []Occupant, subject string) {
 	s.u.post(evRoomJoined{gen: s.gen, room: r, self: self, occupants: occ, subject: subject})
 }

@@ -233,7 +233,7 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 		els, xmppID := c.renderToXMPP(a, env)
 		if len(els) == 0 && env.Kind == kindMessage && env.Msg.Groupchat {
 			if u := c.accountUser(a); u != nil && u.roomJoining(env.Msg.Contact) {
-				// Delivered right after RoomJoined, before the user's loop
+				// Delivered right after RoomJoined, before the user's drain
 				// published the room: wait for it rather than drop.
 				_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(100*time.Millisecond), "room join in progress")
 				continue
