@@ -275,6 +275,33 @@ func (c *component) userFor(ctx context.Context, a *store.Account) *user {
 	return u
 }
 
+// replaceUser builds a user again, a second later, after its drain
+// panicked (stopped): from its account as stored, which the server's
+// answer to a probe tells which resources are online. The delay keeps a
+// panic that comes back at once from spinning.
+func (c *component) replaceUser(u *user) {
+	time.AfterFunc(time.Second, func() {
+		ctx := c.g.bg
+		select {
+		case <-c.done:
+			return // the component stopped
+		default:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		if c.users[u.bare][u.label] != u {
+			c.mu.Unlock()
+			return // unregistered, or replaced meanwhile
+		}
+		delete(c.users[u.bare], u.label)
+		c.mu.Unlock()
+		c.log.Warn("user rebuilt after a panic", "user", c.redact(u.bare))
+		c.userFor(ctx, u.acct).post(evLinkUp{})
+	})
+}
+
 // lookupUser returns the live user of a user's main account, or nil.
 func (c *component) lookupUser(bare string) *user { return c.lookupLabel(bare, "") }
 

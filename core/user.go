@@ -163,8 +163,14 @@ func (u *user) stopped() bool {
 func (u *user) drain(first func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			u.stopSession() // as when the user's goroutine ended
-			panic(r)        // for goSafe to log and count
+			// The user's state may be half changed: end it (later events
+			// are dropped, not queued behind a drain that never comes
+			// back, blocking their posters, the link's reader among
+			// them) and build it again from the stored account.
+			u.stop()
+			u.stopSession()
+			u.c.replaceUser(u)
+			panic(r) // for goSafe to log and count
 		}
 	}()
 	if first != nil {
