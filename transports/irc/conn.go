@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
@@ -141,6 +143,26 @@ type conn struct {
 	// reader hands them on first.
 	backlog []ircmsg.Message
 
+	onLine     func(m ircmsg.Message, wait bool) bool
+	onClose    func(error)
+	closedOnce sync.Once // onClose is called once
+
+	// Read by the poller (poll_linux.go) rather than a goroutine: c.r
+	// then reads src, what the poller read, and a read finding src
+	// empty returns errWouldBlock. Only one of the poller and catchUp
+	// reads at a time (catchUp runs while the connection is out of the
+	// set).
+	raw     syscall.RawConn
+	polled  bool
+	src     []byte
+	token   int32
+	stalled *ircmsg.Message // a line the session could not take at once
+	// Keepalive of a polled connection: times on c.clock's scale.
+	born      time.Time
+	readAt    atomic.Int64 // last read
+	pingAt    atomic.Int64 // our PING waiting for an answer, or 0
+	pingTimer *time.Timer
+
 	// The output queue, in order. No goroutine waits on an idle
 	// connection: one is started when a line is queued and ends when the
 	// queue is empty.
@@ -216,7 +238,7 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
-	c.r.Initialize(nc, 512, maxRead)
+	c.r.Initialize(source{c}, 512, maxRead)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
@@ -518,6 +540,26 @@ func (c *conn) readMsg() (ircmsg.Message, error) {
 	}
 }
 
+// source is what c.r reads: the network, or once polled what the poller
+// read.
+type source struct{ c *conn }
+
+// errWouldBlock: the poller's bytes are all taken.
+var errWouldBlock = errors.New("no more bytes read")
+
+func (s source) Read(p []byte) (int, error) {
+	c := s.c
+	if !c.polled {
+		return c.nc.Read(p)
+	}
+	if len(c.src) == 0 {
+		return 0, errWouldBlock
+	}
+	n := copy(p, c.src)
+	c.src = c.src[n:]
+	return n, nil
+}
+
 // readLine reads one line.
 func (c *conn) readLine() (string, error) {
 	b, err := c.r.ReadLine()
@@ -614,14 +656,120 @@ func redactLine(line string) string {
 	return line
 }
 
-// start runs the reader. onLine is called for every line in order (from
-// the reader goroutine); onClose once, when the connection is gone, with
-// the reason. Writers come and go with the lines to write.
-func (c *conn) start(onLine func(ircmsg.Message), onClose func(error)) {
-	go c.reader(onLine, onClose)
+// start starts reading. onLine is called for every line in order;
+// with wait false it must not block, and returns false if it cannot take
+// the line now (it is offered again with wait true, from a goroutine).
+// onClose is called once, when the connection is gone, with the reason.
+// Plain TCP connections are read by the poller, without a goroutine;
+// others by a goroutine of their own. Writers come and go with the lines
+// to write.
+func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func(error)) {
+	c.onLine, c.onClose = onLine, onClose
+	if p := thePoller(); p != nil {
+		if tc, ok := c.nc.(*net.TCPConn); ok {
+			if raw, err := tc.SyscallConn(); err == nil {
+				c.raw, c.polled, c.born = raw, true, time.Now()
+				c.readAt.Store(c.clock())
+				c.pingTimer = time.AfterFunc(time.Hour, c.pingCheck)
+				c.pingTimer.Reset(c.pingEvery)
+				go c.catchUp(p) // what registration read, then the poller
+				return
+			}
+		}
+	}
+	go c.reader()
 }
 
-func (c *conn) reader(onLine func(ircmsg.Message), onClose func(error)) {
+// clock is the time since the connection started, never 0.
+func (c *conn) clock() int64 { return int64(time.Since(c.born)) + 1 }
+
+// deliver hands a line on; PINGs are answered here.
+func (c *conn) deliver(m ircmsg.Message, wait bool) bool {
+	if m.Command == "PING" {
+		_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PONG", m.Params...))
+		return true
+	}
+	return c.onLine(m, wait)
+}
+
+// pump hands on the lines buffered (backlog, c.r, src) until src is
+// used up. It returns false if a line could not be taken without
+// waiting (then stalled); an error if the server sent a line too long.
+func (c *conn) pump(wait bool) (bool, error) {
+	if c.stalled != nil {
+		if !c.deliver(*c.stalled, wait) {
+			return false, nil
+		}
+		c.stalled = nil
+	}
+	for {
+		m, err := c.readMsg()
+		if errors.Is(err, errWouldBlock) {
+			return true, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		if !c.deliver(m, wait) {
+			c.stalled = &m
+			return false, nil
+		}
+	}
+}
+
+// catchUp hands on, waiting for the session, what was read and not yet
+// taken, then puts the connection (back) in the poller's set.
+func (c *conn) catchUp(p *poller) {
+	_, err := c.pump(true)
+	c.src = nil
+	if err == nil {
+		err = p.add(c)
+	}
+	if err != nil {
+		c.lost(err)
+	}
+}
+
+// lost closes a polled connection that failed, and tells the session.
+func (c *conn) lost(err error) {
+	c.notifyClosed(&connError{text: "connection to " + c.server + " lost: " + netErrText(err), err: err})
+	c.close()
+}
+
+// notifyClosed calls onClose once, from a goroutine of its own: it may
+// wait for the session, and is called from the poller and from the
+// session itself (close).
+func (c *conn) notifyClosed(err error) {
+	c.closedOnce.Do(func() { go c.onClose(err) })
+}
+
+// pingCheck is a polled connection's keepalive: after pingEvery without
+// a line, a PING; pingWait without an answer (any line), the end.
+func (c *conn) pingCheck() {
+	if c.isClosed() {
+		return
+	}
+	now, last := c.clock(), c.readAt.Load()
+	if at := c.pingAt.Load(); at != 0 {
+		if last < at {
+			c.notifyClosed(&connError{text: fmt.Sprintf("no answer from %s for %v (ping timeout)", c.server, c.pingEvery+c.pingWait)})
+			c.close()
+			return
+		}
+		c.pingAt.Store(0) // answered
+	}
+	if idle := time.Duration(now - last); idle < c.pingEvery {
+		c.pingTimer.Reset(c.pingEvery - idle)
+		return
+	}
+	c.pingAt.Store(now)
+	_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PING", "transportd-"+strconv.FormatInt(time.Now().Unix(), 10)))
+	c.pingTimer.Reset(c.pingWait)
+}
+
+// reader reads a connection the poller does not.
+func (c *conn) reader() {
+	onClose := c.onClose
 	pinged := false
 	for {
 		wait := c.pingEvery
@@ -647,11 +795,7 @@ func (c *conn) reader(onLine func(ircmsg.Message), onClose func(error)) {
 			return
 		}
 		pinged = false
-		if msg.Command == "PING" {
-			_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PONG", msg.Params...))
-			continue
-		}
-		onLine(msg)
+		c.deliver(msg, true)
 	}
 }
 
@@ -911,6 +1055,16 @@ func (c *conn) isClosed() bool {
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
 		close(c.done)
+		if c.polled {
+			c.pingTimer.Stop()
+			if p := thePoller(); p != nil {
+				p.remove(c)
+			}
+			// The reader learns of a close by its read failing; a
+			// polled connection closed here (a failed write, the
+			// session) is not read any more.
+			c.notifyClosed(&connError{text: "connection to " + c.server + " lost: closed", err: net.ErrClosed})
+		}
 		_ = c.nc.Close()
 	})
 	c.mu.Lock()

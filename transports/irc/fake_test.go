@@ -307,6 +307,8 @@ type recorder struct {
 	// holdJoined, when set, makes RoomJoined wait until it is closed
 	// (core's user queue full), telling inJoined that it waits.
 	holdJoined, inJoined chan struct{}
+	// holdDeliver, when set, makes Deliver wait until it is closed.
+	holdDeliver chan struct{}
 }
 
 type (
@@ -356,6 +358,9 @@ func (r *recorder) add(ev any) {
 
 func (r *recorder) State(s core.State, text string) { r.add(recState{s, text}) }
 func (r *recorder) Deliver(ctx context.Context, m *core.Message) error {
+	if r.holdDeliver != nil {
+		<-r.holdDeliver
+	}
 	c := *m
 	r.add(&c)
 	return nil

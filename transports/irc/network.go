@@ -309,8 +309,12 @@ func (n *network) connected(c *conn, w *welcome) {
 	n.batches = nil
 	n.pending = nil
 	s, gen := n.s, n.gen
-	c.start(func(m ircmsg.Message) {
-		s.post(evLine{n: n, gen: gen, msg: m})
+	c.start(func(m ircmsg.Message, wait bool) bool {
+		if wait {
+			s.post(evLine{n: n, gen: gen, msg: m})
+			return true
+		}
+		return s.tryPost(evLine{n: n, gen: gen, msg: m})
 	}, func(err error) {
 		s.post(evClosed{n: n, gen: gen, err: err})
 	})

@@ -226,6 +226,19 @@ func (s *session) post(ev event) bool {
 	return true
 }
 
+// tryPost is post that does not wait: false if the queue is full.
+func (s *session) tryPost(ev event) bool {
+	select {
+	case s.events <- ev:
+	case <-s.done:
+		return true // dropped, as post does
+	default:
+		return false
+	}
+	s.wake()
+	return true
+}
+
 // wake starts a drain for an event just queued, unless one runs.
 func (s *session) wake() {
 	if s.active.CompareAndSwap(false, true) {

@@ -603,12 +603,19 @@ func TestStartKeepsNoGoroutine(t *testing.T) {
 	c := srv.nextConn()
 	c.expect(t, "JOIN")
 	rec.next(t, "joined", isJoined(room))
-	// Idle: no goroutine is in the session's code (the connection's
-	// reader waits in the network); tests do not run in parallel here.
+	// Idle: no goroutine is in the session's or the connection's code
+	// (the poller reads the connection); tests do not run in parallel
+	// here.
 	for deadline := time.Now().Add(wait); ; {
 		buf := make([]byte, 1<<20)
 		all := string(buf[:runtime.Stack(buf, true)])
-		if !strings.Contains(all, "irc.(*session).") {
+		var frames []string // not the "created by" lines
+		for _, l := range strings.Split(all, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "created by ") {
+				frames = append(frames, l)
+			}
+		}
+		if f := strings.Join(frames, "\n"); !strings.Contains(f, "irc.(*session).") && !strings.Contains(f, "irc.(*conn).") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -637,5 +644,50 @@ func TestStartKeepsNoGoroutine(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
 		t.Errorf("done called %d times", n)
+	}
+}
+
+// TestSlowSessionHoldsUpNoOther: a session that cannot keep up (core
+// does not take its messages) stops reading its own connection only: the
+// poller reads the other sessions' connections meanwhile, and the slow
+// one's lines all arrive, in order, once it catches up.
+func TestSlowSessionHoldsUpNoOther(t *testing.T) {
+	srv := newFakeServer(t)
+	ctx := context.Background()
+	slow, slowRec := startSession(t, srv, nil, nil)
+	slowRec.holdDeliver = make(chan struct{})
+	const slowRoom, fastRoom = "#slow%127.0.0.1", "#fast%127.0.0.1"
+	if err := slow.JoinRoom(ctx, slowRoom, "slow", ""); err != nil {
+		t.Fatal(err)
+	}
+	sc := srv.nextConn()
+	sc.expect(t, "JOIN")
+	slowRec.next(t, "slow joined", isJoined(slowRoom))
+	fast, fastRec := startSession(t, srv, nil, nil)
+	if err := fast.JoinRoom(ctx, fastRoom, "fast", ""); err != nil {
+		t.Fatal(err)
+	}
+	fc := srv.nextConn()
+	fc.expect(t, "JOIN")
+	fastRec.next(t, "fast joined", isJoined(fastRoom))
+
+	// Far more lines, in one write, than a session queues.
+	const n = 500
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, ":op!o@h PRIVMSG #slow :line %d\r\n", i)
+	}
+	sc.send("%s", strings.TrimSuffix(b.String(), "\r\n"))
+	time.Sleep(100 * time.Millisecond) // the poller meets the full queue
+	fc.send(":op!o@h PRIVMSG #fast :still read")
+	if m := fastRec.message(t, "the other session's message", func(m *core.Message) bool { return m.Contact == fastRoom }); m.Body != "still read" {
+		t.Errorf("fast session got %q", m.Body)
+	}
+	close(slowRec.holdDeliver)
+	for i := 0; i < n; i++ {
+		m := slowRec.message(t, fmt.Sprintf("line %d", i), func(m *core.Message) bool { return m.Contact == slowRoom })
+		if want := fmt.Sprintf("line %d", i); m.Body != want {
+			t.Fatalf("got %q, want %q", m.Body, want)
+		}
 	}
 }

@@ -165,7 +165,7 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 		}
 		return core.WrapError(stanza.RemoteServerNotFound, errorText(err), err)
 	}
-	c.start(func(ircmsg.Message) {}, func(error) {})
+	c.start(func(ircmsg.Message, bool) bool { return true }, func(error) {})
 	c.quit("checking credentials", 2*time.Second)
 	return nil
 }

@@ -1,0 +1,197 @@
+package irc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller reads the plain TCP connections of every session without a
+// goroutine per connection: a goroutine blocked in a read keeps a stack
+// of several KiB, the largest part of what an idle IRC user costs (one
+// connection per user and server). One epoll set holds the connections;
+// the Go runtime's own poller wakes the one goroutine that reads them
+// when any is readable (the epoll descriptor is itself pollable), so no
+// thread blocks in epoll_wait. TLS connections keep a reading goroutine:
+// crypto/tls reads through its own state. Go's net package offers no
+// readiness callback, hence this file.
+type poller struct {
+	epfd int
+	rc   syscall.RawConn
+	buf  []byte // read buffer, used by the polling goroutine only
+
+	mu    sync.Mutex
+	conns map[int32]*conn // by token
+	next  int32
+}
+
+var (
+	pollerOnce sync.Once
+	pollerP    *poller
+)
+
+// thePoller is the process's poller, started on first use; nil if the
+// system refused one (connections then get a reading goroutine each).
+func thePoller() *poller {
+	pollerOnce.Do(func() {
+		p, err := newPoller()
+		if err != nil {
+			return
+		}
+		pollerP = p
+		go p.run()
+	})
+	return pollerP
+}
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	// A non-blocking descriptor handed to os.NewFile joins the runtime's
+	// poller, which is what lets run wait without a thread.
+	f := os.NewFile(uintptr(epfd), "irc-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &poller{epfd: epfd, rc: rc, buf: make([]byte, 64<<10), conns: map[int32]*conn{}}, nil
+}
+
+// run handles readable connections until the process ends.
+func (p *poller) run() {
+	evs := make([]unix.EpollEvent, 128)
+	for {
+		_ = p.rc.Read(func(fd uintptr) bool {
+			for {
+				n, err := unix.EpollWait(int(fd), evs, 0)
+				if err != nil || n <= 0 {
+					// Nothing ready (or EINTR): wait for the runtime to
+					// say the set is readable again.
+					return false
+				}
+				for _, ev := range evs[:n] {
+					p.mu.Lock()
+					c := p.conns[ev.Fd]
+					p.mu.Unlock()
+					if c != nil {
+						p.readable(c, ev.Events)
+					}
+				}
+			}
+		})
+	}
+}
+
+// add puts a connection in the set. A closed connection is refused (its
+// close may already have run remove).
+func (p *poller) add(c *conn) error {
+	p.mu.Lock()
+	if c.isClosed() {
+		p.mu.Unlock()
+		return errClosed
+	}
+	p.next++
+	if p.next <= 0 {
+		p.next = 1
+	}
+	for p.conns[p.next] != nil {
+		p.next++
+	}
+	c.token = p.next
+	p.conns[c.token] = c
+	p.mu.Unlock()
+	var err error
+	cerr := c.raw.Control(func(fd uintptr) {
+		// Level-triggered: a connection with more to read than one read
+		// takes is reported again.
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: c.token})
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		p.remove(c)
+		return err
+	}
+	return nil
+}
+
+// remove takes a connection out of the set (a closed descriptor leaves
+// the set by itself; its events still queued find no token).
+func (p *poller) remove(c *conn) {
+	p.mu.Lock()
+	if c.token == 0 || p.conns[c.token] != c {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.conns, c.token)
+	p.mu.Unlock()
+	_ = c.raw.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// readable reads what one connection has and hands its lines on. When
+// the session cannot take a line without waiting, the connection leaves
+// the set and a goroutine waits for the session, then puts it back: one
+// slow session never holds up the others.
+func (p *poller) readable(c *conn, events uint32) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic recovered", "where", "irc poller", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			p.remove(c)
+			c.lost(errors.New("internal error"))
+		}
+	}()
+	var n int
+	var rerr error
+	if err := c.raw.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), p.buf)
+		return true
+	}); err != nil {
+		rerr = err // closed here meanwhile
+	}
+	switch {
+	case errors.Is(rerr, unix.EAGAIN) || errors.Is(rerr, unix.EINTR):
+		if events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		rerr = errors.New("connection reset")
+	case rerr == nil && n == 0:
+		rerr = io.EOF
+	}
+	if rerr != nil {
+		p.remove(c)
+		c.lost(rerr)
+		return
+	}
+	c.readAt.Store(c.clock())
+	c.src = p.buf[:n]
+	ok, err := c.pump(false)
+	if err != nil {
+		c.src = nil
+		p.remove(c)
+		c.lost(err)
+		return
+	}
+	if !ok {
+		c.src = append([]byte(nil), c.src...) // p.buf is read into again
+		p.remove(c)
+		go c.catchUp(p)
+		return
+	}
+	c.src = nil
+}
