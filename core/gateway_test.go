@@ -71,3 +71,19 @@ func TestStartSafe(t *testing.T) {
 	}
 	(*late.Load())() // a done that comes anyway does not make the count negative
 }
+
+// A panic a session recovered in a goroutine of its own, reported to its
+// sink, is counted with core's.
+func TestSinkCountsSessionPanics(t *testing.T) {
+	g := &Gateway{log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
+	u := &user{c: &component{g: g}, log: g.log}
+	var s Sink = &sink{u: u}
+	pr, ok := s.(PanicReporter)
+	if !ok {
+		t.Fatal("core's sink is not a PanicReporter")
+	}
+	pr.Panicked("irc session", "boom", nil)
+	if n := panicsCounted(g); n != 1 {
+		t.Errorf("panics counted: %v, want 1", n)
+	}
+}

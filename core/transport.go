@@ -122,6 +122,14 @@ type Session interface {
 	Send(ctx context.Context, m *Message) (legacyID string, err error)
 }
 
+// PanicReporter is implemented by core's Sink: a session that recovers a
+// panic in a goroutine of its own reports it there, to be logged and
+// counted with core's own (transportd_panics_total), so an operator's
+// alert on that counter sees it.
+type PanicReporter interface {
+	Panicked(where string, v any, stack []byte)
+}
+
 // SessionStarter is implemented by sessions that keep no goroutine while
 // idle (IRC's: one per account would be most of an idle user's memory).
 // Core calls Start instead of Run: it does what Run does but returns at once,

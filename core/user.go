@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -446,6 +447,11 @@ type sink struct {
 	u      *user
 	gen    int
 	acctID int64
+}
+
+func (s *sink) Panicked(where string, v any, stack []byte) {
+	s.u.c.g.metrics.panics.Inc()
+	s.u.log.Error("panic recovered", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
 }
 
 func (s *sink) State(st State, text string) {

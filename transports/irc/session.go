@@ -256,7 +256,11 @@ func (s *session) drain(first func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			// As core's recovery of a panicking Run: the session ends.
-			s.log.Error("panic recovered", "where", "irc session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			if pr, ok := s.sink.(core.PanicReporter); ok {
+				pr.Panicked("irc session", r, debug.Stack())
+			} else {
+				s.log.Error("panic recovered", "where", "irc session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}
 			s.end() // active stays true: no drain starts again
 			for ev, ok := s.takeCtl(); ok; ev, ok = s.takeCtl() {
 				s.afterStop(ev)
