@@ -203,7 +203,12 @@ func (r *compRelay) confirmSent(ctx context.Context, c *component) {
 		i := 0
 		for i < len(r.unconfirmed) && r.unconfirmed[i].seq <= upTo {
 			e := r.unconfirmed[i]
-			if k := xmppIdemKey(e.env); k != "" && (e.env.Kind != kindMessage || e.env.Msg.Replayable) {
+			// Recorded: what the network may hand over again (a
+			// replayed message, and so its error), so that it is not
+			// shown twice. Not a receipt: the same receipt twice changes
+			// nothing a client shows, and the record cost more CPU than
+			// the rest of relaying a message (a database write each).
+			if k := xmppIdemKey(e.env); k != "" && e.env.Kind != kindReceipt && (e.env.Kind == kindError || e.env.Msg.Replayable) {
 				r.delivered = append(r.delivered, store.DeliveredKey{AccountID: e.u.id, Direction: store.ToXMPP, IdemKey: k})
 			}
 			i++
