@@ -34,7 +34,10 @@ type component struct {
 
 	// pending maps the id of an IQ we sent to the channel awaiting its answer.
 	pending sync.Map
-	stats   componentStats
+
+	jidMu sync.Mutex
+	jids  map[string]jid.JID // parseJID's memory
+	stats componentStats
 	// privs maps a server host to what it granted (XEP-0356).
 	privs    sync.Map
 	rosterMu sync.Mutex
@@ -265,23 +268,51 @@ func (c *component) dispatch(el *Element) {
 // JID of a user domain this component serves. It returns false (having
 // answered with an error) when the stanza must not be processed.
 func (c *component) addresses(el *Element) (from, to jid.JID, ok bool) {
-	from, err := jid.Parse(el.Get("from"))
+	from, err := c.parseJID(el.Get("from"))
 	if err != nil || el.Get("from") == "" {
 		c.log.Warn("stanza with a bad from", "from", el.Get("from"))
 		c.replyError(el, NewError(stanza.JIDMalformed, "invalid from address"))
 		return from, to, false
 	}
-	if !c.dom().UserAllowed(from.Bare().String()) {
+	if !c.dom().UserJIDAllowed(from) {
 		c.log.Info("stanza from a user domain not served here", "from", c.redact(from.Bare().String()))
 		c.replyError(el, NewError(stanza.Forbidden, "this gateway does not serve users of "+from.Domainpart()))
 		return from, to, false
 	}
-	to, err = jid.Parse(el.Get("to"))
+	to, err = c.parseJID(el.Get("to"))
 	if err != nil {
 		c.replyError(el, NewError(stanza.JIDMalformed, "invalid to address"))
 		return from, to, false
 	}
 	return from, to, true
+}
+
+// jidMemory is how many addresses parseJID remembers before it forgets
+// them all.
+const jidMemory = 1024
+
+// parseJID is jid.Parse remembering the addresses it parsed: enforcing
+// PRECIS and IDNA on every stanza's from and to was ~5 % of the CPU of
+// relaying a message, and a component sees the same addresses over and
+// over.
+func (c *component) parseJID(s string) (jid.JID, error) {
+	c.jidMu.Lock()
+	j, ok := c.jids[s]
+	c.jidMu.Unlock()
+	if ok {
+		return j, nil
+	}
+	j, err := jid.Parse(s)
+	if err != nil {
+		return j, err
+	}
+	c.jidMu.Lock()
+	if c.jids == nil || len(c.jids) >= jidMemory {
+		c.jids = make(map[string]jid.JID)
+	}
+	c.jids[s] = j
+	c.jidMu.Unlock()
+	return j, nil
 }
 
 // replyError answers a stanza with an error, unless it is itself an error or

@@ -16,6 +16,7 @@ import (
 
 	"transportd/core/config"
 	"transportd/core/store"
+	"transportd/internal/workers"
 	"transportd/registration"
 )
 
@@ -319,15 +320,15 @@ func (g *Gateway) workCtx(d time.Duration) (context.Context, context.CancelFunc)
 	return context.WithTimeout(g.bg, d)
 }
 
-// goSafe runs f on a new goroutine that recovers panics, logs the stack and
-// counts them.
+// goSafe runs f on a goroutine (a reused one, see workers) that recovers
+// panics, logs the stack and counts them.
 func (g *Gateway) goSafe(name string, f func()) {
 	g.work.Add(1)
-	go func() {
+	workers.Go(func() {
 		defer g.work.Done()
 		defer g.recoverPanic(name)
 		f()
-	}()
+	})
 }
 
 // startSafe starts a Starter session: the gateway's shutdown waits for

@@ -171,10 +171,12 @@ func (d *Domain) Transport(name string) *Transport {
 // (a server or component), is not allowed.
 func (d *Domain) UserAllowed(bareJID string) bool {
 	j, err := jid.Parse(bareJID)
-	if err != nil || j.Localpart() == "" {
-		return false
-	}
-	return slices.Contains(d.Users, j.Domainpart())
+	return err == nil && d.UserJIDAllowed(j)
+}
+
+// UserJIDAllowed is UserAllowed for a parsed address (of any kind).
+func (d *Domain) UserJIDAllowed(j jid.JID) bool {
+	return j.Localpart() != "" && slices.Contains(d.Users, j.Domainpart())
 }
 
 // MayRegister reports whether the user may register with the domain's

@@ -20,6 +20,8 @@ import (
 	"github.com/ergochat/irc-go/ircreader"
 	"github.com/ergochat/irc-go/ircutils"
 	"golang.org/x/time/rate"
+
+	"transportd/internal/workers"
 )
 
 // The IRC connection: dialling, registration (CAP LS 302, SASL PLAIN,
@@ -825,7 +827,7 @@ func (c *conn) enqueue(urgent bool, lines ...outLine) error {
 	c.q = append(c.q, lines...)
 	if !c.writing {
 		c.writing = true
-		go c.writer()
+		workers.Go(c.writer)
 	}
 	return nil
 }

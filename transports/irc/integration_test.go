@@ -322,6 +322,23 @@ func TestNgircd(t *testing.T) {
 	if self := joinRoom(t, c, "+modeless%127.0.0.1@"+gwJID, "ngx"); self.Get("type") == "error" {
 		t.Errorf("join +modeless: %s", self)
 	}
+	// The channel list (ngIRCd's LIST replies), '+' channels included.
+	res := c.IQ(core.NewElement("", "iq", "type", "get", "to", "127.0.0.1@"+gwJID).Add(core.NewElement("http://jabber.org/protocol/disco#items", "query")))
+	if res.Get("type") != "result" {
+		t.Fatalf("disco#items: %s", res)
+	}
+	names := map[string]string{}
+	for _, it := range res.FirstChild().Children {
+		if it.Name.Local == "item" {
+			names[it.Get("jid")] = it.Get("name")
+		}
+	}
+	if n, ok := names[room]; !ok || !strings.Contains(n, "(2)") {
+		t.Errorf("#ng listed as %q (listed: %v), want its 2 users", n, ok)
+	}
+	if _, ok := names["+modeless%127.0.0.1@"+gwJID]; !ok {
+		t.Errorf("+modeless not listed: %v", names)
+	}
 }
 
 // TestTLS joins over InspIRCd's TLS port.

@@ -22,6 +22,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core"
+	"transportd/internal/workers"
 )
 
 // session is one account's IRC side: a connection per server, the
@@ -242,7 +243,7 @@ func (s *session) tryPost(ev event) bool {
 // wake starts a drain for an event just queued, unless one runs.
 func (s *session) wake() {
 	if s.active.CompareAndSwap(false, true) {
-		go s.drain(nil)
+		workers.Go(s.drainEvents)
 	}
 }
 
@@ -252,6 +253,8 @@ func (s *session) wake() {
 // size its deepest work needed: handling events goes through the store
 // and core's outbox), so one is started for each burst of events, as the
 // connection's writer is; at most one runs at a time (active).
+func (s *session) drainEvents() { s.drain(nil) }
+
 func (s *session) drain(first func()) {
 	defer func() {
 		if r := recover(); r != nil {

@@ -1,0 +1,49 @@
+// Package workers runs short tasks on goroutines kept for reuse.
+//
+// transportd starts a goroutine for each burst of work (a user's events,
+// a session's lines, a connection's writes) rather than keeping one per
+// user waiting: an idle goroutine keeps the stack its deepest work grew.
+// Under load that made starting goroutines, and growing each new one's
+// stack to what the work needs, a tenth of the CPU of relaying a message.
+// Go hands a task to a goroutine that finished an earlier one and waits,
+// already grown; a few such goroutines are kept, however many users there
+// are.
+package workers
+
+import (
+	"runtime"
+	"sync/atomic"
+)
+
+var (
+	tasks = make(chan func()) // unbuffered: taken only by a waiting worker
+	idle  atomic.Int32
+	// maxIdle is how many finished goroutines wait for the next task.
+	maxIdle = int32(max(8, 4*runtime.GOMAXPROCS(0)))
+)
+
+// Go runs f on a goroutine, as the go statement does: a waiting one if
+// there is one, else a new one. A panic in f ends the program, as with
+// the go statement: callers recover where they want to.
+func Go(f func()) {
+	select {
+	case tasks <- f:
+	default:
+		go work(f)
+	}
+}
+
+func work(f func()) {
+	for {
+		f()
+		if idle.Add(1) > maxIdle {
+			idle.Add(-1)
+			return
+		}
+		f = <-tasks
+		idle.Add(-1)
+	}
+}
+
+// Idle is how many goroutines wait for a task.
+func Idle() int { return int(idle.Load()) }
