@@ -87,3 +87,62 @@ func TestSinkCountsSessionPanics(t *testing.T) {
 		t.Errorf("panics counted: %v, want 1", n)
 	}
 }
+
+// A user's queue holds userQueue events: a poster beyond waits until a
+// drain takes one, or until the user stops; an idle user keeps no array.
+func TestUserQueue(t *testing.T) {
+	u := &user{done: make(chan struct{})}
+	u.active.Store(true) // as while a drain runs: post starts none
+	for i := 0; i < userQueue; i++ {
+		u.post(evProbe{})
+	}
+	posted := make(chan struct{})
+	go func() {
+		u.post(evLinkUp{})
+		close(posted)
+	}()
+	select {
+	case <-posted:
+		t.Fatal("a post beyond the queue did not wait")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, ok := u.take(); !ok {
+		t.Fatal("nothing to take")
+	}
+	select {
+	case <-posted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting post did not go in when an event was taken")
+	}
+	n := 0
+	var last userEvent
+	for ev, ok := u.take(); ok; ev, ok = u.take() {
+		n, last = n+1, ev
+	}
+	if _, isLinkUp := last.(evLinkUp); n != userQueue || !isLinkUp {
+		t.Errorf("took %d events ending with %T, want %d ending with the late one", n, last, userQueue)
+	}
+	if u.queue != nil {
+		t.Error("an empty queue keeps its array")
+	}
+
+	for i := 0; i < userQueue; i++ {
+		u.post(evProbe{})
+	}
+	blocked := make(chan struct{})
+	go func() {
+		u.post(evLinkUp{})
+		close(blocked)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	u.stop() // active: no drain starts
+	select {
+	case <-blocked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiting post did not return when the user stopped")
+	}
+	u.post(evProbe{}) // dropped: the user is stopped
+	if n := u.queued(); n != userQueue {
+		t.Errorf("%d queued after the stop, want %d (nothing more)", n, userQueue)
+	}
+}

@@ -19,14 +19,20 @@ import (
 // at a time (drain) owns its state; the read loop, the outbox and the
 // legacy session only post events to it.
 type user struct {
-	c      *component
-	bare   string
-	label  string // account label; "" for the main account
-	id     int64  // account ID: re-registration updates the row in place
-	log    *slog.Logger
-	events chan userEvent
-	done   chan struct{}
-	once   sync.Once
+	c     *component
+	bare  string
+	label string // account label; "" for the main account
+	id    int64  // account ID: re-registration updates the row in place
+	log   *slog.Logger
+	// The queued events, at most userQueue: an idle user holds none and
+	// no array for them (a channel would keep its buffer for every
+	// registered account). A poster finding it full waits on space,
+	// made then and closed when a drain takes an event.
+	qmu   sync.Mutex
+	queue []userEvent
+	space chan struct{}
+	done  chan struct{}
+	once  sync.Once
 	// active is true while a drain runs; whoever sets it from false to
 	// true starts one.
 	active atomic.Bool
@@ -99,7 +105,6 @@ func newUser(c *component, a *store.Account) *user {
 		id:        a.ID,
 		acct:      a,
 		log:       c.log.With("user", c.redact(a.JID)),
-		events:    make(chan userEvent, 64),
 		done:      make(chan struct{}),
 		resources: map[string]bool{},
 		rooms:     map[string]*room{},
@@ -119,16 +124,63 @@ func (u *user) start() {
 	u.c.g.goSafe("user", func() { u.drain(func() { u.reconcileSession() }) })
 }
 
+// userQueue is how many events may wait for a user; posting blocks
+// beyond (back-pressure on the component's reader).
+const userQueue = 64
+
 // post hands an event to the user, starting a drain if none runs. It
 // blocks while the queue is full (back-pressure on the reader) and drops
 // the event once the user is stopped.
 func (u *user) post(ev userEvent) {
-	select {
-	case u.events <- ev:
-	case <-u.done:
-		return
+	for {
+		u.qmu.Lock()
+		if u.stopped() {
+			u.qmu.Unlock()
+			return
+		}
+		if len(u.queue) < userQueue {
+			u.queue = append(u.queue, ev)
+			u.qmu.Unlock()
+			u.wake()
+			return
+		}
+		if u.space == nil {
+			u.space = make(chan struct{})
+		}
+		space := u.space
+		u.qmu.Unlock()
+		select {
+		case <-space:
+		case <-u.done:
+			return
+		}
 	}
-	u.wake()
+}
+
+// take removes the oldest queued event.
+func (u *user) take() (userEvent, bool) {
+	u.qmu.Lock()
+	defer u.qmu.Unlock()
+	if len(u.queue) == 0 {
+		return nil, false
+	}
+	ev := u.queue[0]
+	u.queue[0] = nil
+	u.queue = u.queue[1:]
+	if len(u.queue) == 0 {
+		u.queue = nil // let the array go
+	}
+	if u.space != nil {
+		close(u.space)
+		u.space = nil
+	}
+	return ev, true
+}
+
+func (u *user) queued() int {
+	u.qmu.Lock()
+	defer u.qmu.Unlock()
+	return len(u.queue)
 }
 
 // wake starts a drain unless one runs.
@@ -178,20 +230,19 @@ func (u *user) drain(first func()) {
 		first()
 	}
 	for {
-		select {
-		case <-u.done:
+		if u.stopped() {
 			u.stopSession()
 			return
-		case ev := <-u.events:
+		}
+		if ev, ok := u.take(); ok {
 			u.handle(ev)
 			continue
-		default:
 		}
 		u.active.Store(false)
-		// Something posted (or the stop) after the select above and
-		// before the store found active still true: this drain takes it,
+		// Something posted (or the stop) after take above and before
+		// the store found active still true: this drain takes it,
 		// unless its poster started a new one meanwhile.
-		if len(u.events) == 0 && !u.stopped() || !u.active.CompareAndSwap(false, true) {
+		if u.queued() == 0 && !u.stopped() || !u.active.CompareAndSwap(false, true) {
 			return
 		}
 	}
