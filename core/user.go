@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"transportd/core/store"
+	"transportd/internal/queue"
 	"transportd/registration"
 )
 
@@ -24,13 +25,8 @@ type user struct {
 	label string // account label; "" for the main account
 	id    int64  // account ID: re-registration updates the row in place
 	log   *slog.Logger
-	// The queued events, at most userQueue: an idle user holds none and
-	// no array for them (a channel would keep its buffer for every
-	// registered account). A poster finding it full waits on space,
-	// made then and closed when a drain takes an event.
-	qmu   sync.Mutex
-	queue []userEvent
-	space chan struct{}
+	// queue holds at most userQueue events; an idle user holds no array.
+	queue queue.Bounded[userEvent]
 	done  chan struct{}
 	once  sync.Once
 	// active is true while a drain runs; whoever sets it from false to
@@ -105,6 +101,7 @@ func newUser(c *component, a *store.Account) *user {
 		id:        a.ID,
 		acct:      a,
 		log:       c.log.With("user", c.redact(a.JID)),
+		queue:     queue.Bounded[userEvent]{Max: userQueue},
 		done:      make(chan struct{}),
 		resources: map[string]bool{},
 		rooms:     map[string]*room{},
@@ -132,55 +129,9 @@ const userQueue = 64
 // blocks while the queue is full (back-pressure on the reader) and drops
 // the event once the user is stopped.
 func (u *user) post(ev userEvent) {
-	for {
-		u.qmu.Lock()
-		if u.stopped() {
-			u.qmu.Unlock()
-			return
-		}
-		if len(u.queue) < userQueue {
-			u.queue = append(u.queue, ev)
-			u.qmu.Unlock()
-			u.wake()
-			return
-		}
-		if u.space == nil {
-			u.space = make(chan struct{})
-		}
-		space := u.space
-		u.qmu.Unlock()
-		select {
-		case <-space:
-		case <-u.done:
-			return
-		}
+	if u.queue.Put(ev, u.done, nil) {
+		u.wake()
 	}
-}
-
-// take removes the oldest queued event.
-func (u *user) take() (userEvent, bool) {
-	u.qmu.Lock()
-	defer u.qmu.Unlock()
-	if len(u.queue) == 0 {
-		return nil, false
-	}
-	ev := u.queue[0]
-	u.queue[0] = nil
-	u.queue = u.queue[1:]
-	if len(u.queue) == 0 {
-		u.queue = nil // let the array go
-	}
-	if u.space != nil {
-		close(u.space)
-		u.space = nil
-	}
-	return ev, true
-}
-
-func (u *user) queued() int {
-	u.qmu.Lock()
-	defer u.qmu.Unlock()
-	return len(u.queue)
 }
 
 // wake starts a drain unless one runs.
@@ -234,7 +185,7 @@ func (u *user) drain(first func()) {
 			u.stopSession()
 			return
 		}
-		if ev, ok := u.take(); ok {
+		if ev, ok := u.queue.Take(); ok {
 			u.handle(ev)
 			continue
 		}
@@ -242,7 +193,7 @@ func (u *user) drain(first func()) {
 		// Something posted (or the stop) after take above and before
 		// the store found active still true: this drain takes it,
 		// unless its poster started a new one meanwhile.
-		if u.queued() == 0 && !u.stopped() || !u.active.CompareAndSwap(false, true) {
+		if u.queue.Len() == 0 && !u.stopped() || !u.active.CompareAndSwap(false, true) {
 			return
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core"
+	"transportd/internal/queue"
 	"transportd/internal/workers"
 )
 
@@ -40,7 +41,9 @@ type session struct {
 	// records are the send records (nil without a state store).
 	records *sendRecords
 
-	events chan event
+	// events holds at most eventQueue events (lines, connection news,
+	// Send's requests); an idle session holds no array.
+	events queue.Bounded[event]
 	// ctl holds the requests of core's user goroutine (join, leave, nick,
 	// subject), unbounded, so posting them never waits: that goroutine may
 	// be what the session waits for (a full queue of core's user while the
@@ -184,7 +187,7 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 		log:    sink.Logger(),
 		opts:   parseOptions(a.Defaults),
 		values: a.Values,
-		events: make(chan event, eventQueue),
+		events: queue.Bounded[event]{Max: eventQueue},
 		done:   make(chan struct{}),
 		nets:   map[string]*network{},
 		state:  -1, // netConf and netPass are made when needed
@@ -218,9 +221,7 @@ const (
 // post hands an event to the session, starting a drain if none runs; it
 // gives up (false) once Run has returned.
 func (s *session) post(ev event) bool {
-	select {
-	case s.events <- ev:
-	case <-s.done:
+	if !s.events.Put(ev, s.done, nil) {
 		return false
 	}
 	s.wake()
@@ -230,10 +231,11 @@ func (s *session) post(ev event) bool {
 // tryPost is post that does not wait: false if the queue is full.
 func (s *session) tryPost(ev event) bool {
 	select {
-	case s.events <- ev:
 	case <-s.done:
 		return true // dropped, as post does
 	default:
+	}
+	if !s.events.TryPut(ev) {
 		return false
 	}
 	s.wake()
@@ -278,17 +280,15 @@ func (s *session) drain(first func()) {
 			s.handle(ev)
 			continue
 		}
-		select {
-		case ev := <-s.events:
+		if ev, ok := s.events.Take(); ok {
 			s.handle(ev)
 			continue
-		default:
 		}
 		s.active.Store(false)
 		// An event posted after the receive above and before the store
 		// found active still true: this drain takes it, unless its poster
 		// started a new one meanwhile.
-		if (len(s.events) == 0 && s.ctlLen() == 0) || !s.active.CompareAndSwap(false, true) {
+		if (s.events.Len() == 0 && s.ctlLen() == 0) || !s.active.CompareAndSwap(false, true) {
 			return
 		}
 	}
@@ -516,13 +516,14 @@ func (s *session) ctlLen() int {
 }
 
 func (s *session) postCtx(ctx context.Context, ev event) error {
-	select {
-	case s.events <- ev:
+	if s.events.Put(ev, s.done, ctx.Done()) {
 		s.wake()
 		return nil
+	}
+	select {
 	case <-s.done:
 		return core.Temporary(errClosed)
-	case <-ctx.Done():
+	default:
 		return core.Temporary(ctx.Err())
 	}
 }

@@ -1,0 +1,96 @@
+// Package queue has Bounded, the event queue of a user or session that
+// keeps no goroutine while idle.
+package queue
+
+import "sync"
+
+// Bounded is a FIFO of at most Max items whose array is let go when it is
+// empty: an idle owner holds no buffer (a buffered channel keeps its own
+// for as long as it exists, and there is one per registered account). A
+// Put finding it full waits for a Take. The zero value with Max set is
+// ready to use.
+type Bounded[T any] struct {
+	Max int
+
+	mu    sync.Mutex
+	items []T
+	space chan struct{} // made by a Put that waits, closed by Take
+}
+
+// Put adds v. While the queue is full it waits for room; it gives up
+// (false, v not added) once stop or cancel is closed, and adds nothing
+// once stop is closed. A nil channel never closes.
+func (q *Bounded[T]) Put(v T, stop, cancel <-chan struct{}) bool {
+	for {
+		q.mu.Lock()
+		select {
+		case <-stop:
+			q.mu.Unlock()
+			return false
+		default:
+		}
+		if len(q.items) < q.Max {
+			q.items = append(q.items, v)
+			q.mu.Unlock()
+			return true
+		}
+		if q.space == nil {
+			q.space = make(chan struct{})
+		}
+		space := q.space
+		q.mu.Unlock()
+		select {
+		case <-space:
+		case <-stop:
+			return false
+		case <-cancel:
+			return false
+		}
+	}
+}
+
+// TryPut adds v unless the queue is full.
+func (q *Bounded[T]) TryPut(v T) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) >= q.Max {
+		return false
+	}
+	q.items = append(q.items, v)
+	return true
+}
+
+// Take removes the oldest item.
+func (q *Bounded[T]) Take() (v T, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return v, false
+	}
+	v = q.items[0]
+	var zero T
+	q.items[0] = zero
+	q.items = q.items[1:]
+	if len(q.items) == 0 {
+		q.items = nil // let the array go
+	}
+	if q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
+	return v, true
+}
+
+// Len is how many items wait.
+func (q *Bounded[T]) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// Empty reports whether no array is held (tests).
+func (q *Bounded[T]) Empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.items == nil
+}
