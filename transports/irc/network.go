@@ -124,8 +124,11 @@ const (
 	maxBatchLines = 5000
 	pendingTTL    = time.Minute
 	parkTTL       = 30 * time.Second
-	privateIdle   = 10 * time.Minute
 )
+
+// privateIdle: a connection used for private chats only is closed after
+// this long without one (a variable for tests).
+var privateIdle = 10 * time.Minute
 
 func newNetwork(s *session, server string, cfg netConfig) *network {
 	n := &network{

@@ -76,7 +76,8 @@ type session struct {
 	stateText string
 	started   bool
 	stopped   bool        // shut down: events are only answered
-	tick      *time.Timer // evTick, every tickEvery
+	tick      *time.Timer // evTick, tickEvery after armTick
+	ticking   bool        // tick is set
 	// echoed are "server msgid" of the user's last messages reflected at
 	// once (network.reflect), oldest first in echoedRing.
 	echoed     map[string]bool
@@ -214,9 +215,11 @@ const (
 	// blocks beyond (back-pressure on the connection's reader and on
 	// sends). core's requests do not wait here (ctl).
 	eventQueue = 32
-	// tickEvery is how often the session expires what waited too long.
-	tickEvery = 5 * time.Second
 )
+
+// tickEvery is how often a session with something waiting expires what
+// waited too long (a variable for tests).
+var tickEvery = 5 * time.Second
 
 // post hands an event to the session, starting a drain if none runs; it
 // gives up (false) once Run has returned.
@@ -278,10 +281,12 @@ func (s *session) drain(first func()) {
 	for {
 		if ev, ok := s.takeCtl(); ok {
 			s.handle(ev)
+			s.armTick()
 			continue
 		}
 		if ev, ok := s.events.Take(); ok {
 			s.handle(ev)
+			s.armTick()
 			continue
 		}
 		s.active.Store(false)
@@ -336,7 +341,26 @@ func (s *session) start() {
 	s.started = true
 	s.updateState()
 	s.autojoin()
-	s.tick = time.AfterFunc(tickEvery, func() { s.post(evTick{}) })
+}
+
+// armTick sets the tick if something waits to expire: an idle session
+// has no timer firing (200 idle users ticking every 5 s were 40 drains a
+// second, and the garbage they made).
+func (s *session) armTick() {
+	if s.ticking || s.stopped || !s.started {
+		return
+	}
+	for _, n := range s.nets {
+		if len(n.pending) > 0 || len(n.waiting) > 0 || (n.conn != nil && !n.lastPrivate.IsZero()) {
+			s.ticking = true
+			if s.tick == nil {
+				s.tick = time.AfterFunc(tickEvery, func() { s.post(evTick{}) })
+			} else {
+				s.tick.Reset(tickEvery)
+			}
+			return
+		}
+	}
 }
 
 // shutdown says QUIT on every connection, in parallel, briefly.
@@ -449,11 +473,9 @@ func (s *session) handle(ev event) {
 		s.written(ev)
 	case evTick:
 		now := time.Now()
+		s.ticking = false
 		for _, n := range s.nets {
 			n.tick(now)
-		}
-		if s.tick != nil {
-			s.tick.Reset(tickEvery)
 		}
 	}
 }

@@ -691,3 +691,27 @@ func TestSlowSessionHoldsUpNoOther(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivateIdleQuits: a connection used only for private chats says
+// QUIT once no private message went either way for privateIdle; the
+// session's tick, which is set only while something waits to expire,
+// does it.
+func TestPrivateIdleQuits(t *testing.T) {
+	oldIdle, oldTick := privateIdle, tickEvery
+	privateIdle, tickEvery = 300*time.Millisecond, 50*time.Millisecond
+	defer func() { privateIdle, tickEvery = oldIdle, oldTick }()
+	srv := newFakeServer(t)
+	s, _ := startSession(t, srv, nil, nil)
+	start := time.Now()
+	if _, err := s.Send(context.Background(), &core.Message{Contact: "plain%127.0.0.1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.nextConn()
+	if m := c.expect(t, "PRIVMSG"); m.Params[0] != "plain" {
+		t.Errorf("PRIVMSG %v", m.Params)
+	}
+	c.expect(t, "QUIT")
+	if d := time.Since(start); d < privateIdle {
+		t.Errorf("QUIT after %v, before the %v of idleness", d, privateIdle)
+	}
+}
