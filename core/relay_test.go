@@ -265,6 +265,40 @@ func relayOrderThroughOutages(t *testing.T, env xmpptest.Env, transport string) 
 	}
 }
 
+// A message the client sends again with the same id (a resumed stream
+// that lost its acknowledgement) is not sent to the network twice; the
+// client gets its receipt again.
+func TestRelayDropsResentMessage(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	for _, tr := range []string{"relayecho", "relayasync"} {
+		t.Run(tr, func(t *testing.T) {
+			testGatewayWith(t, env, tr, "echo5", "")
+			const gw = "echo5.a.test"
+			c := xmpptest.Dial(t, env, "user9@a.test", false)
+			waitConnected(t, c, gw)
+			relaySessions.Delete("user9@a.test")
+			register(t, c, gw, map[string]string{"username": "r", "password": "p"})
+			s := relaySessionOf(t, "user9@a.test")
+			send := func(id, body string) {
+				msg := core.NewElement("", "message", "to", "dora@"+gw, "type", "chat", "id", id)
+				msg.AddText("", "body", body)
+				msg.Add(core.NewElement(nsReceipts, "request"))
+				c.Send(msg)
+				c.Expect(wait, "receipt for "+id+" ("+body+")", func(el *core.Element) bool {
+					r := el.Child(nsReceipts, "received")
+					return r != nil && r.Get("id") == id
+				})
+			}
+			send("dup-1", "once")
+			send("dup-1", "once")
+			send("dup-2", "twice")
+			if got := strings.Join(s.sentBodies(), " "); got != "once twice" {
+				t.Errorf("the network got %q, want \"once twice\"", got)
+			}
+		})
+	}
+}
+
 // A relayed stanza the server never confirmed (no answer to the ping
 // behind it, then the connection ends) is sent again on the next
 // connection; one it confirmed is recorded as delivered, so the network
