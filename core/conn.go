@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"mellium.im/xmpp"
 	xmppcomponent "mellium.im/xmpp/component"
@@ -315,7 +316,12 @@ func (w *linkWriter) send(el *Element) error {
 		w.mu.Unlock()
 		return Temporary(fmt.Errorf("send: %w", w.err))
 	}
-	err := writeStanza(w.enc, el)
+	var err error
+	if b, ok := appendStanza(w.buf.b, el); ok {
+		w.buf.b = b
+	} else {
+		err = writeStanza(w.enc, el)
+	}
 	if err != nil {
 		// What was encoded of it may be in the buffer: the stream is
 		// broken, the connection is closed and made anew.
@@ -482,4 +488,139 @@ func (c *countingConn) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("stanza larger than %d bytes: closing the stream", c.hardLimit)
 	}
 	return n, err
+}
+
+// appendStanza is writeStanza writing the XML itself: the same bytes
+// (TestAppendStanzaAsEncoder, FuzzAppendStanza), without turning the tree
+// into tokens and each token through encoding/xml's printer, which was
+// about a tenth of what relaying a message allocated. It declines (false)
+// a tree with a prefixed attribute (xml:lang, ...): writeStanza handles
+// those.
+func appendStanza(b []byte, el *Element) ([]byte, bool) {
+	if !plainTree(el) {
+		return b, false
+	}
+	return appendElement(b, el, "", true), true
+}
+
+func plainTree(e *Element) bool {
+	if e.Name.Local == "" {
+		return false
+	}
+	for _, a := range e.Attr {
+		if a.Name.Space != "" {
+			return false
+		}
+	}
+	for _, c := range e.Children {
+		if !plainTree(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func appendElement(b []byte, e *Element, parentSpace string, root bool) []byte {
+	space := e.Name.Space
+	if space == "" {
+		space = parentSpace
+	}
+	outSpace := e.Name.Space // as appendTokens: not repeated from the parent
+	if outSpace == parentSpace {
+		outSpace = ""
+	}
+	dropXmlns := outSpace != "" || root
+	if root && outSpace == "" {
+		outSpace = xmppcomponent.NSAccept
+	}
+	b = append(b, '<')
+	b = append(b, e.Name.Local...)
+	if outSpace != "" {
+		b = append(b, ` xmlns="`...)
+		b = appendEscaped(b, outSpace, true)
+		b = append(b, '"')
+	}
+	hasID := false
+	for _, a := range e.Attr {
+		switch {
+		case a.Name.Local == "":
+			continue
+		case a.Name.Local == "xmlns" && dropXmlns:
+			continue
+		case root && (a.Name.Local == "id" || a.Name.Local == "from") && a.Value == "":
+			continue
+		case root && a.Name.Local == "id":
+			hasID = true
+		}
+		b = append(b, ' ')
+		b = append(b, a.Name.Local...)
+		b = append(b, `="`...)
+		b = appendEscaped(b, a.Value, true)
+		b = append(b, '"')
+	}
+	if root && !hasID {
+		b = append(b, ` id="`...)
+		b = append(b, randomID()...)
+		b = append(b, '"')
+	}
+	b = append(b, '>')
+	if e.Text != "" {
+		b = appendEscaped(b, e.Text, false)
+	}
+	for _, c := range e.Children {
+		b = appendElement(b, c, space, false)
+	}
+	b = append(b, "</"...)
+	b = append(b, e.Name.Local...)
+	return append(b, '>')
+}
+
+// appendEscaped escapes as encoding/xml does: attribute values
+// (newlines too) and character data (newlines kept).
+func appendEscaped(b []byte, s string, newline bool) []byte {
+	last := 0
+	for i := 0; i < len(s); {
+		r, width := utf8.DecodeRuneInString(s[i:])
+		i += width
+		var esc string
+		switch r {
+		case '"':
+			esc = "&#34;"
+		case '\'':
+			esc = "&#39;"
+		case '&':
+			esc = "&amp;"
+		case '<':
+			esc = "&lt;"
+		case '>':
+			esc = "&gt;"
+		case '\t':
+			esc = "&#x9;"
+		case '\n':
+			if !newline {
+				continue
+			}
+			esc = "&#xA;"
+		case '\r':
+			esc = "&#xD;"
+		default:
+			if !xmlChar(r) || (r == utf8.RuneError && width == 1) {
+				esc = "\uFFFD"
+				break
+			}
+			continue
+		}
+		b = append(b, s[last:i-width]...)
+		b = append(b, esc...)
+		last = i
+	}
+	return append(b, s[last:]...)
+}
+
+// xmlChar is encoding/xml's isInCharacterRange.
+func xmlChar(r rune) bool {
+	return r == 0x09 || r == 0x0A || r == 0x0D ||
+		r >= 0x20 && r <= 0xD7FF ||
+		r >= 0xE000 && r <= 0xFFFD ||
+		r >= 0x10000 && r <= 0x10FFFF
 }

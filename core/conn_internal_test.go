@@ -59,3 +59,67 @@ func TestWriteStanza(t *testing.T) {
 		t.Errorf("no id: %s", out)
 	}
 }
+
+// encoded is writeStanza's output for el.
+func encoded(t testing.TB, el *Element) string {
+	var b strings.Builder
+	if err := writeStanza(xml.NewEncoder(&b), el); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// appendStanza writes what writeStanza writes, byte for byte.
+func TestAppendStanzaAsEncoder(t *testing.T) {
+	withID := func(el *Element) *Element { el.SetAttr("id", "fixed"); return el }
+	msg := withID(NewElement("", "message", "to", "u@a.test", "from", "", "type", "groupchat"))
+	msg.AddText("", "body", "line 1\nline 2\ttab \r cr <&> \"q\" 'a' \x01 \xff é 😀")
+	x := NewElement("jabber:x:data", "x", "xmlns", "jabber:x:data", "type", "form")
+	x.Add(NewElement("jabber:x:data", "field", "var", "a<&\"b\nc", "xmlns", "jabber:x:data"))
+	x.Add(NewElement("", "field", "xmlns", "urn:other", "var", "inherits"))
+	msg.Add(x)
+	msg.Add(NewElement("urn:xmpp:delay", "delay", "stamp", "2020-01-01T00:00:00Z"))
+	pres := NewElement("jabber:component:accept", "presence", "id", "p1", "xmlns", "jabber:component:accept")
+	pres.Add(NewElement("jabber:component:accept", "show").AddText("", "x", ""))
+	for _, el := range []*Element{msg, pres, withID(NewElement("", "iq", "type", "result")), withID(NewElement("jabber:client", "message"))} {
+		want := encoded(t, el)
+		got, ok := appendStanza(nil, el)
+		if !ok {
+			t.Fatalf("appendStanza declined %s", want)
+		}
+		if string(got) != want {
+			t.Errorf("appendStanza:\n%s\nencoder:\n%s", got, want)
+		}
+	}
+	// Without an id, one is added.
+	got, _ := appendStanza(nil, NewElement("", "message", "id", ""))
+	if !strings.Contains(string(got), ` id="`) || strings.Contains(string(got), `id=""`) {
+		t.Errorf("no id added: %s", got)
+	}
+	// A prefixed attribute is left to the encoder.
+	lang := NewElement("", "message", "id", "x")
+	lang.Attr = append(lang.Attr, xml.Attr{Name: xml.Name{Space: "http://www.w3.org/XML/1998/namespace", Local: "lang"}, Value: "en"})
+	if _, ok := appendStanza(nil, lang); ok {
+		t.Error("appendStanza took a prefixed attribute")
+	}
+}
+
+func FuzzAppendStanza(f *testing.F) {
+	f.Add("u@a.test", "hello\n<there>", "jabber:x:data", "v&\"\t", "")
+	f.Add("", "\x00\xff\r", "", "", "urn:a")
+	f.Fuzz(func(t *testing.T, to, text, space, attr, childSpace string) {
+		el := NewElement("", "message", "to", to, "id", "fixed", "type", attr)
+		el.AddText("", "body", text)
+		c := NewElement(space, "x", "xmlns", space, "a", attr)
+		c.Add(NewElement(childSpace, "y", "xmlns", childSpace).AddText("", "z", text))
+		el.Add(c)
+		var b strings.Builder
+		if err := writeStanza(xml.NewEncoder(&b), el); err != nil {
+			return
+		}
+		got, ok := appendStanza(nil, el)
+		if !ok || string(got) != b.String() {
+			t.Errorf("appendStanza:\n%q\nencoder:\n%q", got, b.String())
+		}
+	})
+}

@@ -163,3 +163,22 @@ func TestRedactLine(t *testing.T) {
 		}
 	}
 }
+
+func TestWithLabel(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"PRIVMSG #c :hi\r\n", "@label=t7 PRIVMSG #c :hi\r\n"},
+		{"@+draft/reply=abc PRIVMSG #c :hi\r\n", "@label=t7;+draft/reply=abc PRIVMSG #c :hi\r\n"},
+	} {
+		got := string(withLabel([]byte(tc.line), "t7"))
+		if got != tc.want {
+			t.Errorf("withLabel(%q) = %q, want %q", tc.line, got, tc.want)
+		}
+		m, err := ircmsg.ParseLine(strings.TrimRight(got, "\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, v := m.GetTag("label"); v != "t7" || m.Command != "PRIVMSG" {
+			t.Errorf("%q parses as %+v", got, m)
+		}
+	}
+}
