@@ -23,7 +23,10 @@
 # (db_name=:memory: also works, keeping the history in memory.)
 #
 # The Prosody gets 100 accounts per domain (TESTENV_USER_COUNT), for the
-# memory figures with 1, 50 and 200 users joined.
+# memory figures with 1, 50 and 200 users joined. With
+# TRANSPORTD_BENCH_SETTLE=130s the resident set is also taken after the
+# 200 users sat idle that long (past a Go process's periodic collection),
+# shown after the 200-user figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.26.9}
@@ -69,14 +72,15 @@ table() {
 	function v(name, unit,   i) { for (i = 3; i < NF; i++) if ($(i + 1) == unit) return $i; return "–" }
 	function row() {
 		if (gw == "") return
-		printf "| %s | %s / %s | %s | %s | %s / %s | %s | %s | %s / %s / %s |\n", gw, m["x2i","p50-ms"], m["x2i","p99-ms"], m["x2i","burst-msgs/s"], m["x2i","cpu-ms/msg"], m["i2x","p50-ms"], m["i2x","p99-ms"], m["i2x","burst-msgs/s"], m["i2x","cpu-ms/msg"], m["u1","rss-MiB"], m["u50","rss-MiB"], m["u200","rss-MiB"]
+		settled = m["u200","settled-rss-MiB"] == "–" || m["u200","settled-rss-MiB"] == "" ? "" : " (settled " m["u200","settled-rss-MiB"] ")"
+		printf "| %s | %s / %s | %s | %s | %s / %s | %s | %s | %s / %s / %s%s |\n", gw, m["x2i","p50-ms"], m["x2i","p99-ms"], m["x2i","burst-msgs/s"], m["x2i","cpu-ms/msg"], m["i2x","p50-ms"], m["i2x","p99-ms"], m["i2x","burst-msgs/s"], m["i2x","cpu-ms/msg"], m["u1","rss-MiB"], m["u50","rss-MiB"], m["u200","rss-MiB"], settled
 	}
 	/^== / { row(); gw = substr($0, 4); delete m; next }
 	/^Benchmark/ {
 		n = $1; sub(/-[0-9]+$/, "", n)
 		key = n ~ /xmpp-to-irc/ ? "x2i" : n ~ /irc-to-xmpp/ ? "i2x" : n ~ /users-1$/ ? "u1" : n ~ /users-50$/ ? "u50" : n ~ /users-200$/ ? "u200" : ""
 		if (key == "") next
-		split("p50-ms p99-ms burst-msgs/s cpu-ms/msg rss-MiB", us, " ")
+		split("p50-ms p99-ms burst-msgs/s cpu-ms/msg rss-MiB settled-rss-MiB", us, " ")
 		for (j in us) { x = v(n, us[j]); m[key, us[j]] = (x == "–") ? "–" : sprintf("%.4g", x + 0) }
 	}
 	END { row() }

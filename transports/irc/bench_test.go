@@ -420,6 +420,17 @@ func BenchmarkJoinedUsers(b *testing.B) {
 			_, rss1 := procStat(tg.pid)
 			b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
 			b.ReportMetric(float64(rss1-rss0)/float64(n)/1024, "rss-KiB/user")
+			// TRANSPORTD_BENCH_SETTLE (a duration): the resident set again
+			// once the users sat that long, idle. A second after the
+			// joins a Go process still holds their garbage, until its next
+			// collection (at the latest two minutes later) and the return
+			// of freed pages; users sit in channels for hours.
+			if d, err := time.ParseDuration(os.Getenv("TRANSPORTD_BENCH_SETTLE")); err == nil && d > 0 && n == 200 {
+				time.Sleep(d)
+				_, rss2 := procStat(tg.pid)
+				b.ReportMetric(float64(rss2)/(1<<20), "settled-rss-MiB")
+				b.ReportMetric(float64(rss2-rss0)/float64(n)/1024, "settled-rss-KiB/user")
+			}
 		})
 	}
 }
