@@ -22,6 +22,7 @@ import (
 	"transportd/core"
 	"transportd/core/config"
 	"transportd/core/store"
+	"transportd/internal/memtrim"
 	"transportd/registration"
 )
 
@@ -115,6 +116,12 @@ func serve(ctx context.Context, path string, stderr io.Writer, hup <-chan os.Sig
 		}
 	}()
 	log.Info("transportd starting", "version", core.Version, "config", path)
+	// Give the heap's spare room back once traffic is quiet (users
+	// sitting in channels): see package memtrim.
+	trim := &memtrim.Trimmer{Trimmed: func(freed uint64) {
+		log.Debug("returned free heap to the system", "bytes", freed)
+	}}
+	go trim.Run(ctx, memtrim.Every)
 	if err := gw.Run(ctx); err != nil {
 		log.Error("stopped", "error", err)
 		return 1

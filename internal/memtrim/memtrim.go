@@ -1,0 +1,113 @@
+// Package memtrim gives the Go heap's spare room back to the system once
+// the process has gone quiet.
+//
+// Go's collector lets the heap grow to twice what is live before it
+// collects (GOGC=100), and the runtime keeps the freed pages resident up
+// to about that goal. For a gateway that is the memory of its busiest
+// minute, kept while its users sit idle in channels for hours: with 200
+// IRC users joined, about half of transportd's growth in resident memory
+// was freed heap. The runtime's background scavenger returns only what
+// lies above the goal.
+//
+// A Trimmer checks every so often how much the heap allocated since the
+// last check. When that is little next to what is live (the process is
+// quiet, the room will not be needed soon) and a good share of the heap is
+// free but still resident, or garbage not yet collected, it collects and
+// returns the free pages (debug.FreeOSMemory). A busy process is never trimmed: its spare room is
+// what keeps its collections rare.
+package memtrim
+
+import (
+	"context"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// Defaults for Run.
+const (
+	// Every is how often the heap is looked at.
+	Every = 10 * time.Second
+	// minFree is the least free, resident heap worth a collection.
+	minFree = 1 << 20
+)
+
+// Trimmer decides when to return free heap; see the package comment.
+type Trimmer struct {
+	// Trimmed is called after each trim with the bytes it could return
+	// (an estimate: free and resident, or garbage, before it). Optional.
+	Trimmed func(freed uint64)
+
+	samples    []metrics.Sample
+	lastAllocs uint64
+	primed     bool
+}
+
+const (
+	mAllocs = "/gc/heap/allocs:bytes"
+	mLive   = "/gc/heap/live:bytes"
+	mFree   = "/memory/classes/heap/free:bytes"
+	mObjs   = "/memory/classes/heap/objects:bytes"
+)
+
+// Check looks at the heap once and trims it if the process was quiet
+// since the previous Check. The first Check only takes the measure.
+func (t *Trimmer) Check() bool {
+	if t.samples == nil {
+		t.samples = []metrics.Sample{{Name: mAllocs}, {Name: mLive}, {Name: mFree}, {Name: mObjs}}
+	}
+	metrics.Read(t.samples)
+	allocs, live := value(t.samples[0]), value(t.samples[1])
+	// Free: pages free and resident, and the objects beyond those live at
+	// the last collection (garbage since; a user who left). A process that
+	// went quiet right after a burst has little free yet: the collection
+	// that frees the burst's garbage may be two minutes away.
+	free := value(t.samples[2])
+	if objs := value(t.samples[3]); objs > live {
+		free += objs - live
+	}
+	allocated := allocs - t.lastAllocs
+	t.lastAllocs = allocs
+	if !t.primed {
+		t.primed = true
+		return false
+	}
+	// Quiet: since the last look, less than an eighth of the live heap
+	// was allocated, so the heap would take many more intervals to grow
+	// back into the room given up. Worth it: at least minFree and a
+	// quarter of the live heap sit free.
+	if allocated > live/8 || free < minFree || free < live/4 {
+		return false
+	}
+	debug.FreeOSMemory()
+	// FreeOSMemory allocates nothing much itself; the next interval
+	// starts from here.
+	metrics.Read(t.samples)
+	t.lastAllocs = value(t.samples[0])
+	if t.Trimmed != nil {
+		t.Trimmed(free)
+	}
+	return true
+}
+
+func value(s metrics.Sample) uint64 {
+	if s.Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s.Value.Uint64()
+}
+
+// Run checks every interval until ctx is done.
+func (t *Trimmer) Run(ctx context.Context, every time.Duration) {
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	t.Check()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			t.Check()
+		}
+	}
+}

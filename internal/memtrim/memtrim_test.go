@@ -1,0 +1,126 @@
+package memtrim
+
+import (
+	"context"
+	"runtime"
+	"runtime/metrics"
+	"testing"
+	"time"
+)
+
+var sink [][]byte
+
+// spareHeap leaves the process with about 16 MiB live (the returned
+// ballast) and 16 MiB free but resident: under the heap's goal, so the
+// runtime's own scavenger keeps it.
+func spareHeap() [][]byte {
+	ballast := make([][]byte, 0, 256)
+	for i := 0; i < 256; i++ {
+		ballast = append(ballast, make([]byte, 64<<10))
+	}
+	for i := 0; i < 256; i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	runtime.GC()
+	return ballast
+}
+
+func freeBytes() uint64 {
+	s := []metrics.Sample{{Name: mFree}}
+	metrics.Read(s)
+	return value(s[0])
+}
+
+func TestQuietProcessGivesBackFreeHeap(t *testing.T) {
+	ballast := spareHeap()
+	before := freeBytes()
+	if before < 8<<20 {
+		t.Fatalf("setup: only %d bytes free and resident", before)
+	}
+	var freed uint64
+	tr := &Trimmer{Trimmed: func(n uint64) { freed = n }}
+	if tr.Check() {
+		t.Fatal("the first check trimmed: it has nothing to compare with")
+	}
+	if !tr.Check() {
+		t.Fatalf("a quiet process with %d bytes of free heap was not trimmed", freeBytes())
+	}
+	if after := freeBytes(); after > 4<<20 {
+		t.Fatalf("after trimming, %d bytes of heap are still free and resident (were %d)", after, before)
+	}
+	if freed < 8<<20 {
+		t.Fatalf("Trimmed reported %d bytes", freed)
+	}
+	// Nothing left to give back: the next quiet check does nothing.
+	if tr.Check() {
+		t.Fatal("trimmed again with nothing free")
+	}
+	runtime.KeepAlive(ballast)
+}
+
+// A process that goes quiet right after a burst has its garbage, not yet
+// collected, given back too.
+func TestQuietProcessGivesBackGarbage(t *testing.T) {
+	ballast := make([][]byte, 0, 256)
+	for i := 0; i < 256; i++ {
+		ballast = append(ballast, make([]byte, 64<<10))
+	}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 128; i++ {
+		sink = append(sink, make([]byte, 64<<10)) // 8 MiB, under the next collection's trigger
+	}
+	sink = nil
+	tr := &Trimmer{}
+	tr.Check()
+	if !tr.Check() {
+		t.Fatal("8 MiB of garbage beside 16 MiB live were not given back")
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if after.NumGC == before.NumGC {
+		t.Fatal("trimming did not collect")
+	}
+	if resident := after.HeapSys - after.HeapReleased; resident > 20<<20 {
+		t.Fatalf("after trimming, the heap holds %d bytes resident for 16 MiB live", resident)
+	}
+	runtime.KeepAlive(ballast)
+}
+
+func TestBusyProcessKeepsItsHeap(t *testing.T) {
+	ballast := spareHeap()
+	tr := &Trimmer{}
+	tr.Check()
+	// More than an eighth of the live 16 MiB allocated since: busy.
+	for i := 0; i < 64; i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	if tr.Check() {
+		t.Fatal("a process that allocated 4 MiB since the last check was trimmed")
+	}
+	runtime.KeepAlive(ballast)
+}
+
+func TestRunTrimsUntilCancelled(t *testing.T) {
+	ballast := spareHeap()
+	trims := make(chan uint64, 8)
+	tr := &Trimmer{Trimmed: func(n uint64) { trims <- n }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx, 20*time.Millisecond); close(done) }()
+	select {
+	case <-trims:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run never trimmed a quiet process")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return once cancelled")
+	}
+	runtime.KeepAlive(ballast)
+}
