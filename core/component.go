@@ -57,7 +57,7 @@ type component struct {
 	done   chan struct{}
 
 	mu    sync.Mutex
-	users map[string]map[string]*user // by bare JID, then account label
+	users map[string][]*user // by bare JID; by label, the main account ("") first
 }
 
 // compConf is the part of the configuration a running component can take
@@ -78,7 +78,7 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 		info:    t.Info(),
 		jid:     j,
 		log:     g.log.With("domain", d.Name, "transport", tc.Name),
-		users:   map[string]map[string]*user{},
+		users:   map[string][]*user{},
 		httpMux: http.NewServeMux(),
 		done:    make(chan struct{}),
 	}

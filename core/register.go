@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -238,12 +238,11 @@ func (c *component) unregister(a *store.Account) error {
 		return err
 	}
 	c.mu.Lock()
-	u := c.users[a.JID][a.Label]
-	delete(c.users[a.JID], a.Label)
-	last := len(c.users[a.JID]) == 0
-	if last {
-		delete(c.users, a.JID)
+	u := c.userLocked(a.JID, a.Label)
+	if u != nil {
+		c.dropUserLocked(u)
 	}
+	last := len(c.users[a.JID]) == 0
 	c.mu.Unlock()
 	if u != nil {
 		u.stop()
@@ -263,16 +262,37 @@ func (c *component) unregister(a *store.Account) error {
 func (c *component) userFor(ctx context.Context, a *store.Account) *user {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if u, ok := c.users[a.JID][a.Label]; ok {
+	if u := c.userLocked(a.JID, a.Label); u != nil {
 		return u
 	}
 	u := newUser(c, a)
-	if c.users[a.JID] == nil {
-		c.users[a.JID] = map[string]*user{}
-	}
-	c.users[a.JID][a.Label] = u
+	// A user's accounts in a slice sorted by label, not a map: most have
+	// one, and a map of one took some 250 bytes.
+	list := append(c.users[a.JID], u)
+	slices.SortFunc(list, func(x, y *user) int { return strings.Compare(x.label, y.label) })
+	c.users[a.JID] = list
 	u.start()
 	return u
+}
+
+// userLocked returns the live user of an account, or nil; c.mu held.
+func (c *component) userLocked(bare, label string) *user {
+	for _, u := range c.users[bare] {
+		if u.label == label {
+			return u
+		}
+	}
+	return nil
+}
+
+// dropUserLocked forgets a live user; c.mu held.
+func (c *component) dropUserLocked(u *user) {
+	list := slices.DeleteFunc(c.users[u.bare], func(x *user) bool { return x == u })
+	if len(list) == 0 {
+		delete(c.users, u.bare)
+		return
+	}
+	c.users[u.bare] = list
 }
 
 // replaceUser builds a user again, a second later, after its drain
@@ -291,11 +311,11 @@ func (c *component) replaceUser(u *user) {
 			return
 		}
 		c.mu.Lock()
-		if c.users[u.bare][u.label] != u {
+		if c.userLocked(u.bare, u.label) != u {
 			c.mu.Unlock()
 			return // unregistered, or replaced meanwhile
 		}
-		delete(c.users[u.bare], u.label)
+		c.dropUserLocked(u)
 		c.mu.Unlock()
 		c.log.Warn("user rebuilt after a panic", "user", c.redact(u.bare))
 		c.userFor(ctx, u.acct).post(evLinkUp{})
@@ -309,7 +329,7 @@ func (c *component) lookupUser(bare string) *user { return c.lookupLabel(bare, "
 func (c *component) lookupLabel(bare, label string) *user {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.users[bare][label]
+	return c.userLocked(bare, label)
 }
 
 // accountUser returns the live user of an account, or nil.
@@ -319,12 +339,7 @@ func (c *component) accountUser(a *store.Account) *user { return c.lookupLabel(a
 func (c *component) usersOf(bare string) []*user {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]*user, 0, len(c.users[bare]))
-	for _, u := range c.users[bare] {
-		out = append(out, u)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].label < out[j].label })
-	return out
+	return slices.Clone(c.users[bare]) // sorted by label
 }
 
 // accountsOf returns all of a user's accounts on this component, main first.

@@ -45,13 +45,13 @@ type user struct {
 	// relay is the account's relay state (Info.Relay only; relay.go).
 	relay *userRelay
 
-	// roomsView maps each joined room to its joined resources, for the
+	// roomsView lists the joined rooms with their joined resources, for the
 	// outbox; written by loop only.
-	roomsView atomic.Pointer[map[string][]string]
+	roomsView atomic.Pointer[[]roomView]
 
 	// Owned by loop.
 	acct      *store.Account
-	resources map[string]bool
+	resources nameSet // the user's available resources
 	rooms     map[string]*room
 	state     State
 	stateText string
@@ -95,16 +95,15 @@ type (
 
 func newUser(c *component, a *store.Account) *user {
 	u := &user{
-		c:         c,
-		bare:      a.JID,
-		label:     a.Label,
-		id:        a.ID,
-		acct:      a,
-		log:       c.log.With("user", c.redact(a.JID)),
-		queue:     queue.Bounded[userEvent]{Max: userQueue},
-		done:      make(chan struct{}),
-		resources: map[string]bool{},
-		rooms:     map[string]*room{},
+		c:     c,
+		bare:  a.JID,
+		label: a.Label,
+		id:    a.ID,
+		acct:  a,
+		log:   c.log.With("user", c.redact(a.JID)),
+		queue: queue.Bounded[userEvent]{Max: userQueue},
+		done:  make(chan struct{}),
+		rooms: map[string]*room{},
 	}
 	if c.info.Relay {
 		u.relay = newUserRelay()
@@ -202,18 +201,18 @@ func (u *user) drain(first func()) {
 func (u *user) handle(ev userEvent) {
 	switch ev := ev.(type) {
 	case evPresence:
-		isNew := ev.available && !u.resources[ev.resource]
+		isNew := ev.available && !u.resources.has(ev.resource)
 		if isNew {
 			u.discoResource(ev.resource)
 		}
 		if ev.available {
-			u.resources[ev.resource] = true
+			u.resources.add(ev.resource)
 		} else {
-			delete(u.resources, ev.resource)
+			u.resources.del(ev.resource)
 			u.forgetResource(ev.resource)
 			// A resource going offline leaves its rooms.
 			for addr, r := range u.rooms {
-				if r.resources[ev.resource] || r.pending[ev.resource] {
+				if r.resources.has(ev.resource) || r.pending.has(ev.resource) {
 					u.handleRoom(evRoomLeave{resource: ev.resource, room: addr})
 				}
 			}
