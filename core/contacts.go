@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -252,10 +253,30 @@ type seenContact struct {
 	at   time.Time
 }
 
-// clientFeatures remembers the disco features of the user's resources.
+// clientFeatures remembers which of the features core asks about
+// (clientFeatureNames) each of the user's resources supports. Only those:
+// a client such as Conversations lists some fifty, and a map of them per
+// resource took kilobytes per user.
 type clientFeatures struct {
 	mu  sync.Mutex
-	res map[string]map[string]bool
+	res []resourceFeatures
+}
+
+type resourceFeatures struct {
+	resource string
+	bits     uint32 // bit i: clientFeatureNames[i]
+}
+
+// clientFeatureNames are the client features core looks at.
+var clientFeatureNames = [...]string{nsRosterX}
+
+func clientFeatureBit(feature string) uint32 {
+	for i, f := range clientFeatureNames {
+		if f == feature {
+			return 1 << i
+		}
+	}
+	return 0
 }
 
 // discoResource asks a user's new resource what it supports.
@@ -269,32 +290,38 @@ func (u *user) discoResource(resource string) {
 		if err != nil {
 			return
 		}
-		fs := map[string]bool{}
+		var bits uint32
 		for _, f := range res.Child(disco.NSInfo, "query").Children {
 			if f.Name.Local == "feature" {
-				fs[f.Get("var")] = true
+				bits |= clientFeatureBit(f.Get("var"))
 			}
 		}
 		u.features.mu.Lock()
-		if u.features.res == nil {
-			u.features.res = map[string]map[string]bool{}
+		defer u.features.mu.Unlock()
+		for i := range u.features.res {
+			if u.features.res[i].resource == resource {
+				u.features.res[i].bits = bits
+				return
+			}
 		}
-		u.features.res[resource] = fs
-		u.features.mu.Unlock()
+		if bits != 0 {
+			u.features.res = append(u.features.res, resourceFeatures{resource: strings.Clone(resource), bits: bits})
+		}
 	})
 }
 
 func (u *user) forgetResource(resource string) {
 	u.features.mu.Lock()
-	delete(u.features.res, resource)
+	u.features.res = slices.DeleteFunc(u.features.res, func(r resourceFeatures) bool { return r.resource == resource })
 	u.features.mu.Unlock()
 }
 
 func (u *user) anyResourceSupports(feature string) bool {
+	bit := clientFeatureBit(feature)
 	u.features.mu.Lock()
 	defer u.features.mu.Unlock()
-	for _, fs := range u.features.res {
-		if fs[feature] {
+	for _, r := range u.features.res {
+		if r.bits&bit != 0 {
 			return true
 		}
 	}

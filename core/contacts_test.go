@@ -3,6 +3,7 @@ package core_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"transportd/core"
 	"transportd/internal/xmpptest"
@@ -105,5 +106,45 @@ func TestContactsWithoutPrivilege(t *testing.T) {
 		if !strings.Contains(note, want) {
 			t.Errorf("diagnose lacks %q:\n%s", want, note)
 		}
+	}
+}
+
+// TestContactsByRosterExchange: without a roster privilege, a user whose
+// client says (disco#info) that it takes roster item exchange gets a new
+// contact offered that way (XEP-0144) rather than as a subscription
+// request.
+func TestContactsByRosterExchange(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	cfg := twoDomainConfig(t, env, "echo6")
+	startGateway(t, cfg, cfg.Store.Path)
+	const gw = "echo6.b.test"
+	c := xmpptest.Dial(t, env, "user15@b.test", false)
+	waitConnected(t, c, gw)
+	register(t, c, gw, map[string]string{"username": "u15", "password": "p"})
+	// The gateway asks the client what it supports once it sees it online.
+	q := c.Expect(wait, "disco#info from the gateway", func(el *core.Element) bool {
+		return el.Name.Local == "iq" && el.Get("type") == "get" && el.Get("from") == gw && el.Child(nsDiscoI, "query") != nil
+	})
+	res := core.NewElement("", "iq", "type", "result", "to", gw, "id", q.Get("id"))
+	query := core.NewElement(nsDiscoI, "query")
+	for _, f := range []string{nsDiscoI, "urn:xmpp:receipts", "http://jabber.org/protocol/rosterx", "urn:xmpp:chat-markers:0"} {
+		query.Add(core.NewElement("", "feature", "var", f))
+	}
+	c.Send(res.Add(query))
+	// The answer is taken in the background: give it a moment.
+	time.Sleep(300 * time.Millisecond)
+
+	msg := core.NewElement("", "message", "to", "erin@"+gw, "type", "chat")
+	msg.AddText("", "body", "hi erin")
+	c.Send(msg)
+	x := c.Expect(wait, "roster item exchange offering the contact", func(el *core.Element) bool {
+		return el.Name.Local == "message" && el.Get("from") == gw && el.Child("http://jabber.org/protocol/rosterx", "x") != nil
+	})
+	item := x.Child("http://jabber.org/protocol/rosterx", "x").Child("", "item")
+	if item == nil || item.Get("jid") != "erin@"+gw || item.Get("action") != "add" {
+		t.Errorf("roster item exchange = %s", x)
+	}
+	if el, err := c.Next(500*time.Millisecond, xmpptest.IsFrom("presence", "erin@"+gw, "subscribe")); err == nil {
+		t.Errorf("a subscription request came as well: %s", el)
 	}
 }
