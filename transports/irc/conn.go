@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
 	"net"
 	"slices"
@@ -498,6 +499,30 @@ func parseISupport(p []string, m map[string]string) {
 			m[strings.Clone(k)] = strings.Clone(unescapeISupport(v))
 		}
 	}
+}
+
+// isupports holds, per server, the ISUPPORT tokens its last connection
+// registered with: the connections of many users to one server share
+// that map (some 350 bytes each) while it is the same. Shared maps are
+// never written: a later 005 writes a copy.
+var isupports struct {
+	sync.Mutex
+	by map[string]map[string]string
+}
+
+// shareISupport returns the map held for server if it equals m, else
+// holds m (read-only from now on) and returns it.
+func shareISupport(server string, m map[string]string) map[string]string {
+	isupports.Lock()
+	defer isupports.Unlock()
+	if held, ok := isupports.by[server]; ok && maps.Equal(held, m) {
+		return held
+	}
+	if isupports.by == nil {
+		isupports.by = map[string]map[string]string{}
+	}
+	isupports.by[server] = m
+	return m
 }
 
 func unescapeISupport(v string) string {

@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -99,7 +100,10 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		n.endList(nil)
 		return
 	case "005":
-		parseISupport(p, n.isupport)
+		// A 005 after registration: the map may be shared (shareISupport).
+		m := maps.Clone(n.isupport)
+		parseISupport(p, m)
+		n.isupport = shareISupport(n.server, m)
 		n.applyISupport()
 	case "332": // RPL_TOPIC: me channel :topic
 		if len(p) >= 3 {

@@ -1,6 +1,8 @@
 package irc
 
 import (
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -180,5 +182,37 @@ func TestWithLabel(t *testing.T) {
 		if _, v := m.GetTag("label"); v != "t7" || m.Command != "PRIVMSG" {
 			t.Errorf("%q parses as %+v", got, m)
 		}
+	}
+}
+
+// The connections of many users to one server share its ISUPPORT map
+// while it is the same; a 005 line after registration (handled as in
+// handle: on a copy) changes one connection's view only.
+func TestISupportShared(t *testing.T) {
+	const server = "share.example:6667"
+	line := []string{"me", "CHANTYPES=#&", "PREFIX=(ov)@+", "TOPICLEN=300", "are supported"}
+	regA, regB := map[string]string{}, map[string]string{}
+	parseISupport(line, regA)
+	parseISupport(line, regB)
+	a := shareISupport(server, regA)
+	b := shareISupport(server, regB)
+	if reflect.ValueOf(a).UnsafePointer() != reflect.ValueOf(b).UnsafePointer() {
+		t.Fatal("two connections with the same ISUPPORT hold a map each")
+	}
+	// B's server announces a change.
+	m := maps.Clone(b)
+	parseISupport([]string{"me", "TOPICLEN=90", "-CHANTYPES", "are supported"}, m)
+	b = shareISupport(server, m)
+	if a["TOPICLEN"] != "300" || a["CHANTYPES"] != "#&" {
+		t.Errorf("A's view changed with B's 005: %v", a)
+	}
+	if b["TOPICLEN"] != "90" || b["CHANTYPES"] != "" {
+		t.Errorf("B's view = %v", b)
+	}
+	// A connection registering now with A's tokens does not get B's map.
+	regC := map[string]string{}
+	parseISupport(line, regC)
+	if c := shareISupport(server, regC); c["TOPICLEN"] != "300" {
+		t.Errorf("C's view = %v", c)
 	}
 }
