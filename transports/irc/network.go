@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,27 @@ import (
 
 	"transportd/core"
 )
+
+// netList is a session's networks, one per server host: a slice, as
+// users are on one or a few (a map of one took some 220 bytes).
+type netList []*network
+
+func (l netList) get(server string) *network {
+	for _, n := range l {
+		if n.server == server {
+			return n
+		}
+	}
+	return nil
+}
+
+// del removes a server's network into a new slice: the session's loops
+// over its networks (tick, shutdown) may drop one as they go.
+func (l *netList) del(server string) {
+	if l.get(server) != nil {
+		*l = slices.DeleteFunc(slices.Clone(*l), func(n *network) bool { return n.server == server })
+	}
+}
 
 // network is the session's side of one IRC server: its connection (or
 // the attempt to get one), the channels, the messages waiting for their
@@ -307,7 +329,7 @@ func (n *network) connected(c *conn, w *welcome) {
 	old := n.me.nick
 	n.me = self{nick: w.nick, user: w.user, host: w.host}
 	n.caps = w.caps
-	n.isupport = w.isupport
+	n.isupport = shareISupport(n.server, w.isupport)
 	n.applyISupport()
 	n.batches = nil
 	n.pending = nil
@@ -391,7 +413,7 @@ func (n *network) connectFailed(err error) {
 			s.updateState()
 			return
 		}
-		delete(s.nets, n.server)
+		s.nets.del(n.server)
 		n.gen++
 		s.updateState()
 		return
@@ -442,7 +464,7 @@ func (n *network) closed(err error) {
 	n.batches = nil
 	n.failLists(core.NewError(stanza.RemoteServerTimeout, "the IRC connection was lost: "+text))
 	if len(n.channels) == 0 && !n.s.persistent() && time.Since(n.lastPrivate) > privateIdle {
-		delete(n.s.nets, n.server)
+		n.s.nets.del(n.server)
 		n.gen++
 		n.s.updateState()
 		return
@@ -479,7 +501,7 @@ func (n *network) maybeQuit() {
 	if n.retry != nil {
 		n.retry.Stop()
 	}
-	delete(n.s.nets, n.server)
+	n.s.nets.del(n.server)
 	n.s.updateState()
 }
 

@@ -69,7 +69,7 @@ type session struct {
 	// fail too until core sends from its outbox (core.AsyncSender).
 	relayHeld bool
 	ctx       context.Context
-	nets      map[string]*network // by server host
+	nets      netList
 	netConf   map[string]netSettings
 	netPass   map[string]string // per-network passwords (sealed state)
 	state     core.State
@@ -190,7 +190,6 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 		values: a.Values,
 		events: queue.Bounded[event]{Max: eventQueue},
 		done:   make(chan struct{}),
-		nets:   map[string]*network{},
 		state:  -1, // netConf and netPass are made when needed
 	}
 	if s.values == nil {
@@ -440,32 +439,32 @@ func (s *session) handle(ev event) {
 		case ev.password != "":
 			s.setNetPass(ev.server, ev.password)
 		}
-		if n := s.nets[ev.server]; n != nil {
+		if n := s.nets.get(ev.server); n != nil {
 			n.cfg = s.configFor(ev.server)
 		}
 	case evConnected:
-		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+		if ev.gen != ev.n.gen || s.nets.get(ev.n.server) != ev.n {
 			ev.c.close()
 			return
 		}
 		ev.n.connected(ev.c, ev.w)
 	case evConnFailed:
-		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+		if ev.gen != ev.n.gen || s.nets.get(ev.n.server) != ev.n {
 			return
 		}
 		ev.n.connectFailed(ev.err)
 	case evLine:
-		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+		if ev.gen != ev.n.gen || s.nets.get(ev.n.server) != ev.n {
 			return
 		}
 		ev.n.handle(ev.msg, "")
 	case evClosed:
-		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+		if ev.gen != ev.n.gen || s.nets.get(ev.n.server) != ev.n {
 			return
 		}
 		ev.n.closed(ev.err)
 	case evRetry:
-		if ev.gen != ev.n.gen || s.nets[ev.n.server] != ev.n {
+		if ev.gen != ev.n.gen || s.nets.get(ev.n.server) != ev.n {
 			return
 		}
 		ev.n.connect()
@@ -764,14 +763,14 @@ func (s *session) autojoin() {
 
 // network returns the network of a server, creating it (not connected).
 func (s *session) network(server, nick string) *network {
-	if n := s.nets[server]; n != nil {
+	if n := s.nets.get(server); n != nil {
 		return n
 	}
 	n := newNetwork(s, server, s.configFor(server))
 	if n.wantNick == "" {
 		n.wantNick = nick // the room nick, unless the network has its own
 	}
-	s.nets[server] = n
+	s.nets = append(s.nets, n)
 	return n
 }
 
@@ -846,7 +845,7 @@ func (s *session) leaveRoom(room string) {
 	if err != nil || a.kind != kindChannel {
 		return
 	}
-	n := s.nets[server]
+	n := s.nets.get(server)
 	if n == nil {
 		return
 	}
@@ -867,7 +866,7 @@ func (s *session) changeNick(room, nick string) {
 	if err != nil {
 		return
 	}
-	n := s.nets[server]
+	n := s.nets.get(server)
 	if n == nil {
 		return
 	}
@@ -886,7 +885,7 @@ func (s *session) setTopic(room, subject string) {
 	if err != nil {
 		return
 	}
-	n := s.nets[server]
+	n := s.nets.get(server)
 	if n == nil || n.conn == nil {
 		return
 	}
@@ -917,7 +916,7 @@ func (s *session) send(req *sendRequest) {
 		reply("", err)
 		return
 	}
-	n := s.nets[server]
+	n := s.nets.get(server)
 	if m.Groupchat {
 		if a.kind != kindChannel {
 			reply("", core.NewError(stanza.BadRequest, "not an IRC channel"))
@@ -938,7 +937,7 @@ func (s *session) send(req *sendRequest) {
 				nick = s.defaultNick()
 			}
 			s.joinRoom(m.Contact, nick, "")
-			if n = s.nets[server]; n == nil {
+			if n = s.nets.get(server); n == nil {
 				reply("", core.NewError(stanza.NotAcceptable, "you are not in this IRC channel"))
 				return
 			}
@@ -1053,8 +1052,9 @@ func (s *session) updateState() {
 	st, text := core.StateConnected, ""
 	var failing, auth []string
 	up := 0
-	for _, h := range slices.Sorted(maps.Keys(s.nets)) {
-		n := s.nets[h]
+	nets := slices.Clone(s.nets)
+	slices.SortFunc(nets, func(a, b *network) int { return strings.Compare(a.server, b.server) })
+	for _, n := range nets {
 		switch {
 		case n.authErr != "":
 			auth = append(auth, n.authErr)
