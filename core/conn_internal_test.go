@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/xml"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -122,4 +123,42 @@ func FuzzAppendStanza(f *testing.F) {
 			t.Errorf("appendStanza:\n%q\nencoder:\n%q", got, b.String())
 		}
 	})
+}
+
+// readElement keeps an element's text whole however the decoder hands it
+// over (entities, CDATA, text around children) and leaves namespace
+// declarations out of the attributes.
+func TestReadElement(t *testing.T) {
+	const in = `<message xmlns="jabber:client" xmlns:x="urn:x" to="a@b" type="chat">` +
+		`<body>one &amp; <![CDATA[<two>]]> three</body>` +
+		`<x:data a="1">before<inner/>after</x:data>` +
+		`<empty/></message>`
+	d := xml.NewDecoder(strings.NewReader(in))
+	tok, err := d.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := readElement(d, tok.(xml.StartElement), Limits{MaxDepth: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(el.Attr) != 2 || el.Get("to") != "a@b" || el.Get("type") != "chat" {
+		t.Errorf("attributes = %v", el.Attr)
+	}
+	if got := el.ChildText("jabber:client", "body"); got != "one & <two> three" {
+		t.Errorf("body = %q", got)
+	}
+	x := el.Child("urn:x", "data")
+	if x == nil || x.Text != "beforeafter" || x.Get("a") != "1" || len(x.Children) != 1 || x.Children[0].Name.Local != "inner" {
+		t.Errorf("x:data = %+v", x)
+	}
+	if e := el.Child("jabber:client", "empty"); e == nil || e.Text != "" || e.Attr != nil {
+		t.Errorf("empty = %+v", e)
+	}
+	// Too deep: refused.
+	d = xml.NewDecoder(strings.NewReader(`<a><b><c><d/></c></b></a>`))
+	tok, _ = d.Token()
+	if _, err := readElement(d, tok.(xml.StartElement), Limits{MaxDepth: 3}); !errors.Is(err, errLimit) {
+		t.Errorf("4 deep with a limit of 3: %v", err)
+	}
 }

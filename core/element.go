@@ -35,9 +35,8 @@ var errLimit = errors.New("stanza exceeds limits")
 // (Name.Space already carries the resolved namespace).
 func readElement(r xml.TokenReader, start xml.StartElement, lim Limits) (*Element, error) {
 	root := newElement(start)
-	stack := []*Element{root}
-	var text []strings.Builder
-	text = append(text, strings.Builder{})
+	var stackArr [8]*Element
+	stack := append(stackArr[:0], root)
 	for len(stack) > 0 {
 		tok, err := r.Token()
 		if err != nil {
@@ -55,14 +54,12 @@ func readElement(r xml.TokenReader, start xml.StartElement, lim Limits) (*Elemen
 			parent := stack[len(stack)-1]
 			parent.Children = append(parent.Children, child)
 			stack = append(stack, child)
-			text = append(text, strings.Builder{})
 		case xml.EndElement:
-			top := stack[len(stack)-1]
-			top.Text = text[len(text)-1].String()
 			stack = stack[:len(stack)-1]
-			text = text[:len(text)-1]
 		case xml.CharData:
-			text[len(text)-1].Write(t)
+			// Usually one piece per element: copied once, no builder.
+			top := stack[len(stack)-1]
+			top.Text += string(t)
 		default:
 			// mellium's stream reader already turns comments, processing
 			// instructions and directives into a stream error; this is the
@@ -75,9 +72,12 @@ func readElement(r xml.TokenReader, start xml.StartElement, lim Limits) (*Elemen
 
 func newElement(start xml.StartElement) *Element {
 	e := &Element{Name: start.Name}
-	for _, a := range start.Attr {
+	for i, a := range start.Attr {
 		if a.Name.Space == "xmlns" || (a.Name.Space == "" && a.Name.Local == "xmlns") {
 			continue
+		}
+		if e.Attr == nil {
+			e.Attr = make([]xml.Attr, 0, len(start.Attr)-i)
 		}
 		e.Attr = append(e.Attr, a)
 	}
