@@ -116,13 +116,14 @@ func (c *component) handleMessage(el *Element) {
 			m.Nick = to.Resourcepart()
 		}
 	}
-	ctx, cancel := c.g.workCtx(10 * time.Second)
-	defer cancel()
-	commit := c.g.outbox.enqueueToLegacy
 	if u.relay != nil {
-		commit = c.relayToLegacy
+		err = c.relayToLegacy(u, m)
+	} else {
+		ctx, cancel := c.g.workCtx(10 * time.Second)
+		err = c.g.outbox.enqueueToLegacy(ctx, u, m)
+		cancel()
 	}
-	if err := commit(ctx, u, m); err != nil {
+	if err != nil {
 		c.log.Error("outbox commit failed", "error", err)
 		c.replyError(el, Temporary(err))
 		return
