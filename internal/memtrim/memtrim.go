@@ -10,8 +10,8 @@
 // lies above the goal.
 //
 // A Trimmer checks every so often how much the heap allocated since the
-// last check. When that is little next to what is live (the process is
-// quiet, the room will not be needed soon) and a good share of the heap is
+// last check. When that was little next to what is live twice in a row
+// (the process is quiet, the room will not be needed soon) and a good share of the heap is
 // free but still resident, or garbage not yet collected, it collects and
 // returns the free pages (debug.FreeOSMemory). A busy process is never trimmed: its spare room is
 // what keeps its collections rare.
@@ -41,7 +41,13 @@ type Trimmer struct {
 	samples    []metrics.Sample
 	lastAllocs uint64
 	primed     bool
+	quiet      int // consecutive quiet checks
 }
+
+// quietChecks is how many checks in a row must find the process quiet:
+// a lull of a few seconds between bursts is no reason to give back room
+// the next burst faults in again.
+const quietChecks = 2
 
 const (
 	mAllocs = "/gc/heap/allocs:bytes"
@@ -51,7 +57,8 @@ const (
 )
 
 // Check looks at the heap once and trims it if the process was quiet
-// since the previous Check. The first Check only takes the measure.
+// since the previous quietChecks Checks. The first Check only takes the
+// measure.
 func (t *Trimmer) Check() bool {
 	if t.samples == nil {
 		t.samples = []metrics.Sample{{Name: mAllocs}, {Name: mLive}, {Name: mFree}, {Name: mObjs}}
@@ -76,7 +83,11 @@ func (t *Trimmer) Check() bool {
 	// was allocated, so the heap would take many more intervals to grow
 	// back into the room given up. Worth it: at least minFree and a
 	// quarter of the live heap sit free.
-	if allocated > live/8 || free < minFree || free < live/4 {
+	if allocated > live/8 {
+		t.quiet = 0
+		return false
+	}
+	if t.quiet++; t.quiet < quietChecks || free < minFree || free < live/4 {
 		return false
 	}
 	debug.FreeOSMemory()

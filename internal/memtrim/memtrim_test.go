@@ -43,6 +43,9 @@ func TestQuietProcessGivesBackFreeHeap(t *testing.T) {
 	if tr.Check() {
 		t.Fatal("the first check trimmed: it has nothing to compare with")
 	}
+	if tr.Check() {
+		t.Fatal("trimmed after one quiet interval")
+	}
 	if !tr.Check() {
 		t.Fatalf("a quiet process with %d bytes of free heap was not trimmed", freeBytes())
 	}
@@ -75,6 +78,7 @@ func TestQuietProcessGivesBackGarbage(t *testing.T) {
 	sink = nil
 	tr := &Trimmer{}
 	tr.Check()
+	tr.Check()
 	if !tr.Check() {
 		t.Fatal("8 MiB of garbage beside 16 MiB live were not given back")
 	}
@@ -92,6 +96,7 @@ func TestQuietProcessGivesBackGarbage(t *testing.T) {
 func TestBusyProcessKeepsItsHeap(t *testing.T) {
 	ballast := spareHeap()
 	tr := &Trimmer{}
+	tr.Check()
 	tr.Check()
 	// More than an eighth of the live 16 MiB allocated since: busy.
 	for i := 0; i < 64; i++ {
