@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"transportd/core"
@@ -115,9 +116,16 @@ func serve(ctx context.Context, path string, stderr io.Writer, hup <-chan os.Sig
 			}
 		}
 	}()
+	// The collector may let the heap grow to three times what is live
+	// (GOGC=200, unless GOGC is set): relaying a burst of IRC lines took
+	// 5 to 20 % less CPU per message than at Go's default of 100. The
+	// room that costs is given back once traffic is quiet (users sitting
+	// in channels): see package memtrim.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
 	log.Info("transportd starting", "version", core.Version, "config", path)
-	// Give the heap's spare room back once traffic is quiet (users
-	// sitting in channels): see package memtrim.
+	// Give the heap's spare room back once traffic is quiet.
 	trim := &memtrim.Trimmer{Trimmed: func(freed uint64) {
 		log.Debug("returned free heap to the system", "bytes", freed)
 	}}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -136,6 +137,11 @@ key_file = "key"
 	done := make(chan int)
 	go func() { done <- serve(ctx, path, logs, hup) }()
 	waitFor(t, logs, "transportd starting")
+	if os.Getenv("GOGC") == "" {
+		if pct := debug.SetGCPercent(200); pct != 200 {
+			t.Errorf("GOGC unset: the collector runs at %d %%, not 200", pct)
+		}
+	}
 
 	os.WriteFile(path, []byte(good+"\nnonsense = [\n"), 0o600)
 	hup <- syscall.SIGHUP
