@@ -321,8 +321,9 @@ func (u *user) startSession() {
 	u.gen++
 	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Label: u.label, Values: vals, Defaults: u.c.tcfg().Defaults}
 	s := u.c.t.NewSession(a, &sink{u: u, gen: u.gen, acctID: u.acct.ID})
-	ctx, cancel := context.WithCancel(context.Background())
-	u.cancel = cancel
+	sc := newSessionCtx()
+	ctx := context.Context(sc)
+	u.cancel = sc.cancel
 	u.state, u.stateText = StateConnecting, "connecting"
 	u.snapshot()
 	u.live.Store(&liveSession{s: s, gen: u.gen})

@@ -312,7 +312,14 @@ func (s *session) Run(ctx context.Context) {
 func (s *session) Start(ctx context.Context, done func()) {
 	s.ctx = ctx
 	s.onEnd = done
-	s.stopCtx = context.AfterFunc(ctx, func() { s.post(evStop{}) }) // false if a drain panicked meanwhile
+	stop := func() { s.post(evStop{}) } // false if a drain panicked meanwhile
+	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		// core's session context: without context.AfterFunc's own
+		// context around the call (some 200 bytes per user).
+		s.stopCtx = af.AfterFunc(stop)
+	} else {
+		s.stopCtx = context.AfterFunc(ctx, stop)
+	}
 	go s.drain(s.start)
 }
 
