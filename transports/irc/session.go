@@ -78,10 +78,11 @@ type session struct {
 	stopped   bool        // shut down: events are only answered
 	tick      *time.Timer // evTick, tickEvery after armTick
 	ticking   bool        // tick is set
-	// echoed are "server msgid" of the user's last messages reflected at
-	// once (network.reflect), oldest first in echoedRing.
-	echoed     map[string]bool
-	echoedRing []string
+	// echoed are the user's last messages reflected at once
+	// (network.reflect), as hashes (noteEchoed); echoedNext is the
+	// ring's next slot.
+	echoed     []uint64
+	echoedNext int
 }
 
 type event interface{}
