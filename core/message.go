@@ -117,7 +117,7 @@ func (c *component) handleMessage(el *Element) {
 		}
 	}
 	if u.relay != nil {
-		err = c.relayToLegacy(u, m)
+		err = c.relayToLegacy(u, &m)
 	} else {
 		ctx, cancel := c.g.workCtx(10 * time.Second)
 		err = c.g.outbox.enqueueToLegacy(ctx, u, m)
