@@ -94,3 +94,49 @@ func BenchmarkGoStatementDeep(b *testing.B) {
 		<-done
 	}
 }
+
+// Waiting goroutines end one every idleFor, and their stacks with them.
+func TestIdleWorkersEnd(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	go reaper(10*time.Millisecond, stop) // a second one, quicker than the package's
+	before := runtime.NumGoroutine()
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 2*int(maxIdle); i++ {
+		wg.Add(1)
+		Go(func() {
+			defer wg.Done()
+			<-release
+		})
+	}
+	close(release)
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for Idle() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if Idle() == 0 {
+		t.Fatal("no goroutine waits after the tasks")
+	}
+	for Idle() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if Idle() > 0 {
+		t.Fatalf("%d goroutines still wait after idleFor", Idle())
+	}
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines, %d before the tasks", n, before)
+	}
+	// A task after that still runs.
+	done := make(chan struct{})
+	Go(func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a task after the workers ended never ran")
+	}
+}
