@@ -3,13 +3,12 @@ package core
 import (
 	"context"
 	"errors"
-	"hash/maphash"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"transportd/core/store"
+	"transportd/internal/idring"
 )
 
 // The relay path, for transports whose network acknowledges nothing
@@ -65,11 +64,9 @@ type userRelay struct {
 	// messages sent: a client sending one again (a stream resumed
 	// without its acknowledgement) is not sent twice. Kept in memory
 	// only: writing each to the database was a tenth of the CPU of
-	// relaying a message. As a ring of 64-bit hashes (recentHash): 512
-	// bytes, where the strings took some 5 KB per user who talked. Two
-	// keys with one hash would drop a message, one chance in 2^58 each.
-	recent     []uint64
-	recentNext int
+	// relaying a message. As hashes (idring): 512 bytes, where the
+	// strings took some 5 KB per user who talked.
+	recent idring.Ring
 
 	// AsyncSender sessions: messages handed over and not yet answered,
 	// the session generation they went to, and messages held behind
@@ -327,7 +324,7 @@ func (c *component) relayToLegacy(u *user, m *Message) error {
 	r := u.relay
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m.XMPPID != "" && slices.Contains(r.recent, recentHash(*m)) {
+	if m.XMPPID != "" && r.recent.Has(m.UserResource, '/', m.XMPPID) {
 		c.log.Debug("message sent again by the client; already sent", "id", m.XMPPID)
 		if m.Receipt {
 			c.g.goSafe("relay-receipt", func() {
@@ -518,11 +515,7 @@ func (c *component) relaySent(ctx context.Context, u *user, m Message, legacyID 
 	}
 	if m.XMPPID != "" {
 		r.mu.Lock()
-		if r.recent == nil {
-			r.recent = make([]uint64, relayRecent)
-		}
-		r.recent[r.recentNext] = recentHash(m)
-		r.recentNext = (r.recentNext + 1) % relayRecent
+		r.recent.Add(relayRecent, m.UserResource, '/', m.XMPPID)
 		r.mu.Unlock()
 	}
 	c.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
@@ -539,19 +532,6 @@ func xmppIdemKey(env envelope) string {
 		return ""
 	}
 	return env.Kind + ":" + env.Msg.LegacyID
-}
-
-var recentSeed = maphash.MakeSeed()
-
-// recentHash hashes legacyIdemKey(m) (m.XMPPID not empty); never 0, the
-// ring's empty slot.
-func recentHash(m Message) uint64 {
-	var h maphash.Hash
-	h.SetSeed(recentSeed)
-	h.WriteString(m.UserResource)
-	h.WriteByte('/')
-	h.WriteString(m.XMPPID)
-	return max(h.Sum64(), 1)
 }
 
 func legacyIdemKey(m Message) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"net"
 	"slices"
 	"sort"
@@ -831,34 +830,12 @@ const echoedKept = 64
 // noteEchoed remembers the id of one of the user's messages reflected
 // outside the outbox, which therefore does not know it: a history replay
 // (CHATHISTORY on a later join) must not show it again. Kept by the
-// session, since the network goes when its last channel is left: a ring
-// of 64-bit hashes of "server msgid" (512 bytes; a map of the strings
-// was some 5 KB per user who talked). Two ids with one hash would hide
-// a replayed line, one chance in 2^58 for each.
-func (n *network) noteEchoed(msgid string) {
-	s := n.s
-	if s.echoed == nil {
-		s.echoed = make([]uint64, echoedKept)
-	}
-	s.echoed[s.echoedNext] = echoHash(n.server, msgid)
-	s.echoedNext = (s.echoedNext + 1) % echoedKept
-}
+// session, since the network goes when its last channel is left, as
+// hashes of "server msgid" (idring: 512 bytes; a map of the strings was
+// some 5 KB per user who talked).
+func (n *network) noteEchoed(msgid string) { n.s.echoed.Add(echoedKept, n.server, ' ', msgid) }
 
-func (n *network) wasEchoed(msgid string) bool {
-	return slices.Contains(n.s.echoed, echoHash(n.server, msgid))
-}
-
-var echoSeed = maphash.MakeSeed()
-
-// echoHash is never 0, the ring's empty slot.
-func echoHash(server, msgid string) uint64 {
-	var h maphash.Hash
-	h.SetSeed(echoSeed)
-	h.WriteString(server)
-	h.WriteByte(' ')
-	h.WriteString(msgid)
-	return max(h.Sum64(), 1)
-}
+func (n *network) wasEchoed(msgid string) bool { return n.s.echoed.Has(n.server, ' ', msgid) }
 
 func (n *network) sendPrivate(req *sendRequest, nick string) {
 	m := req.m

@@ -22,6 +22,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core"
+	"transportd/internal/idring"
 	"transportd/internal/queue"
 	"transportd/internal/workers"
 )
@@ -79,10 +80,8 @@ type session struct {
 	tick      *time.Timer // evTick, tickEvery after armTick
 	ticking   bool        // tick is set
 	// echoed are the user's last messages reflected at once
-	// (network.reflect), as hashes (noteEchoed); echoedNext is the
-	// ring's next slot.
-	echoed     []uint64
-	echoedNext int
+	// (network.reflect; noteEchoed).
+	echoed idring.Ring
 }
 
 type event interface{}
