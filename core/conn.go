@@ -5,7 +5,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -99,7 +98,8 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	conn := &countingConn{Conn: raw, writeTimeout: sendTimeout}
+	conn := &deadlineConn{Conn: raw, writeTimeout: sendTimeout}
+	sr := newStreamReader(conn, l.limits)
 	// mellium applies a context to the connection from a goroutine that
 	// may run after the call returned, if the context ends just then: it
 	// sets a deadline in the past under whatever read or write runs at
@@ -108,7 +108,7 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	// timeouts are the connection's own deadlines.
 	_ = raw.SetDeadline(time.Now().Add(15 * time.Second))
 	stopHS := context.AfterFunc(ctx, func() { raw.Close() })
-	sess, err := xmppcomponent.NewSession(context.Background(), l.jid, l.secret, conn)
+	sess, err := xmppcomponent.NewSession(context.Background(), l.jid, l.secret, readerConn{Conn: conn, sr: sr})
 	if !stopHS() && err == nil {
 		err = ctx.Err()
 	}
@@ -129,7 +129,7 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	// Stanzas sent before the stop (a goodbye to the users) are written
 	// before the connection closes.
 	stop := context.AfterFunc(ctx, func() { out.close(); raw.Close() })
-	err = l.serve(sess, conn)
+	err = l.serve(sr)
 	stop()
 
 	l.up.Store(false)
@@ -145,99 +145,26 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	return err
 }
 
-// serve reads stanzas until the stream ends.
-func (l *link) serve(sess *xmpp.Session, conn *countingConn) error {
-	r := sess.TokenReader()
-	defer r.Close()
-	// A stanza bigger than the hard limit ends the connection: the decoder
-	// would otherwise buffer it whole. Below it, an oversized stanza is read
-	// and dropped with an error reply, so that one remote entity cannot
-	// disconnect every user by sending it.
-	conn.hardLimit = int64(l.limits.MaxBytes) * 16
+// serve reads stanzas until the stream ends. A stanza past the size or
+// depth limits is read and dropped, and answered with an error, so that one
+// remote entity cannot disconnect every user by sending it; one larger than
+// sixteen times the size limit ends the connection (the reader would
+// otherwise buffer a token of any size).
+func (l *link) serve(sr *streamReader) error {
 	for {
-		conn.n.Store(0)
-		tok, err := r.Token()
-		if err != nil {
-			if err == io.EOF {
-				return errors.New("stream closed by the server")
-			}
+		el, err := sr.next()
+		if err != nil && !errors.Is(err, errLimit) {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			el, err := readStanza(r, t, l.limits, conn)
-			if err != nil && !errors.Is(err, errLimit) {
-				return err
-			}
-			if err != nil {
-				l.logf("stanza refused", "error", err, "name", t.Name.Local, "from", el.Get("from"))
-				el.Children = nil
-				el.SetAttr("transportd-limit", err.Error())
-			}
-			if t.Name.Local == "error" && t.Name.Space == "http://etherx.jabber.org/streams" {
-				return fmt.Errorf("stream error from server: %s", el.String())
-			}
-			l.dispatch(el)
-		case xml.EndElement:
-			return errors.New("stream closed by the server")
-		case xml.CharData:
-			// whitespace keepalives
-		default:
-			return fmt.Errorf("unexpected %T on the stream", tok)
+		if err != nil {
+			l.logf("stanza refused", "error", err, "name", el.Name.Local, "from", el.Get("from"))
+			el.SetAttr("transportd-limit", err.Error())
 		}
-	}
-}
-
-// readStanza is readElement with the byte limit applied through the
-// connection's counter; past a limit the rest of the stanza is consumed and
-// discarded and the returned element has only the stanza's attributes.
-func readStanza(r xml.TokenReader, start xml.StartElement, lim Limits, conn *countingConn) (*Element, error) {
-	lr := &limitReader{r: r, conn: conn, max: int64(lim.MaxBytes)}
-	el, err := readElement(lr, start, lim)
-	if err == nil {
-		return el, nil
-	}
-	if !errors.Is(err, errLimit) {
-		return newElement(start), err
-	}
-	// Skip to the end of the stanza.
-	depth := lr.depth + 1
-	for depth > 0 {
-		tok, rerr := r.Token()
-		if rerr != nil {
-			return newElement(start), rerr
+		if el.Name.Local == "error" && el.Name.Space == nsStreams {
+			return fmt.Errorf("stream error from server: %s", el.String())
 		}
-		switch tok.(type) {
-		case xml.StartElement:
-			depth++
-		case xml.EndElement:
-			depth--
-		}
+		l.dispatch(el)
 	}
-	return newElement(start), err
-}
-
-// limitReader fails with errLimit once the bytes read for this stanza pass
-// max; it tracks depth so the caller can skip the rest.
-type limitReader struct {
-	r     xml.TokenReader
-	conn  *countingConn
-	max   int64
-	depth int
-}
-
-func (l *limitReader) Token() (xml.Token, error) {
-	if l.max > 0 && l.conn != nil && l.conn.n.Load() > l.max {
-		return nil, fmt.Errorf("%w: larger than %d bytes", errLimit, l.max)
-	}
-	tok, err := l.r.Token()
-	switch tok.(type) {
-	case xml.StartElement:
-		l.depth++
-	case xml.EndElement:
-		l.depth--
-	}
-	return tok, err
 }
 
 // send writes one stanza. Every stanza the component originates goes through
@@ -270,7 +197,7 @@ func (l *link) send(el *Element) error {
 // never by send returning: a write that fails closes the connection, and
 // what it held is sent again on the next one.
 type linkWriter struct {
-	conn net.Conn // countingConn: each write has its deadline
+	conn net.Conn // deadlineConn: each write has its deadline
 	logf func(msg string, args ...any)
 
 	mu    sync.Mutex
@@ -466,28 +393,17 @@ func fromDomain(s string) string {
 	return s
 }
 
-// countingConn counts the bytes read since the last reset, and gives
-// each write a deadline (writes are serialised by the session).
-type countingConn struct {
+// deadlineConn gives each write its deadline.
+type deadlineConn struct {
 	net.Conn
-	n            atomic.Int64
-	hardLimit    int64
 	writeTimeout time.Duration
 }
 
-func (c *countingConn) Write(p []byte) (int, error) {
+func (c *deadlineConn) Write(p []byte) (int, error) {
 	if c.writeTimeout > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
 	return c.Conn.Write(p)
-}
-
-func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if c.n.Add(int64(n)) > c.hardLimit && c.hardLimit > 0 {
-		return n, fmt.Errorf("stanza larger than %d bytes: closing the stream", c.hardLimit)
-	}
-	return n, err
 }
 
 // appendStanza is writeStanza writing the XML itself: the same bytes

@@ -23,7 +23,7 @@ type Element struct {
 // Limits bound what one stanza may cost to read.
 type Limits struct {
 	MaxDepth int // nesting depth including the stanza element itself
-	MaxBytes int // checked by the connection's byte counter, see countingConn
+	MaxBytes int // bytes of one stanza as written, see streamReader
 }
 
 // errLimit marks a stanza that broke a limit; the connection is closed

@@ -27,6 +27,8 @@ type fakeServer struct {
 	secret   string
 	accepted atomic.Int32
 	conns    chan *fakeConn
+	// greet is written in the same write as the handshake's answer.
+	greet string
 }
 
 type fakeConn struct {
@@ -91,7 +93,7 @@ func (s *fakeServer) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
-	fmt.Fprint(c, `<handshake/>`)
+	fmt.Fprint(c, `<handshake/>`+s.greet)
 	s.conns <- &fakeConn{Conn: c, dec: dec}
 }
 
@@ -195,6 +197,18 @@ func TestLinkSurvivesHostileStanzas(t *testing.T) {
 	}
 	if n := srv.accepted.Load(); n != 1 {
 		t.Errorf("the gateway reconnected %d times; hostile stanzas must not end the stream", n-1)
+	}
+}
+
+// A stanza the server sends in the same packet as the handshake's answer is
+// read: mellium reads the handshake, the gateway's reader the rest.
+func TestLinkReadsStanzaBehindHandshake(t *testing.T) {
+	srv := newFakeServer(t, "s3")
+	srv.greet = `<iq type='get' id='early' from='u@a.test/r' to='echo5.a.test'><ping xmlns='urn:xmpp:ping'/></iq>`
+	fakeGateway(t, srv.ln.Addr().String(), "s3")
+	c := srv.next(t)
+	if res := c.readIQ(t, "early"); res.Get("type") != "result" {
+		t.Errorf("ping sent with the handshake: %s", res)
 	}
 }
 
