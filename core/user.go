@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"transportd/core/store"
+	"transportd/internal/memtrim"
 	"transportd/internal/queue"
 	"transportd/registration"
 )
@@ -319,6 +320,7 @@ func (u *user) startSession() {
 		return
 	}
 	u.gen++
+	memtrim.Churn() // a session's state is long-lived: see package memtrim
 	a := &Account{ID: u.acct.ID, Domain: u.acct.Domain, Transport: u.acct.Transport, JID: u.bare, Label: u.label, Values: vals, Defaults: u.c.tcfg().Defaults}
 	s := u.c.t.NewSession(a, &sink{u: u, gen: u.gen, acctID: u.acct.ID})
 	sc := newSessionCtx()

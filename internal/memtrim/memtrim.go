@@ -15,12 +15,23 @@
 // free but still resident, or garbage not yet collected, it collects and
 // returns the free pages (debug.FreeOSMemory). A busy process is never trimmed: its spare room is
 // what keeps its collections rare.
+//
+// Churn is the other half: while sessions start (a restart, a reconnect
+// storm), the collector runs more often. Go does not move objects: a
+// session's long-lived state, allocated among the garbage of its start
+// (registration lines, database rows), pins every span it lands in, and
+// with the collector's room at three times the live heap, those spans
+// were most of the heap 200 idle IRC users kept (HeapInuse 7.7 MB for 3.8
+// MB live). Collecting often while they start lets the state fill the
+// slots the garbage left. A second after the last session started, the
+// collector's room is restored.
 package memtrim
 
 import (
 	"context"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -108,10 +119,20 @@ func value(s metrics.Sample) uint64 {
 	return s.Value.Uint64()
 }
 
-// Run checks every interval until ctx is done.
+// Run checks every interval until ctx is done. While it runs, Churn
+// lowers the collector's room.
 func (t *Trimmer) Run(ctx context.Context, every time.Duration) {
 	tk := time.NewTicker(every)
 	defer tk.Stop()
+	churn.mu.Lock()
+	churn.enabled = true
+	churn.mu.Unlock()
+	defer func() {
+		churn.mu.Lock()
+		churn.enabled = false
+		churn.mu.Unlock()
+		endChurn(true)
+	}()
 	t.Check()
 	for {
 		select {
@@ -121,4 +142,59 @@ func (t *Trimmer) Run(ctx context.Context, every time.Duration) {
 			t.Check()
 		}
 	}
+}
+
+// ChurnPercent is the collector's setting (GOGC) while sessions start.
+const ChurnPercent = 50
+
+// churnHold is how long after the last Churn the setting stays low: a
+// session's state is built in the second after it starts (registration,
+// joins), and relaying right after a start should not pay for long.
+// A variable for tests.
+var churnHold = time.Second
+
+var churn struct {
+	mu      sync.Mutex
+	enabled bool // a Trimmer runs
+	low     bool // the setting is ChurnPercent
+	normal  int  // the setting to restore
+	last    time.Time
+	timer   *time.Timer
+}
+
+// Churn tells that long-lived state is being built (a session starts): the
+// collector runs at ChurnPercent until no Churn came for churnHold. A
+// no-op when no Trimmer runs, or when GOGC is already that low or off.
+func Churn() {
+	churn.mu.Lock()
+	defer churn.mu.Unlock()
+	if !churn.enabled {
+		return
+	}
+	if !churn.low {
+		prev := debug.SetGCPercent(ChurnPercent)
+		if prev < 0 || prev <= ChurnPercent {
+			debug.SetGCPercent(prev)
+			return
+		}
+		churn.normal, churn.low = prev, true
+	}
+	churn.last = time.Now()
+	if churn.timer == nil {
+		churn.timer = time.AfterFunc(churnHold, func() { endChurn(false) })
+	} else {
+		churn.timer.Reset(churnHold)
+	}
+}
+
+// endChurn restores the collector's setting once churn has stopped (or
+// at once, with force).
+func endChurn(force bool) {
+	churn.mu.Lock()
+	defer churn.mu.Unlock()
+	if !churn.low || (!force && time.Since(churn.last) < churnHold) {
+		return // a later Churn re-armed the timer
+	}
+	debug.SetGCPercent(churn.normal)
+	churn.low = false
 }

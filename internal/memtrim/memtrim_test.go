@@ -3,6 +3,7 @@ package memtrim
 import (
 	"context"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -128,4 +129,76 @@ func TestRunTrimsUntilCancelled(t *testing.T) {
 		t.Fatal("Run did not return once cancelled")
 	}
 	runtime.KeepAlive(ballast)
+}
+
+// gcPercent reads the collector's setting.
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(200))
+	churn.mu.Lock()
+	hold := churnHold
+	churnHold = 50 * time.Millisecond
+	churn.mu.Unlock()
+	defer func() { churn.mu.Lock(); churnHold = hold; churn.mu.Unlock() }()
+
+	Churn() // no Trimmer runs: nothing changes
+	if p := gcPercent(); p != 200 {
+		t.Fatalf("Churn without a running Trimmer set GOGC to %d", p)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { (&Trimmer{}).Run(ctx, 20*time.Millisecond); close(done) }()
+	for {
+		churn.mu.Lock()
+		on := churn.enabled
+		churn.mu.Unlock()
+		if on {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	Churn()
+	if p := gcPercent(); p != ChurnPercent {
+		t.Fatalf("while sessions start GOGC is %d, want %d", p, ChurnPercent)
+	}
+	// Sessions keep starting: the setting stays low.
+	for i := 0; i < 5; i++ {
+		time.Sleep(20 * time.Millisecond)
+		Churn()
+		if p := gcPercent(); p != ChurnPercent {
+			t.Fatalf("GOGC went back to %d while sessions were still starting", p)
+		}
+	}
+	// They stopped: the setting comes back.
+	deadline := time.Now().Add(5 * time.Second)
+	for gcPercent() != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after churn stopped", gcPercent())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A process run with a lower GOGC keeps it; stopping the Trimmer
+	// restores what was set.
+	debug.SetGCPercent(25)
+	Churn()
+	if p := gcPercent(); p != 25 {
+		t.Errorf("Churn raised GOGC 25 to %d", p)
+	}
+	debug.SetGCPercent(200)
+	churn.mu.Lock()
+	churnHold = time.Hour
+	churn.mu.Unlock()
+	Churn()
+	cancel()
+	<-done
+	if p := gcPercent(); p != 200 {
+		t.Errorf("after Run ended GOGC is %d, want 200 back", p)
+	}
 }
