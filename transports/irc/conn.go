@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,7 +19,6 @@ import (
 	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
-	"github.com/ergochat/irc-go/ircreader"
 	"github.com/ergochat/irc-go/ircutils"
 	"golang.org/x/time/rate"
 
@@ -133,7 +133,8 @@ func (e *connError) Unwrap() error { return e.err }
 // conn is one registered connection.
 type conn struct {
 	nc     net.Conn
-	r      ircreader.Reader
+	rbuf   []byte // what a connection the poller does not read reads into
+	part   []byte // the start of a line the last read cut
 	log    *slog.Logger
 	trace  bool
 	server string
@@ -150,9 +151,9 @@ type conn struct {
 	onClose    func(error)
 	closedOnce sync.Once // onClose is called once
 
-	// Read by the poller (poll_linux.go) rather than a goroutine: c.r
-	// then reads src, what the poller read, and a read finding src
-	// empty returns errWouldBlock. Only one of the poller and catchUp
+	// Read by the poller (poll_linux.go) rather than a goroutine: lines
+	// are then cut from src, what the poller read, and a read finding
+	// src empty returns errWouldBlock. Only one of the poller and catchUp
 	// reads at a time (catchUp runs while the connection is out of the
 	// set).
 	raw     syscall.RawConn
@@ -241,7 +242,6 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
-	c.r.Initialize(source{c}, 512, maxRead)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
 	}
@@ -567,29 +567,15 @@ func (c *conn) readMsg() (ircmsg.Message, error) {
 	}
 }
 
-// source is what c.r reads: the network, or once polled what the poller
-// read.
-type source struct{ c *conn }
-
 // errWouldBlock: the poller's bytes are all taken.
 var errWouldBlock = errors.New("no more bytes read")
 
-func (s source) Read(p []byte) (int, error) {
-	c := s.c
-	if !c.polled {
-		return c.nc.Read(p)
-	}
-	if len(c.src) == 0 {
-		return 0, errWouldBlock
-	}
-	n := copy(p, c.src)
-	c.src = c.src[n:]
-	return n, nil
-}
+// errLineTooLong: a server sent more than maxRead bytes without a newline.
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", maxRead)
 
 // readLine reads one line.
 func (c *conn) readLine() (string, error) {
-	b, err := c.r.ReadLine()
+	b, err := c.nextLine()
 	if err != nil {
 		return "", err
 	}
@@ -598,6 +584,49 @@ func (c *conn) readLine() (string, error) {
 		c.log.Debug("irc <-", "irc_server", c.server, "line", redactLine(line))
 	}
 	return line, nil
+}
+
+// nextLine cuts the next line from src, reading more (into rbuf) when the
+// connection is not polled. The returned bytes are valid until the next
+// call.
+//
+// Written by hand rather than with ircreader: ircreader keeps a buffer
+// per connection (512 bytes or more, for good), while a polled connection
+// needs one only for a line cut in two by a read; lines come straight
+// from the poller's buffer, shared by all connections.
+func (c *conn) nextLine() ([]byte, error) {
+	for {
+		if i := bytes.IndexByte(c.src, '\n'); i >= 0 {
+			line := c.src[:i]
+			c.src = c.src[i+1:]
+			if len(c.part) > 0 {
+				line = append(c.part, line...)
+				c.part = nil
+			}
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+			return line, nil
+		}
+		if len(c.src) > 0 {
+			if len(c.part)+len(c.src) > maxRead {
+				return nil, errLineTooLong
+			}
+			c.part = append(c.part, c.src...)
+			c.src = nil
+		}
+		if c.polled {
+			return nil, errWouldBlock
+		}
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 2048)
+		}
+		n, err := c.nc.Read(c.rbuf)
+		if n == 0 && err != nil {
+			return nil, err
+		}
+		c.src = c.rbuf[:n]
+	}
 }
 
 // withoutTags is a line without its IRCv3 tags.
@@ -696,6 +725,7 @@ func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func
 		if tc, ok := c.nc.(*net.TCPConn); ok {
 			if raw, err := tc.SyscallConn(); err == nil {
 				c.raw, c.polled, c.born = raw, true, time.Now()
+				c.rbuf = nil // src may still hold lines read into it
 				c.readAt.Store(c.clock())
 				c.pingTimer = time.AfterFunc(time.Hour, c.pingCheck)
 				c.pingTimer.Reset(c.pingEvery)

@@ -20,7 +20,9 @@
 // before writing. A message from the user is sent at most once: see
 // session.Send. Connections are
 // written by hand on top of ircmsg (parsing and serialising lines),
-// ircreader, ircfmt and ircutils from github.com/ergochat/irc-go;
+// ircfmt and ircutils from github.com/ergochat/irc-go (lines are cut by
+// hand, not by ircreader, so that an idle connection keeps no read
+// buffer: see conn.nextLine);
 // ircevent's own goroutines, callbacks and fixed reconnect delay do not fit
 // the one-goroutine-per-user model, so it is not used.
 //
