@@ -343,7 +343,10 @@ func (s *session) end() {
 
 // start loads the settings and joins what is joined on connect.
 func (s *session) start() {
-	s.loadNetConfig(s.ctx)
+	// Without the session's cancellation: database/sql asks a context
+	// for its Done channel, which core's session context makes only when
+	// asked (some 130 bytes per user, kept). A local read is quick.
+	s.loadNetConfig(context.WithoutCancel(s.ctx))
 	s.started = true
 	s.updateState()
 	s.autojoin()
