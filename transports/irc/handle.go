@@ -463,6 +463,9 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 		ch.next[n.fold(m.nick)] = m
 		return
 	}
+	if ch.members == nil {
+		ch.members = map[string]*member{}
+	}
 	ch.members[n.fold(m.nick)] = m
 	if ch.reported {
 		n.s.rooms.RoomPresence(ch.room, n.occupant(m))
@@ -575,7 +578,7 @@ func (n *network) handlePart(src, name, reason string) {
 	if n.isMe(src) {
 		wasParting := ch.parting
 		ch.joined, ch.joining, ch.parting = false, false, false
-		ch.members = map[string]*member{}
+		ch.members = nil
 		if ch.xmpp && wasParting {
 			n.join(ch) // the user joined the room again meanwhile
 			return

@@ -95,7 +95,7 @@ type channel struct {
 	lost     bool // the connection was lost while joined: report differences on rejoin
 	selfWas  string
 
-	members map[string]*member // by folded nick
+	members map[string]*member // by folded nick; nil while none
 	next    map[string]*member // NAMES being received
 	topic   string
 	topicBy string
@@ -171,7 +171,7 @@ func (n *network) channelFor(name string) *channel {
 	if ch := n.channels[key]; ch != nil {
 		return ch
 	}
-	ch := &channel{name: name, members: map[string]*member{}}
+	ch := &channel{name: name} // members made when the first arrives
 	n.channels[key] = ch
 	return ch
 }
