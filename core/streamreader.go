@@ -235,7 +235,7 @@ func (s *streamReader) next() (*Element, error) {
 		size := s.base + int64(s.r) - start
 		if limErr == nil && s.lim.MaxBytes > 0 && size > int64(s.lim.MaxBytes) {
 			limErr = fmt.Errorf("%w: larger than %d bytes", errLimit, s.lim.MaxBytes)
-			s.skip(frames)
+			skip(frames)
 		}
 		if len(frames) == 0 {
 			break
@@ -276,7 +276,7 @@ func (s *streamReader) moreFor(start int64) error {
 }
 
 // skip stops building the stanza: the rest is read and checked, not kept.
-func (s *streamReader) skip(frames []frame) {
+func skip(frames []frame) {
 	for i := range frames {
 		frames[i].el = nil
 	}
@@ -369,8 +369,7 @@ func (s *streamReader) startTag(b []byte, frames *[]frame, root **Element, limEr
 	if err != nil {
 		return 0, err
 	}
-	attrs := s.attrs[:0]
-	defer func() { s.attrs = attrs[:0] }()
+	s.attrs = s.attrs[:0] // grown in place, kept for the next tag
 	empty := false
 	decls := 0
 	for {
@@ -432,13 +431,13 @@ func (s *streamReader) startTag(b []byte, frames *[]frame, root **Element, limEr
 		if ap == "xmlns" || (ap == "" && al == "xmlns") {
 			decls++
 		}
-		attrs = append(attrs, rawAttr{ap, al, v})
+		s.attrs = append(s.attrs, rawAttr{ap, al, v})
 	}
 
 	// The whole tag was read: from here on nothing returns errShort.
 	mark := len(s.scope)
 	if decls > 0 {
-		for _, a := range attrs {
+		for _, a := range s.attrs {
 			if a.prefix == "xmlns" {
 				s.scope = append(s.scope, nsDecl{a.local, a.value})
 			} else if a.prefix == "" && a.local == "xmlns" {
@@ -449,15 +448,15 @@ func (s *streamReader) startTag(b []byte, frames *[]frame, root **Element, limEr
 	building := len(*frames) == 0 || (*frames)[len(*frames)-1].el != nil
 	if building && s.lim.MaxDepth > 0 && len(*frames) >= s.lim.MaxDepth {
 		*limErr = fmt.Errorf("%w: deeper than %d elements", errLimit, s.lim.MaxDepth)
-		s.skip(*frames)
+		skip(*frames)
 		building = false
 	}
 	var el *Element
 	if building {
 		el = &Element{Name: xml.Name{Space: s.resolve(prefix, local, true), Local: local}}
-		if n := len(attrs) - decls; n > 0 {
+		if n := len(s.attrs) - decls; n > 0 {
 			el.Attr = make([]xml.Attr, 0, n)
-			for _, a := range attrs {
+			for _, a := range s.attrs {
 				if a.prefix == "xmlns" || (a.prefix == "" && a.local == "xmlns") {
 					continue
 				}
