@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"testing"
+	"time"
 
 	"transportd/core"
 	"transportd/internal/xmpptest"
@@ -121,4 +122,43 @@ func featureList(info *core.Element) []string {
 		}
 	}
 	return out
+}
+
+// A room message the network could not take at once waits in the outbox;
+// if the user leaves the room before it goes out, it is not sent (that
+// would put the user back in the room on the network, or speak for them
+// where they no longer are): the client gets an error for it instead.
+func TestRoomMessageNotSentAfterLeave(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	testGatewayWith(t, env, "echoroom", "echo6", "")
+	const room = "#late@echo6.a.test"
+	c := xmpptest.Dial(t, env, "user10@a.test", false)
+	waitConnected(t, c, "echo6.a.test")
+	join := core.NewElement("", "presence", "to", room+"/me")
+	join.Add(core.NewElement("http://jabber.org/protocol/muc", "x"))
+	c.Send(join)
+	c.Expect(wait, "self-presence", xmpptest.IsFrom("presence", room+"/me", ""))
+	c.Expect(wait, "subject", xmpptest.IsFrom("message", room, "groupchat"))
+
+	msg := core.NewElement("", "message", "to", room, "type", "groupchat", "id", "late1")
+	msg.AddText("", "body", "later: are you there?")
+	c.Send(msg)
+	c.Send(core.NewElement("", "presence", "to", room+"/me", "type", "unavailable"))
+	c.Expect(wait, "leave", xmpptest.IsFrom("presence", room+"/me", "unavailable"))
+	// The session ended with the last room; joining another starts it
+	// again, and the outbox tries the message once more.
+	other := core.NewElement("", "presence", "to", "#elsewhere@echo6.a.test/me")
+	other.Add(core.NewElement("http://jabber.org/protocol/muc", "x"))
+	c.Send(other)
+	c.Expect(wait, "self-presence elsewhere", xmpptest.IsFrom("presence", "#elsewhere@echo6.a.test/me", ""))
+
+	e := c.Expect(15*time.Second, "an error for the message", xmpptest.IsFrom("message", room, "error"))
+	if e.Get("id") != "late1" || xmpptest.Condition(e) != "not-acceptable" {
+		t.Errorf("error = %s, want not-acceptable for late1", e)
+	}
+	if el, err := c.Next(2*time.Second, func(el *core.Element) bool {
+		return el.Name.Local == "message" && el.Get("type") == "groupchat" && el.ChildText("", "body") != ""
+	}); err == nil {
+		t.Errorf("the message went to the room after the user left: %s", el)
+	}
 }

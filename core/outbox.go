@@ -505,6 +505,19 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 		_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(5*time.Second), "session not connected")
 		return
 	}
+	if m.Groupchat {
+		// A room message waits for the user to be in the room: sent after
+		// a leave, it would put them back in it on the network (IRC: a
+		// JOIN), or speak for them where they no longer are.
+		switch res, in := u.lookupView(m.Contact); {
+		case !in:
+			fail(NewError(stanza.NotAcceptable, "not sent: you were no longer in the room when it could be sent"))
+			return
+		case len(res) == 0:
+			_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(5*time.Second), "joining the room")
+			return
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	m.FromOutbox = true
 	legacyID, err := live.s.Send(sctx, &m)
