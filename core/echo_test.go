@@ -171,6 +171,26 @@ func (s *roomSession) SetSubject(ctx context.Context, room, subject string) erro
 	return nil
 }
 
+// roomRunning counts the running room sessions, by user JID.
+var roomRunning sync.Map
+
+func (s *roomSession) Run(ctx context.Context) {
+	n, _ := roomRunning.LoadOrStore(s.a.JID, new(atomic.Int32))
+	n.(*atomic.Int32).Add(1)
+	defer n.(*atomic.Int32).Add(-1)
+	s.echoSession.Run(ctx)
+}
+
+func roomSessions(jid string) int32 {
+	n, _ := roomRunning.LoadOrStore(jid, new(atomic.Int32))
+	return n.(*atomic.Int32).Load()
+}
+
+// ListRooms: every server has #lobby (2 users) and #quiet.
+func (s *roomSession) ListRooms(ctx context.Context, server string) ([]core.RoomItem, error) {
+	return []core.RoomItem{{Address: "#lobby", Name: "#lobby", Users: 2, Topic: "on " + server}, {Address: "#quiet", Name: "#quiet"}}, nil
+}
+
 // roomBusy counts the failed sends of "later:" messages, by XMPP id.
 var roomBusy sync.Map
 

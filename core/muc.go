@@ -128,14 +128,6 @@ const maxRoomPage = 1000
 
 // listRooms answers disco#items on a server contact's JID with its rooms.
 func (c *component) listRooms(r *iqReply, from jid.JID, label, server string, payload *Element) {
-	var lister RoomLister
-	if u := c.lookupLabel(from.Bare().String(), label); u != nil {
-		lister, _ = u.groupSession().(RoomLister)
-	}
-	if lister == nil {
-		r.error(NewError(stanza.ServiceUnavailable, "not connected: join a room first, then "+server+"'s rooms can be listed"))
-		return
-	}
 	max, after := maxRoomPage, ""
 	if set := payload.Child(nsRSM, "set"); set != nil {
 		if v, err := strconv.Atoi(set.ChildText("", "max")); err == nil && v >= 0 && v < max {
@@ -146,6 +138,11 @@ func (c *component) listRooms(r *iqReply, from jid.JID, label, server string, pa
 	c.g.goSafe("list-rooms", func() {
 		ctx, cancel := c.g.workCtx(time.Minute)
 		defer cancel()
+		lister, err := c.roomLister(ctx, from.Bare().String(), label)
+		if err != nil {
+			r.error(err)
+			return
+		}
 		rooms, err := lister.ListRooms(ctx, server)
 		if err != nil {
 			r.error(err)
@@ -183,6 +180,81 @@ func (c *component) listRooms(r *iqReply, from jid.JID, label, server string, pa
 		q.Add(set)
 		r.result(q)
 	})
+}
+
+// browseFor is how long a session started to list rooms runs after the
+// last listing, when nothing else (a room, a resource online) wants it.
+// A variable for tests.
+var browseFor = 2 * time.Minute
+
+// evBrowse asks for the user's session to list rooms with, starting it
+// if none runs (a user who has not joined a room yet browses a server's
+// rooms, as biboumi lets them).
+type evBrowse struct{ reply chan GroupSession }
+
+// evBrowseEnd: browseFor may have passed since the last listing.
+type evBrowseEnd struct{}
+
+// roomLister is the user's session, for a room listing: started for it
+// when none runs (registering the user first where that is optional, as
+// a room join does).
+func (c *component) roomLister(ctx context.Context, bare, label string) (RoomLister, error) {
+	u := c.lookupLabel(bare, label)
+	if u == nil && label == "" {
+		var err error
+		if u, err = c.autoRegister(bare); err != nil {
+			return nil, err
+		}
+	}
+	if u == nil {
+		return nil, NewError(stanza.ItemNotFound, "you have no account named "+quote(label)+" on "+c.jid.String())
+	}
+	if u.disabled.Load() {
+		return nil, errDisabled
+	}
+	gs := u.groupSession()
+	if gs == nil {
+		reply := make(chan GroupSession, 1)
+		u.post(evBrowse{reply: reply})
+		select {
+		case gs = <-reply:
+		case <-u.done:
+		case <-ctx.Done():
+		}
+	} else {
+		u.post(evBrowse{}) // the session stays a while for the next page
+	}
+	lister, _ := gs.(RoomLister)
+	if lister == nil {
+		return nil, NewError(stanza.ServiceUnavailable, "rooms cannot be listed now: the gateway could not start your session")
+	}
+	return lister, nil
+}
+
+// browse handles evBrowse (loop only).
+func (u *user) browse(ev evBrowse) {
+	u.browseUntil = time.Now().Add(browseFor).UnixNano()
+	if u.browseTimer == nil {
+		u.browseTimer = time.AfterFunc(browseFor, func() { u.post(evBrowseEnd{}) })
+	}
+	if u.reconcileSession() {
+		u.sendPresence()
+	}
+	if ev.reply != nil {
+		ev.reply <- u.groupSession()
+	}
+}
+
+// browseEnd handles evBrowseEnd (loop only).
+func (u *user) browseEnd() {
+	if d := time.Until(time.Unix(0, u.browseUntil)); d > 0 {
+		u.browseTimer.Reset(d)
+		return
+	}
+	u.browseTimer, u.browseUntil = nil, 0
+	if u.reconcileSession() {
+		u.sendPresence()
+	}
 }
 
 type room struct {

@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -160,5 +161,42 @@ func TestRoomMessageNotSentAfterLeave(t *testing.T) {
 		return el.Name.Local == "message" && el.Get("type") == "groupchat" && el.ChildText("", "body") != ""
 	}); err == nil {
 		t.Errorf("the message went to the room after the user left: %s", el)
+	}
+}
+
+// A user who joined no room yet browses a server's rooms (disco#items on
+// its JID): the session starts for it, answers, and stops a while after
+// the last listing when nothing else wants it.
+func TestBrowseRoomsWithoutARoom(t *testing.T) {
+	defer core.SetBrowseFor(time.Second)()
+	env := xmpptest.Prosody(t)
+	testGatewayWith(t, env, "echoroom", "echo5", "")
+	c := xmpptest.Dial(t, env, "user11@a.test", false)
+	waitConnected(t, c, "echo5.a.test")
+	if n := roomSessions("user11@a.test"); n != 0 {
+		t.Fatalf("%d sessions before the listing", n)
+	}
+	res := c.IQ(core.NewElement("", "iq", "type", "get", "to", "srv@echo5.a.test").Add(core.NewElement("http://jabber.org/protocol/disco#items", "query")))
+	if res.Get("type") != "result" {
+		t.Fatalf("disco#items: %s", res)
+	}
+	var names []string
+	for _, it := range res.FirstChild().Children {
+		if it.Name.Local == "item" {
+			names = append(names, it.Get("jid")+" "+it.Get("name"))
+		}
+	}
+	if len(names) != 2 || !strings.Contains(names[0], "(2): on srv") {
+		t.Fatalf("rooms listed: %q", names)
+	}
+	if n := roomSessions("user11@a.test"); n != 1 {
+		t.Fatalf("%d sessions while browsing, want 1", n)
+	}
+	deadline := time.Now().Add(wait)
+	for roomSessions("user11@a.test") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session started for the listing never stopped")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

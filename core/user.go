@@ -58,6 +58,10 @@ type user struct {
 	stateText string
 	gen       int
 	cancel    context.CancelFunc
+	// A room listing keeps the session running until browseUntil (unix
+	// nanoseconds; 0: none): see evBrowse.
+	browseUntil int64
+	browseTimer *time.Timer
 }
 
 type liveSession struct {
@@ -278,6 +282,10 @@ func (u *user) handle(ev userEvent) {
 		u.stopSession()
 		u.reconcileSession()
 		u.sendPresence()
+	case evBrowse:
+		u.browse(ev)
+	case evBrowseEnd:
+		u.browseEnd()
 	default:
 		u.handleRoom(ev)
 	}
@@ -292,10 +300,11 @@ func (u *user) policy() SessionPolicy {
 }
 
 // reconcileSession starts the legacy session when it is wanted (persistent
-// policy, a resource online, or a room joined) and stops it when not. It
+// policy, a resource online, a room joined, or a room listing lately) and
+// stops it when not. It
 // reports whether it changed anything.
 func (u *user) reconcileSession() bool {
-	want := !u.disabled.Load() && (u.policy() == Persistent || len(u.resources) > 0 || len(u.rooms) > 0)
+	want := !u.disabled.Load() && (u.policy() == Persistent || len(u.resources) > 0 || len(u.rooms) > 0 || u.browseUntil != 0)
 	switch {
 	case want && u.cancel == nil:
 		u.startSession()

@@ -617,4 +617,12 @@ func TestListChannels(t *testing.T) {
 	if res.Get("type") != "error" || !strings.Contains(res.String(), "not-allowed") {
 		t.Errorf("listing a server that is not allowed: %s, want not-allowed", res)
 	}
+
+	// A user who never joined a channel browses too (the gateway
+	// connects for it, as biboumi does).
+	fresh := xmpptest.Dial(t, e.xmpp, "user28@b.test", false)
+	res = fresh.IQ(core.NewElement("", "iq", "type", "get", "to", "127.0.0.1@"+gwJID).Add(core.NewElement("http://jabber.org/protocol/disco#items", "query")))
+	if res.Get("type") != "result" || !strings.Contains(res.String(), "#list-big%127.0.0.1@"+gwJID) {
+		t.Errorf("listing by a user in no channel: %s", res)
+	}
 }
