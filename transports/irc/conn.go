@@ -130,6 +130,15 @@ func (e *connError) Error() string {
 
 func (e *connError) Unwrap() error { return e.err }
 
+// panicError ends a connection whose reading panicked (recovered by the
+// poller); the session reports it (reportPanic).
+type panicError struct {
+	v     any
+	stack []byte
+}
+
+func (e *panicError) Error() string { return "internal error" }
+
 // conn is one registered connection.
 type conn struct {
 	nc     net.Conn

@@ -341,7 +341,9 @@ func (n *network) connected(c *conn, w *welcome) {
 		}
 		return s.tryPost(evLine{n: n, gen: gen, msg: m})
 	}, func(err error) {
-		s.post(evClosed{n: n, gen: gen, err: err})
+		if !s.post(evClosed{n: n, gen: gen, err: err}) {
+			reportPanic(s.sink, s.log, err) // the session ended meanwhile
+		}
 	})
 	s.log.Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", w.caps.len())
 	if n.cfg.auth == authNickServ && n.cfg.password != "" {
@@ -432,6 +434,7 @@ func isTimeout(err error) bool {
 // are joined again once reconnected.
 func (n *network) closed(err error) {
 	n.conn = nil
+	reportPanic(n.s.sink, n.s.log, err)
 	text := errorText(err)
 	if n.errorMsg != "" {
 		text = n.errorMsg

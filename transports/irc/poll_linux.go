@@ -2,7 +2,6 @@ package irc
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"runtime/debug"
@@ -151,9 +150,10 @@ func (p *poller) remove(c *conn) {
 func (p *poller) readable(c *conn, events uint32) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("panic recovered", "where", "irc poller", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			// The connection ends; its session reports the panic to core
+			// (counted with core's own, see network.closed).
 			p.remove(c)
-			c.lost(errors.New("internal error"))
+			c.lost(&panicError{v: r, stack: debug.Stack()})
 		}
 	}()
 	var n int

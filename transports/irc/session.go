@@ -1131,3 +1131,18 @@ func errorText(err error) string {
 	}
 	return fmt.Sprint(err)
 }
+
+// reportPanic hands a recovered panic to core (transportd_panics_total,
+// logged with its stack) when err carries one; false if it does not.
+func reportPanic(sink core.Sink, log *slog.Logger, err error) bool {
+	var pe *panicError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	if pr, ok := sink.(core.PanicReporter); ok {
+		pr.Panicked("irc poller", pe.v, pe.stack)
+	} else {
+		log.Error("panic recovered", "where", "irc poller", "panic", fmt.Sprint(pe.v), "stack", string(pe.stack))
+	}
+	return true
+}

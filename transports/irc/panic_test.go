@@ -1,0 +1,109 @@
+//go:build linux
+
+package irc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+	"golang.org/x/time/rate"
+)
+
+type recPanic struct {
+	where string
+	v     any
+	stack []byte
+}
+
+func (r *recorder) Panicked(where string, v any, stack []byte) { r.add(recPanic{where, v, stack}) }
+
+// polledPair is a connection started on the poller, with the far end.
+func polledPair(t *testing.T, onLine func(ircmsg.Message, bool) bool, onClose func(error)) (*conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &conn{nc: nc, server: "test", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		lim: rate.NewLimiter(rate.Inf, 1), done: make(chan struct{}), kick: make(chan struct{}, 1),
+		pingEvery: time.Hour, pingWait: time.Hour}
+	c.start(onLine, onClose)
+	if !c.polled {
+		t.Skip("no poller here")
+	}
+	t.Cleanup(func() { c.close(); far.Close() })
+	return c, far
+}
+
+// A panic while the poller hands on a line ends that connection only:
+// the session learns why (an internal error, not a network one) and
+// reports the panic to core, where it is counted; the poller goes on
+// reading the other connections.
+func TestPollerPanicEndsOneConnectionAndIsReported(t *testing.T) {
+	closed := make(chan error, 1)
+	bad, badFar := polledPair(t, func(ircmsg.Message, bool) bool { panic("boom in a line handler") }, func(err error) { closed <- err })
+	lines := make(chan string, 1)
+	_, goodFar := polledPair(t, func(m ircmsg.Message, _ bool) bool { lines <- last(m.Params); return true }, func(error) {})
+
+	if _, err := badFar.Write([]byte("PRIVMSG #c :hi\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-closed:
+	case <-time.After(wait):
+		t.Fatal("the connection whose line panicked was not closed")
+	}
+	if got := errorText(err); got != "connection to test lost: internal error" {
+		t.Errorf("the session is told %q", got)
+	}
+	if !bad.isClosed() {
+		t.Error("the connection is still open")
+	}
+
+	rec := newRecorder(t)
+	if !reportPanic(rec, bad.log, err) {
+		t.Fatal("the close does not carry the panic")
+	}
+	rec.mu.Lock()
+	evs := rec.events
+	rec.mu.Unlock()
+	if len(evs) != 1 {
+		t.Fatalf("reported %v", evs)
+	}
+	p, _ := evs[0].(recPanic)
+	if p.where != "irc poller" || fmt.Sprint(p.v) != "boom in a line handler" || !strings.Contains(string(p.stack), "readable") {
+		t.Errorf("reported %q %v with stack %.200s", p.where, p.v, p.stack)
+	}
+	if reportPanic(rec, bad.log, errors.New("connection reset")) {
+		t.Error("a network error reported as a panic")
+	}
+
+	if _, err := goodFar.Write([]byte("PRIVMSG #c :still here\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-lines:
+		if l != "still here" {
+			t.Errorf("other connection read %q", l)
+		}
+	case <-time.After(wait):
+		t.Fatal("the poller stopped reading other connections after a panic")
+	}
+}
