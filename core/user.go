@@ -301,8 +301,7 @@ func (u *user) policy() SessionPolicy {
 
 // reconcileSession starts the legacy session when it is wanted (persistent
 // policy, a resource online, a room joined, or a room listing lately) and
-// stops it when not. It
-// reports whether it changed anything.
+// stops it when not. It reports whether it changed anything.
 func (u *user) reconcileSession() bool {
 	want := !u.disabled.Load() && (u.policy() == Persistent || len(u.resources) > 0 || len(u.rooms) > 0 || u.browseUntil != 0)
 	switch {

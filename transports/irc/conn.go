@@ -131,7 +131,7 @@ func (e *connError) Error() string {
 func (e *connError) Unwrap() error { return e.err }
 
 // panicError ends a connection whose reading panicked (recovered by the
-// poller); the session reports it (reportPanic).
+// poller); the connection's onClose reports it (reportPanic).
 type panicError struct {
 	v     any
 	stack []byte

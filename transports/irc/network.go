@@ -341,9 +341,8 @@ func (n *network) connected(c *conn, w *welcome) {
 		}
 		return s.tryPost(evLine{n: n, gen: gen, msg: m})
 	}, func(err error) {
-		if !s.post(evClosed{n: n, gen: gen, err: err}) {
-			reportPanic(s.sink, s.log, err) // the session ended meanwhile
-		}
+		reportPanic(s.sink, s.log, err)
+		s.post(evClosed{n: n, gen: gen, err: err})
 	})
 	s.log.Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", w.caps.len())
 	if n.cfg.auth == authNickServ && n.cfg.password != "" {
@@ -434,7 +433,6 @@ func isTimeout(err error) bool {
 // are joined again once reconnected.
 func (n *network) closed(err error) {
 	n.conn = nil
-	reportPanic(n.s.sink, n.s.log, err)
 	text := errorText(err)
 	if n.errorMsg != "" {
 		text = n.errorMsg

@@ -150,8 +150,8 @@ func (p *poller) remove(c *conn) {
 func (p *poller) readable(c *conn, events uint32) {
 	defer func() {
 		if r := recover(); r != nil {
-			// The connection ends; its session reports the panic to core
-			// (counted with core's own, see network.closed).
+			// The connection ends; its close reports the panic to core
+			// (counted with core's own: reportPanic).
 			p.remove(c)
 			c.lost(&panicError{v: r, stack: debug.Stack()})
 		}
