@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
@@ -58,6 +59,48 @@ type component struct {
 
 	mu    sync.Mutex
 	users map[string][]*user // by bare JID; by label, the main account ("") first
+
+	counters hotCounters
+}
+
+// hotCounters are the metrics counted for every relayed message, looked
+// up once: WithLabelValues hashes its labels and takes a lock each call,
+// four times per message.
+type hotCounters struct {
+	toXMPP, toLegacy prometheus.Counter
+	in, out          [3]prometheus.Counter // message, presence, iq
+}
+
+func (h *hotCounters) init(m *Metrics, transport string) {
+	h.toXMPP = m.messages.WithLabelValues(transport, "to_xmpp")
+	h.toLegacy = m.messages.WithLabelValues(transport, "to_legacy")
+	for i, kind := range [3]string{"message", "presence", "iq"} {
+		h.in[i] = m.stanzas.WithLabelValues("in", kind)
+		h.out[i] = m.stanzas.WithLabelValues("out", kind)
+	}
+}
+
+// countStanza counts a stanza in or out.
+func (c *component) countStanza(out bool, name string) {
+	set := &c.counters.in
+	dir := "in"
+	if out {
+		set, dir = &c.counters.out, "out"
+	}
+	i := -1
+	switch name {
+	case "message":
+		i = 0
+	case "presence":
+		i = 1
+	case "iq":
+		i = 2
+	}
+	if i >= 0 && set[i] != nil {
+		set[i].Inc()
+		return
+	}
+	c.g.metrics.stanzas.WithLabelValues(dir, name).Inc()
 }
 
 // compConf is the part of the configuration a running component can take
@@ -83,6 +126,7 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 		done:    make(chan struct{}),
 	}
 	c.relay.kick = make(chan struct{}, 1)
+	c.counters.init(g.metrics, c.info.Name)
 	c.conf.Store(&compConf{domain: d, tc: tc})
 	c.link = &link{
 		addr:     xc.ComponentAddr,
@@ -202,10 +246,11 @@ func (c *component) linkState(up bool, err error) {
 }
 
 // send is the single way out for stanzas; see link.send.
-func (c *component) send(el *Element) error {
+func (c *component) send(el outgoing) error {
 	err := c.link.send(el)
 	if err == nil {
-		c.g.metrics.stanzas.WithLabelValues("out", el.Name.Local).Inc()
+		name, _, _ := el.stanzaHeader()
+		c.countStanza(true, name)
 	}
 	return err
 }
@@ -230,7 +275,7 @@ func (c *component) stanza(kind, fromLocal, fromResource, to, typ string) *Eleme
 // dispatch handles one stanza from the server. It never returns an error and
 // never blocks on the network: slow work is handed to goroutines.
 func (c *component) dispatch(el *Element) {
-	c.g.metrics.stanzas.WithLabelValues("in", el.Name.Local).Inc()
+	c.countStanza(false, el.Name.Local)
 	defer func() {
 		if r := recover(); r != nil {
 			c.g.metrics.panics.Inc()

@@ -21,6 +21,7 @@ const (
 	nsGateway  = "jabber:iq:gateway"
 	nsReceipts = "urn:xmpp:receipts"
 	nsDelay    = "urn:xmpp:delay"
+	nsStanzaID = "urn:xmpp:sid:0"
 	nsNick     = "http://jabber.org/protocol/nick"
 	nsOOB      = "jabber:x:oob"
 	nsData     = "jabber:x:data"

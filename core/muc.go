@@ -393,7 +393,7 @@ func (s *sink) RoomEcho(ctx context.Context, m *Message) error {
 			}
 		}
 		if sent {
-			c.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Inc()
+			c.counters.toXMPP.Inc()
 			c.stats.toXMPP.Add(1)
 			return nil
 		}

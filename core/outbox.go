@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	xmppcomponent "mellium.im/xmpp/component"
 	"mellium.im/xmpp/ping"
 	"mellium.im/xmpp/stanza"
 
@@ -201,7 +202,7 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 	type ready struct {
 		it  *store.OutboxItem
 		c   *component
-		els []*Element
+		els []outgoing
 	}
 	var (
 		batchReady []ready
@@ -278,7 +279,7 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 		if err := o.g.store.DoneMany(ctx, ids); err != nil {
 			o.g.log.Error("outbox done", "error", err)
 		}
-		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Add(float64(len(ids)))
+		c.counters.toXMPP.Add(float64(len(ids)))
 		c.stats.toXMPP.Add(int64(len(ids)))
 	}
 	// Due hands out one item per conversation: any progress means the next
@@ -288,44 +289,116 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 
 // renderToXMPP builds the stanzas for an outbox envelope: one, or one per
 // joined resource for a room message (none if nobody is in the room now).
-func (c *component) renderToXMPP(a *store.Account, env envelope) ([]*Element, string) {
+func (c *component) renderToXMPP(a *store.Account, env envelope) ([]outgoing, string) {
 	if env.Msg.Groupchat {
 		return c.renderRoomMessage(a, env.Msg)
 	}
 	if env.Kind == kindSent {
 		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
-		return c.renderSent(a, env.Msg), ""
+		var out []outgoing
+		for _, el := range c.renderSent(a, env.Msg) {
+			out = append(out, el)
+		}
+		return out, ""
 	}
 	if env.Kind == kindMessage {
 		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
 	}
 	el, id := c.renderOne(a, env)
-	return []*Element{el}, id
+	return []outgoing{el}, id
 }
 
-func (c *component) renderRoomMessage(a *store.Account, m Message) ([]*Element, string) {
+// renderRoomMessage gives a room message to each of the user's resources
+// in the room, and the stanza id they share.
+func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, string) {
 	u := c.accountUser(a)
 	if u == nil {
+		return nil, ""
+	}
+	resources := u.roomResources(m.Contact)
+	if len(resources) == 0 {
 		return nil, ""
 	}
 	id := m.XMPPID // the user's own message reflected keeps its id
 	if id == "" {
 		id = randomID()
 	}
-	var els []*Element
-	for _, res := range u.roomResources(m.Contact) {
-		el := c.stanza("message", c.local(a.Label, m.Contact), m.Nick, a.JID+"/"+res, "groupchat")
-		el.SetAttr("id", id)
-		el.AddText("", "body", m.Body)
-		if !m.Time.IsZero() {
-			el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))
-		}
-		if m.LegacyID != "" {
-			el.Add(NewElement("urn:xmpp:sid:0", "stanza-id", "id", m.LegacyID, "by", c.local(a.Label, m.Contact)+"@"+c.jid.Domainpart()))
-		}
-		els = append(els, el)
+	local := c.local(a.Label, m.Contact)
+	room := local + "@" + c.jid.Domainpart()
+	proto := roomStanza{from: room, id: id, body: m.Body}
+	if local == "" {
+		proto.from = c.jid.Domainpart() // as c.stanza
 	}
-	return els, id
+	if m.Nick != "" {
+		proto.from += "/" + m.Nick
+	}
+	if !m.Time.IsZero() {
+		proto.delayFrom, proto.stamp = c.jid.String(), m.Time.UTC().Format(time.RFC3339)
+	}
+	if m.LegacyID != "" {
+		proto.sid, proto.sidBy = m.LegacyID, room
+	}
+	out := make([]outgoing, len(resources))
+	stanzas := make([]roomStanza, len(resources))
+	for i, res := range resources {
+		stanzas[i] = proto
+		stanzas[i].to = a.JID + "/" + res
+		out[i] = &stanzas[i]
+	}
+	return out, id
+}
+
+// roomStanza is a group chat message to one resource, written without an
+// element tree (see outgoing).
+type roomStanza struct {
+	from, to, id, body string
+	delayFrom, stamp   string // a delay, if stamp is set
+	sid, sidBy         string // a stanza-id, if sid is set
+}
+
+func (s *roomStanza) stanzaHeader() (name, from, to string) { return "message", s.from, s.to }
+
+// appendTo writes what appendStanza writes for the same message built as
+// an element (TestRoomStanzaWrittenAsElement holds them together).
+func (s *roomStanza) appendTo(b []byte) ([]byte, bool) {
+	b = append(b, `<message xmlns="`+xmppcomponent.NSAccept+`"`...)
+	b = appendAttr(b, "from", s.from)
+	b = appendAttr(b, "to", s.to)
+	b = append(b, ` type="groupchat"`...)
+	id := s.id
+	if id == "" {
+		id = randomID()
+	}
+	b = appendAttr(b, "id", id)
+	b = append(b, "><body>"...)
+	b = appendEscaped(b, s.body, false)
+	b = append(b, "</body>"...)
+	if s.stamp != "" {
+		b = append(b, `<delay xmlns="`+nsDelay+`"`...)
+		b = appendAttr(b, "from", s.delayFrom)
+		b = appendAttr(b, "stamp", s.stamp)
+		b = append(b, "></delay>"...)
+	}
+	if s.sid != "" {
+		b = append(b, `<stanza-id xmlns="`+nsStanzaID+`"`...)
+		b = appendAttr(b, "id", s.sid)
+		b = appendAttr(b, "by", s.sidBy)
+		b = append(b, "></stanza-id>"...)
+	}
+	return append(b, "</message>"...), true
+}
+
+// appendAttr appends ` name="value"`, or nothing for an empty value (as
+// SetAttr keeps no empty attribute).
+func appendAttr(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, ' ')
+	b = append(b, name...)
+	b = append(b, `="`...)
+	b = appendEscaped(b, value, true)
+	return append(b, '"')
 }
 
 func (c *component) renderOne(a *store.Account, env envelope) (*Element, string) {
@@ -543,7 +616,7 @@ func (o *outbox) deliverLegacy(ctx context.Context, it *store.OutboxItem) {
 			_ = o.enqueueToXMPP(ctx, u, envelope{Kind: kindReceipt, Msg: Message{Contact: m.Contact, XMPPID: m.XMPPID, UserResource: m.UserResource}})
 		}
 		_ = o.g.store.Done(ctx, it.ID)
-		o.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
+		c.counters.toLegacy.Inc()
 		c.stats.toLegacy.Add(1)
 	case errors.Is(err, ErrUnconfirmed):
 		c.log.Info("not sent again: an interrupted attempt may have reached the network; no receipt", "item", it.ID)

@@ -301,7 +301,7 @@ func (c *component) relayToXMPP(ctx context.Context, u *user, env envelope) erro
 	r.seq++
 	r.unconfirmed = append(r.unconfirmed, relayed{seq: r.seq, u: u, env: env})
 	r.wake()
-	c.g.metrics.messages.WithLabelValues(c.info.Name, "to_xmpp").Inc()
+	c.counters.toXMPP.Inc()
 	c.stats.toXMPP.Add(1)
 	return nil
 }
@@ -518,7 +518,7 @@ func (c *component) relaySent(ctx context.Context, u *user, m Message, legacyID 
 		r.recent.Add(relayRecent, m.UserResource, '/', m.XMPPID)
 		r.mu.Unlock()
 	}
-	c.g.metrics.messages.WithLabelValues(c.info.Name, "to_legacy").Inc()
+	c.counters.toLegacy.Inc()
 	c.stats.toLegacy.Add(1)
 }
 
