@@ -285,17 +285,26 @@ func BenchmarkSessionMemory(b *testing.B) {
 				name = fmt.Sprintf("users-%d/one-channel", n)
 			}
 			b.Run(name, func(b *testing.B) {
-				sessionMemory(b, e, n, shared) // once, whatever b.N: it measures a state, not a rate
+				sessionMemory(b, e, n, shared, false) // once, whatever b.N: it measures a state, not a rate
+			})
+		}
+		if e.tls != "" {
+			b.Run(fmt.Sprintf("users-%d/own-channels-tls", n), func(b *testing.B) {
+				sessionMemory(b, e, n, false, true)
 			})
 		}
 	}
 }
 
 // sessionMemory: n sessions, each in its own channel, or all in one (each
-// session then knows every other member: memory grows with n²).
-func sessionMemory(b *testing.B, e ircEnv, n int, shared bool) {
+// session then knows every other member: memory grows with n²); over TLS
+// or not.
+func sessionMemory(b *testing.B, e ircEnv, n int, shared, overTLS bool) {
 	run := xmpptest.RandomID()[:4]
 	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: port(e.irc), dTLS: "false", dConnectTimeout: "60s"}
+	if overTLS {
+		d[dPort], d[dTLS], d[dTLSInsecure] = port(e.tls), "true", "true"
+	}
 	tr := New()
 	runtime.GC()
 	var ms0 runtime.MemStats

@@ -167,6 +167,7 @@ type conn struct {
 	// set).
 	raw     syscall.RawConn
 	polled  bool
+	viaTLS  bool // polled through crypto/tls (pollableConn)
 	src     []byte
 	token   int32
 	stalled *ircmsg.Message // a line the session could not take at once
@@ -233,7 +234,7 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		return nil, nil, &connError{text: "cannot connect to " + cfg.server + ": " + netErrText(err), err: err}
 	}
 	if cfg.tls {
-		tc := tls.Client(nc, &tls.Config{ServerName: cfg.server, InsecureSkipVerify: cfg.tlsInsecure, MinVersion: tls.VersionTLS12})
+		tc := tls.Client(pollableBase(nc), &tls.Config{ServerName: cfg.server, InsecureSkipVerify: cfg.tlsInsecure, MinVersion: tls.VersionTLS12})
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return nil, nil, &connError{text: "TLS with " + cfg.server + " failed: " + err.Error(), err: err}
@@ -576,6 +577,17 @@ func (c *conn) readMsg() (ircmsg.Message, error) {
 	}
 }
 
+// errSocketEmpty: a polled connection's socket has nothing to read now.
+// A net.Error, temporary, so that crypto/tls keeps its state (see
+// pollableConn).
+var errSocketEmpty error = socketEmpty{}
+
+type socketEmpty struct{}
+
+func (socketEmpty) Error() string   { return "nothing to read yet" }
+func (socketEmpty) Timeout() bool   { return true }
+func (socketEmpty) Temporary() bool { return true }
+
 // errWouldBlock: the poller's bytes are all taken.
 var errWouldBlock = errors.New("no more bytes read")
 
@@ -725,25 +737,46 @@ func redactLine(line string) string {
 // with wait false it must not block, and returns false if it cannot take
 // the line now (it is offered again with wait true, from a goroutine).
 // onClose is called once, when the connection is gone, with the reason.
-// Plain TCP connections are read by the poller, without a goroutine;
-// others by a goroutine of their own. Writers come and go with the lines
-// to write.
+// TCP connections, plain or TLS, are read by the poller, without a
+// goroutine; others (where there is no poller) by a goroutine of their
+// own. Writers come and go with the lines to write.
 func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func(error)) {
 	c.onLine, c.onClose = onLine, onClose
 	if p := thePoller(); p != nil {
-		if tc, ok := c.nc.(*net.TCPConn); ok {
-			if raw, err := tc.SyscallConn(); err == nil {
-				c.raw, c.polled, c.born = raw, true, time.Now()
-				c.rbuf = nil // src may still hold lines read into it
-				c.readAt.Store(c.clock())
-				c.pingTimer = time.AfterFunc(time.Hour, c.pingCheck)
-				c.pingTimer.Reset(c.pingEvery)
-				go c.catchUp(p) // what registration read, then the poller
-				return
+		var raw syscall.RawConn
+		switch nc := c.nc.(type) {
+		case *net.TCPConn:
+			raw, _ = nc.SyscallConn()
+		case *tls.Conn:
+			if pc, ok := nc.NetConn().(*pollableConn); ok {
+				raw, c.viaTLS = pc.raw, true
+				pc.polled.Store(true)
 			}
+		}
+		if raw != nil {
+			c.raw, c.polled, c.born = raw, true, time.Now()
+			c.rbuf = nil // src may still hold lines read into it
+			c.readAt.Store(c.clock())
+			c.pingTimer = time.AfterFunc(time.Hour, c.pingCheck)
+			c.pingTimer.Reset(c.pingEvery)
+			go c.catchUp(p) // what registration read, then the poller
+			return
 		}
 	}
 	go c.reader()
+}
+
+// readPolled reads what a polled connection has, without waiting:
+// errSocketEmpty when there is nothing. A TLS connection may return
+// bytes crypto/tls read from the socket earlier (a record holds more than
+// one read takes): it is read until errSocketEmpty, or the poller, which
+// hears only of bytes arriving on the socket, would never be told of
+// them.
+func (c *conn) readPolled(b []byte) (int, error) {
+	if c.viaTLS {
+		return c.nc.Read(b)
+	}
+	return readNow(c.raw, b)
 }
 
 // clock is the time since the connection started, never 0.
@@ -788,11 +821,38 @@ func (c *conn) pump(wait bool) (bool, error) {
 func (c *conn) catchUp(p *poller) {
 	_, err := c.pump(true)
 	c.src = nil
+	if err == nil && c.viaTLS {
+		err = c.drainTLS()
+	}
 	if err == nil {
 		err = p.add(c)
 	}
 	if err != nil {
 		c.lost(err)
+	}
+}
+
+// drainTLS hands on, waiting for the session, what a TLS connection can
+// give without waiting (see readPolled), before the poller reads it again.
+func (c *conn) drainTLS() error {
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.readPolled(buf)
+		if n > 0 {
+			c.readAt.Store(c.clock())
+			c.src = buf[:n]
+			_, perr := c.pump(true)
+			c.src = nil
+			if perr != nil {
+				return perr
+			}
+		}
+		if errors.Is(err, errSocketEmpty) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }
 

@@ -3,9 +3,16 @@ package irc
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"strconv"
 	"strings"
@@ -39,9 +46,12 @@ type fakeServer struct {
 	history  map[string][]string // channel → lines sent in a chathistory batch
 	banned   map[string]bool     // channels that answer JOIN with 474
 	isupport string
-	conns    chan *fakeConn
-	mu       sync.Mutex
-	msgid    int
+	// afterWelcome: lines sent right after the end of the MOTD, in the
+	// same write (and so, over TLS, the same record).
+	afterWelcome string
+	conns        chan *fakeConn
+	mu           sync.Mutex
+	msgid        int
 }
 
 func newFakeServer(t testing.TB, caps ...string) *fakeServer {
@@ -50,6 +60,38 @@ func newFakeServer(t testing.TB, caps ...string) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveFake(t, ln, caps)
+}
+
+// newFakeTLSServer is a fakeServer on TLS, with a certificate of its own
+// (sessions need tls_insecure: fakeTLS).
+func newFakeTLSServer(t testing.TB, caps ...string) *fakeServer {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Full records from the first byte (16 KB, as InspIRCd's TLS
+	// modules write), not Go's small first ones: a record then holds more
+	// than one read of the client takes.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		DynamicRecordSizingDisabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveFake(t, ln, caps)
+}
+
+// fakeTLS are the defaults for a session of a newFakeTLSServer.
+var fakeTLS = map[string]string{dTLS: "true", dTLSInsecure: "true"}
+
+func serveFake(t testing.TB, ln net.Listener, caps []string) *fakeServer {
 	s := &fakeServer{t: t, ln: ln, caps: caps, taken: map[string]bool{}, names: map[string]string{},
 		topic: map[string]string{}, history: map[string][]string{}, banned: map[string]bool{},
 		isupport: "CHANTYPES=#& PREFIX=(qaohv)~&@%+ CASEMAPPING=rfc1459 STATUSMSG=@+ CHANMODES=b,k,l,imnpst TOPICLEN=300",
@@ -178,9 +220,13 @@ func (c *fakeConn) serve() {
 		_ = pass
 		if !c.registered() && user && c.nick != "" && capEnd {
 			c.markRegistered()
-			c.send(":irc.fake 001 %s :Welcome to the fake network %s!u@h", c.nick, c.nick)
-			c.send(":irc.fake 005 %s %s :are supported", c.nick, c.s.isupport)
-			c.send(":irc.fake 376 %s :End of MOTD", c.nick)
+			welcome := fmt.Sprintf(":irc.fake 001 %s :Welcome to the fake network %s!u@h\r\n", c.nick, c.nick) +
+				fmt.Sprintf(":irc.fake 005 %s %s :are supported\r\n", c.nick, c.s.isupport) +
+				fmt.Sprintf(":irc.fake 376 %s :End of MOTD", c.nick)
+			if c.s.afterWelcome != "" {
+				welcome += "\r\n" + c.s.afterWelcome // in the same write
+			}
+			c.send("%s", welcome)
 			c.s.conns <- c
 			continue
 		}

@@ -341,17 +341,42 @@ func TestNgircd(t *testing.T) {
 	}
 }
 
-// TestTLS joins over InspIRCd's TLS port.
+// TestTLS joins over InspIRCd's TLS port and relays both ways, a burst
+// of lines included: the poller reads TLS connections through crypto/tls,
+// which holds whole records of lines decrypted between reads.
 func TestTLS(t *testing.T) {
 	e := testIRCEnv(t)
 	if e.tls == "" {
 		xmpptest.Missing(t, "no TLS port")
 	}
 	startGW(t, e.xmpp, port(e.tls), map[string]string{"tls": "true", "tls_insecure": "true"})
+	const (
+		ch   = "#it-tls"
+		room = ch + "%127.0.0.1@" + gwJID
+	)
+	op := dialRaw(t, e.irc, "tlsop")
+	op.join(ch)
 	c := xmpptest.Dial(t, e.xmpp, "user24@b.test", false)
 	waitComponent(t, c)
-	if self := joinRoom(t, c, "#it-tls%127.0.0.1@"+gwJID, "tlsuser"); self.Get("type") == "error" {
+	if self := joinRoom(t, c, room, "tlsuser"); self.Get("type") == "error" {
 		t.Fatalf("join over TLS: %s", self)
+	}
+	op.expect("tlsuser's JOIN", cmdFrom("JOIN", "tlsuser"))
+	c.Send(groupchat(room, "over tls"))
+	if got := op.expect("PRIVMSG", cmdFrom("PRIVMSG", "tlsuser")); got.Params[1] != "over tls" {
+		t.Errorf("IRC got %v", got.Params)
+	}
+	c.Expect(xwait, "reflection", isGroupchatFrom(room+"/tlsuser", "over tls"))
+	// InspIRCd gives lines sent at once to a TLS client in few records.
+	const n = 100
+	for i := 0; i < n; i++ {
+		op.send("PRIVMSG", ch, fmt.Sprintf("burst %d %s", i, strings.Repeat("x", 300)))
+	}
+	for i := 0; i < n; i++ {
+		want := fmt.Sprintf("burst %d %s", i, strings.Repeat("x", 300))
+		if got := c.Expect(xwait, fmt.Sprintf("burst line %d", i), isGroupchatFrom(room+"/tlsop", "")); got.ChildText("", "body") != want {
+			t.Fatalf("line %d: got %.20q", i, got.ChildText("", "body"))
+		}
 	}
 }
 

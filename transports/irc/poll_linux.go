@@ -3,9 +3,11 @@ package irc
 import (
 	"errors"
 	"io"
+	"net"
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,9 +19,9 @@ import (
 // connection per user and server). One epoll set holds the connections;
 // the Go runtime's own poller wakes the one goroutine that reads them
 // when any is readable (the epoll descriptor is itself pollable), so no
-// thread blocks in epoll_wait. TLS connections keep a reading goroutine:
-// crypto/tls reads through its own state. Go's net package offers no
-// readiness callback, hence this file.
+// thread blocks in epoll_wait. TLS connections are read through
+// crypto/tls over a pollableConn. Go's net package offers no readiness
+// callback, hence this file.
 type poller struct {
 	epfd int
 	rc   syscall.RawConn
@@ -156,42 +158,99 @@ func (p *poller) readable(c *conn, events uint32) {
 			c.lost(&panicError{v: r, stack: debug.Stack()})
 		}
 	}()
-	var n int
-	var rerr error
-	if err := c.raw.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), p.buf)
-		return true
-	}); err != nil {
-		rerr = err // closed here meanwhile
-	}
-	switch {
-	case errors.Is(rerr, unix.EAGAIN) || errors.Is(rerr, unix.EINTR):
-		if events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-			return
+	for first := true; ; first = false {
+		n, rerr := c.readPolled(p.buf)
+		if n > 0 {
+			c.readAt.Store(c.clock())
+			c.src = p.buf[:n]
+			ok, err := c.pump(false)
+			if err != nil {
+				c.src = nil
+				p.remove(c)
+				c.lost(err)
+				return
+			}
+			if !ok {
+				c.src = append([]byte(nil), c.src...) // p.buf is read into again
+				p.remove(c)
+				go c.catchUp(p)
+				return
+			}
+			c.src = nil
 		}
-		rerr = errors.New("connection reset")
-	case rerr == nil && n == 0:
-		rerr = io.EOF
-	}
-	if rerr != nil {
+		switch {
+		case rerr == nil && c.viaTLS:
+			continue // see readPolled
+		case rerr == nil:
+			return // level-triggered: more is reported again
+		case errors.Is(rerr, errSocketEmpty):
+			if !first || n > 0 || events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+				return
+			}
+			rerr = errors.New("connection reset")
+		}
 		p.remove(c)
 		c.lost(rerr)
 		return
 	}
-	c.readAt.Store(c.clock())
-	c.src = p.buf[:n]
-	ok, err := c.pump(false)
-	if err != nil {
-		c.src = nil
-		p.remove(c)
-		c.lost(err)
-		return
+}
+
+// readNow reads what a socket holds, without waiting: errSocketEmpty if
+// nothing.
+func readNow(raw syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var rerr error
+	if err := raw.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), b)
+		return true
+	}); err != nil {
+		return 0, err // closed here meanwhile
 	}
+	switch {
+	case errors.Is(rerr, unix.EAGAIN) || errors.Is(rerr, unix.EINTR):
+		return 0, errSocketEmpty
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// pollableConn is the TCP connection under a TLS one, so that the poller
+// reads TLS connections too. Once polled, a read that finds the socket
+// empty returns errSocketEmpty at once instead of waiting: crypto/tls
+// hands a temporary error back and keeps its state (a record half read
+// stays in its buffer for the next read). Registration, before, reads
+// as any connection does.
+//
+// One case can hold the poller up: a server's TLS 1.3 KeyUpdate makes
+// crypto/tls answer from within the read, and the answer waits for a
+// write in progress, which a full socket holds up to its write deadline.
+// Servers seldom send it (InspIRCd does not).
+type pollableConn struct {
+	*net.TCPConn
+	raw    syscall.RawConn
+	polled atomic.Bool
+}
+
+func (pc *pollableConn) Read(b []byte) (int, error) {
+	if !pc.polled.Load() {
+		return pc.TCPConn.Read(b)
+	}
+	return readNow(pc.raw, b)
+}
+
+// pollableBase wraps a TCP connection TLS will run over, so that the
+// poller can read it (start); any other connection is left as it is.
+func pollableBase(nc net.Conn) net.Conn {
+	tc, ok := nc.(*net.TCPConn)
 	if !ok {
-		c.src = append([]byte(nil), c.src...) // p.buf is read into again
-		p.remove(c)
-		go c.catchUp(p)
-		return
+		return nc
 	}
-	c.src = nil
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nc
+	}
+	return &pollableConn{TCPConn: tc, raw: raw}
 }

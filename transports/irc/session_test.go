@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"strconv"
 	"strings"
@@ -580,12 +581,18 @@ func TestJoinsNeverWaitForTheSession(t *testing.T) {
 }
 
 // TestStartKeepsNoGoroutine: Start returns at once, the session works
-// without a goroutine waiting in it, and when ctx is done it says QUIT and
-// calls done once.
+// without a goroutine waiting in it, over TLS too (the poller reads both
+// kinds of connection), and when ctx is done it says QUIT and calls done
+// once.
 func TestStartKeepsNoGoroutine(t *testing.T) {
-	srv := newFakeServer(t)
+	t.Run("plain", func(t *testing.T) { startKeepsNoGoroutine(t, newFakeServer(t), nil) })
+	t.Run("tls", func(t *testing.T) { startKeepsNoGoroutine(t, newFakeTLSServer(t), fakeTLS) })
+}
+
+func startKeepsNoGoroutine(t *testing.T, srv *fakeServer, defaults map[string]string) {
 	rec := newRecorder(t)
 	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv.port()), dTLS: "false"}
+	maps.Copy(d, defaults)
 	s := New().NewSession(&core.Account{ID: 1, JID: "st@a.test", Defaults: d}, rec).(*session)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -647,14 +654,45 @@ func TestStartKeepsNoGoroutine(t *testing.T) {
 	}
 }
 
+// TestTLSLinesReadWithRegistration: lines that came in the same TLS
+// record as the end of registration, more than registration's read
+// took, are handed on at once, not when the server next sends something
+// (crypto/tls holds them decrypted, where the poller does not look).
+func TestTLSLinesReadWithRegistration(t *testing.T) {
+	srv := newFakeTLSServer(t)
+	const n = 200
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, ":op!o@h PRIVMSG tester :early line %d\r\n", i)
+	}
+	srv.afterWelcome = strings.TrimSuffix(b.String(), "\r\n")
+	s, rec := startSession(t, srv, nil, fakeTLS)
+	if _, err := s.Send(context.Background(), &core.Message{Contact: "op%127.0.0.1", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.nextConn().expect(t, "PRIVMSG")
+	for i := 0; i < n; i++ {
+		m := rec.message(t, fmt.Sprintf("early line %d", i), func(m *core.Message) bool { return m.Contact == "op%127.0.0.1" })
+		if want := fmt.Sprintf("early line %d", i); m.Body != want {
+			t.Fatalf("got %q, want %q", m.Body, want)
+		}
+	}
+}
+
 // TestSlowSessionHoldsUpNoOther: a session that cannot keep up (core
 // does not take its messages) stops reading its own connection only: the
 // poller reads the other sessions' connections meanwhile, and the slow
-// one's lines all arrive, in order, once it catches up.
+// one's lines all arrive, in order, once it catches up. Over TLS, the
+// lines come in records of many lines, which crypto/tls holds decrypted
+// while the session is behind.
 func TestSlowSessionHoldsUpNoOther(t *testing.T) {
-	srv := newFakeServer(t)
+	t.Run("plain", func(t *testing.T) { slowSessionHoldsUpNoOther(t, newFakeServer(t), nil) })
+	t.Run("tls", func(t *testing.T) { slowSessionHoldsUpNoOther(t, newFakeTLSServer(t), fakeTLS) })
+}
+
+func slowSessionHoldsUpNoOther(t *testing.T, srv *fakeServer, defaults map[string]string) {
 	ctx := context.Background()
-	slow, slowRec := startSession(t, srv, nil, nil)
+	slow, slowRec := startSession(t, srv, nil, defaults)
 	slowRec.holdDeliver = make(chan struct{})
 	const slowRoom, fastRoom = "#slow%127.0.0.1", "#fast%127.0.0.1"
 	if err := slow.JoinRoom(ctx, slowRoom, "slow", ""); err != nil {
@@ -663,7 +701,7 @@ func TestSlowSessionHoldsUpNoOther(t *testing.T) {
 	sc := srv.nextConn()
 	sc.expect(t, "JOIN")
 	slowRec.next(t, "slow joined", isJoined(slowRoom))
-	fast, fastRec := startSession(t, srv, nil, nil)
+	fast, fastRec := startSession(t, srv, nil, defaults)
 	if err := fast.JoinRoom(ctx, fastRoom, "fast", ""); err != nil {
 		t.Fatal(err)
 	}
