@@ -26,9 +26,10 @@ import (
 )
 
 // The IRC connection: dialling, registration (CAP LS 302, SASL PLAIN,
-// NICK/USER with a fallback nick), then a reader goroutine that parses
-// lines and hands them on, answers PING itself and PINGs the server after
-// a silence, and a writer goroutine that applies flood control.
+// NICK/USER with a fallback nick), then reading by the poller (or a
+// reader goroutine where there is none), which parses lines and hands
+// them on, answers PING itself and PINGs the server after a silence, and
+// a writer goroutine, while lines wait, that applies flood control.
 
 const (
 	// maxLine is the longest line without tags (RFC 1459, CR LF included).

@@ -13,10 +13,12 @@
 // core.RoomSink and core.Sink, and turns what the user does into IRC lines.
 //
 // Each user's session owns one IRC connection per server, shared by all
-// the user's resources and rooms. One goroutine (session.run) owns every
-// piece of session state; each connection has a reader goroutine that
-// only parses lines and posts them to it, and, while lines wait to be
-// written, a writer goroutine that applies flood control (a token bucket)
+// the user's resources and rooms. The session's state is owned by the
+// goroutine draining its events (session.active), none while nothing
+// happens. One poller reads every connection of the process, plain or
+// TLS (poll_linux.go), and posts the lines to the sessions; without it
+// (not Linux) each connection has a reader goroutine. While lines wait to
+// be written, a writer goroutine applies flood control (a token bucket)
 // before writing. A message from the user is sent at most once: see
 // session.Send. Connections are
 // written by hand on top of ircmsg (parsing and serialising lines),
