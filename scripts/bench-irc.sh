@@ -27,7 +27,9 @@
 # joins). The resident set is also taken once the 200 users sat idle for
 # TRANSPORTD_BENCH_SETTLE (130s unless set; 0 skips it: past a Go
 # process's periodic collection), from a baseline taken after the same
-# idle wait before the first user: the "idle KiB/user" column.
+# idle wait before the first user: the "idle KiB/user" column. One user
+# joins and leaves before that baseline, so that what a gateway loads once
+# (its code for the IRC path) is not counted per user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.26.9}
