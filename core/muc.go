@@ -101,7 +101,7 @@ type RoomSink interface {
 // itself), and the echo can overtake room messages that still wait in the
 // outbox (only while the link was down or the outbox is behind).
 type RoomEchoer interface {
-	RoomEcho(ctx context.Context, m *Message) error
+	RoomEcho(ctx context.Context, m Message) error
 }
 
 // RoomLister is implemented by GroupSessions that can list the rooms of
@@ -378,13 +378,13 @@ func (s *sink) RoomSubject(r, subject, by string) {
 	s.u.post(evRoomSubject{gen: s.gen, room: r, subject: subject, by: by})
 }
 
-func (s *sink) RoomEcho(ctx context.Context, m *Message) error {
+func (s *sink) RoomEcho(ctx context.Context, m Message) error {
 	c := s.u.c
 	if s.u.relay != nil {
-		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
+		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: m})
 	}
 	if c.link.up.Load() {
-		els, _ := c.renderRoomMessage(&store.Account{ID: s.acctID, JID: s.u.bare, Label: s.u.label}, *m)
+		els, _ := c.renderRoomMessage(&store.Account{ID: s.acctID, JID: s.u.bare, Label: s.u.label}, m)
 		sent := len(els) > 0
 		for _, el := range els {
 			if err := c.send(el); err != nil {
@@ -398,7 +398,8 @@ func (s *sink) RoomEcho(ctx context.Context, m *Message) error {
 			return nil
 		}
 	}
-	return s.Deliver(ctx, m)
+	held := m // only this path keeps a pointer: m itself stays off the heap
+	return s.Deliver(ctx, &held)
 }
 
 // groupSession returns the live session as a GroupSession, or nil.

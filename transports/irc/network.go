@@ -811,17 +811,19 @@ func (n *network) reflect(ps *pendingSend, msgid string, t time.Time) {
 	if id == "" {
 		id = ps.legacyID
 	}
-	m := &core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t, Replayable: n.replayable(msgid)}
+	m := core.Message{Contact: ps.room, Groupchat: true, Nick: n.me.nick, Body: ps.body, XMPPID: ps.xmppID, LegacyID: id, Time: t, Replayable: n.replayable(msgid)}
 	if msgid != "" {
 		n.noteEchoed(msgid)
 	}
 	if e, ok := n.s.sink.(core.RoomEchoer); ok {
+		// By value: a message per relayed line need not be on the heap.
 		if err := e.RoomEcho(n.s.ctx, m); err != nil && n.s.ctx.Err() == nil {
 			n.s.log.Error("reflecting a room message", "error", err)
 		}
 		return
 	}
-	n.s.deliver(m)
+	held := m
+	n.s.deliver(&held)
 }
 
 // echoedKept is how many message ids of the user's own reflected
