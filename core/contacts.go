@@ -331,7 +331,7 @@ func (u *user) anyResourceSupports(feature string) bool {
 // renderSent wraps the user's own message for the server to deliver as a
 // sent carbon (XEP-0356 message privilege). Without the privilege there is
 // nothing to send.
-func (c *component) renderSent(a *store.Account, m Message) []*Element {
+func (c *component) renderSent(a *store.Account, m Message) []outgoing {
 	host := a.JID[strings.LastIndexByte(a.JID, '@')+1:]
 	if !c.privilegesFor(host).messages() {
 		c.log.Debug("own message not shown: the server grants no message privilege", "user", c.redact(a.JID))
@@ -351,7 +351,7 @@ func (c *component) renderSent(a *store.Account, m Message) []*Element {
 	wrap := c.stanza("message", "", "", host, "")
 	wrap.SetAttr("id", randomID())
 	wrap.Add(NewElement(nsPrivilege, "privilege").Add(NewElement(nsForward, "forwarded").Add(inner)))
-	return []*Element{wrap}
+	return []outgoing{wrap}
 }
 
 // vcard answers vcard-temp for a contact JID.

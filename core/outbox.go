@@ -295,11 +295,7 @@ func (c *component) renderToXMPP(a *store.Account, env envelope) ([]outgoing, st
 	}
 	if env.Kind == kindSent {
 		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
-		var out []outgoing
-		for _, el := range c.renderSent(a, env.Msg) {
-			out = append(out, el)
-		}
-		return out, ""
+		return c.renderSent(a, env.Msg), ""
 	}
 	if env.Kind == kindMessage {
 		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
