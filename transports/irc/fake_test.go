@@ -50,8 +50,11 @@ type fakeServer struct {
 	// same write (and so, over TLS, the same record).
 	afterWelcome string
 	conns        chan *fakeConn
-	mu           sync.Mutex
-	msgid        int
+	// readHold, while a test holds it, stops the connections' reading
+	// (their sockets then fill up).
+	readHold sync.Mutex
+	mu       sync.Mutex
+	msgid    int
 }
 
 func newFakeServer(t testing.TB, caps ...string) *fakeServer {
@@ -99,6 +102,14 @@ func serveFake(t testing.TB, ln net.Listener, caps []string) *fakeServer {
 	t.Cleanup(func() { ln.Close() })
 	go s.accept()
 	return s
+}
+
+// set changes the server's settings (names, topic, banned, taken) while
+// connections may read them.
+func (s *fakeServer) set(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f()
 }
 
 func (s *fakeServer) port() int { return s.ln.Addr().(*net.TCPAddr).Port }
@@ -158,6 +169,10 @@ func (c *fakeConn) serve() {
 	var user, pass bool
 	capEnd := true
 	for {
+		if c.r.Buffered() == 0 {
+			c.s.readHold.Lock() // a test holding it: nothing more is read
+			c.s.readHold.Unlock()
+		}
 		line, err := c.r.ReadString('\n')
 		if err != nil {
 			close(c.lines)
@@ -202,7 +217,10 @@ func (c *fakeConn) serve() {
 			}
 			pass = true
 		case "NICK":
-			if c.s.taken[strings.ToLower(p[0])] {
+			c.s.mu.Lock()
+			taken := c.s.taken[strings.ToLower(p[0])]
+			c.s.mu.Unlock()
+			if taken {
 				c.send(":irc.fake 433 * %s :Nickname is already in use", p[0])
 				continue
 			}
@@ -282,16 +300,19 @@ func (c *fakeConn) auto(m ircmsg.Message) {
 	switch m.Command {
 	case "JOIN":
 		ch := p[0]
-		if c.s.banned[ch] {
+		c.s.mu.Lock() // tests change these meanwhile (fakeServer.set)
+		banned, topic, names := c.s.banned[ch], c.s.topic[ch], c.s.names[ch]
+		c.s.mu.Unlock()
+		if banned {
 			c.send(":irc.fake 474 %s %s :Cannot join channel (+b)", c.nick, ch)
 			return
 		}
 		c.send(":%s!u@h JOIN %s", c.nick, ch)
-		if t := c.s.topic[ch]; t != "" {
-			c.send(":irc.fake 332 %s %s :%s", c.nick, ch, t)
+		if topic != "" {
+			c.send(":irc.fake 332 %s %s :%s", c.nick, ch, topic)
 			c.send(":irc.fake 333 %s %s op!o@h 1700000000", c.nick, ch)
 		}
-		c.send(":irc.fake 353 %s = %s :%s %s", c.nick, ch, c.nick, c.s.names[ch])
+		c.send(":irc.fake 353 %s = %s :%s %s", c.nick, ch, c.nick, names)
 		c.send(":irc.fake 366 %s %s :End of NAMES", c.nick, ch)
 	case "PRIVMSG", "NOTICE":
 		if c.caps["echo-message"] && len(p) == 2 {
@@ -519,6 +540,12 @@ var discard = slog.New(slog.DiscardHandler)
 // startSession runs a session against a fake server.
 func startSession(t testing.TB, srv *fakeServer, values, defaults map[string]string) (*session, *recorder) {
 	t.Helper()
+	return startSessionRec(t, srv, newRecorder(t), values, fakeDefaults(srv, defaults))
+}
+
+// fakeDefaults are the operator's settings of startSession's sessions,
+// with defaults over them.
+func fakeDefaults(srv *fakeServer, defaults map[string]string) map[string]string {
 	d := map[string]string{
 		dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv.port()), dTLS: "false",
 		dReconnectMin: "50ms", dReconnectMax: "200ms", dConnectTimeout: "3s", dTrace: "true",
@@ -527,17 +554,22 @@ func startSession(t testing.TB, srv *fakeServer, values, defaults map[string]str
 	for k, v := range defaults {
 		d[k] = v
 	}
-	return startSessionRec(t, srv, newRecorder(t), values, d)
+	return d
 }
 
 // startSessionRec runs a session with a given recorder (and so its
 // state store) and the defaults as given.
 func startSessionRec(t testing.TB, srv *fakeServer, rec *recorder, values, d map[string]string) (*session, *recorder) {
 	t.Helper()
+	return startSessionOn(t, New(), rec, values, d)
+}
+
+// startSessionOn is startSessionRec on a given transport.
+func startSessionOn(t testing.TB, tr *Transport, rec *recorder, values, d map[string]string) (*session, *recorder) {
+	t.Helper()
 	if values == nil {
 		values = map[string]string{}
 	}
-	tr := New()
 	s := tr.NewSession(&core.Account{ID: 1, JID: "tester@a.test", Values: values, Defaults: d}, rec).(*session)
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Run(ctx)

@@ -371,7 +371,7 @@ func TestReconnectRejoins(t *testing.T) {
 	_ = s.JoinRoom(context.Background(), room, "me", "")
 	c := srv.nextConn()
 	rec.next(t, "joined", isJoined(room))
-	srv.names["#r"] = "stays!s@h comes!c@h"
+	srv.set(func() { srv.names["#r"] = "stays!s@h comes!c@h" })
 	c.close()
 	rec.message(t, "disconnected notice", func(m *core.Message) bool {
 		return m.Nick == "" && strings.HasPrefix(m.Body, "Disconnected from IRC") && strings.Contains(m.Body, "reconnecting")
@@ -447,7 +447,7 @@ func TestServerRefusals(t *testing.T) {
 		t.Errorf("error = %v", e.err)
 	}
 	// A banned channel.
-	srv.banned["#closed"] = true
+	srv.set(func() { srv.banned["#closed"] = true })
 	_ = s.JoinRoom(ctx, "#ok%127.0.0.1", "me", "")
 	srv.nextConn()
 	rec.next(t, "joined", isJoined("#ok%127.0.0.1"))
