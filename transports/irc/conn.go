@@ -198,6 +198,7 @@ type conn struct {
 type outLine struct {
 	b      []byte
 	urgent bool
+	paid   bool // the limiter let it through already (flush put it back)
 	grp    *lineGroup
 }
 
@@ -927,8 +928,11 @@ func (c *conn) reader() {
 }
 
 // enqueue adds lines to the queue and makes sure a writer runs. All of
-// them or none: a message is never queued in part.
-func (c *conn) enqueue(urgent bool, lines ...outLine) error {
+// them or none: a message is never queued in part. held: the session's
+// drain queues them and calls flush when it has nothing else to do, so
+// that a few lines are written without a writer goroutine (see flush);
+// a writer starts anyway once maxWriteLines wait.
+func (c *conn) enqueue(urgent, held bool, lines ...outLine) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.isClosed() {
@@ -950,11 +954,95 @@ func (c *conn) enqueue(urgent bool, lines ...outLine) error {
 		return errQueueFull
 	}
 	c.q = append(c.q, lines...)
-	if !c.writing {
+	if !c.writing && (!held || len(c.q) >= maxWriteLines) {
 		c.writing = true
 		workers.Go(c.writer)
 	}
 	return nil
+}
+
+// flush writes the lines the session's drain queued held, from the
+// drain itself when the socket takes them at once; what it does not take,
+// or what the flood limiter holds back, is left to a writer goroutine.
+// Relaying a message toward IRC handed it from the drain to a writer
+// goroutine, one more wake-up of another goroutine per message than
+// writing it here. Only a plain connection read by the poller writes
+// without waiting (a TLS connection cannot write part of a record and
+// carry on): the others start a writer as before.
+func (c *conn) flush() {
+	c.mu.Lock()
+	if c.writing || len(c.q) == 0 || c.isClosed() {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	if c.raw == nil || c.viaTLS || !(c.q[0].urgent || c.q[0].paid || c.lim.Allow()) {
+		c.mu.Unlock()
+		workers.Go(c.writer)
+		return
+	}
+	batch := c.popBatchLocked()
+	c.mu.Unlock()
+	n, err := c.writeNoWait(batch)
+	// As the writer: a line may have reached the server once the write
+	// got past its first byte; a line written in part stays first.
+	off, k := 0, 0
+	for ; k < len(batch) && off+len(batch[k].b) <= n; k++ {
+		off += len(batch[k].b)
+		batch[k].grp.settle(true)
+	}
+	if err != nil {
+		for _, l := range batch[k:] {
+			l.grp.settle(n > off)
+			off += len(l.b)
+		}
+		c.close()
+		c.dropQueued()
+		return
+	}
+	rest := batch[k:]
+	if len(rest) > 0 {
+		rest[0].b = rest[0].b[n-off:]
+		for i := range rest {
+			rest[i].paid = true
+		}
+	}
+	c.mu.Lock()
+	for _, l := range rest {
+		if l.urgent {
+			c.nUrgent++
+		}
+	}
+	if len(rest) > 0 {
+		c.q = append(rest, c.q...)
+	}
+	closed := c.isClosed()
+	more := len(c.q) > 0 && !closed
+	if !more && !closed {
+		c.writing = false
+	}
+	c.mu.Unlock()
+	switch {
+	case closed:
+		c.dropQueued()
+	case more:
+		workers.Go(c.writer)
+	}
+}
+
+// writeNoWait writes lines with one system call without waiting for
+// room in the socket: n may be short of them, and 0 when the socket is
+// full.
+func (c *conn) writeNoWait(batch []outLine) (int, error) {
+	var arr [maxWriteLines][]byte
+	bufs := arr[:0]
+	for _, l := range batch {
+		bufs = append(bufs, l.b)
+		if c.trace {
+			c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(l.b), "\r\n")))
+		}
+	}
+	return writeNow(c.raw, bufs)
 }
 
 // head returns the line to write next; ok is false when there is none,
@@ -981,7 +1069,7 @@ func (c *conn) writer() {
 			}
 			return
 		}
-		if !l.urgent {
+		if !l.urgent && !l.paid {
 			if d := c.lim.Reserve().Delay(); d > 0 && !c.waitFlood(d) {
 				c.dropQueued()
 				return
@@ -1026,12 +1114,16 @@ const (
 func (c *conn) popBatch() []outLine {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.popBatchLocked()
+}
+
+func (c *conn) popBatchLocked() []outLine {
 	if len(c.q) == 0 {
 		return nil
 	}
 	k, size := 1, len(c.q[0].b)
 	for k < len(c.q) && k < maxWriteLines && size+len(c.q[k].b) <= maxWriteBytes {
-		if !c.q[k].urgent && !c.lim.Allow() {
+		if !c.q[k].urgent && !c.q[k].paid && !c.lim.Allow() {
 			break
 		}
 		size += len(c.q[k].b)
@@ -1133,7 +1225,7 @@ func (c *conn) send(m ircmsg.Message) error {
 	if err != nil {
 		return err
 	}
-	return c.enqueue(false, outLine{b: b})
+	return c.enqueue(false, false, outLine{b: b})
 }
 
 // sendGroup queues serialised lines as one message, behind the flood
@@ -1149,7 +1241,7 @@ func (c *conn) sendGroup(lines [][]byte, done func(written int)) error {
 	for i, b := range lines {
 		out[i] = outLine{b: b, grp: g}
 	}
-	return c.enqueue(false, out...)
+	return c.enqueue(false, true, out...)
 }
 
 // sendUrgent queues a line that skips the flood limiter (PONG, PING, QUIT).
@@ -1158,7 +1250,7 @@ func (c *conn) sendUrgent(m ircmsg.Message) error {
 	if err != nil {
 		return err
 	}
-	return c.enqueue(true, outLine{b: b})
+	return c.enqueue(true, false, outLine{b: b})
 }
 
 // queued is how many lines wait for the flood limiter.

@@ -17,9 +17,12 @@
 // goroutine draining its events (session.active), none while nothing
 // happens. One poller reads every connection of the process, plain or
 // TLS (poll_linux.go), and posts the lines to the sessions; without it
-// (not Linux) each connection has a reader goroutine. While lines wait to
-// be written, a writer goroutine applies flood control (a token bucket)
-// before writing. A message from the user is sent at most once: see
+// (not Linux) each connection has a reader goroutine. A message from the
+// user is written by the drain itself when the flood control (a token
+// bucket) lets it through and the socket takes it at once (plain
+// connections: conn.flush); otherwise, while lines wait to be written, a
+// writer goroutine applies the flood control and writes them. A message
+// from the user is sent at most once: see
 // session.Send. Connections are
 // written by hand on top of ircmsg (parsing and serialising lines),
 // ircfmt and ircutils from github.com/ergochat/irc-go (lines are cut by

@@ -51,6 +51,7 @@ type network struct {
 	gen      int // connection attempt; events of older ones are stale
 	dialing  bool
 	everUp   bool // registered at least once: failures are retried
+	held     bool // lines queued for the drain's flush (conn.enqueue)
 	failures int  // consecutive failed attempts (backoff)
 	retry    *time.Timer
 	lastErr  string // why the connection was lost, for the user
@@ -746,8 +747,11 @@ func (n *network) hand(req *sendRequest, msgs []ircmsg.Message, target string, p
 	}
 	s, total := n.s, len(lines)
 	err := c.sendGroup(lines, func(written int) {
+		// With ctl's requests, which never wait: this may be called by
+		// the session's own drain (flush), which a full event queue
+		// would leave waiting for itself.
 		ev := evWritten{n: n, c: c, req: req, ps: ps, written: written, total: total}
-		if !s.post(ev) {
+		if s.postCtl(ev) != nil {
 			// The session ended: answer without it.
 			req.answer(ev.verdict(false))
 		}
@@ -756,6 +760,7 @@ func (n *network) hand(req *sendRequest, msgs []ircmsg.Message, target string, p
 		req.answer("", core.Temporary(errNotWritten{err}))
 		return
 	}
+	n.held = true
 	n.pending = append(n.pending, pls...)
 }
 

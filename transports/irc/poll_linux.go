@@ -217,6 +217,30 @@ func readNow(raw syscall.RawConn, b []byte) (int, error) {
 	return n, nil
 }
 
+// writeNow writes what the socket takes at once, with one system call:
+// n is 0 when it is full.
+func writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) {
+	var n int
+	var werr error
+	if err := raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Writev(int(fd), bufs)
+			if !errors.Is(werr, unix.EINTR) {
+				return true
+			}
+		}
+	}); err != nil {
+		return 0, err // closed meanwhile
+	}
+	if errors.Is(werr, unix.EAGAIN) {
+		return 0, nil
+	}
+	if werr != nil {
+		return max(n, 0), werr
+	}
+	return n, nil
+}
+
 // pollableConn is the TCP connection under a TLS one, so that the poller
 // reads TLS connections too. Once polled, a read that finds the socket
 // empty returns errSocketEmpty at once instead of waiting: crypto/tls

@@ -3,10 +3,12 @@ package irc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,5 +152,74 @@ func TestSendAbandonedIsNotSentLate(t *testing.T) {
 	}
 	if strings.Join(got, "|") != "too late|then this" {
 		t.Errorf("IRC got %q", got)
+	}
+}
+
+// Messages relayed while the server reads nothing fill the socket (both
+// ends' buffers made small); what the socket did not take is written once
+// it has room again: every line whole, once, in order, and every message
+// answered without an error. The session writes lines itself when the
+// socket takes them at once (conn.flush): a line it wrote in part must be
+// finished before any other.
+func TestFullSocketKeepsLines(t *testing.T) {
+	small := func(opt int) func(string, string, syscall.RawConn) error {
+		return func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, 4096) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	ln, err := (&net.ListenConfig{Control: small(syscall.SO_RCVBUF)}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serveFake(t, ln, nil)
+	tr := New()
+	tr.dial = (&net.Dialer{Control: small(syscall.SO_SNDBUF)}).DialContext
+	s, rec := startSessionOn(t, tr, newRecorder(t), nil, fakeDefaults(srv, map[string]string{dTrace: "false"}))
+	room := "#full%127.0.0.1"
+	_ = s.JoinRoom(context.Background(), room, "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+
+	srv.readHold.Lock()
+	// 40 messages of 5 lines: 80 KB, many times what both buffers hold,
+	// under the 256 lines that may wait.
+	const n, lines = 40, 5
+	answers := make(chan error, n)
+	pad := strings.Repeat("x", 380)
+	line := func(i, j int) string { return fmt.Sprintf("%03d-%d %s", i, j, pad) }
+	for i := 0; i < n; i++ {
+		var body []string
+		for j := 0; j < lines; j++ {
+			body = append(body, line(i, j))
+		}
+		s.SendAsync(&core.Message{Contact: room, Groupchat: true, Body: strings.Join(body, "\n"), XMPPID: fmt.Sprint("full", i)},
+			func(_ string, err error) { answers <- err })
+		// One at a time, mostly: each drain ends having written the
+		// message itself, until the socket is full.
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	srv.readHold.Unlock()
+	for i := 0; i < n; i++ {
+		for j := 0; j < lines; j++ {
+			m := c.expect(t, "PRIVMSG")
+			if want := line(i, j); last(m.Params) != want {
+				t.Fatalf("line %d of message %d = %.20q… (%d bytes), want %.20q…", j, i, last(m.Params), len(last(m.Params)), want)
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-answers:
+			if err != nil {
+				t.Errorf("a message was answered %v", err)
+			}
+		case <-time.After(wait):
+			t.Fatalf("%d of %d messages answered", i, n)
+		}
 	}
 }

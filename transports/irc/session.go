@@ -288,6 +288,9 @@ func (s *session) drain(first func()) {
 			s.armTick()
 			continue
 		}
+		if s.flushHeld() {
+			continue // what was written may have reports to handle
+		}
 		s.active.Store(false)
 		// An event posted after the receive above and before the store
 		// found active still true: this drain takes it, unless its poster
@@ -296,6 +299,21 @@ func (s *session) drain(first func()) {
 			return
 		}
 	}
+}
+
+// flushHeld writes what the drain queued on its connections (see
+// conn.flush); false if nothing was queued.
+func (s *session) flushHeld() bool {
+	flushed := false
+	for _, n := range s.nets {
+		if n.held {
+			n.held, flushed = false, true
+			if n.conn != nil {
+				n.conn.flush()
+			}
+		}
+	}
+	return flushed
 }
 
 // Run implements core.Session: Start, then wait until the session ended.
