@@ -9,6 +9,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"transportd/core/config"
 	"transportd/internal/queue"
 )
 
@@ -78,7 +79,8 @@ func TestStartSafe(t *testing.T) {
 // sink, is counted with core's.
 func TestSinkCountsSessionPanics(t *testing.T) {
 	g := &Gateway{log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
-	u := &user{c: &component{g: g}, log: g.log}
+	g.cfgNow.Store(&config.Config{})
+	u := &user{c: &component{g: g, log: g.log}}
 	var s Sink = &sink{u: u}
 	pr, ok := s.(PanicReporter)
 	if !ok {

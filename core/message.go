@@ -162,7 +162,7 @@ func (c *component) markRead(u *user, local, xmppID string) {
 			return // not a message we delivered, or too old
 		}
 		if err := mk.MarkRead(ctx, addr, legacyID); err != nil {
-			u.log.Info("marking read failed", "error", err)
+			u.logger().Info("marking read failed", "error", err)
 		}
 	})
 }

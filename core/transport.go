@@ -239,7 +239,8 @@ type Sink interface {
 	// Store is this account's small key/value state (UIDs, cursors).
 	Store() StateStore
 	// Logger is the account's logger (transport, domain and user attached;
-	// the JID redacted when the operator asks).
+	// the JID redacted when the operator asks). It is made on each call:
+	// keep it for a burst of lines, not for the life of the session.
 	Logger() *slog.Logger
 }
 

@@ -25,7 +25,6 @@ type user struct {
 	bare  string
 	label string // account label; "" for the main account
 	id    int64  // account ID: re-registration updates the row in place
-	log   *slog.Logger
 	// queue holds at most userQueue events; an idle user holds no array.
 	queue queue.Bounded[userEvent]
 	done  chan struct{}
@@ -105,7 +104,6 @@ func newUser(c *component, a *store.Account) *user {
 		label: a.Label,
 		id:    a.ID,
 		acct:  a,
-		log:   c.log.With("user", c.redact(a.JID)),
 		queue: queue.Bounded[userEvent]{Max: userQueue},
 		done:  make(chan struct{}),
 		rooms: map[string]*room{},
@@ -117,6 +115,14 @@ func newUser(c *component, a *store.Account) *user {
 	u.disabled.Store(!a.Enabled)
 	u.active.Store(true) // start's drain runs first
 	return u
+}
+
+// logger is the user's logger: the component's, with the user's JID
+// (redacted when the operator asks). It is made on each call, not kept:
+// a logger with an attribute is some 230 bytes in three objects, which
+// every idle user would hold for the few lines it logs in a day.
+func (u *user) logger() *slog.Logger {
+	return u.c.log.With("user", u.c.redact(u.bare))
 }
 
 // start runs the user's first drain, which starts the legacy session if
@@ -234,7 +240,7 @@ func (u *user) handle(ev userEvent) {
 		if ev.state == u.state && ev.text == u.stateText {
 			return
 		}
-		u.log.Info("legacy session state", "state", ev.state.String(), "text", ev.text)
+		u.logger().Info("legacy session state", "state", ev.state.String(), "text", ev.text)
 		u.state, u.stateText = ev.state, ev.text
 		u.snapshot()
 		u.sendPresence()
@@ -322,7 +328,7 @@ func (u *user) snapshot() {
 func (u *user) startSession() {
 	vals, err := u.c.values(u.acct)
 	if err != nil {
-		u.log.Error("cannot open the stored credentials", "error", err)
+		u.logger().Error("cannot open the stored credentials", "error", err)
 		u.state, u.stateText = StateBadCredentials, "stored credentials cannot be read; register again"
 		u.snapshot()
 		return
@@ -463,7 +469,7 @@ type sink struct {
 
 func (s *sink) Panicked(where string, v any, stack []byte) {
 	s.u.c.g.metrics.panics.Inc()
-	s.u.log.Error("panic recovered", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
+	s.u.logger().Error("panic recovered", "where", where, "panic", fmt.Sprint(v), "stack", string(stack))
 }
 
 func (s *sink) State(st State, text string) {
@@ -519,7 +525,7 @@ func receiptKey(legacyID string) string { return "receipt:" + legacyID }
 
 func (s *sink) Store() StateStore { return accountState{st: s.u.c.g.store, id: s.acctID} }
 
-func (s *sink) Logger() *slog.Logger { return s.u.log }
+func (s *sink) Logger() *slog.Logger { return s.u.logger() }
 
 func (s *sink) Secrets() StateStore {
 	a := &store.Account{Domain: s.u.c.dom().Name, Transport: s.u.c.info.Name, JID: s.u.bare, Label: s.u.label}
