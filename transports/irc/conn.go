@@ -173,10 +173,8 @@ type conn struct {
 	token   int32
 	stalled *ircmsg.Message // a line the session could not take at once
 	// Keepalive of a polled connection: times on c.clock's scale.
-	born      time.Time
-	readAt    atomic.Int64 // last read
-	pingAt    atomic.Int64 // our PING waiting for an answer, or 0
-	pingTimer *time.Timer
+	readAt atomic.Int64 // last read
+	pingAt atomic.Int64 // our PING waiting for an answer, or 0
 
 	// The output queue, in order. No goroutine waits on an idle
 	// connection: one is started when a line is queued and ends when the
@@ -185,9 +183,15 @@ type conn struct {
 	q       []outLine
 	nUrgent int  // urgent lines in q
 	writing bool // a writer goroutine runs
-	kick    chan struct{}
+	// kick wakes a writer waiting for the flood limiter to an urgent
+	// line; made while one waits (waitFlood). done is closed once the
+	// connection is closed; made for a goroutine that waits for that
+	// (doneChan). Neither is kept by an idle connection: two channels
+	// were some 200 bytes of every user's.
+	kick chan struct{}
+	done chan struct{}
 
-	done      chan struct{}
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -225,8 +229,12 @@ func (g *lineGroup) settle(written bool) {
 
 // dialIRC connects and registers. The returned conn is not started.
 func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	// Not context.WithTimeout(ctx): deriving a context from core's session
+	// context makes it build a Done channel the user would keep.
+	parent := ctx
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), cfg.timeout)
 	defer cancel()
+	defer afterFunc(parent, cancel)()
 	dial := cfg.dial
 	if dial == nil {
 		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
@@ -251,8 +259,6 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		lim:       rate.NewLimiter(rate.Limit(cfg.floodRate), cfg.floodBurst),
 		pingEvery: cfg.pingEvery,
 		pingWait:  cfg.pingWait,
-		kick:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
@@ -515,26 +521,27 @@ func parseISupport(p []string, m map[string]string) {
 
 // isupports holds, per server, the ISUPPORT tokens its last connection
 // registered with: the connections of many users to one server share
-// that map (some 350 bytes each) while it is the same. Shared maps are
-// never written: a later 005 writes a copy.
+// them (some 500 bytes each) while they are the same. Shared features
+// are never written: a later 005 makes new ones.
 var isupports struct {
 	sync.Mutex
-	by map[string]map[string]string
+	by map[string]*features
 }
 
-// shareISupport returns the map held for server if it equals m, else
-// holds m (read-only from now on) and returns it.
-func shareISupport(server string, m map[string]string) map[string]string {
+// shareISupport returns the features held for server if their tokens
+// equal m, else holds m's (m read-only from now on) and returns them.
+func shareISupport(server string, m map[string]string) *features {
 	isupports.Lock()
 	defer isupports.Unlock()
-	if held, ok := isupports.by[server]; ok && maps.Equal(held, m) {
+	if held, ok := isupports.by[server]; ok && maps.Equal(held.m, m) {
 		return held
 	}
 	if isupports.by == nil {
-		isupports.by = map[string]map[string]string{}
+		isupports.by = map[string]*features{}
 	}
-	isupports.by[server] = m
-	return m
+	f := newFeatures(m)
+	isupports.by[server] = f
+	return f
 }
 
 func unescapeISupport(v string) string {
@@ -756,11 +763,9 @@ func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func
 			}
 		}
 		if raw != nil {
-			c.raw, c.polled, c.born = raw, true, time.Now()
+			c.raw, c.polled = raw, true
 			c.rbuf = nil // src may still hold lines read into it
 			c.readAt.Store(c.clock())
-			c.pingTimer = time.AfterFunc(time.Hour, c.pingCheck)
-			c.pingTimer.Reset(c.pingEvery)
 			go c.catchUp(p) // what registration read, then the poller
 			return
 		}
@@ -781,8 +786,11 @@ func (c *conn) readPolled(b []byte) (int, error) {
 	return readNow(c.raw, b)
 }
 
-// clock is the time since the connection started, never 0.
-func (c *conn) clock() int64 { return int64(time.Since(c.born)) + 1 }
+// clock is the connections' clock: monotonic nanoseconds since epoch,
+// never 0. Eight bytes of every connection where a time.Time is 24.
+func (c *conn) clock() int64 { return int64(time.Since(epoch)) + 1 }
+
+var epoch = time.Now()
 
 // deliver hands a line on; PINGs are answered here.
 func (c *conn) deliver(m ircmsg.Message, wait bool) bool {
@@ -871,28 +879,29 @@ func (c *conn) notifyClosed(err error) {
 	c.closedOnce.Do(func() { go c.onClose(err) })
 }
 
-// pingCheck is a polled connection's keepalive: after pingEvery without
-// a line, a PING; pingWait without an answer (any line), the end.
+// pingCheck is a polled connection's keepalive, called by the poller's
+// sweep: after pingEvery without a line, a PING; pingWait without an
+// answer (any line), the end.
 func (c *conn) pingCheck() {
-	if c.isClosed() {
+	if c.isClosed() || c.pingEvery <= 0 {
 		return
 	}
 	now, last := c.clock(), c.readAt.Load()
 	if at := c.pingAt.Load(); at != 0 {
 		if last < at {
-			c.notifyClosed(&connError{text: fmt.Sprintf("no answer from %s for %v (ping timeout)", c.server, c.pingEvery+c.pingWait)})
-			c.close()
+			if time.Duration(now-at) >= c.pingWait {
+				c.notifyClosed(&connError{text: fmt.Sprintf("no answer from %s for %v (ping timeout)", c.server, c.pingEvery+c.pingWait)})
+				c.close()
+			}
 			return
 		}
 		c.pingAt.Store(0) // answered
 	}
-	if idle := time.Duration(now - last); idle < c.pingEvery {
-		c.pingTimer.Reset(c.pingEvery - idle)
+	if time.Duration(now-last) < c.pingEvery {
 		return
 	}
 	c.pingAt.Store(now)
 	_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PING", "transportd-"+strconv.FormatInt(time.Now().Unix(), 10)))
-	c.pingTimer.Reset(c.pingWait)
 }
 
 // reader reads a connection the poller does not.
@@ -946,9 +955,11 @@ func (c *conn) enqueue(urgent, held bool, lines ...outLine) error {
 		for i := range lines {
 			lines[i].urgent = true
 		}
-		select {
-		case c.kick <- struct{}{}:
-		default:
+		if c.kick != nil {
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
 		}
 	} else if len(c.q)-c.nUrgent+len(lines) > outQueue {
 		return errQueueFull
@@ -1163,13 +1174,28 @@ func (c *conn) writeBatch(batch []outLine) (int, error) {
 func (c *conn) waitFlood(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	done := c.doneChan()
+	c.mu.Lock()
+	if c.kick == nil {
+		c.kick = make(chan struct{}, 1)
+	}
+	kick := c.kick
+	if c.nUrgent > 0 {
+		kick <- struct{}{} // queued before the channel was
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.kick = nil
+		c.mu.Unlock()
+	}()
 	for {
 		select {
 		case <-t.C:
 			return true
-		case <-c.done:
+		case <-done:
 			return false
-		case <-c.kick:
+		case <-kick:
 			c.mu.Lock()
 			var urgent []outLine
 			kept := c.q[:min(1, len(c.q))]
@@ -1260,22 +1286,32 @@ func (c *conn) queued() int {
 	return len(c.q) - c.nUrgent
 }
 
-func (c *conn) isClosed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
+func (c *conn) isClosed() bool { return c.closed.Load() }
+
+// doneChan returns a channel closed once the connection is.
+func (c *conn) doneChan() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.closed.Load() {
+			close(c.done)
+		}
 	}
+	return c.done
 }
 
 // close closes the connection. Lines still queued are dropped by the
 // writer, or here when none runs.
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
-		close(c.done)
+		c.mu.Lock()
+		c.closed.Store(true)
+		if c.done != nil {
+			close(c.done)
+		}
+		c.mu.Unlock()
 		if c.polled {
-			c.pingTimer.Stop()
 			if p := thePoller(); p != nil {
 				p.remove(c)
 			}
@@ -1300,7 +1336,7 @@ func (c *conn) quit(reason string, wait time.Duration) {
 	if err := c.sendUrgent(ircmsg.MakeMessage(nil, "", "QUIT", reason)); err == nil {
 		t := time.NewTimer(wait)
 		select {
-		case <-c.done:
+		case <-c.doneChan():
 		case <-t.C:
 		}
 		t.Stop()

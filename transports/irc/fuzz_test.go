@@ -22,13 +22,13 @@ func fuzzSession(t testing.TB) (*session, *network, *recorder) {
 	tr := New()
 	s := newSession(tr, &core.Account{JID: "u@a.test", Defaults: map[string]string{dAllowedServers: ""}}, rec)
 	s.ctx = context.Background()
-	s.log = discard
+	rec.logger = discard
 	n := s.network("irc.example.org", "me")
 	n.me = self{nick: "me", user: "u", host: "h"}
 	for _, c := range []string{"echo-message", "batch", "labeled-response", "message-tags", "server-time", "away-notify"} {
 		n.caps.add(c)
 	}
-	n.isupport = map[string]string{"CHANTYPES": "#&+", "PREFIX": "(qaohv)~&@%+", "STATUSMSG": "@+", "CHANMODES": "b,k,l,imnpst"}
+	n.feat = newFeatures(map[string]string{"CHANTYPES": "#&+", "PREFIX": "(qaohv)~&@%+", "STATUSMSG": "@+", "CHANMODES": "b,k,l,imnpst"})
 	n.applyISupport()
 	ch := n.channelFor("#c")
 	ch.room, ch.xmpp, ch.reported, ch.joined = "#c%irc.example.org", true, true, true

@@ -101,9 +101,12 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		return
 	case "005":
 		// A 005 after registration: the map may be shared (shareISupport).
-		m := maps.Clone(n.isupport)
+		m := maps.Clone(n.feat.m)
+		if m == nil {
+			m = map[string]string{}
+		}
 		parseISupport(p, m)
-		n.isupport = shareISupport(n.server, m)
+		n.feat = shareISupport(n.server, m)
 		n.applyISupport()
 	case "332": // RPL_TOPIC: me channel :topic
 		if len(p) >= 3 {
@@ -269,7 +272,7 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 		when = time.Time{} // live: no delay stamp
 	}
 	// STATUSMSG: "@#chan" is to the channel's ops.
-	chanTarget := strings.TrimLeft(target, n.isupport["STATUSMSG"])
+	chanTarget := strings.TrimLeft(target, n.feat.m["STATUSMSG"])
 	if chanTarget == "" {
 		chanTarget = target
 	}
@@ -482,8 +485,8 @@ func (n *network) handleNames(name, names string) {
 	}
 	for _, entry := range strings.Fields(names) {
 		modes := ""
-		for entry != "" && strings.IndexByte(n.prefixS, entry[0]) >= 0 {
-			modes += string(n.prefixM[strings.IndexByte(n.prefixS, entry[0])])
+		for entry != "" && strings.IndexByte(n.feat.prefixS, entry[0]) >= 0 {
+			modes += string(n.feat.prefixM[strings.IndexByte(n.feat.prefixS, entry[0])])
 			entry = entry[1:]
 		}
 		nuh, err := cloneNUH(ircmsg.ParseNUH(entry))
@@ -709,11 +712,11 @@ func (n *network) handleMode(name, modes string, args []string) {
 			continue
 		}
 		takesArg := false
-		isPrefix := strings.IndexByte(n.prefixM, c) >= 0
+		isPrefix := strings.IndexByte(n.feat.prefixM, c) >= 0
 		switch {
-		case isPrefix, strings.IndexByte(n.chanM[0], c) >= 0, strings.IndexByte(n.chanM[1], c) >= 0:
+		case isPrefix, strings.IndexByte(n.feat.chanM[0], c) >= 0, strings.IndexByte(n.feat.chanM[1], c) >= 0:
 			takesArg = true
-		case strings.IndexByte(n.chanM[2], c) >= 0:
+		case strings.IndexByte(n.feat.chanM[2], c) >= 0:
 			takesArg = add
 		}
 		if !takesArg {

@@ -62,12 +62,7 @@ type network struct {
 	wantNick string // nick to register with / asked for
 	nickRoom string // room the last nick change came from
 	caps     capSet
-	isupport map[string]string
-	casemap  string
-	chanTyps string
-	prefixM  string // prefix modes, highest first ("qaohv")
-	prefixS  string // their symbols ("~&@%+")
-	chanM    [4]string
+	feat     *features // ISUPPORT: shared, read only
 
 	channels map[string]*channel // by folded name
 	batches  map[string]*batch
@@ -160,7 +155,7 @@ func newNetwork(s *session, server string, cfg netConfig) *network {
 		cfg:      cfg,
 		wantNick: cfg.nick,
 		channels: map[string]*channel{},
-		isupport: map[string]string{},
+		feat:     noFeatures,
 	}
 	n.applyISupport()
 	return n
@@ -186,33 +181,54 @@ func (n *network) dropChannelIfUnused(ch *channel) {
 
 // ISUPPORT.
 
+// applyISupport makes the server's channel types known to the
+// transport (n.feat changed).
 func (n *network) applyISupport() {
-	n.casemap = strings.ToLower(n.isupport["CASEMAPPING"])
-	n.chanTyps = n.isupport["CHANTYPES"]
-	if _, ok := n.isupport["CHANTYPES"]; !ok {
-		n.chanTyps = defaultChanTypes
+	n.s.t.learnChanTypes(n.server, n.feat.chanTyps)
+}
+
+// features are what a server said in ISUPPORT (the tokens this package
+// reads), and what follows from them.
+type features struct {
+	m        map[string]string
+	casemap  string
+	chanTyps string
+	prefixM  string // prefix modes, highest first ("qaohv")
+	prefixS  string // their symbols ("~&@%+")
+	chanM    [4]string
+}
+
+// noFeatures are a server's before it said anything.
+var noFeatures = newFeatures(nil)
+
+func newFeatures(m map[string]string) *features {
+	f := &features{m: m}
+	f.casemap = strings.ToLower(m["CASEMAPPING"])
+	f.chanTyps = m["CHANTYPES"]
+	if _, ok := m["CHANTYPES"]; !ok {
+		f.chanTyps = defaultChanTypes
 	}
-	n.prefixM, n.prefixS = "ov", "@+"
-	if p, ok := n.isupport["PREFIX"]; ok {
+	f.prefixM, f.prefixS = "ov", "@+"
+	if p, ok := m["PREFIX"]; ok {
 		if strings.HasPrefix(p, "(") {
 			if i := strings.IndexByte(p, ')'); i > 0 && len(p)-i-1 == i-1 {
-				n.prefixM, n.prefixS = p[1:i], p[i+1:]
+				f.prefixM, f.prefixS = p[1:i], p[i+1:]
 			}
 		} else if p == "" {
-			n.prefixM, n.prefixS = "", ""
+			f.prefixM, f.prefixS = "", ""
 		}
 	}
-	n.chanM = [4]string{"beI", "k", "l", "imnpst"}
-	if cm, ok := n.isupport["CHANMODES"]; ok {
+	f.chanM = [4]string{"beI", "k", "l", "imnpst"}
+	if cm, ok := m["CHANMODES"]; ok {
 		parts := strings.SplitN(cm, ",", 4)
-		for i := range n.chanM {
-			n.chanM[i] = ""
+		for i := range f.chanM {
+			f.chanM[i] = ""
 			if i < len(parts) {
-				n.chanM[i] = parts[i]
+				f.chanM[i] = parts[i]
 			}
 		}
 	}
-	n.s.t.learnChanTypes(n.server, n.chanTyps)
+	return f
 }
 
 // fold is the server's case mapping (ISUPPORT CASEMAPPING; rfc1459 when
@@ -223,14 +239,14 @@ func (n *network) fold(s string) string {
 		switch {
 		case c >= 'A' && c <= 'Z':
 			b[i] = c + 32
-		case n.casemap == "ascii":
+		case n.feat.casemap == "ascii":
 		case c == '[':
 			b[i] = '{'
 		case c == ']':
 			b[i] = '}'
 		case c == '\\':
 			b[i] = '|'
-		case c == '~' && n.casemap != "rfc1459-strict":
+		case c == '~' && n.feat.casemap != "rfc1459-strict":
 			b[i] = '^'
 		}
 	}
@@ -238,7 +254,7 @@ func (n *network) fold(s string) string {
 }
 
 func (n *network) isChannel(target string) bool {
-	return target != "" && strings.IndexByte(n.chanTyps, target[0]) >= 0
+	return target != "" && strings.IndexByte(n.feat.chanTyps, target[0]) >= 0
 }
 
 func (n *network) isMe(nick string) bool {
@@ -281,9 +297,11 @@ func (n *network) connect() {
 		floodRate:   n.s.opts.floodRate,
 		pingEvery:   n.s.opts.pingInterval,
 		pingWait:    n.s.opts.pingTimeout,
-		log:         n.s.log,
 		trace:       n.s.opts.trace,
 		dial:        n.s.t.dial,
+	}
+	if cfg.trace {
+		cfg.log = n.s.logger()
 	}
 	if cfg.username == "" {
 		cfg.username = usernameFrom(nick)
@@ -330,7 +348,7 @@ func (n *network) connected(c *conn, w *welcome) {
 	old := n.me.nick
 	n.me = self{nick: w.nick, user: w.user, host: w.host}
 	n.caps = w.caps
-	n.isupport = shareISupport(n.server, w.isupport)
+	n.feat = shareISupport(n.server, w.isupport)
 	n.applyISupport()
 	n.batches = nil
 	n.pending = nil
@@ -342,10 +360,10 @@ func (n *network) connected(c *conn, w *welcome) {
 		}
 		return s.tryPost(evLine{n: n, gen: gen, msg: m})
 	}, func(err error) {
-		reportPanic(s.sink, s.log, err)
+		reportPanic(s.sink, s.logger(), err)
 		s.post(evClosed{n: n, gen: gen, err: err})
 	})
-	s.log.Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", w.caps.len())
+	s.logger().Info("connected to IRC", "irc_server", n.server, "nick", w.nick, "caps", w.caps.len())
 	if n.cfg.auth == authNickServ && n.cfg.password != "" {
 		_ = c.send(ircmsg.MakeMessage(nil, "", "PRIVMSG", "NickServ", "IDENTIFY "+oneLine(n.cfg.password)))
 	}
@@ -372,7 +390,7 @@ func (n *network) connectFailed(err error) {
 	text := errorText(err)
 	ce, _ := err.(*connError)
 	s := n.s
-	s.log.Info("IRC connection failed", "irc_server", n.server, "error", text)
+	s.logger().Info("IRC connection failed", "irc_server", n.server, "error", text)
 	if ce != nil && ce.auth {
 		n.authErr = text
 	}
@@ -439,7 +457,7 @@ func (n *network) closed(err error) {
 		text = n.errorMsg
 	}
 	n.lastErr = text
-	n.s.log.Info("IRC connection lost", "irc_server", n.server, "error", text)
+	n.s.logger().Info("IRC connection lost", "irc_server", n.server, "error", text)
 	for _, ch := range n.sortedChannels() {
 		if ch.joined || ch.joining {
 			ch.lost = ch.joined || ch.lost
@@ -604,7 +622,7 @@ func (n *network) reportJoined(ch *channel) {
 	ch.backlog = nil
 	if (n.hasCap("draft/chathistory") || n.hasCap("chathistory")) && n.hasCap("batch") {
 		limit := 50
-		if v := atoi(n.isupport["CHATHISTORY"]); v > 0 && v < limit {
+		if v := atoi(n.feat.m["CHATHISTORY"]); v > 0 && v < limit {
 			limit = v
 		}
 		_ = n.send(ircmsg.MakeMessage(nil, "", "CHATHISTORY", "LATEST", ch.name, "*", strconv.Itoa(limit)))
@@ -625,11 +643,11 @@ func (n *network) replayable(msgid string) bool {
 // (moderator), v member (participant), others participants.
 func (n *network) occupant(m *member) core.Occupant {
 	o := core.Occupant{Nick: plainText(m.nick), Role: "participant", Affiliation: "none"}
-	for i := 0; i < len(n.prefixM); i++ {
-		if strings.IndexByte(m.modes, n.prefixM[i]) < 0 {
+	for i := 0; i < len(n.feat.prefixM); i++ {
+		if strings.IndexByte(m.modes, n.feat.prefixM[i]) < 0 {
 			continue
 		}
-		switch n.prefixM[i] {
+		switch n.feat.prefixM[i] {
 		case 'q', 'a':
 			o.Role, o.Affiliation = "moderator", "owner"
 		case 'o':
@@ -823,7 +841,7 @@ func (n *network) reflect(ps *pendingSend, msgid string, t time.Time) {
 	if e, ok := n.s.sink.(core.RoomEchoer); ok {
 		// By value: a message per relayed line need not be on the heap.
 		if err := e.RoomEcho(n.s.ctx, m); err != nil && n.s.ctx.Err() == nil {
-			n.s.log.Error("reflecting a room message", "error", err)
+			n.s.logger().Error("reflecting a room message", "error", err)
 		}
 		return
 	}

@@ -41,7 +41,7 @@ func polledPair(t *testing.T, onLine func(ircmsg.Message, bool) bool, onClose fu
 		t.Fatal(err)
 	}
 	c := &conn{nc: nc, server: "test", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		lim: rate.NewLimiter(rate.Inf, 1), done: make(chan struct{}), kick: make(chan struct{}, 1),
+		lim:       rate.NewLimiter(rate.Inf, 1),
 		pingEvery: time.Hour, pingWait: time.Hour}
 	c.start(onLine, onClose)
 	if !c.polled {

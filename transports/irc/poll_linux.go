@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +31,9 @@ type poller struct {
 	mu    sync.Mutex
 	conns map[int32]*conn // by token
 	next  int32
+
+	sweep   atomic.Int64  // keepalive's interval (ns)
+	shorter chan struct{} // told when sweep was shortened
 }
 
 var (
@@ -47,6 +51,7 @@ func thePoller() *poller {
 		}
 		pollerP = p
 		go p.run()
+		go p.keepalive()
 	})
 	return pollerP
 }
@@ -68,7 +73,66 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	return &poller{epfd: epfd, rc: rc, buf: make([]byte, 64<<10), conns: map[int32]*conn{}}, nil
+	p := &poller{epfd: epfd, rc: rc, buf: make([]byte, 64<<10), conns: map[int32]*conn{}, shorter: make(chan struct{}, 1)}
+	p.sweep.Store(int64(maxSweep))
+	return p, nil
+}
+
+// The keepalive sweep runs every maxSweep, or a quarter of the shortest
+// ping interval or time-out of a connection added (never under
+// minSweep): a PING goes out, and an unanswered one ends the connection,
+// at most that late.
+const (
+	maxSweep = 5 * time.Second
+	minSweep = 10 * time.Millisecond
+)
+
+// keepalive checks the keepalive of every polled connection each sweep:
+// one goroutine for all, where a timer per connection was some 150
+// bytes of every user's.
+func (p *poller) keepalive() {
+	var conns []*conn
+	t := time.NewTimer(time.Duration(p.sweep.Load()))
+	for {
+		select {
+		case <-t.C:
+		case <-p.shorter:
+			t.Reset(time.Duration(p.sweep.Load()))
+			continue
+		}
+		t.Reset(time.Duration(p.sweep.Load()))
+		p.mu.Lock()
+		for _, c := range p.conns {
+			conns = append(conns, c)
+		}
+		p.mu.Unlock()
+		for _, c := range conns {
+			c.pingCheck()
+		}
+		clear(conns)
+		conns = conns[:0]
+	}
+}
+
+// shortenSweep makes the sweep frequent enough for c's keepalive.
+func (p *poller) shortenSweep(c *conn) {
+	if c.pingEvery <= 0 {
+		return // no keepalive
+	}
+	d := max(min(c.pingEvery, c.pingWait)/4, minSweep)
+	for {
+		cur := p.sweep.Load()
+		if int64(d) >= cur {
+			return
+		}
+		if p.sweep.CompareAndSwap(cur, int64(d)) {
+			select {
+			case p.shorter <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
 }
 
 // run handles readable connections until the process ends.
@@ -114,6 +178,7 @@ func (p *poller) add(c *conn) error {
 	c.token = p.next
 	p.conns[c.token] = c
 	p.mu.Unlock()
+	p.shortenSweep(c)
 	var err error
 	cerr := c.raw.Control(func(fd uintptr) {
 		// Level-triggered: a connection with more to read than one read

@@ -36,8 +36,7 @@ type session struct {
 	acct   *core.Account
 	sink   core.Sink
 	rooms  core.RoomSink // nopRooms if core's sink has no group chats
-	log    *slog.Logger
-	opts   options
+	opts   *options      // shared with other sessions: read only
 	values map[string]string
 	// records are the send records (nil without a state store).
 	records *sendRecords
@@ -66,19 +65,19 @@ type session struct {
 	active atomic.Bool
 
 	// Owned by the active goroutine.
-	// relayHeld: a SendAsync message failed temporarily; the later ones
-	// fail too until core sends from its outbox (core.AsyncSender).
-	relayHeld bool
 	ctx       context.Context
 	nets      netList
 	netConf   map[string]netSettings
 	netPass   map[string]string // per-network passwords (sealed state)
 	state     core.State
 	stateText string
-	started   bool
-	stopped   bool        // shut down: events are only answered
 	tick      *time.Timer // evTick, tickEvery after armTick
-	ticking   bool        // tick is set
+	started   bool
+	stopped   bool // shut down: events are only answered
+	ticking   bool // tick is set
+	// relayHeld: a SendAsync message failed temporarily; the later ones
+	// fail too until core sends from its outbox (core.AsyncSender).
+	relayHeld bool
 	// echoed are the user's last messages reflected at once
 	// (network.reflect; noteEchoed).
 	echoed idring.Ring
@@ -180,13 +179,24 @@ type sendResult struct {
 	err error
 }
 
+// logger is the account's logger, asked of core each time (which makes
+// it on demand: see core.Sink's Logger).
+func (s *session) logger() *slog.Logger {
+	if s.sink == nil {
+		return slog.Default()
+	}
+	if l := s.sink.Logger(); l != nil {
+		return l
+	}
+	return slog.Default()
+}
+
 func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 	s := &session{
 		t:      t,
 		acct:   a,
 		sink:   sink,
-		log:    sink.Logger(),
-		opts:   parseOptions(a.Defaults),
+		opts:   t.sessionOptions(a.Defaults),
 		values: a.Values,
 		events: queue.Bounded[event]{Max: eventQueue},
 		done:   make(chan struct{}),
@@ -199,9 +209,6 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 	s.rooms = nopRooms{}
 	if rs, ok := sink.(core.RoomSink); ok {
 		s.rooms = rs
-	}
-	if s.log == nil {
-		s.log = slog.Default()
 	}
 	// Start's first drain owns the state first: events posted before it are
 	// handled after it.
@@ -266,7 +273,7 @@ func (s *session) drain(first func()) {
 			if pr, ok := s.sink.(core.PanicReporter); ok {
 				pr.Panicked("irc session", r, debug.Stack())
 			} else {
-				s.log.Error("panic recovered", "where", "irc session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				s.logger().Error("panic recovered", "where", "irc session", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			}
 			s.end() // active stays true: no drain starts again
 			for ev, ok := s.takeCtl(); ok; ev, ok = s.takeCtl() {
@@ -331,14 +338,19 @@ func (s *session) Start(ctx context.Context, done func()) {
 	s.ctx = ctx
 	s.onEnd = done
 	stop := func() { s.post(evStop{}) } // false if a drain panicked meanwhile
-	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
-		// core's session context: without context.AfterFunc's own
-		// context around the call (some 200 bytes per user).
-		s.stopCtx = af.AfterFunc(stop)
-	} else {
-		s.stopCtx = context.AfterFunc(ctx, stop)
-	}
+	s.stopCtx = afterFunc(ctx, stop)
 	go s.drain(s.start)
+}
+
+// afterFunc is context.AfterFunc, calling core's session context's own
+// AfterFunc directly: context.AfterFunc would wrap the call in a context
+// of its own (some 200 bytes per user) and ask ctx for its Done channel,
+// which core's session context makes only when asked (another 100).
+func afterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		return af.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
 
 // end ends the session: Run returns, Start's done is called. Called once, by the drain that
@@ -617,7 +629,7 @@ func (s *session) Send(ctx context.Context, m *core.Message) (string, error) {
 			// Handed to IRC before the restart, or about to be: it is not
 			// sent again, and the user gets no receipt for it (nothing
 			// tells whether its line reached the server).
-			s.log.Info("an interrupted send was handed to IRC before the restart; not sending it again", "contact", m.Contact)
+			s.logger().Info("an interrupted send was handed to IRC before the restart; not sending it again", "contact", m.Contact)
 			return "", core.ErrUnconfirmed
 		}
 	}
@@ -727,7 +739,7 @@ func (s *session) loadNetConfig(ctx context.Context) {
 			if pw, ok, err := sec.Get(ctx, netPasswordKey(h)); err == nil && ok {
 				s.setNetPass(h, pw)
 			} else if err != nil {
-				s.log.Warn("cannot open a stored network password", "irc_server", h, "error", err)
+				s.logger().Warn("cannot open a stored network password", "irc_server", h, "error", err)
 			}
 		}
 	}
@@ -763,7 +775,7 @@ func (s *session) secrets() core.StateStore {
 }
 
 func (s *session) configFor(server string) netConfig {
-	return configFor(&s.opts, s.values, server, s.netConf[server], s.netPass[server])
+	return configFor(s.opts, s.values, server, s.netConf[server], s.netPass[server])
 }
 
 // autojoin connects to the networks with channels to join on connect.
@@ -921,7 +933,7 @@ func (s *session) setTopic(room, subject string) {
 	if ch == nil || !ch.joined {
 		return
 	}
-	msg, err := topicMessage(ch.name, subject, atoi(n.isupport["TOPICLEN"]), n.me)
+	msg, err := topicMessage(ch.name, subject, atoi(n.feat.m["TOPICLEN"]), n.me)
 	if err == nil {
 		_ = n.send(msg)
 	}
@@ -1037,7 +1049,7 @@ func (s *session) defaultNick() string {
 
 func (s *session) deliver(m *core.Message) {
 	if err := s.sink.Deliver(s.ctx, m); err != nil && s.ctx.Err() == nil {
-		s.log.Error("delivering an IRC message", "error", err)
+		s.logger().Error("delivering an IRC message", "error", err)
 	}
 }
 
@@ -1047,7 +1059,7 @@ func (s *session) roomError(room string, err error) {
 
 func (s *session) failed(contact, legacyID string, err error) {
 	if ferr := s.sink.Failed(s.ctx, contact, legacyID, err); ferr != nil && s.ctx.Err() == nil {
-		s.log.Error("reporting a failed IRC message", "error", ferr)
+		s.logger().Error("reporting a failed IRC message", "error", ferr)
 	}
 }
 

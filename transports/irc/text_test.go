@@ -2,7 +2,6 @@ package irc
 
 import (
 	"maps"
-	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -196,23 +195,23 @@ func TestISupportShared(t *testing.T) {
 	parseISupport(line, regB)
 	a := shareISupport(server, regA)
 	b := shareISupport(server, regB)
-	if reflect.ValueOf(a).UnsafePointer() != reflect.ValueOf(b).UnsafePointer() {
+	if a != b {
 		t.Fatal("two connections with the same ISUPPORT hold a map each")
 	}
 	// B's server announces a change.
-	m := maps.Clone(b)
+	m := maps.Clone(b.m)
 	parseISupport([]string{"me", "TOPICLEN=90", "-CHANTYPES", "are supported"}, m)
 	b = shareISupport(server, m)
-	if a["TOPICLEN"] != "300" || a["CHANTYPES"] != "#&" {
-		t.Errorf("A's view changed with B's 005: %v", a)
+	if a.m["TOPICLEN"] != "300" || a.m["CHANTYPES"] != "#&" || a.chanTyps != "#&" {
+		t.Errorf("A's view changed with B's 005: %v", a.m)
 	}
-	if b["TOPICLEN"] != "90" || b["CHANTYPES"] != "" {
-		t.Errorf("B's view = %v", b)
+	if b.m["TOPICLEN"] != "90" || b.m["CHANTYPES"] != "" || b.chanTyps != defaultChanTypes {
+		t.Errorf("B's view = %v", b.m)
 	}
 	// A connection registering now with A's tokens does not get B's map.
 	regC := map[string]string{}
 	parseISupport(line, regC)
-	if c := shareISupport(server, regC); c["TOPICLEN"] != "300" {
+	if c := shareISupport(server, regC); c.m["TOPICLEN"] != "300" {
 		t.Errorf("C's view = %v", c)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -28,9 +29,38 @@ type Transport struct {
 	host     core.Host
 	sessions map[int64]*session // live sessions by account ID
 	chans    sync.Map           // server → ISUPPORT CHANTYPES seen there
+	// opts are the options parsed lately, shared by the sessions of
+	// accounts with the same defaults (sessionOptions).
+	opts []*sharedOptions
 
 	// dial replaces net.Dialer in tests; nil in production.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+type sharedOptions struct {
+	defaults map[string]string // a copy
+	o        *options
+}
+
+// sessionOptions returns the options of defaults, parsed once for every
+// session with the same: a copy in each session was some 250 bytes of
+// every user's (the parsed list of allowed servers with it). Sessions
+// only read them. The last few sets of defaults are remembered (one per
+// domain served, mostly; a reload makes new ones).
+func (t *Transport) sessionOptions(defaults map[string]string) *options {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, so := range t.opts {
+		if maps.Equal(so.defaults, defaults) {
+			return so.o
+		}
+	}
+	o := parseOptions(defaults)
+	if len(t.opts) >= 8 {
+		t.opts = t.opts[1:]
+	}
+	t.opts = append(t.opts, &sharedOptions{defaults: maps.Clone(defaults), o: &o})
+	return &o
 }
 
 // New returns an IRC transport; core.Register calls it per component.
