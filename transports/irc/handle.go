@@ -56,7 +56,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		}
 	case "TOPIC":
 		if len(p) >= 2 {
-			if ch := n.channels[n.fold(p[0])]; ch != nil {
+			if ch := n.channels.get(n.fold(p[0])); ch != nil {
 				ch.topic, ch.topicBy = plainText(p[1]), plainText(src)
 				if ch.reported {
 					n.s.rooms.RoomSubject(ch.room, ch.topic, ch.topicBy)
@@ -110,20 +110,20 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		n.applyISupport()
 	case "332": // RPL_TOPIC: me channel :topic
 		if len(p) >= 3 {
-			if ch := n.channels[n.fold(p[1])]; ch != nil {
+			if ch := n.channels.get(n.fold(p[1])); ch != nil {
 				ch.topic = plainText(p[2])
 			}
 		}
 	case "333": // RPL_TOPICWHOTIME: me channel who time
 		if len(p) >= 3 {
-			if ch := n.channels[n.fold(p[1])]; ch != nil {
+			if ch := n.channels.get(n.fold(p[1])); ch != nil {
 				who, _ := ircmsg.ParseNUH(p[2])
 				ch.topicBy = plainText(who.Name)
 			}
 		}
 	case "331": // RPL_NOTOPIC
 		if len(p) >= 2 {
-			if ch := n.channels[n.fold(p[1])]; ch != nil {
+			if ch := n.channels.get(n.fold(p[1])); ch != nil {
 				ch.topic = ""
 			}
 		}
@@ -176,7 +176,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 	default:
 		if isNumeric(msg.Command) && msg.Command[0] >= '4' && msg.Command[0] <= '5' && len(p) >= 2 {
 			// Other errors: shown in the room they are about, if any.
-			if ch := n.channels[n.fold(p[1])]; ch != nil && ch.reported {
+			if ch := n.channels.get(n.fold(p[1])); ch != nil && ch.reported {
 				n.s.roomNotice(ch.room, "[error] "+plainText(last(p)))
 			}
 		}
@@ -277,7 +277,7 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 		chanTarget = target
 	}
 	if n.isChannel(chanTarget) {
-		ch := n.channels[n.fold(chanTarget)]
+		ch := n.channels.get(n.fold(chanTarget))
 		if ch == nil {
 			return
 		}
@@ -454,7 +454,7 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 		ch.next = map[string]*member{n.fold(n.me.nick): {nick: n.me.nick, user: nuh.User, host: nuh.Host}}
 		return
 	}
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil || !(ch.joined || ch.joining) {
 		return
 	}
@@ -476,7 +476,7 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 }
 
 func (n *network) handleNames(name, names string) {
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil {
 		return
 	}
@@ -511,7 +511,7 @@ func (n *network) handleNames(name, names string) {
 // endOfNames completes a JOIN: the first time the user asked for the room
 // core learns the occupants; after a reconnection, what changed.
 func (n *network) endOfNames(name string) {
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil || ch.next == nil {
 		return
 	}
@@ -574,7 +574,7 @@ func (n *network) reportRejoin(ch *channel, old map[string]*member) {
 }
 
 func (n *network) handlePart(src, name, reason string) {
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil {
 		return
 	}
@@ -590,7 +590,7 @@ func (n *network) handlePart(src, name, reason string) {
 			n.s.rooms.RoomLeft(ch.room, n.me.nick, plainText(reason), false)
 		}
 		ch.xmpp, ch.reported = false, false
-		delete(n.channels, n.fold(name))
+		n.channels.del(n.fold(name))
 		n.maybeQuit()
 		return
 	}
@@ -610,7 +610,7 @@ func (n *network) removeMember(ch *channel, nick, reason string, kicked bool) {
 }
 
 func (n *network) handleKick(src, name, victim, reason string) {
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil {
 		return
 	}
@@ -622,7 +622,7 @@ func (n *network) handleKick(src, name, victim, reason string) {
 			}
 			n.s.rooms.RoomLeft(ch.room, n.me.nick, text, true)
 		}
-		delete(n.channels, n.fold(name))
+		n.channels.del(n.fold(name))
 		n.maybeQuit()
 		return
 	}
@@ -672,7 +672,7 @@ func (n *network) handleWho(name, user, host, nick, flags string) {
 	if n.isMe(nick) {
 		n.me.user, n.me.host = user, host
 	}
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil {
 		return
 	}
@@ -695,7 +695,7 @@ func (n *network) handleWho(name, user, host, nick, flags string) {
 
 // handleMode applies channel mode changes; prefix modes change roles.
 func (n *network) handleMode(name, modes string, args []string) {
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil {
 		return
 	}
@@ -759,7 +759,7 @@ func (n *network) handleMode(name, modes string, args []string) {
 }
 
 func (n *network) joinFailed(code, name, text string) {
-	ch := n.channels[n.fold(name)]
+	ch := n.channels.get(n.fold(name))
 	if ch == nil || !ch.joining {
 		return
 	}
@@ -786,7 +786,7 @@ func (n *network) joinFailed(code, name, text string) {
 		n.s.rooms.RoomLeft(ch.room, n.me.nick, text, false)
 	}
 	ch.xmpp, ch.reported = false, false
-	delete(n.channels, n.fold(name))
+	n.channels.del(n.fold(name))
 	n.maybeQuit()
 }
 

@@ -64,7 +64,7 @@ type network struct {
 	caps     capSet
 	feat     *features // ISUPPORT: shared, read only
 
-	channels map[string]*channel // by folded name
+	channels chanList
 	batches  map[string]*batch
 	pending  []*pendingLine // sent lines waiting for an echo or an error
 	labelSeq int
@@ -77,13 +77,40 @@ type network struct {
 	listing     *listing
 }
 
+// chanList is a network's channels. A slice, not a map by folded name:
+// a Go map holds eight slots at least, some 250 bytes for a user's one
+// channel; finding a name among a user's channels is a few string
+// comparisons per line.
+type chanList []*channel
+
+// get returns the channel of a folded name, or nil.
+func (l chanList) get(key string) *channel {
+	for _, ch := range l {
+		if ch.folded == key {
+			return ch
+		}
+	}
+	return nil
+}
+
+// del forgets the channel of a folded name.
+func (l *chanList) del(key string) {
+	for i, ch := range *l {
+		if ch.folded == key {
+			*l = slices.Delete(*l, i, i+1)
+			return
+		}
+	}
+}
+
 // channel is an IRC channel the user is in (on XMPP, on IRC, or both).
 type channel struct {
 	name     string // as the server spells it (or as asked, before the JOIN)
+	folded   string // name folded by the server's case mapping
 	room     string // core's address for it; "" until the user joins the room
-	key      string
-	xmpp     bool // the user is in the room: core called JoinRoom, not LeaveRoom
-	reported bool // RoomJoined was sent since xmpp became true
+	key      string // the channel's key (password)
+	xmpp     bool   // the user is in the room: core called JoinRoom, not LeaveRoom
+	reported bool   // RoomJoined was sent since xmpp became true
 	autojoin bool
 	joined   bool // on IRC
 	joining  bool // JOIN sent, end of NAMES not seen
@@ -154,7 +181,6 @@ func newNetwork(s *session, server string, cfg netConfig) *network {
 		server:   server,
 		cfg:      cfg,
 		wantNick: cfg.nick,
-		channels: map[string]*channel{},
 		feat:     noFeatures,
 	}
 	n.applyISupport()
@@ -164,18 +190,18 @@ func newNetwork(s *session, server string, cfg netConfig) *network {
 // channelFor returns the channel of a name, creating it.
 func (n *network) channelFor(name string) *channel {
 	key := n.fold(name)
-	if ch := n.channels[key]; ch != nil {
+	if ch := n.channels.get(key); ch != nil {
 		return ch
 	}
-	ch := &channel{name: name} // members made when the first arrives
-	n.channels[key] = ch
+	ch := &channel{name: name, folded: key} // members made when the first arrives
+	n.channels = append(n.channels, ch)
 	return ch
 }
 
 // dropChannelIfUnused forgets a channel nobody needs.
 func (n *network) dropChannelIfUnused(ch *channel) {
 	if !ch.xmpp && !ch.autojoin && !ch.joined && !ch.joining {
-		delete(n.channels, n.fold(ch.name))
+		n.channels.del(n.fold(ch.name))
 	}
 }
 
@@ -468,7 +494,7 @@ func (n *network) closed(err error) {
 			n.s.roomNotice(ch.room, "Disconnected from IRC: "+text+"; reconnecting")
 		}
 		if !ch.xmpp && !ch.autojoin {
-			delete(n.channels, n.fold(ch.name))
+			n.channels.del(n.fold(ch.name))
 		}
 	}
 	for _, pl := range n.pending {
@@ -551,15 +577,8 @@ func (n *network) tick(now time.Time) {
 }
 
 func (n *network) sortedChannels() []*channel {
-	keys := make([]string, 0, len(n.channels))
-	for k := range n.channels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]*channel, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, n.channels[k])
-	}
+	out := slices.Clone(n.channels)
+	slices.SortFunc(out, func(a, b *channel) int { return strings.Compare(a.folded, b.folded) })
 	return out
 }
 

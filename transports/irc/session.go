@@ -889,7 +889,7 @@ func (s *session) leaveRoom(room string) {
 	if n == nil {
 		return
 	}
-	ch := n.channels[n.fold(a.name)]
+	ch := n.channels.get(n.fold(a.name))
 	if ch == nil {
 		return
 	}
@@ -929,7 +929,7 @@ func (s *session) setTopic(room, subject string) {
 	if n == nil || n.conn == nil {
 		return
 	}
-	ch := n.channels[n.fold(a.name)]
+	ch := n.channels.get(n.fold(a.name))
 	if ch == nil || !ch.joined {
 		return
 	}
@@ -964,7 +964,7 @@ func (s *session) send(req *sendRequest) {
 		}
 		var ch *channel
 		if n != nil {
-			ch = n.channels[n.fold(a.name)]
+			ch = n.channels.get(n.fold(a.name))
 		}
 		if ch == nil || !ch.xmpp {
 			// Core thinks the user is in this room but this session does
@@ -981,7 +981,7 @@ func (s *session) send(req *sendRequest) {
 				reply("", core.NewError(stanza.NotAcceptable, "you are not in this IRC channel"))
 				return
 			}
-			ch = n.channels[n.fold(a.name)]
+			ch = n.channels.get(n.fold(a.name))
 			if ch == nil {
 				reply("", core.NewError(stanza.NotAcceptable, "you are not in this IRC channel"))
 				return
