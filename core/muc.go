@@ -257,6 +257,31 @@ func (u *user) browseEnd() {
 	}
 }
 
+// roomList is a user's rooms. A slice, not a map by address: a Go map
+// holds eight slots at least (some 250 bytes for a user's one room), and
+// a user is in a few rooms.
+type roomList []*room
+
+// get returns the room of an address, or nil.
+func (l roomList) get(addr string) *room {
+	for _, r := range l {
+		if r.address == addr {
+			return r
+		}
+	}
+	return nil
+}
+
+// del forgets the room of an address.
+func (l *roomList) del(addr string) {
+	for i, r := range *l {
+		if r.address == addr {
+			*l = slices.Delete(*l, i, i+1)
+			return
+		}
+	}
+}
+
 type room struct {
 	address   string
 	nick      string  // the user's nick in the room
@@ -415,7 +440,8 @@ func (u *user) groupSession() GroupSession {
 // out to joined resources.
 func (u *user) publishRooms() {
 	view := make([]roomView, 0, len(u.rooms))
-	for addr, r := range u.rooms {
+	for _, r := range u.rooms {
+		addr := r.address
 		if !r.joined {
 			if len(r.pending) > 0 {
 				view = append(view, roomView{addr: addr, res: []string{}}) // joining: room messages wait for it
@@ -465,10 +491,10 @@ func (u *user) handleRoom(ev userEvent) {
 	defer cancel()
 	switch ev := ev.(type) {
 	case evRoomJoin:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if r == nil {
 			r = &room{address: ev.room, wanted: ev.nick, nick: ev.nick, password: ev.password}
-			u.rooms[ev.room] = r
+			u.rooms = append(u.rooms, r)
 		}
 		if r.resources.has(ev.resource) {
 			// Already in: a presence update, or a nick change.
@@ -496,7 +522,7 @@ func (u *user) handleRoom(ev userEvent) {
 			gs := u.groupSession()
 			if gs == nil {
 				u.sendRoomError(ev.room, ev.nick, ev.resource, NewError(stanza.ServiceUnavailable, "this gateway has no group chats"))
-				delete(u.rooms, ev.room)
+				u.rooms.del(ev.room)
 				return
 			}
 			if err := gs.JoinRoom(ctx, ev.room, ev.nick, ev.password); err != nil {
@@ -504,7 +530,7 @@ func (u *user) handleRoom(ev userEvent) {
 			}
 		}
 	case evRoomLeave:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if r == nil {
 			return
 		}
@@ -519,7 +545,7 @@ func (u *user) handleRoom(ev userEvent) {
 			if gs := u.groupSession(); gs != nil {
 				_ = gs.LeaveRoom(ctx, ev.room)
 			}
-			delete(u.rooms, ev.room)
+			u.rooms.del(ev.room)
 		}
 		u.publishRooms()
 		u.reconcileSession()
@@ -528,7 +554,7 @@ func (u *user) handleRoom(ev userEvent) {
 			_ = gs.SetSubject(ctx, ev.room, ev.subject)
 		}
 	case evRoomJoined:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil {
 			return
 		}
@@ -550,7 +576,7 @@ func (u *user) handleRoom(ev userEvent) {
 			u.sendRoomState(r, res, r.nick != r.wanted)
 		}
 	case evRoomError:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil {
 			return
 		}
@@ -565,7 +591,7 @@ func (u *user) handleRoom(ev userEvent) {
 		}
 		u.failRoom(r, ev.err)
 	case evRoomPresence:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil || !r.joined {
 			return
 		}
@@ -578,7 +604,7 @@ func (u *user) handleRoom(ev userEvent) {
 			return u.roomPresence(r, ev.o.Nick, res, "", ev.o, codes...)
 		})
 	case evRoomLeft:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil || !r.joined {
 			return
 		}
@@ -604,12 +630,12 @@ func (u *user) handleRoom(ev userEvent) {
 			return p
 		})
 		if self {
-			delete(u.rooms, ev.room)
+			u.rooms.del(ev.room)
 			u.publishRooms()
 			u.reconcileSession()
 		}
 	case evRoomNick:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil || !r.joined {
 			return
 		}
@@ -641,7 +667,7 @@ func (u *user) handleRoom(ev userEvent) {
 			return u.roomPresence(r, ev.newNic, res, "", o, codes...)
 		})
 	case evRoomSubject:
-		r := u.rooms[ev.room]
+		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil || !r.joined {
 			return
 		}
@@ -657,7 +683,7 @@ func (u *user) failRoom(r *room, err error) {
 	}
 	r.pending = nil
 	if len(r.resources) == 0 {
-		delete(u.rooms, r.address)
+		u.rooms.del(r.address)
 	}
 	u.publishRooms()
 	u.reconcileSession()

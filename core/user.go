@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +53,7 @@ type user struct {
 	// Owned by loop.
 	acct      *store.Account
 	resources nameSet // the user's available resources
-	rooms     map[string]*room
+	rooms     roomList
 	state     State
 	stateText string
 	gen       int
@@ -106,7 +107,6 @@ func newUser(c *component, a *store.Account) *user {
 		acct:  a,
 		queue: queue.Bounded[userEvent]{Max: userQueue},
 		done:  make(chan struct{}),
-		rooms: map[string]*room{},
 	}
 	if c.info.Relay {
 		u.relay = newUserRelay()
@@ -222,9 +222,9 @@ func (u *user) handle(ev userEvent) {
 			u.resources.del(ev.resource)
 			u.forgetResource(ev.resource)
 			// A resource going offline leaves its rooms.
-			for addr, r := range u.rooms {
+			for _, r := range slices.Clone(u.rooms) { // leaving deletes from u.rooms
 				if r.resources.has(ev.resource) || r.pending.has(ev.resource) {
-					u.handleRoom(evRoomLeave{resource: ev.resource, room: addr})
+					u.handleRoom(evRoomLeave{resource: ev.resource, room: r.address})
 				}
 			}
 		}
@@ -362,9 +362,9 @@ func (u *user) rejoinRooms(s Session) {
 	}
 	ctx, cancel := u.c.g.workCtx(10 * time.Second)
 	defer cancel()
-	for addr, r := range u.rooms {
+	for _, r := range u.rooms {
 		if r.joined {
-			_ = gs.JoinRoom(ctx, addr, r.nick, r.password)
+			_ = gs.JoinRoom(ctx, r.address, r.nick, r.password)
 		}
 	}
 }
