@@ -156,6 +156,10 @@ type conn struct {
 	// backlog holds lines read during registration after it ended; the
 	// reader hands them on first.
 	backlog []ircmsg.Message
+	// reg is the registration in progress, while the poller reads it
+	// (registering is the same, for the keepalive sweep).
+	reg         *registrar
+	registering atomic.Bool
 
 	onLine     func(m ircmsg.Message, wait bool) bool
 	onClose    func(error)
@@ -227,12 +231,41 @@ func (g *lineGroup) settle(written bool) {
 	}
 }
 
-// dialIRC connects and registers. The returned conn is not started.
-func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
-	// Not context.WithTimeout(ctx): deriving a context from core's session
-	// context makes it build a Done channel the user would keep.
-	parent := ctx
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), cfg.timeout)
+// dialIRC connects and registers, then calls done once with the
+// outcome, from a goroutine that may wait (for the session's queue). The
+// conn done gets is not started.
+//
+// A goroutine dials (and shakes hands, with TLS); the registration, which
+// takes a second or more on most networks (the server looks the client's
+// host and ident up first), is then read by the poller, as the
+// connection is once registered: a storm of reconnections keeps no
+// goroutine per user waiting for the servers' welcome. Go never frees a
+// goroutine's struct and keeps the stacks of many that ended: 200 users
+// joining at once left some 0.4 MB of them behind (JoinedUsers). Where
+// there is no poller (or the connection is not a TCP one), the goroutine
+// reads the registration itself.
+func dialIRC(ctx context.Context, cfg dialConfig, done func(*conn, *welcome, error)) {
+	go dialAndRegister(ctx, cfg, done)
+}
+
+// dialIRCWait is dialIRC waiting for the outcome.
+func dialIRCWait(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
+	type outcome struct {
+		c   *conn
+		w   *welcome
+		err error
+	}
+	ch := make(chan outcome, 1)
+	dialIRC(ctx, cfg, func(c *conn, w *welcome, err error) { ch <- outcome{c, w, err} })
+	o := <-ch
+	return o.c, o.w, o.err
+}
+
+func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *welcome, error)) {
+	deadline := time.Now().Add(cfg.timeout)
+	// Not context.WithTimeout(parent): deriving a context from core's
+	// session context makes it build a Done channel the user would keep.
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(parent), deadline)
 	defer cancel()
 	defer afterFunc(parent, cancel)()
 	dial := cfg.dial
@@ -241,13 +274,15 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 	}
 	nc, err := dial(ctx, "tcp", cfg.addr)
 	if err != nil {
-		return nil, nil, &connError{text: "cannot connect to " + cfg.server + ": " + netErrText(err), err: err}
+		done(nil, nil, &connError{text: "cannot connect to " + cfg.server + ": " + netErrText(err), err: err})
+		return
 	}
 	if cfg.tls {
 		tc := tls.Client(pollableBase(nc), &tls.Config{ServerName: cfg.server, InsecureSkipVerify: cfg.tlsInsecure, MinVersion: tls.VersionTLS12})
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, nil, &connError{text: "TLS with " + cfg.server + " failed: " + err.Error(), err: err}
+			done(nil, nil, &connError{text: "TLS with " + cfg.server + " failed: " + err.Error(), err: err})
+			return
 		}
 		nc = tc
 	}
@@ -260,21 +295,29 @@ func dialIRC(ctx context.Context, cfg dialConfig) (*conn, *welcome, error) {
 		pingEvery: cfg.pingEvery,
 		pingWait:  cfg.pingWait,
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = nc.SetDeadline(dl)
+	r := newRegistrar(c, cfg)
+	if p := thePoller(); p != nil && c.makePollable() {
+		r.poll(p, parent, deadline, done)
+		return
 	}
+	_ = nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
-	w, err := c.register(cfg)
+	w, err := r.run()
 	stop()
 	if err != nil {
 		nc.Close()
 		if ctx.Err() != nil && !isConnError(err) {
-			err = &connError{text: cfg.server + " did not complete the registration in time", err: err}
+			err = errRegistrationTime(cfg.server, err)
 		}
-		return nil, nil, err
+		done(nil, nil, err)
+		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return c, w, nil
+	done(c, w, nil)
+}
+
+func errRegistrationTime(server string, err error) error {
+	return &connError{text: server + " did not complete the registration in time", err: err}
 }
 
 func isConnError(err error) bool {
@@ -291,195 +334,369 @@ func netErrText(err error) string {
 	return err.Error()
 }
 
-// register runs the registration dialogue on a fresh connection.
-func (c *conn) register(cfg dialConfig) (*welcome, error) {
-	w := &welcome{isupport: map[string]string{}}
-	nick := cfg.nick
-	tries := 0
-	advertised := map[string]string{}
-	capDone := false
-	endCap := func() error {
-		if capDone {
-			return nil
-		}
-		capDone = true
-		return c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "END"))
-	}
-	user := cfg.username
+// registrar is a registration in progress: CAP negotiation, SASL,
+// NICK/USER until the end of the MOTD. feed takes the server's lines one
+// by one, from the goroutine that dialled (run) or from the poller
+// (poll).
+type registrar struct {
+	c          *conn
+	cfg        dialConfig
+	w          *welcome
+	nick       string
+	tries      int
+	advertised map[string]string
+	capDone    bool
+	registered bool
+	saslDone   bool
+
+	// Polled registrations: over is set by the first of the end, a
+	// failure, the time-out and the session's end, which reports.
+	over atomic.Bool
+	p    *poller
+	done func(*conn, *welcome, error)
+	// mu: the time-out and the session's end may fire while poll sets
+	// them up (a dial that took the whole connect_timeout).
+	mu         sync.Mutex
+	timer      *time.Timer
+	stopParent func() bool
+}
+
+func newRegistrar(c *conn, cfg dialConfig) *registrar {
+	return &registrar{c: c, cfg: cfg, w: &welcome{isupport: map[string]string{}}, nick: cfg.nick, advertised: map[string]string{}}
+}
+
+// begin writes the registration's first lines.
+func (r *registrar) begin() error {
+	user := r.cfg.username
 	if user == "" {
 		user = "transportd"
 	}
-	realname := cfg.realname
+	realname := r.cfg.realname
 	if realname == "" {
-		realname = nick
+		realname = r.nick
 	}
 	for _, m := range []ircmsg.Message{
 		ircmsg.MakeMessage(nil, "", "CAP", "LS", "302"),
-		ircmsg.MakeMessage(nil, "", "NICK", nick),
+		ircmsg.MakeMessage(nil, "", "NICK", r.nick),
 		ircmsg.MakeMessage(nil, "", "USER", user, "0", "*", realname),
 	} {
-		if err := c.writeNow(m); err != nil {
-			return nil, err
+		if err := r.c.writeNow(m); err != nil {
+			return err
 		}
 	}
-	registered, saslDone := false, false
+	return nil
+}
+
+// run registers, reading on this goroutine.
+func (r *registrar) run() (*welcome, error) {
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
 	for {
-		line, err := c.readLine()
+		line, err := r.c.readLine()
 		if err != nil {
-			return nil, &connError{text: "connection to " + cfg.server + " lost during registration: " + netErrText(err), err: err}
+			return nil, r.lostErr(err)
 		}
-		// Registration needs no tags: they are not parsed (a map for
-		// every line of the MOTD).
-		msg, err := parseLine(withoutTags(line))
-		if err != nil {
-			continue
+		if w, err := r.feed(line); err != nil || w != nil {
+			return w, err
 		}
-		if registered && !isNumeric(msg.Command) {
-			// A server that sends no MOTD end: registration is over.
-			if m, err := parseLine(line); err == nil {
-				c.backlog = append(c.backlog, m)
+	}
+}
+
+func (r *registrar) lostErr(err error) error {
+	return &connError{text: "connection to " + r.cfg.server + " lost during registration: " + netErrText(err), err: err}
+}
+
+// poll registers with the poller reading: the lines are written, the
+// connection joins the poller's set, and this goroutine returns. done is
+// called from another goroutine once registration ended, failed, took
+// longer than the deadline, or parent (the session) ended.
+func (r *registrar) poll(p *poller, parent context.Context, deadline time.Time, done func(*conn, *welcome, error)) {
+	c := r.c
+	r.p, r.done = p, done
+	c.reg = r
+	c.registering.Store(true)
+	if err := r.begin(); err != nil {
+		r.fail(err)
+		return
+	}
+	r.mu.Lock()
+	r.timer = time.AfterFunc(time.Until(deadline), func() {
+		r.fail(errRegistrationTime(r.cfg.server, context.DeadlineExceeded))
+	})
+	r.stopParent = afterFunc(parent, func() {
+		r.fail(&connError{text: "connection to " + r.cfg.server + " given up: the session ended", err: context.Canceled})
+	})
+	r.mu.Unlock()
+	if c.viaTLS {
+		// crypto/tls may hold bytes it read from the socket with the
+		// handshake; the poller hears only of bytes to come.
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.readPolled(buf)
+			if n > 0 {
+				c.src = buf[:n]
+				fin, perr := r.pump()
+				if fin {
+					return
+				}
+				c.src = nil
+				if perr != nil {
+					r.fail(perr)
+					return
+				}
 			}
-			return w, nil
+			if errors.Is(err, errSocketEmpty) {
+				break
+			}
+			if err != nil {
+				r.fail(r.lostErr(err))
+				return
+			}
 		}
-		p := msg.Params
-		switch msg.Command {
-		case "PING":
-			if err := c.writeNow(ircmsg.MakeMessage(nil, "", "PONG", p...)); err != nil {
+	}
+	if err := p.add(c); err != nil {
+		r.fail(r.lostErr(err))
+	}
+}
+
+// regWriteWait bounds a write during a polled registration (writeNow): a
+// server that does not read would hold the poller up. The registration's
+// lines are a few hundred bytes, which a new socket takes at once; such a
+// server also sent some thousand PINGs.
+const regWriteWait = 2 * time.Second
+
+// pump feeds the lines in src (the poller's bytes): true once the
+// registration ended (finish was called).
+func (r *registrar) pump() (bool, error) {
+	for {
+		line, err := r.c.readLine()
+		if errors.Is(err, errWouldBlock) {
+			return false, nil
+		}
+		if err != nil {
+			return false, r.lostErr(err)
+		}
+		w, err := r.feed(line)
+		if err != nil {
+			return false, err
+		}
+		if w != nil {
+			r.finish(w)
+			return true, nil
+		}
+	}
+}
+
+// finish ends a polled registration that succeeded: the connection
+// leaves the poller's set until start, with what was read after the
+// welcome kept.
+func (r *registrar) finish(w *welcome) {
+	if !r.over.CompareAndSwap(false, true) {
+		return // timed out meanwhile: closed
+	}
+	r.stop()
+	c := r.c
+	r.p.remove(c)
+	c.reg = nil
+	c.registering.Store(false)
+	if len(c.src) > 0 {
+		c.src = append([]byte(nil), c.src...) // the poller's buffer
+	} else {
+		c.src = nil
+	}
+	_ = c.nc.SetWriteDeadline(time.Time{})
+	workers.Go(func() { r.done(c, w, nil) })
+}
+
+// fail ends a polled registration that failed: the connection is closed.
+// Called from the poller, the timer, or when the session ends.
+func (r *registrar) fail(err error) {
+	if !r.over.CompareAndSwap(false, true) {
+		return
+	}
+	r.stop()
+	if r.p != nil {
+		r.p.remove(r.c)
+	}
+	_ = r.c.nc.Close()
+	workers.Go(func() { r.done(nil, nil, err) })
+}
+
+func (r *registrar) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	if r.stopParent != nil {
+		r.stopParent()
+	}
+}
+
+// feed takes one line of the server's: the welcome once registration
+// ended, an error if it failed.
+func (r *registrar) feed(line string) (*welcome, error) {
+	c, cfg, w := r.c, r.cfg, r.w
+	endCap := func() error {
+		if r.capDone {
+			return nil
+		}
+		r.capDone = true
+		return c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "END"))
+	}
+	// Registration needs no tags: they are not parsed (a map for
+	// every line of the MOTD).
+	msg, err := parseLine(withoutTags(line))
+	if err != nil {
+		return nil, nil
+	}
+	if r.registered && !isNumeric(msg.Command) {
+		// A server that sends no MOTD end: registration is over.
+		if m, err := parseLine(line); err == nil {
+			c.backlog = append(c.backlog, m)
+		}
+		return w, nil
+	}
+	p := msg.Params
+	switch msg.Command {
+	case "PING":
+		if err := c.writeNow(ircmsg.MakeMessage(nil, "", "PONG", p...)); err != nil {
+			return nil, err
+		}
+	case "CAP":
+		if len(p) < 3 {
+			return nil, nil
+		}
+		switch p[1] {
+		case "LS":
+			for _, tok := range strings.Fields(p[len(p)-1]) {
+				name, val, _ := strings.Cut(tok, "=")
+				r.advertised[name] = val
+			}
+			if len(p) >= 4 && p[2] == "*" {
+				return nil, nil // more LS lines follow
+			}
+			var req []string
+			for _, cp := range wantCaps {
+				if _, ok := r.advertised[cp]; ok {
+					req = append(req, cp)
+				}
+			}
+			if _, ok := r.advertised["sasl"]; ok && cfg.saslPass != "" {
+				req = append(req, "sasl")
+			}
+			if len(req) == 0 {
+				if cfg.saslPass != "" {
+					return nil, &connError{permanent: true, auth: true, text: cfg.server + " does not offer SASL: choose NickServ or no authentication"}
+				}
+				if err := endCap(); err != nil {
+					return nil, err
+				}
+				return nil, nil
+			}
+			if err := c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "REQ", strings.Join(req, " "))); err != nil {
 				return nil, err
 			}
-		case "CAP":
-			if len(p) < 3 {
-				continue
+		case "ACK":
+			for _, tok := range strings.Fields(p[len(p)-1]) {
+				if strings.HasPrefix(tok, "-") {
+					w.caps.del(tok[1:])
+					return nil, nil
+				}
+				w.caps.add(tok)
 			}
-			switch p[1] {
-			case "LS":
-				for _, tok := range strings.Fields(p[len(p)-1]) {
-					name, val, _ := strings.Cut(tok, "=")
-					advertised[name] = val
-				}
-				if len(p) >= 4 && p[2] == "*" {
-					continue // more LS lines follow
-				}
-				var req []string
-				for _, cp := range wantCaps {
-					if _, ok := advertised[cp]; ok {
-						req = append(req, cp)
-					}
-				}
-				if _, ok := advertised["sasl"]; ok && cfg.saslPass != "" {
-					req = append(req, "sasl")
-				}
-				if len(req) == 0 {
-					if cfg.saslPass != "" {
-						return nil, &connError{permanent: true, auth: true, text: cfg.server + " does not offer SASL: choose NickServ or no authentication"}
-					}
-					if err := endCap(); err != nil {
-						return nil, err
-					}
-					continue
-				}
-				if err := c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "REQ", strings.Join(req, " "))); err != nil {
+			if w.caps.has("sasl") && cfg.saslPass != "" {
+				if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", "PLAIN")); err != nil {
 					return nil, err
 				}
-			case "ACK":
-				for _, tok := range strings.Fields(p[len(p)-1]) {
-					if strings.HasPrefix(tok, "-") {
-						w.caps.del(tok[1:])
-						continue
-					}
-					w.caps.add(tok)
-				}
-				if w.caps.has("sasl") && cfg.saslPass != "" {
-					if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", "PLAIN")); err != nil {
-						return nil, err
-					}
-					continue
-				}
-				if cfg.saslPass != "" {
-					return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused SASL: choose NickServ or no authentication"}
-				}
-				if err := endCap(); err != nil {
-					return nil, err
-				}
-			case "NAK":
-				if cfg.saslPass != "" {
-					return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused SASL: choose NickServ or no authentication"}
-				}
-				if err := endCap(); err != nil {
-					return nil, err
-				}
+				return nil, nil
 			}
-		case "AUTHENTICATE":
-			if len(p) == 0 || p[0] != "+" {
-				continue
+			if cfg.saslPass != "" {
+				return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused SASL: choose NickServ or no authentication"}
 			}
-			login := cfg.saslUser
-			if login == "" {
-				login = nick
-			}
-			for _, chunk := range ircutils.EncodeSASLResponse([]byte(login + "\x00" + login + "\x00" + cfg.saslPass)) {
-				if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", chunk)); err != nil {
-					return nil, err
-				}
-			}
-		case "900": // RPL_LOGGEDIN
-			if len(p) >= 3 {
-				w.account = p[2]
-			}
-		case "903": // RPL_SASLSUCCESS
-			saslDone = true
 			if err := endCap(); err != nil {
 				return nil, err
 			}
-		case "902", "904", "905", "906", "908": // nick locked, SASL failed, too long, aborted, mechanisms
-			return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused the SASL login: " + plainText(last(p))}
-		case "433", "436", "437": // nick in use, collision, temporarily unavailable
-			if registered {
-				continue
+		case "NAK":
+			if cfg.saslPass != "" {
+				return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused SASL: choose NickServ or no authentication"}
 			}
-			tries++
-			if tries > nickTries {
-				return nil, &connError{permanent: true, nickInUse: true, text: "the nick " + cfg.nick + " is already in use on " + cfg.server}
-			}
-			nick += "_"
-			if err := c.writeNow(ircmsg.MakeMessage(nil, "", "NICK", nick)); err != nil {
+			if err := endCap(); err != nil {
 				return nil, err
 			}
-		case "432": // erroneous nickname
-			if registered {
-				continue
-			}
-			return nil, &connError{permanent: true, text: cfg.server + " refuses the nick " + nick + ": " + plainText(last(p))}
-		case "464", "465": // password incorrect, banned
-			return nil, &connError{permanent: true, text: cfg.server + " refused the connection: " + plainText(last(p))}
-		case "ERROR":
-			return nil, &connError{text: cfg.server + " closed the connection: " + plainText(last(p))}
-		case "001":
-			if cfg.saslPass != "" && !saslDone {
-				// A server without CAP registers us without SASL.
-				return nil, &connError{permanent: true, auth: true, text: cfg.server + " does not offer SASL: choose NickServ or no authentication"}
-			}
-			registered = true
-			if len(p) > 0 {
-				w.nick = strings.Clone(p[0])
-			}
-			// "Welcome to the Network nick!user@host"
-			if f := strings.Fields(last(p)); len(f) > 0 {
-				if nuh, err := ircmsg.ParseNUH(f[len(f)-1]); err == nil && nuh.Name == w.nick && nuh.Host != "" {
-					w.user, w.host = strings.Clone(nuh.User), strings.Clone(nuh.Host)
-				}
-			}
-			if !capDone {
-				capDone = true // a server without CAP
-			}
-		case "005":
-			parseISupport(p, w.isupport)
-		case "376", "422": // end of MOTD, no MOTD
-			if registered {
-				return w, nil
+		}
+	case "AUTHENTICATE":
+		if len(p) == 0 || p[0] != "+" {
+			return nil, nil
+		}
+		login := cfg.saslUser
+		if login == "" {
+			login = r.nick
+		}
+		for _, chunk := range ircutils.EncodeSASLResponse([]byte(login + "\x00" + login + "\x00" + cfg.saslPass)) {
+			if err := c.writeNow(ircmsg.MakeMessage(nil, "", "AUTHENTICATE", chunk)); err != nil {
+				return nil, err
 			}
 		}
+	case "900": // RPL_LOGGEDIN
+		if len(p) >= 3 {
+			w.account = p[2]
+		}
+	case "903": // RPL_SASLSUCCESS
+		r.saslDone = true
+		if err := endCap(); err != nil {
+			return nil, err
+		}
+	case "902", "904", "905", "906", "908": // nick locked, SASL failed, too long, aborted, mechanisms
+		return nil, &connError{permanent: true, auth: true, text: cfg.server + " refused the SASL login: " + plainText(last(p))}
+	case "433", "436", "437": // nick in use, collision, temporarily unavailable
+		if r.registered {
+			return nil, nil
+		}
+		r.tries++
+		if r.tries > nickTries {
+			return nil, &connError{permanent: true, nickInUse: true, text: "the nick " + cfg.nick + " is already in use on " + cfg.server}
+		}
+		r.nick += "_"
+		if err := c.writeNow(ircmsg.MakeMessage(nil, "", "NICK", r.nick)); err != nil {
+			return nil, err
+		}
+	case "432": // erroneous nickname
+		if r.registered {
+			return nil, nil
+		}
+		return nil, &connError{permanent: true, text: cfg.server + " refuses the nick " + r.nick + ": " + plainText(last(p))}
+	case "464", "465": // password incorrect, banned
+		return nil, &connError{permanent: true, text: cfg.server + " refused the connection: " + plainText(last(p))}
+	case "ERROR":
+		return nil, &connError{text: cfg.server + " closed the connection: " + plainText(last(p))}
+	case "001":
+		if cfg.saslPass != "" && !r.saslDone {
+			// A server without CAP registers us without SASL.
+			return nil, &connError{permanent: true, auth: true, text: cfg.server + " does not offer SASL: choose NickServ or no authentication"}
+		}
+		r.registered = true
+		if len(p) > 0 {
+			w.nick = strings.Clone(p[0])
+		}
+		// "Welcome to the Network nick!user@host"
+		if f := strings.Fields(last(p)); len(f) > 0 {
+			if nuh, err := ircmsg.ParseNUH(f[len(f)-1]); err == nil && nuh.Name == w.nick && nuh.Host != "" {
+				w.user, w.host = strings.Clone(nuh.User), strings.Clone(nuh.Host)
+			}
+		}
+		if !r.capDone {
+			r.capDone = true // a server without CAP
+		}
+	case "005":
+		parseISupport(p, w.isupport)
+	case "376", "422": // end of MOTD, no MOTD
+		if r.registered {
+			return w, nil
+		}
 	}
+	return nil, nil
 }
 
 func isNumeric(cmd string) bool {
@@ -710,6 +927,9 @@ func (c *conn) writeNow(m ircmsg.Message) error {
 	if c.trace {
 		c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(b), "\r\n")))
 	}
+	if c.reg != nil && c.reg.p != nil {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(regWriteWait))
+	}
 	if _, err := c.nc.Write(b); err != nil {
 		return &connError{text: "writing to " + c.server + ": " + netErrText(err), err: err}
 	}
@@ -751,26 +971,33 @@ func redactLine(line string) string {
 // own. Writers come and go with the lines to write.
 func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func(error)) {
 	c.onLine, c.onClose = onLine, onClose
-	if p := thePoller(); p != nil {
-		var raw syscall.RawConn
-		switch nc := c.nc.(type) {
-		case *net.TCPConn:
-			raw, _ = nc.SyscallConn()
-		case *tls.Conn:
-			if pc, ok := nc.NetConn().(*pollableConn); ok {
-				raw, c.viaTLS = pc.raw, true
-				pc.polled.Store(true)
-			}
-		}
-		if raw != nil {
-			c.raw, c.polled = raw, true
-			c.rbuf = nil // src may still hold lines read into it
-			c.readAt.Store(c.clock())
-			go c.catchUp(p) // what registration read, then the poller
-			return
-		}
+	if p := thePoller(); p != nil && (c.polled || c.makePollable()) {
+		c.rbuf = nil // src may still hold lines read into it
+		c.readAt.Store(c.clock())
+		go c.catchUp(p) // what registration read, then the poller
+		return
 	}
 	go c.reader()
+}
+
+// makePollable readies a TCP connection, plain or TLS, for the poller:
+// false for any other.
+func (c *conn) makePollable() bool {
+	var raw syscall.RawConn
+	switch nc := c.nc.(type) {
+	case *net.TCPConn:
+		raw, _ = nc.SyscallConn()
+	case *tls.Conn:
+		if pc, ok := nc.NetConn().(*pollableConn); ok {
+			raw, c.viaTLS = pc.raw, true
+			pc.polled.Store(true)
+		}
+	}
+	if raw == nil {
+		return false
+	}
+	c.raw, c.polled = raw, true
+	return true
 }
 
 // readPolled reads what a polled connection has, without waiting:
@@ -868,8 +1095,14 @@ func (c *conn) drainTLS() error {
 
 // lost closes a polled connection that failed, and tells the session.
 func (c *conn) lost(err error) {
-	c.notifyClosed(&connError{text: "connection to " + c.server + " lost: " + netErrText(err), err: err})
-	c.close()
+	if r := c.reg; r != nil {
+		if _, ok := err.(*panicError); !ok {
+			err = r.lostErr(err)
+		}
+		r.fail(err)
+		return
+	}
+	c.closeWith(&connError{text: "connection to " + c.server + " lost: " + netErrText(err), err: err})
 }
 
 // notifyClosed calls onClose once, from a goroutine of its own: it may
@@ -883,15 +1116,14 @@ func (c *conn) notifyClosed(err error) {
 // sweep: after pingEvery without a line, a PING; pingWait without an
 // answer (any line), the end.
 func (c *conn) pingCheck() {
-	if c.isClosed() || c.pingEvery <= 0 {
-		return
+	if c.isClosed() || c.pingEvery <= 0 || c.registering.Load() {
+		return // registration has its own deadline
 	}
 	now, last := c.clock(), c.readAt.Load()
 	if at := c.pingAt.Load(); at != 0 {
 		if last < at {
 			if time.Duration(now-at) >= c.pingWait {
-				c.notifyClosed(&connError{text: fmt.Sprintf("no answer from %s for %v (ping timeout)", c.server, c.pingEvery+c.pingWait)})
-				c.close()
+				c.closeWith(&connError{text: fmt.Sprintf("no answer from %s for %v (ping timeout)", c.server, c.pingEvery+c.pingWait)})
 			}
 			return
 		}
@@ -1303,7 +1535,11 @@ func (c *conn) doneChan() <-chan struct{} {
 
 // close closes the connection. Lines still queued are dropped by the
 // writer, or here when none runs.
-func (c *conn) close() {
+func (c *conn) close() { c.closeWith(nil) }
+
+// closeWith is close telling the session why (a polled connection's).
+// The session hears of it once the connection is marked closed.
+func (c *conn) closeWith(why error) {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed.Store(true)
@@ -1318,7 +1554,10 @@ func (c *conn) close() {
 			// The reader learns of a close by its read failing; a
 			// polled connection closed here (a failed write, the
 			// session) is not read any more.
-			c.notifyClosed(&connError{text: "connection to " + c.server + " lost: closed", err: net.ErrClosed})
+			if why == nil {
+				why = &connError{text: "connection to " + c.server + " lost: closed", err: net.ErrClosed}
+			}
+			c.notifyClosed(why)
 		}
 		_ = c.nc.Close()
 	})

@@ -53,8 +53,13 @@ type fakeServer struct {
 	// readHold, while a test holds it, stops the connections' reading
 	// (their sockets then fill up).
 	readHold sync.Mutex
-	mu       sync.Mutex
-	msgid    int
+	// holdWelcome, when set, holds every registration's welcome until it
+	// is closed (a server looking the client up); held is told of each
+	// connection held.
+	holdWelcome chan struct{}
+	held        chan *fakeConn
+	mu          sync.Mutex
+	msgid       int
 }
 
 func newFakeServer(t testing.TB, caps ...string) *fakeServer {
@@ -237,6 +242,10 @@ func (c *fakeConn) serve() {
 		}
 		_ = pass
 		if !c.registered() && user && c.nick != "" && capEnd {
+			if h := c.s.holdWelcome; h != nil {
+				c.s.held <- c
+				<-h
+			}
 			c.markRegistered()
 			welcome := fmt.Sprintf(":irc.fake 001 %s :Welcome to the fake network %s!u@h\r\n", c.nick, c.nick) +
 				fmt.Sprintf(":irc.fake 005 %s %s :are supported\r\n", c.nick, c.s.isupport) +

@@ -1,8 +1,10 @@
 package irc
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"unicode"
@@ -255,3 +257,54 @@ func FuzzAddress(f *testing.F) {
 type quietTB struct{ testing.TB }
 
 func (quietTB) Logf(string, ...any) {}
+
+// wireRecorder is a connection that keeps what is written to it.
+type wireRecorder struct {
+	net.Conn
+	b bytes.Buffer
+}
+
+func (w *wireRecorder) Write(p []byte) (int, error) { return w.b.Write(p) }
+
+// FuzzRegistration feeds a server's lines, as they come, to a
+// registration (SASL on): it never panics, and what it answers on the
+// wire is whole lines, none broken by a CR, LF or NUL from the server.
+func FuzzRegistration(f *testing.F) {
+	f.Add(":irc.x CAP * LS :sasl server-time echo-message\n:irc.x CAP * ACK :sasl server-time\nAUTHENTICATE +\n:irc.x 900 * a!b@c acct :logged\n:irc.x 903 * :ok\n:irc.x 001 me :Welcome me!u@h\n:irc.x 005 me CHANTYPES=# PREFIX=(ov)@+ :are\n:irc.x 376 me :end")
+	f.Add("PING :abc\n:irc.x 433 * me :taken\n:irc.x 433 * me_ :taken\n:irc.x CAP * NAK :sasl\n")
+	f.Add(":irc.x CAP * LS * :a b=c\n:irc.x CAP * LS :d\n:irc.x 001 me :w\n:op PRIVMSG me :early\n")
+	f.Add("@a=b :irc.x 001 me :w\n:irc.x 432 * x :bad\nERROR :closing\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		wr := &wireRecorder{}
+		c := &conn{nc: wr, server: "irc.x"}
+		r := newRegistrar(c, dialConfig{server: "irc.x", nick: "me", username: "u", realname: "R", saslPass: "pw"})
+		if err := r.begin(); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(data, "\n") {
+			w, err := r.feed(strings.TrimSuffix(line, "\r"))
+			if err != nil {
+				var ce *connError
+				if !errors.As(err, &ce) || ce.text == "" {
+					t.Fatalf("error without a text for the user: %v", err)
+				}
+				break
+			}
+			if w != nil {
+				break
+			}
+		}
+		out := wr.b.String()
+		if !strings.HasSuffix(out, "\r\n") {
+			t.Fatalf("wire does not end a line: %q", out)
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(out, "\r\n"), "\r\n") {
+			if l == "" || strings.ContainsAny(l, "\r\n\x00") {
+				t.Fatalf("line %q on the wire", l)
+			}
+			if len(l) > maxLine {
+				t.Fatalf("line of %d bytes on the wire", len(l))
+			}
+		}
+	})
+}

@@ -336,18 +336,17 @@ func (n *network) connect() {
 		cfg.saslPass = n.cfg.password
 		cfg.saslUser = n.cfg.account
 	}
-	ctx := n.s.ctx
 	s := n.s
-	go func() {
-		c, w, err := dialIRC(ctx, cfg)
+	dialIRC(n.s.ctx, cfg, func(c *conn, w *welcome, err error) {
 		if err != nil {
+			reportPanic(s.sink, s.logger(), err) // a panic while the poller read the registration
 			s.post(evConnFailed{n: n, gen: gen, err: err})
 			return
 		}
 		if !s.post(evConnected{n: n, gen: gen, c: c, w: w}) {
 			c.nc.Close() // the session ended meanwhile
 		}
-	}()
+	})
 }
 
 // usernameFrom makes an ident from a nick: ASCII letters and digits.

@@ -175,15 +175,19 @@ func (p *poller) add(c *conn) error {
 	for p.conns[p.next] != nil {
 		p.next++
 	}
-	c.token = p.next
-	p.conns[c.token] = c
+	// tok, not c.token, below: once in the epoll set, the connection may
+	// be read, leave the set and be added again (a registration ends)
+	// before this returns.
+	tok := p.next
+	c.token = tok
+	p.conns[tok] = c
 	p.mu.Unlock()
 	p.shortenSweep(c)
 	var err error
 	cerr := c.raw.Control(func(fd uintptr) {
 		// Level-triggered: a connection with more to read than one read
 		// takes is reported again.
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: c.token})
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: tok})
 	})
 	if err == nil {
 		err = cerr
@@ -228,20 +232,9 @@ func (p *poller) readable(c *conn, events uint32) {
 		if n > 0 {
 			c.readAt.Store(c.clock())
 			c.src = p.buf[:n]
-			ok, err := c.pump(false)
-			if err != nil {
-				c.src = nil
-				p.remove(c)
-				c.lost(err)
+			if !p.handOn(c) {
 				return
 			}
-			if !ok {
-				c.src = append([]byte(nil), c.src...) // p.buf is read into again
-				p.remove(c)
-				go c.catchUp(p)
-				return
-			}
-			c.src = nil
 		}
 		switch {
 		case rerr == nil && c.viaTLS:
@@ -258,6 +251,38 @@ func (p *poller) readable(c *conn, events uint32) {
 		c.lost(rerr)
 		return
 	}
+}
+
+// handOn hands on the lines just read into src: false if the connection
+// left the set (lost, registered, or its session cannot take a line now).
+func (p *poller) handOn(c *conn) bool {
+	if r := c.reg; r != nil {
+		registered, err := r.pump()
+		if registered {
+			return false // out of the set until started
+		}
+		c.src = nil
+		if err != nil {
+			r.fail(err)
+			return false
+		}
+		return true
+	}
+	ok, err := c.pump(false)
+	if err != nil {
+		c.src = nil
+		p.remove(c)
+		c.lost(err)
+		return false
+	}
+	if !ok {
+		c.src = append([]byte(nil), c.src...) // p.buf is read into again
+		p.remove(c)
+		go c.catchUp(p)
+		return false
+	}
+	c.src = nil
+	return true
 }
 
 // readNow reads what a socket holds, without waiting: errSocketEmpty if

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"runtime"
 	"strconv"
@@ -651,6 +652,140 @@ func startKeepsNoGoroutine(t *testing.T, srv *fakeServer, defaults map[string]st
 	time.Sleep(50 * time.Millisecond)
 	if n := calls.Load(); n != 1 {
 		t.Errorf("done called %d times", n)
+	}
+}
+
+// holdWelcomes makes srv hold every welcome until release (or the test's
+// end).
+func holdWelcomes(t *testing.T, srv *fakeServer) (release func()) {
+	hold := make(chan struct{})
+	srv.holdWelcome, srv.held = hold, make(chan *fakeConn, 16)
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	return release
+}
+
+func nextHeld(t *testing.T, srv *fakeServer) *fakeConn {
+	t.Helper()
+	select {
+	case c := <-srv.held:
+		return c
+	case <-time.After(wait):
+		t.Fatal("no registration reached the fake server")
+		return nil
+	}
+}
+
+// inIRCCode reports whether a goroutine runs (or waits) in this
+// package's connection code: a dial, a registration, a connection.
+func inIRCCode() (string, bool) {
+	buf := make([]byte, 1<<20)
+	all := string(buf[:runtime.Stack(buf, true)])
+	for _, l := range strings.Split(all, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "created by ") {
+			continue
+		}
+		for _, f := range []string{"irc.dialAndRegister", "irc.(*registrar).", "irc.(*conn)."} {
+			if strings.Contains(l, f) {
+				return all, true
+			}
+		}
+	}
+	return "", false
+}
+
+// TestRegistrationKeepsNoGoroutine: while servers take their time to
+// welcome the users' connections (on most networks, a second or more
+// looking the client's host and ident up), no goroutine waits for each:
+// the poller reads the registrations. Once welcomed, the rooms join.
+func TestRegistrationKeepsNoGoroutine(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { registrationKeepsNoGoroutine(t, newFakeServer(t), nil) })
+	t.Run("tls", func(t *testing.T) { registrationKeepsNoGoroutine(t, newFakeTLSServer(t), fakeTLS) })
+}
+
+func registrationKeepsNoGoroutine(t *testing.T, srv *fakeServer, defaults map[string]string) {
+	release := holdWelcomes(t, srv)
+	const n = 4
+	var recs []*recorder
+	for i := range n {
+		s, rec := startSession(t, srv, nil, defaults)
+		if err := s.JoinRoom(context.Background(), fmt.Sprintf("#r%d%%127.0.0.1", i), fmt.Sprintf("u%d", i), ""); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	for range n {
+		nextHeld(t, srv)
+	}
+	// A second: the poller may be in registration code for a moment; a
+	// goroutine per registration would wait for the welcome (until the
+	// connect_timeout of 3 s).
+	for deadline := time.Now().Add(time.Second); ; {
+		all, busy := inIRCCode()
+		if !busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a goroutine waits in a registration:\n%s", all)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	release()
+	for i, rec := range recs {
+		rec.next(t, "joined", isJoined(fmt.Sprintf("#r%d%%127.0.0.1", i)))
+	}
+}
+
+// TestRegistrationTimeout: a server that never welcomes the connection
+// within connect_timeout: the join fails with a time-out the user can
+// read, and the connection is closed.
+func TestRegistrationTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		srv      func(testing.TB, ...string) *fakeServer
+		defaults map[string]string
+	}{{"plain", newFakeServer, nil}, {"tls", newFakeTLSServer, fakeTLS}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := tc.srv(t)
+			holdWelcomes(t, srv)
+			d := map[string]string{dConnectTimeout: "300ms"}
+			maps.Copy(d, tc.defaults)
+			s, rec := startSession(t, srv, nil, d)
+			_ = s.JoinRoom(context.Background(), "#slow%127.0.0.1", "me", "")
+			fc := nextHeld(t, srv)
+			e := rec.next(t, "time-out", func(ev any) bool { _, ok := ev.(recError); return ok }).(recError)
+			var ce *core.Error
+			if !errors.As(e.err, &ce) || ce.Condition != stanza.RemoteServerTimeout || !strings.Contains(ce.Text, "did not complete the registration in time") {
+				t.Errorf("error = %v", e.err)
+			}
+			_ = fc.c.SetReadDeadline(time.Now().Add(wait))
+			if _, err := io.Copy(io.Discard, fc.r); err != nil {
+				t.Errorf("the connection was not closed: %v", err)
+			}
+		})
+	}
+}
+
+// TestSessionEndsDuringRegistration: a session that ends while its
+// connection is being registered closes it, and ends.
+func TestSessionEndsDuringRegistration(t *testing.T) {
+	srv := newFakeServer(t)
+	holdWelcomes(t, srv)
+	s := New().NewSession(&core.Account{ID: 1, JID: "tester@a.test", Values: map[string]string{}, Defaults: fakeDefaults(srv, nil)}, newRecorder(t)).(*session)
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	_ = s.JoinRoom(context.Background(), "#r%127.0.0.1", "me", "")
+	fc := nextHeld(t, srv)
+	cancel()
+	select {
+	case <-s.done:
+	case <-time.After(wait):
+		t.Fatal("the session did not end")
+	}
+	_ = fc.c.SetReadDeadline(time.Now().Add(wait))
+	if _, err := io.Copy(io.Discard, fc.r); err != nil {
+		t.Errorf("the connection was not closed: %v", err)
 	}
 }
 

@@ -184,7 +184,7 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 		pingEvery: o.pingInterval, pingWait: o.pingTimeout,
 		log: slog.New(slog.DiscardHandler), dial: t.dial,
 	}
-	c, _, err := dialIRC(ctx, dc)
+	c, _, err := dialIRCWait(ctx, dc)
 	if err != nil {
 		ce, _ := err.(*connError)
 		switch {
