@@ -71,14 +71,14 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		n.setAway(src, len(p) > 0, argOr(p, 0))
 	case "ACCOUNT":
 		if len(p) >= 1 {
-			n.eachMember(src, func(_ *channel, m *member) bool { m.account = p[0]; return false })
+			n.eachMember(src, func(_ *channel, m *member) bool { m.account = intern(p[0]); return false })
 		}
 	case "CHGHOST":
 		if len(p) >= 2 {
 			if n.isMe(src) {
 				n.me.user, n.me.host = p[0], p[1]
 			}
-			n.eachMember(src, func(_ *channel, m *member) bool { m.user, m.host = p[0], p[1]; return false })
+			n.eachMember(src, func(_ *channel, m *member) bool { m.user, m.host = intern(p[0]), intern(p[1]); return false })
 		}
 	case "INVITE":
 		if len(p) >= 2 && n.isMe(p[0]) && validNick(src) {
@@ -451,25 +451,25 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 		ch.name = name
 		ch.joining = true
 		ch.parting = false
-		ch.next = map[string]*member{n.fold(n.me.nick): {nick: n.me.nick, user: nuh.User, host: nuh.Host}}
+		ch.next = map[string]*member{n.fold(n.me.nick): {nick: intern(n.me.nick), user: intern(nuh.User), host: intern(nuh.Host)}}
 		return
 	}
 	ch := n.channels.get(n.fold(name))
 	if ch == nil || !(ch.joined || ch.joining) {
 		return
 	}
-	m := &member{nick: nuh.Name, user: nuh.User, host: nuh.Host}
+	m := &member{nick: intern(nuh.Name), user: intern(nuh.User), host: intern(nuh.Host)}
 	if len(msg.Params) >= 2 && msg.Params[1] != "*" {
-		m.account = strings.Clone(msg.Params[1])
+		m.account = intern(msg.Params[1])
 	}
 	if ch.joining && ch.next != nil {
-		ch.next[n.fold(m.nick)] = m
+		ch.next[n.fold(m.nick.String())] = m
 		return
 	}
 	if ch.members == nil {
 		ch.members = map[string]*member{}
 	}
-	ch.members[n.fold(m.nick)] = m
+	ch.members[n.fold(m.nick.String())] = m
 	if ch.reported {
 		n.s.rooms.RoomPresence(ch.room, n.occupant(m))
 	}
@@ -489,21 +489,25 @@ func (n *network) handleNames(name, names string) {
 			modes += string(n.feat.prefixM[strings.IndexByte(n.feat.prefixS, entry[0])])
 			entry = entry[1:]
 		}
-		nuh, err := cloneNUH(ircmsg.ParseNUH(entry))
+		nuh, err := ircmsg.ParseNUH(entry)
 		if err != nil || nuh.Name == "" {
 			continue
 		}
-		m := ch.next[n.fold(nuh.Name)]
+		// The key from the interned nick: the same bytes when folding
+		// changes nothing.
+		nick := intern(nuh.Name)
+		key := n.fold(nick.String())
+		m := ch.next[key]
 		if m == nil {
-			m = &member{nick: nuh.Name}
-			ch.next[n.fold(nuh.Name)] = m
+			m = &member{nick: nick}
+			ch.next[key] = m
 		}
 		m.modes = modes
 		if nuh.User != "" {
-			m.user, m.host = nuh.User, nuh.Host
+			m.user, m.host = intern(nuh.User), intern(nuh.Host)
 		}
 		if n.isMe(nuh.Name) && nuh.Host != "" {
-			n.me.user, n.me.host = nuh.User, nuh.Host
+			n.me.user, n.me.host = strings.Clone(nuh.User), strings.Clone(nuh.Host)
 		}
 	}
 }
@@ -556,7 +560,7 @@ func (n *network) reportRejoin(ch *channel, old map[string]*member) {
 			continue
 		}
 		if ch.members[k] == nil {
-			rooms.RoomLeft(ch.room, plainText(m.nick), "left while the gateway was disconnected", false)
+			rooms.RoomLeft(ch.room, plainText(m.nick.String()), "left while the gateway was disconnected", false)
 		}
 	}
 	keys := make([]string, 0, len(ch.members))
@@ -605,7 +609,7 @@ func (n *network) removeMember(ch *channel, nick, reason string, kicked bool) {
 	}
 	delete(ch.members, key)
 	if ch.reported {
-		n.s.rooms.RoomLeft(ch.room, plainText(m.nick), plainText(reason), kicked)
+		n.s.rooms.RoomLeft(ch.room, plainText(m.nick.String()), plainText(reason), kicked)
 	}
 }
 
@@ -639,7 +643,8 @@ func (n *network) handleQuit(src, reason string) {
 }
 
 func (n *network) handleNick(src, nick string) {
-	nick = strings.Clone(nick)
+	interned := intern(nick)
+	nick = interned.String()
 	oldKey, newKey := n.fold(src), n.fold(nick)
 	me := n.isMe(src)
 	if me {
@@ -652,8 +657,8 @@ func (n *network) handleNick(src, nick string) {
 			continue
 		}
 		delete(ch.members, oldKey)
-		old := m.nick
-		m.nick = nick
+		old := m.nick.String()
+		m.nick = interned
 		ch.members[newKey] = m
 		if ch.reported {
 			n.s.rooms.RoomNick(ch.room, plainText(old), plainText(nick))
@@ -680,7 +685,7 @@ func (n *network) handleWho(name, user, host, nick, flags string) {
 	if m == nil {
 		return
 	}
-	m.user, m.host = user, host
+	m.user, m.host = intern(user), intern(host)
 	away := strings.HasPrefix(flags, "G")
 	if away != m.away {
 		m.away = away

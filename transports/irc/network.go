@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/ergochat/irc-go/ircmsg"
 	"golang.org/x/time/rate"
@@ -126,13 +127,36 @@ type channel struct {
 }
 
 type member struct {
-	nick    string
-	user    string
-	host    string
+	nick    istr
+	user    istr
+	host    istr
+	account istr
 	modes   string // prefix modes held
 	away    bool
 	awayMsg string
-	account string
+}
+
+// istr is an interned string (package unique), "" when zero: a channel's
+// members are the same people in every user's view of the channel, and
+// their nicks, user names and hosts are then kept once, where each user's
+// connection kept its own copy (some 50 bytes of every member of every
+// channel of every user). The member keeps the handle, which keeps the
+// one copy: a string taken from it would let the unique map forget it,
+// and the next user's view make another.
+type istr struct{ h unique.Handle[string] }
+
+func intern(s string) istr {
+	if s == "" {
+		return istr{}
+	}
+	return istr{unique.Make(s)}
+}
+
+func (s istr) String() string {
+	if s.h == (unique.Handle[string]{}) {
+		return ""
+	}
+	return s.h.Value()
 }
 
 // batch is an IRCv3 batch being received.
@@ -260,8 +284,16 @@ func newFeatures(m map[string]string) *features {
 // fold is the server's case mapping (ISUPPORT CASEMAPPING; rfc1459 when
 // not said).
 func (n *network) fold(s string) string {
+	i := 0
+	for i < len(s) && !n.folds(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s // no copy: most nicks and channel names are folded already
+	}
 	b := []byte(s)
-	for i, c := range b {
+	for ; i < len(b); i++ {
+		c := b[i]
 		switch {
 		case c >= 'A' && c <= 'Z':
 			b[i] = c + 32
@@ -277,6 +309,21 @@ func (n *network) fold(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// folds reports whether fold changes a byte.
+func (n *network) folds(c byte) bool {
+	switch {
+	case c >= 'A' && c <= 'Z':
+		return true
+	case n.feat.casemap == "ascii":
+		return false
+	case c == '[', c == ']', c == '\\':
+		return true
+	case c == '~':
+		return n.feat.casemap != "rfc1459-strict"
+	}
+	return false
 }
 
 func (n *network) isChannel(target string) bool {
@@ -630,7 +677,7 @@ func (n *network) reportJoined(ch *channel) {
 	sort.Slice(occ, func(i, j int) bool { return occ[i].Nick < occ[j].Nick })
 	me := ch.members[selfKey]
 	if me == nil {
-		me = &member{nick: n.me.nick}
+		me = &member{nick: intern(n.me.nick)}
 	}
 	n.s.rooms.RoomJoined(ch.room, n.occupant(me), occ, ch.topic)
 	for _, m := range ch.backlog {
@@ -660,7 +707,7 @@ func (n *network) replayable(msgid string) bool {
 // of channel modes: q/a owner, o admin (moderators), h member
 // (moderator), v member (participant), others participants.
 func (n *network) occupant(m *member) core.Occupant {
-	o := core.Occupant{Nick: plainText(m.nick), Role: "participant", Affiliation: "none"}
+	o := core.Occupant{Nick: plainText(m.nick.String()), Role: "participant", Affiliation: "none"}
 	for i := 0; i < len(n.feat.prefixM); i++ {
 		if strings.IndexByte(m.modes, n.feat.prefixM[i]) < 0 {
 			continue
