@@ -30,6 +30,13 @@
 # idle wait before the first user: the "idle KiB/user" column. One user
 # joins and leaves before that baseline, so that what a gateway loads once
 # (its code for the IRC path) is not counted per user.
+#
+# For the memory at other numbers of users (what a user costs beyond what
+# a gateway holds once, whatever its users):
+#   TESTENV_USER_COUNT=500 TRANSPORTD_BENCH_USERS=1,200,1000 \
+#     TRANSPORTD_BENCH_ONLY=JoinedUsers scripts/bench-irc.sh 1x
+# (the idle figure is then taken at the largest; the table's columns stay
+# those of 1/50/200: read the benchmark lines above it.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.26.9}
@@ -37,7 +44,7 @@ benchtime=${1:-300x}
 export TESTENV_DIR=$PWD/.testenv/bench-irc-env
 export TESTENV_PROSODY_C2S_PORT=45222 TESTENV_PROSODY_COMPONENT_PORT=45347 TESTENV_PROSODY_HTTP_PORT=45280
 export TESTENV_INSPIRCD_PORT=6667 TESTENV_INSPIRCD_TLS_PORT=46697
-export TESTENV_USER_COUNT=100
+export TESTENV_USER_COUNT=${TESTENV_USER_COUNT:-100}
 export TRANSPORTD_BENCH_SETTLE=${TRANSPORTD_BENCH_SETTLE:-130s}
 COMPONENT_JID=irc.a.test
 RUN=$TESTENV_DIR/bench-irc
@@ -61,7 +68,7 @@ bench() {
 	echo "== $name (pid $pid)"
 	echo "== $name" >>"$RUN/all.txt"
 	env TRANSPORTD_BENCH_IRC_JID="$COMPONENT_JID" TRANSPORTD_BENCH_IRC_PID="$pid" "$@" \
-		go test -run '^$' -bench 'Relay|JoinedUsers' -benchtime "$benchtime" -count 1 ./transports/irc/ 2>&1 |
+		go test -run '^$' -bench "${TRANSPORTD_BENCH_ONLY:-Relay|JoinedUsers}" -benchtime "$benchtime" -count 1 ./transports/irc/ 2>&1 |
 		grep -E '^(Benchmark|ok|FAIL|---)|bench_test' | tee -a "$RUN/all.txt" || true
 }
 

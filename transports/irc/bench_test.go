@@ -403,7 +403,8 @@ func BenchmarkJoinedUsers(b *testing.B) {
 		time.Sleep(settle)
 	}
 	_, rss0 := procStat(tg.pid)
-	for _, n := range []int{1, 50, 200} {
+	counts := benchUserCounts(b)
+	for _, n := range counts {
 		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
 			defer joinUsers(b, e, tg, n)()
 			time.Sleep(time.Second)
@@ -415,7 +416,7 @@ func BenchmarkJoinedUsers(b *testing.B) {
 			// joins a Go process still holds their garbage, until its next
 			// collection (at the latest two minutes later) and the return
 			// of freed pages; users sit in channels for hours.
-			if settle > 0 && n == 200 {
+			if settle > 0 && n == counts[len(counts)-1] {
 				time.Sleep(settle)
 				_, rss2 := procStat(tg.pid)
 				b.ReportMetric(float64(rss2)/(1<<20), "settled-rss-MiB")
@@ -425,15 +426,98 @@ func BenchmarkJoinedUsers(b *testing.B) {
 	}
 }
 
+// BenchmarkJoinedBigChannel is JoinedUsers with every user in one busy
+// channel: TRANSPORTD_BENCH_CHANNEL_MEMBERS (300 unless set) IRC clients
+// sit in it first, and each user's gateway connection learns them all
+// (NAMES, with user and host: userhost-in-names), as in a project's
+// channel on a real network. What a user then costs is mostly what the
+// gateway keeps of the channel's members for that user.
+func BenchmarkJoinedBigChannel(b *testing.B) {
+	e := testIRCEnv(b)
+	tg := target(b, e)
+	members := 300
+	if v := os.Getenv("TRANSPORTD_BENCH_CHANNEL_MEMBERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			b.Fatalf("TRANSPORTD_BENCH_CHANNEL_MEMBERS=%q: want a whole number", v)
+		}
+		members = n
+	}
+	run := xmpptest.RandomID()[:4]
+	channel := "#big" + run
+	raws := make([]*rawIRC, members)
+	for i := range raws {
+		raws[i] = dialRawNoWait(b, e.irc, fmt.Sprintf("m%s%03d", run, i))
+	}
+	for _, r := range raws {
+		r.registered()
+		r.send("JOIN", channel)
+	}
+	for _, r := range raws {
+		r.expect("end of NAMES", func(m ircmsg.Message) bool { return m.Command == "366" })
+	}
+	leave := joinUsers(b, e, tg, 1, channel)
+	leave()
+	settle, _ := time.ParseDuration(os.Getenv("TRANSPORTD_BENCH_SETTLE"))
+	if settle > 0 {
+		time.Sleep(settle)
+	}
+	_, rss0 := procStat(tg.pid)
+	counts := benchUserCounts(b)
+	for _, n := range counts {
+		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
+			defer joinUsers(b, e, tg, n, channel)()
+			time.Sleep(time.Second)
+			_, rss1 := procStat(tg.pid)
+			b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
+			b.ReportMetric(float64(rss1-rss0)/float64(n)/1024, "rss-KiB/user")
+			if settle > 0 && n == counts[len(counts)-1] {
+				time.Sleep(settle)
+				_, rss2 := procStat(tg.pid)
+				b.ReportMetric(float64(rss2)/(1<<20), "settled-rss-MiB")
+				b.ReportMetric(float64(rss2-rss0)/float64(n)/1024, "settled-rss-KiB/user")
+			}
+		})
+	}
+}
+
+// benchUserCounts are JoinedUsers' numbers of users: 1, 50 and 200, or
+// TRANSPORTD_BENCH_USERS (comma-separated, rising; the Prosody needs
+// TESTENV_USER_COUNT of half the largest). The resident set is taken
+// again TRANSPORTD_BENCH_SETTLE after the largest.
+func benchUserCounts(b *testing.B) []int {
+	v := os.Getenv("TRANSPORTD_BENCH_USERS")
+	if v == "" {
+		return []int{1, 50, 200}
+	}
+	var counts []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || (len(counts) > 0 && n <= counts[len(counts)-1]) {
+			b.Fatalf("TRANSPORTD_BENCH_USERS=%q: want rising whole numbers, like 1,200,1000", v)
+		}
+		counts = append(counts, n)
+	}
+	return counts
+}
+
 // joinUsers has the first n benchUsers join a channel each, and returns
 // once all are in; leave disconnects them and waits for the gateway to
 // quit IRC.
-func joinUsers(b *testing.B, e ircEnv, tg benchTarget, n int) (leave func()) {
+//
+// With channel set, they all join that channel rather than one each.
+func joinUsers(b *testing.B, e ircEnv, tg benchTarget, n int, channel ...string) (leave func()) {
 	b.Helper()
 	if len(benchUsers(n)) < n {
 		b.Skipf("the test Prosody has fewer than %d accounts (TESTENV_USER_COUNT)", n)
 	}
 	run := xmpptest.RandomID()[:4]
+	roomOf := func(i int) string {
+		if len(channel) > 0 {
+			return fmt.Sprintf("%s%%%s@%s", channel[0], tg.ircHost, tg.jid)
+		}
+		return fmt.Sprintf("#ju%s-%d%%%s@%s", run, i, tg.ircHost, tg.jid)
+	}
 	var clients []*xmpptest.Client
 	leave = func() {
 		for _, c := range clients {
@@ -448,7 +532,7 @@ func joinUsers(b *testing.B, e ircEnv, tg benchTarget, n int) (leave func()) {
 			b.Fatalf("%s: %v", u, err)
 		}
 		clients = append(clients, c)
-		room := fmt.Sprintf("#ju%s-%d%%%s@%s", run, i, tg.ircHost, tg.jid)
+		room := roomOf(i)
 		p := core.NewElement("", "presence", "to", fmt.Sprintf("%s/ju%s%d", room, run, i))
 		p.Add(core.NewElement(nsMUC, "x"))
 		if err := c.SendErr(p); err != nil {
@@ -457,7 +541,7 @@ func joinUsers(b *testing.B, e ircEnv, tg benchTarget, n int) (leave func()) {
 		}
 	}
 	for i, c := range clients {
-		room := fmt.Sprintf("#ju%s-%d%%%s@%s", run, i, tg.ircHost, tg.jid)
+		room := roomOf(i)
 		if _, err := c.Next(2*time.Minute, func(el *core.Element) bool {
 			return el.Name.Local == "presence" && strings.HasPrefix(el.Get("from"), room+"/") && statusCodes(el)["110"]
 		}); err != nil {

@@ -264,6 +264,15 @@ type rawIRC struct {
 
 func dialRaw(t testing.TB, addr, nick string) *rawIRC {
 	t.Helper()
+	r := dialRawNoWait(t, addr, nick)
+	r.registered()
+	return r
+}
+
+// dialRawNoWait is dialRaw without waiting for the registration to end
+// (registered): many clients are registered at once.
+func dialRawNoWait(t testing.TB, addr, nick string) *rawIRC {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("raw IRC dial %s: %v", addr, err)
@@ -273,8 +282,13 @@ func dialRaw(t testing.TB, addr, nick string) *rawIRC {
 	go r.read()
 	r.send("NICK", nick)
 	r.send("USER", nick, "0", "*", "raw test client")
-	r.expect("376 or 422", func(m ircmsg.Message) bool { return m.Command == "376" || m.Command == "422" })
 	return r
+}
+
+// registered waits for the end of the registration (the MOTD).
+func (r *rawIRC) registered() {
+	r.t.Helper()
+	r.expect("376 or 422", func(m ircmsg.Message) bool { return m.Command == "376" || m.Command == "422" })
 }
 
 func (r *rawIRC) read() {
