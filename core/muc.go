@@ -2,10 +2,13 @@ package core
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/disco"
@@ -317,30 +320,93 @@ func (s *nameSet) del(name string) {
 	}
 }
 
-// occupantList is a room's occupants, one per nick.
-type occupantList []Occupant
+// occupantList is a room's occupants, one per nick, kept compact: a
+// user's room of an IRC channel holds every member of the channel, in
+// every user's rooms. 40 bytes an occupant where an Occupant is 80 (role,
+// affiliation and show as indexes into occValues); the list grows by an
+// eighth rather than doubling.
+type occupantList []roomOccupant
+
+type roomOccupant struct {
+	nick, status    string
+	role, aff, show uint8
+}
+
+// occValues are the roles, affiliations and shows XEP-0045 and RFC 6121
+// know, then any other value a transport gave (added copy-on-write,
+// shared by all rooms; past 256 values, a new one is kept as "").
+var occValues struct {
+	sync.Mutex // adding
+	t          atomic.Pointer[occTable]
+}
+
+type occTable struct {
+	list  []string
+	index map[string]uint8
+}
+
+func init() {
+	t := &occTable{list: []string{"", "none", "participant", "moderator", "visitor", "owner", "admin", "member", "outcast", "away", "xa", "dnd", "chat"}, index: map[string]uint8{}}
+	for i, v := range t.list {
+		t.index[v] = uint8(i)
+	}
+	occValues.t.Store(t)
+}
+
+func occIndex(v string) uint8 {
+	if i, ok := occValues.t.Load().index[v]; ok {
+		return i
+	}
+	occValues.Lock()
+	defer occValues.Unlock()
+	t := occValues.t.Load()
+	if i, ok := t.index[v]; ok {
+		return i
+	}
+	if len(t.list) >= 256 {
+		return 0
+	}
+	nt := &occTable{list: append(slices.Clip(t.list), strings.Clone(v)), index: maps.Clone(t.index)}
+	nt.index[v] = uint8(len(t.list))
+	occValues.t.Store(nt)
+	return uint8(len(t.list))
+}
+
+func occValue(i uint8) string { return occValues.t.Load().list[i] }
+
+func compactOccupant(o Occupant) roomOccupant {
+	return roomOccupant{nick: o.Nick, status: o.Status, role: occIndex(o.Role), aff: occIndex(o.Affiliation), show: occIndex(o.Show)}
+}
+
+func (o roomOccupant) occupant() Occupant {
+	return Occupant{Nick: o.nick, Role: occValue(o.role), Affiliation: occValue(o.aff), Show: occValue(o.show), Status: o.status}
+}
 
 func (l occupantList) get(nick string) (Occupant, bool) {
 	for _, o := range l {
-		if o.Nick == nick {
-			return o, true
+		if o.nick == nick {
+			return o.occupant(), true
 		}
 	}
 	return Occupant{}, false
 }
 
 func (l *occupantList) set(o Occupant) {
+	c := compactOccupant(o)
 	for i := range *l {
-		if (*l)[i].Nick == o.Nick {
-			(*l)[i] = o
+		if (*l)[i].nick == o.Nick {
+			(*l)[i] = c
 			return
 		}
 	}
-	*l = append(*l, o)
+	if len(*l) == cap(*l) {
+		*l = slices.Grow(*l, len(*l)/8+1)
+	}
+	*l = append(*l, c)
 }
 
 func (l *occupantList) del(nick string) {
-	*l = slices.DeleteFunc(*l, func(o Occupant) bool { return o.Nick == nick })
+	*l = slices.DeleteFunc(*l, func(o roomOccupant) bool { return o.nick == nick })
 }
 
 type (
@@ -744,8 +810,8 @@ func (u *user) subjectMessage(r *room, resource, by string) *Element {
 func (u *user) sendRoomState(r *room, resource string, renamed bool) {
 	others := make([]Occupant, 0, len(r.occupants))
 	for _, o := range r.occupants {
-		if o.Nick != r.nick {
-			others = append(others, o)
+		if o.nick != r.nick {
+			others = append(others, o.occupant())
 		}
 	}
 	slices.SortFunc(others, func(a, b Occupant) int { return strings.Compare(a.Nick, b.Nick) })

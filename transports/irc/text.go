@@ -70,8 +70,16 @@ func cleanOut(s string) string {
 // plainText is IRC text for places without styling (nicks, reasons,
 // topics): decoded, formatting codes stripped, cleaned.
 func plainText(s string) string {
-	return cleanText(ircfmt.Strip(decodeIRC(s)))
+	s = decodeIRC(s)
+	if strings.ContainsAny(s, formatCodes) {
+		s = ircfmt.Strip(s)
+	}
+	return cleanText(s)
 }
+
+// formatCodes are the bytes that start IRC formatting: text without them
+// is left as it is (no copy; a nick then stays the interned one).
+const formatCodes = "\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f"
 
 // styledText is an IRC message body for XMPP: bold, italic, strikethrough
 // and monospace become XEP-0393 styling (*bold*, _italic_, ~strike~,
