@@ -393,6 +393,12 @@ func BenchmarkJoinedUsers(b *testing.B) {
 	// on the first join, 5 KiB per user of 200).
 	leave := joinUsers(b, e, tg, 1)
 	leave()
+	measureJoins(b, tg, func(b *testing.B, n int) func() { return joinUsers(b, e, tg, n) })
+}
+
+// measureJoins reports the gateway's resident set with each of
+// benchUserCounts joined (by join, which returns their leave).
+func measureJoins(b *testing.B, tg benchTarget, join func(b *testing.B, n int) (leave func())) {
 	// Growth is measured from the resident set before the first user: the
 	// memory of an earlier run's users is not all given back, so a figure
 	// relative to the start of each run would be too low (even negative).
@@ -406,7 +412,7 @@ func BenchmarkJoinedUsers(b *testing.B) {
 	counts := benchUserCounts(b)
 	for _, n := range counts {
 		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
-			defer joinUsers(b, e, tg, n)()
+			defer join(b, n)()
 			time.Sleep(time.Second)
 			_, rss1 := procStat(tg.pid)
 			b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
@@ -458,27 +464,7 @@ func BenchmarkJoinedBigChannel(b *testing.B) {
 	}
 	leave := joinUsers(b, e, tg, 1, channel)
 	leave()
-	settle, _ := time.ParseDuration(os.Getenv("TRANSPORTD_BENCH_SETTLE"))
-	if settle > 0 {
-		time.Sleep(settle)
-	}
-	_, rss0 := procStat(tg.pid)
-	counts := benchUserCounts(b)
-	for _, n := range counts {
-		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
-			defer joinUsers(b, e, tg, n, channel)()
-			time.Sleep(time.Second)
-			_, rss1 := procStat(tg.pid)
-			b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
-			b.ReportMetric(float64(rss1-rss0)/float64(n)/1024, "rss-KiB/user")
-			if settle > 0 && n == counts[len(counts)-1] {
-				time.Sleep(settle)
-				_, rss2 := procStat(tg.pid)
-				b.ReportMetric(float64(rss2)/(1<<20), "settled-rss-MiB")
-				b.ReportMetric(float64(rss2-rss0)/float64(n)/1024, "settled-rss-KiB/user")
-			}
-		})
-	}
+	measureJoins(b, tg, func(b *testing.B, n int) func() { return joinUsers(b, e, tg, n, channel) })
 }
 
 // benchUserCounts are JoinedUsers' numbers of users: 1, 50 and 200, or
