@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core/store"
+	"transportd/internal/memtrim"
 )
 
 // Group chats (XEP-0045) for networks that have them (IRC channels). Core
@@ -559,6 +560,10 @@ func (u *user) handleRoom(ev userEvent) {
 	case evRoomJoin:
 		r := u.rooms.get(ev.room)
 		if r == nil {
+			// The room's occupants (and, on IRC, the channel's members)
+			// are long-lived state built among the garbage of the join:
+			// see package memtrim.
+			memtrim.Churn()
 			r = &room{address: ev.room, wanted: ev.nick, nick: ev.nick, password: ev.password}
 			u.rooms = append(u.rooms, r)
 		}
@@ -624,6 +629,7 @@ func (u *user) handleRoom(ev userEvent) {
 		if ev.gen != u.gen || r == nil {
 			return
 		}
+		memtrim.Churn()
 		r.joined = true
 		r.nick = ev.self.Nick
 		r.subject = ev.subject
