@@ -321,6 +321,10 @@ func (s *nameSet) del(name string) {
 	}
 }
 
+// churnOccupants is the size of a room whose join runs the collector
+// often (memtrim.Churn).
+const churnOccupants = 100
+
 // occupantList is a room's occupants, one per nick, kept compact: a
 // user's room of an IRC channel holds every member of the channel, in
 // every user's rooms. 40 bytes an occupant where an Occupant is 80 (role,
@@ -560,10 +564,6 @@ func (u *user) handleRoom(ev userEvent) {
 	case evRoomJoin:
 		r := u.rooms.get(ev.room)
 		if r == nil {
-			// The room's occupants (and, on IRC, the channel's members)
-			// are long-lived state built among the garbage of the join:
-			// see package memtrim.
-			memtrim.Churn()
 			r = &room{address: ev.room, wanted: ev.nick, nick: ev.nick, password: ev.password}
 			u.rooms = append(u.rooms, r)
 		}
@@ -629,7 +629,14 @@ func (u *user) handleRoom(ev userEvent) {
 		if ev.gen != u.gen || r == nil {
 			return
 		}
-		memtrim.Churn()
+		if len(ev.occupants) >= churnOccupants {
+			// The occupants of a large room (and, on IRC, the channel's
+			// members) are long-lived state built among the garbage of
+			// the join: see package memtrim. Not for every room: joins
+			// come all the time on a busy gateway, and each would keep
+			// the collector busy for a second.
+			memtrim.Churn()
+		}
 		r.joined = true
 		r.nick = ev.self.Nick
 		r.subject = ev.subject
