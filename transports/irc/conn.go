@@ -431,28 +431,16 @@ func (r *registrar) poll(p *poller, parent context.Context, deadline time.Time, 
 	if c.viaTLS {
 		// crypto/tls may hold bytes it read from the socket with the
 		// handshake; the poller hears only of bytes to come.
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.readPolled(buf)
-			if n > 0 {
-				c.src = buf[:n]
-				fin, perr := r.pump()
-				if fin {
-					return
-				}
-				c.src = nil
-				if perr != nil {
-					r.fail(perr)
-					return
-				}
+		registered, err := c.drainTLS(r.pump)
+		if registered {
+			return
+		}
+		if err != nil {
+			if !isConnError(err) {
+				err = r.lostErr(err)
 			}
-			if errors.Is(err, errSocketEmpty) {
-				break
-			}
-			if err != nil {
-				r.fail(r.lostErr(err))
-				return
-			}
+			r.fail(err)
+			return
 		}
 	}
 	if err := p.add(c); err != nil {
@@ -1059,7 +1047,10 @@ func (c *conn) catchUp(p *poller) {
 	_, err := c.pump(true)
 	c.src = nil
 	if err == nil && c.viaTLS {
-		err = c.drainTLS()
+		_, err = c.drainTLS(func() (bool, error) {
+			_, err := c.pump(true)
+			return false, err
+		})
 	}
 	if err == nil {
 		err = p.add(c)
@@ -1069,26 +1060,31 @@ func (c *conn) catchUp(p *poller) {
 	}
 }
 
-// drainTLS hands on, waiting for the session, what a TLS connection can
-// give without waiting (see readPolled), before the poller reads it again.
-func (c *conn) drainTLS() error {
+// drainTLS hands pump what a TLS connection can give without waiting
+// (see readPolled), before the poller reads it: the session's lines
+// (catchUp), or a registration's (registrar.poll). stopped: pump took
+// the connection out of this (a registration ended), src as it left it.
+func (c *conn) drainTLS(pump func() (stop bool, err error)) (stopped bool, err error) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := c.readPolled(buf)
 		if n > 0 {
 			c.readAt.Store(c.clock())
 			c.src = buf[:n]
-			_, perr := c.pump(true)
+			stop, perr := pump()
+			if stop {
+				return true, nil
+			}
 			c.src = nil
 			if perr != nil {
-				return perr
+				return false, perr
 			}
 		}
 		if errors.Is(err, errSocketEmpty) {
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 	}
 }
