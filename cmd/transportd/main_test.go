@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -135,11 +136,21 @@ key_file = "key"
 	hup := make(chan os.Signal, 1)
 	logs := &lockedBuffer{}
 	done := make(chan int)
+	procs := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(procs)
 	go func() { done <- serve(ctx, path, logs, hup) }()
 	waitFor(t, logs, "transportd starting")
 	if os.Getenv("GOGC") == "" {
 		if pct := debug.SetGCPercent(200); pct != 200 {
 			t.Errorf("GOGC unset: the collector runs at %d %%, not 200", pct)
+		}
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		if n := runtime.GOMAXPROCS(0); n != 1 {
+			t.Errorf("GOMAXPROCS unset: %d processors, not 1", n)
+		}
+		if !strings.Contains(logs.String(), "procs=1") {
+			t.Errorf("the start's log line does not say how many processors:\n%s", logs.String())
 		}
 	}
 
