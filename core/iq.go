@@ -87,7 +87,11 @@ func (c *component) handleIQ(el *Element) {
 	r := &iqReply{c: c, el: el}
 	key := typ + " " + payload.Name.Space + " " + payload.Name.Local
 	if addr, isRoom := c.roomAddress(to); isRoom {
-		c.handleRoomIQ(r, key, to, addr)
+		if to.Resourcepart() != "" {
+			c.occupantIQ(r, key, from, to, addr)
+			return
+		}
+		c.handleRoomIQ(r, key, addr)
 		return
 	}
 	if to.Localpart() != "" {
@@ -155,22 +159,46 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	}
 }
 
-// handleRoomIQ answers IQs to a room or an occupant.
-func (c *component) handleRoomIQ(r *iqReply, key string, to jid.JID, addr string) {
-	switch {
-	case key == "get "+disco.NSInfo+" query" && to.Resourcepart() == "":
+// handleRoomIQ answers IQs to a room.
+func (c *component) handleRoomIQ(r *iqReply, key, addr string) {
+	switch key {
+	case "get " + disco.NSInfo + " query":
 		q := NewElement(disco.NSInfo, "query")
 		q.Add(NewElement("", "identity", "category", "conference", "type", "text", "name", addr))
-		for _, f := range []string{disco.NSInfo, nsMUC, "muc_open", "muc_public", "muc_persistent", "muc_nonanonymous", "muc_unsecured"} {
+		for _, f := range []string{disco.NSInfo, nsMUC, "muc_open", "muc_public", "muc_persistent", "muc_nonanonymous", "muc_unsecured", nsSelfPing} {
 			q.Add(NewElement("", "feature", "var", f))
 		}
 		r.result(q)
-	case key == "get "+disco.NSItems+" query" && to.Resourcepart() == "":
+	case "get " + disco.NSItems + " query":
 		r.result(NewElement(disco.NSItems, "query"))
-	case key == "get "+ping.NS+" ping":
+	case "get " + ping.NS + " ping":
 		r.result(nil)
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by this room"))
+	}
+}
+
+// nsSelfPing: a room answers its occupants' self-pings itself (XEP-0410
+// §3.3), so a client learns in one round trip whether it is still in.
+const nsSelfPing = "http://jabber.org/protocol/muc#self-ping-optimization"
+
+// errNotInRoom answers an IQ to an occupant from a resource that is not in
+// the room (not-acceptable, as XEP-0045 has a room answer a non-occupant's
+// private message). To a self-ping (XEP-0410) it
+// says "join again": a client whose join was lost, by a restart of the
+// gateway or a connection to the IRC network that could not be restored,
+// finds out and rejoins, instead of sitting in a room that no longer
+// relays to it. Conversations pings before rejoining after a reconnect
+// and skips the join if the answer is a result.
+var errNotInRoom = NewError(stanza.NotAcceptable, "you are not in this room: join it again")
+
+// occupantIQ answers an IQ to an occupant's JID: the user's drain knows
+// whether the resource is in the room and who its occupants are.
+func (c *component) occupantIQ(r *iqReply, key string, from, to jid.JID, addr string) {
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(from.Bare().String(), label)
+	if u == nil || !u.post(evRoomIQ{reply: r, key: key, resource: from.Resourcepart(), room: addr, nick: to.Resourcepart()}) {
+		r.error(errNotInRoom)
 	}
 }
 

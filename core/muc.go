@@ -13,6 +13,7 @@ import (
 
 	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/ping"
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core/store"
@@ -424,6 +425,12 @@ type (
 	evRoomSubjectSet struct {
 		room, subject string
 	}
+	// evRoomIQ is an IQ from one of the user's resources to an occupant.
+	evRoomIQ struct {
+		reply                *iqReply
+		key                  string // type, namespace, name
+		resource, room, nick string
+	}
 	evRoomJoined struct {
 		gen       int
 		room      string
@@ -620,6 +627,8 @@ func (u *user) handleRoom(ev userEvent) {
 		}
 		u.publishRooms()
 		u.reconcileSession()
+	case evRoomIQ:
+		u.occupantIQ(ev)
 	case evRoomSubjectSet:
 		if gs := u.groupSession(); gs != nil {
 			_ = gs.SetSubject(ctx, ev.room, ev.subject)
@@ -844,4 +853,28 @@ func (u *user) broadcastRoom(r *room, render func(resource string) *Element) {
 	for _, res := range r.resources {
 		_ = u.c.send(render(res))
 	}
+}
+
+// occupantIQ answers an IQ from one of the user's resources to an occupant
+// of a room. A resource that is not in the room (or still joining it)
+// gets not-acceptable: to a self-ping, "join again". In the room, a ping
+// is answered for the occupant (the gateway's own or a legacy user, who
+// has no XMPP client to answer), item-not-found when no occupant has
+// that nick (XEP-0410: the client's nick changed); other IQs are not
+// relayed to the legacy network.
+func (u *user) occupantIQ(ev evRoomIQ) {
+	r := u.rooms.get(ev.room)
+	if r == nil || !r.joined || !r.resources.has(ev.resource) {
+		ev.reply.error(errNotInRoom)
+		return
+	}
+	if ev.key != "get "+ping.NS+" ping" {
+		ev.reply.error(NewError(stanza.ServiceUnavailable, "not supported by this room's occupants"))
+		return
+	}
+	if _, ok := r.occupants.get(ev.nick); ok || ev.nick == r.nick {
+		ev.reply.result(nil)
+		return
+	}
+	ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(ev.nick)))
 }

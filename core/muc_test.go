@@ -50,6 +50,35 @@ func TestGroupChat(t *testing.T) {
 		t.Errorf("subject = %s", subj)
 	}
 
+	// Self-ping (XEP-0410): in the room, the room answers for the
+	// client's own nick and for the legacy users; an unknown nick is
+	// item-not-found; a room not joined says "join again".
+	selfPing := func(to string) *core.Element {
+		t.Helper()
+		p := core.NewElement("", "iq", "type", "get", "to", to)
+		p.Add(core.NewElement("urn:xmpp:ping", "ping"))
+		return c.IQ(p)
+	}
+	for _, to := range []string{room + "/me", room + "/bob"} {
+		if res := selfPing(to); res.Get("type") != "result" {
+			t.Errorf("ping %s while joined = %s, want a result", to, res)
+		}
+	}
+	if res := selfPing(room + "/nobody"); xmpptest.Condition(res) != "item-not-found" {
+		t.Errorf("ping to a nick not in the room = %s, want item-not-found", res)
+	}
+	if res := selfPing("#other@echo5.a.test/me"); xmpptest.Condition(res) != "not-acceptable" || res.Child("", "error").Get("type") != "modify" {
+		t.Errorf("self-ping to a room not joined = %s, want a not-acceptable (modify) error", res)
+	}
+	// The user's other client, which did not join, is not in the room.
+	c2 := xmpptest.Dial(t, env, "user9@a.test", true)
+	p2 := core.NewElement("", "iq", "type", "get", "to", room+"/me")
+	p2.Add(core.NewElement("urn:xmpp:ping", "ping"))
+	if res := c2.IQ(p2); xmpptest.Condition(res) != "not-acceptable" {
+		t.Errorf("self-ping from a resource that did not join = %s, want not-acceptable", res)
+	}
+	c2.Close()
+
 	msg := core.NewElement("", "message", "to", room, "type", "groupchat", "id", "g1")
 	msg.AddText("", "body", "hello room")
 	c.Send(msg)
@@ -105,6 +134,11 @@ func TestGroupChat(t *testing.T) {
 	if !statusCodes(left)["110"] {
 		t.Errorf("leave presence = %s", left)
 	}
+	// A client that believes it is still in (its leave lost, the gateway
+	// restarted) learns from its self-ping that it must join again.
+	if res := selfPing(room + "/me2"); xmpptest.Condition(res) != "not-acceptable" {
+		t.Errorf("self-ping after leaving = %s, want not-acceptable", res)
+	}
 
 	// disco#info on the room.
 	q := core.NewElement("", "iq", "type", "get", "to", room)
@@ -112,6 +146,9 @@ func TestGroupChat(t *testing.T) {
 	res := c.IQ(q)
 	if id := res.Child(nsDiscoI, "query").Child("", "identity"); id.Get("category") != "conference" {
 		t.Errorf("room disco = %s", res)
+	}
+	if !contains(featureList(res), "http://jabber.org/protocol/muc#self-ping-optimization") {
+		t.Errorf("room disco does not say it answers self-pings: %s", res)
 	}
 }
 

@@ -137,11 +137,13 @@ const userQueue = 64
 
 // post hands an event to the user, starting a drain if none runs. It
 // blocks while the queue is full (back-pressure on the reader) and drops
-// the event once the user is stopped.
-func (u *user) post(ev userEvent) {
+// the event once the user is stopped, reporting false.
+func (u *user) post(ev userEvent) bool {
 	if u.queue.Put(ev, u.done, nil) {
 		u.wake()
+		return true
 	}
+	return false
 }
 
 // wake starts a drain unless one runs.
