@@ -33,7 +33,9 @@
 #            Its queue and control socket are fixed paths: one per machine.
 #   inspircd InspIRCd 3 with its IRCv3 modules: IRC 26667, IRC over TLS 26697
 #            (self-signed certificate for 127.0.0.1, TRANSPORTD_TEST_IRC_TLS_CERT);
-#            no services (no SASL). OPER root test.
+#            no services (no SASL). OPER root test. IRC 26670 takes only
+#            clients that send the server password "letmein" (PASS), as a
+#            bouncer or a closed server does (TRANSPORTD_TEST_IRC_PASS_ADDR).
 #   ngircd   ngIRCd 26, the plainer second IRC server: IRC 26668 (no IRCv3 tags).
 #   atheme   SASL on a real IRC server: a second InspIRCd 3 (IRC 26669, server
 #            link 26900) with Atheme 7.2 services linked (NickServ REGISTER
@@ -54,7 +56,8 @@
 #   TESTENV_PROSODY_HTTP_PORT, TESTENV_PROSODY_LOG_LEVEL (info),
 #   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT,
 #   TESTENV_DOVECOT_SUBMISSION_PORT, TESTENV_DOVECOT_PUSH_PORT, TESTENV_SMTPD_PORT,
-#   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT, TESTENV_NGIRCD_PORT,
+#   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT,
+#   TESTENV_INSPIRCD_PASS_PORT, TESTENV_NGIRCD_PORT,
 #   TESTENV_ATHEME_IRC_PORT, TESTENV_ATHEME_LINK_PORT,
 #   TESTENV_USER_COUNT (Prosody accounts per domain, default 30; the env
 #   output reports the count of the shell that runs it),
@@ -816,12 +819,13 @@ settings_inspircd() {
 	I_LOG=$I_DIR/inspircd.log
 	I_CONSOLE=$I_DIR/console.log
 	I_PIDFILE=$I_DIR/inspircd.pid
-	local SAVED_PORT='' SAVED_TLS_PORT=''
+	local SAVED_PORT='' SAVED_TLS_PORT='' SAVED_PASS_PORT=''
 	# shellcheck disable=SC1091
 	[[ -f $I_DIR/settings ]] && . "$I_DIR/settings"
 	I_PORT=${TESTENV_INSPIRCD_PORT:-${SAVED_PORT:-26667}}
 	I_TLS_PORT=${TESTENV_INSPIRCD_TLS_PORT:-${SAVED_TLS_PORT:-26697}}
-	check_ports inspircd "$I_PORT" "$I_TLS_PORT"
+	I_PASS_PORT=${TESTENV_INSPIRCD_PASS_PORT:-${SAVED_PASS_PORT:-26670}}
+	check_ports inspircd "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
 }
 
 inspircd_pid() { exe_pid "$I_PIDFILE" /usr/sbin/inspircd; }
@@ -837,7 +841,7 @@ up_inspircd() {
 	pid=$(inspircd_pid)
 	LOGS=("$I_LOG" "$I_CONSOLE")
 	if [[ -n $pid ]]; then
-		wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT"
+		wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
 		log "inspircd already up (pid $pid)"
 		return 0
 	fi
@@ -847,11 +851,11 @@ up_inspircd() {
 	if grep -qs '^/usr/sbin/inspircd (enforce)' /sys/kernel/security/apparmor/profiles; then
 		die "AppArmor enforces /usr/sbin/inspircd's profile, which blocks a config outside /etc: run 'aa-complain /usr/sbin/inspircd' (apparmor-utils) first"
 	fi
-	ports_free inspircd TESTENV_INSPIRCD_ "$I_PORT" "$I_TLS_PORT"
+	ports_free inspircd TESTENV_INSPIRCD_ "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
 
 	mkdir -p "$I_DIR"
 	chmod 0755 "$I_DIR"
-	save_settings "$I_DIR/settings" SAVED_PORT="$I_PORT" SAVED_TLS_PORT="$I_TLS_PORT"
+	save_settings "$I_DIR/settings" SAVED_PORT="$I_PORT" SAVED_TLS_PORT="$I_TLS_PORT" SAVED_PASS_PORT="$I_PASS_PORT"
 	if [[ ! -s $I_CERT || ! -s $I_KEY ]]; then
 		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$BIND" \
 			-addext "subjectAltName=IP:$BIND,DNS:localhost" \
@@ -863,7 +867,7 @@ up_inspircd() {
 	fi
 	echo "transportd test server" >"$I_MOTD"
 	render "$TEMPLATES/inspircd.conf.in" "$I_CONF" \
-		BIND="$BIND" PORT="$I_PORT" TLS_PORT="$I_TLS_PORT" PIDFILE="$I_PIDFILE" \
+		BIND="$BIND" PORT="$I_PORT" TLS_PORT="$I_TLS_PORT" PASS_PORT="$I_PASS_PORT" PIDFILE="$I_PIDFILE" \
 		MOTD="$I_MOTD" LOG_FILE="$I_LOG" CERT_FILE="$I_CERT" KEY_FILE="$I_KEY"
 	chown -R irc:irc "$I_DIR"
 	chmod 0644 "$I_CONF" "$I_MOTD" "$I_CERT"
@@ -880,8 +884,8 @@ up_inspircd() {
 			/usr/sbin/inspircd --config "$I_CONF" --nofork </dev/null >>"$I_CONSOLE" 2>&1 9>&-
 	) &
 	pid=$!
-	wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT"
-	log "inspircd up (pid $pid): irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT"
+	wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
+	log "inspircd up (pid $pid): irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, irc with a server password $BIND:$I_PASS_PORT"
 }
 
 down_inspircd() {
@@ -902,10 +906,10 @@ status_inspircd() {
 		echo "inspircd: down"
 		return 1
 	fi
-	for p in "$I_PORT" "$I_TLS_PORT"; do
+	for p in "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"; do
 		port_open "$p" || state+=" (port $p closed)"
 	done
-	echo "inspircd: up, pid $pid, irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, log $I_LOG$state"
+	echo "inspircd: up, pid $pid, irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, irc with a server password $BIND:$I_PASS_PORT, log $I_LOG$state"
 	[[ -z $state ]]
 }
 
@@ -914,6 +918,7 @@ env_inspircd() {
 	cat <<-EOF2
 		export TRANSPORTD_TEST_IRC_ADDR=$BIND:$I_PORT
 		export TRANSPORTD_TEST_IRC_TLS_ADDR=$BIND:$I_TLS_PORT
+		export TRANSPORTD_TEST_IRC_PASS_ADDR=$BIND:$I_PASS_PORT
 		export TRANSPORTD_TEST_IRC_TLS_CERT=$(q "$I_CERT")
 		export TRANSPORTD_TEST_IRC_LOG=$(q "$I_LOG")
 	EOF2

@@ -2,6 +2,7 @@ package irc
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -45,8 +46,7 @@ func netSettingsForm(server string, withPassword bool) registration.Schema {
 	s := netSettingsFields(server)
 	if withPassword {
 		s.Fields = append(s.Fields,
-			registration.Field{Var: fAuth, Label: "Authentication", Type: registration.ListSingle, Default: authNone, Options: []registration.Option{
-				{Label: "SASL PLAIN", Value: authSASL}, {Label: "NickServ IDENTIFY", Value: authNickServ}, {Label: "None (forget the password)", Value: authNone}}},
+			registration.Field{Var: fAuth, Label: "Authentication", Type: registration.ListSingle, Default: authNone, Options: authOptions("None (forget the password)")},
 			registration.Field{Var: fPassword, Label: "Password (empty: keep the stored one)", Type: registration.TextPrivate, Secret: true, MaxLen: 400})
 	}
 	return s
@@ -66,6 +66,7 @@ func netSettingsFields(server string) registration.Schema {
 				{Label: "Gateway default", Value: "default"}, {Label: "On", Value: "true"}, {Label: "Off", Value: "false"}}},
 			{Var: fPort, Label: "Port (empty: 6697 with TLS, 6667 without)", Type: registration.TextSingle, Validate: checkPort, MaxLen: 5},
 			{Var: fAutojoin, Label: "Channels to join on connect (#a, #b)", Type: registration.TextSingle, Validate: checkChannels},
+			{Var: fFingerprint, Label: "Trusted TLS certificate (SHA-256 fingerprint), for a server whose certificate no authority signed", Type: registration.TextSingle, Validate: checkFingerprint, MaxLen: 100},
 		},
 	}
 }
@@ -96,6 +97,9 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 			return &core.CommandResponse{Err: err}
 		}
 		current := registration.Values{fNick: ns.Nick, fUsername: ns.Username, fRealname: ns.Realname, fTLS: ns.TLS, fAutojoin: strings.Join(ns.Autojoin, ", "), fAuth: ns.Auth}
+		if fp, ok := parseFingerprint(ns.Fingerprint); ok {
+			current[fFingerprint] = fingerprintText(fp)
+		}
 		if ns.TLS == "" {
 			current[fTLS] = "default"
 		}
@@ -120,6 +124,9 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 			ns.TLS = v
 		}
 		ns.Port, _ = strconv.Atoi(vals[fPort])
+		if fp, ok := parseFingerprint(vals[fFingerprint]); ok {
+			ns.Fingerprint = hex.EncodeToString(fp)
+		}
 		ev := evNetConfig{server: server}
 		if sec != nil {
 			switch ns.Auth = vals[fAuth]; {

@@ -3,7 +3,9 @@ package irc
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,18 +89,22 @@ type dialConfig struct {
 	addr        string // host:port
 	tls         bool
 	tlsInsecure bool
-	nick        string
-	username    string
-	realname    string
-	saslUser    string
-	saslPass    string // SASL PLAIN when not empty
-	timeout     time.Duration
-	floodBurst  int
-	floodRate   float64
-	pingEvery   time.Duration
-	pingWait    time.Duration
-	log         *slog.Logger // for the wire trace, which names the server
-	trace       bool
+	// tlsTrusted is the SHA-256 fingerprint of a certificate accepted
+	// though no authority the system trusts signed it; nil if none.
+	tlsTrusted []byte
+	nick       string
+	username   string
+	realname   string
+	saslUser   string
+	saslPass   string // SASL PLAIN when not empty
+	serverPass string // sent with PASS before registering, when not empty
+	timeout    time.Duration
+	floodBurst int
+	floodRate  float64
+	pingEvery  time.Duration
+	pingWait   time.Duration
+	log        *slog.Logger // for the wire trace, which names the server
+	trace      bool
 	// dial, when set, replaces net.Dialer (tests).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -278,9 +284,14 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		return
 	}
 	if cfg.tls {
-		tc := tls.Client(pollableBase(nc), &tls.Config{ServerName: cfg.server, InsecureSkipVerify: cfg.tlsInsecure, MinVersion: tls.VersionTLS12})
+		tc := tls.Client(pollableBase(nc), tlsConfig(cfg))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
+			var ue *untrustedError
+			if errors.As(err, &ue) {
+				done(nil, nil, &connError{permanent: true, text: ue.Error(), err: err})
+				return
+			}
 			done(nil, nil, &connError{text: "TLS with " + cfg.server + " failed: " + err.Error(), err: err})
 			return
 		}
@@ -314,6 +325,58 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 	}
 	_ = nc.SetDeadline(time.Time{})
 	done(c, w, nil)
+}
+
+// tlsConfig checks the server's certificate as crypto/tls would, and
+// accepts one that fails the check if its SHA-256 fingerprint is the one
+// the user trusts. A certificate that is refused is reported with its
+// fingerprint, for the user to compare and trust (untrustedError).
+func tlsConfig(cfg dialConfig) *tls.Config {
+	if cfg.tlsInsecure {
+		return &tls.Config{ServerName: cfg.server, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	}
+	return &tls.Config{
+		ServerName:         cfg.server,
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // verified below, as crypto/tls does, with the exception
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server sent no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			opts := x509.VerifyOptions{DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := leaf.Verify(opts)
+			if err == nil {
+				return nil
+			}
+			fp := sha256.Sum256(leaf.Raw)
+			if cfg.tlsTrusted != nil && bytes.Equal(fp[:], cfg.tlsTrusted) {
+				return nil
+			}
+			return &untrustedError{server: cfg.server, fingerprint: fp[:], why: err, pinned: cfg.tlsTrusted != nil}
+		},
+	}
+}
+
+// untrustedError is a server certificate refused: no trusted authority
+// signed it (or it names another host, or expired) and it is not the one
+// the user trusts.
+type untrustedError struct {
+	server      string
+	fingerprint []byte
+	why         error
+	pinned      bool // the user trusts another certificate for this server
+}
+
+func (e *untrustedError) Error() string {
+	what := "if it is the server's, trust it with the Configure network command (Trusted TLS certificate)"
+	if e.pinned {
+		what = "it is not the one you trust for it: if the server changed its certificate, trust the new one with the Configure network command"
+	}
+	return fmt.Sprintf("the TLS certificate of %s is not trusted (%v); its SHA-256 fingerprint is %s: %s", e.server, e.why, fingerprintText(e.fingerprint), what)
 }
 
 func errRegistrationTime(server string, err error) error {
@@ -375,11 +438,17 @@ func (r *registrar) begin() error {
 	if realname == "" {
 		realname = r.nick
 	}
-	for _, m := range []ircmsg.Message{
+	lines := []ircmsg.Message{
 		ircmsg.MakeMessage(nil, "", "CAP", "LS", "302"),
 		ircmsg.MakeMessage(nil, "", "NICK", r.nick),
 		ircmsg.MakeMessage(nil, "", "USER", user, "0", "*", realname),
-	} {
+	}
+	if r.cfg.serverPass != "" {
+		// Before anything else, as RFC 1459 asks: some servers read it
+		// only as the first line.
+		lines = slices.Insert(lines, 0, ircmsg.MakeMessage(nil, "", "PASS", oneLine(r.cfg.serverPass)))
+	}
+	for _, m := range lines {
 		if err := r.c.writeNow(m); err != nil {
 			return err
 		}
@@ -655,10 +724,17 @@ func (r *registrar) feed(line string) (*welcome, error) {
 			return nil, nil
 		}
 		return nil, &connError{permanent: true, text: cfg.server + " refuses the nick " + r.nick + ": " + plainText(last(p))}
-	case "464", "465": // password incorrect, banned
+	case "464": // password incorrect
+		return nil, &connError{permanent: true, auth: cfg.serverPass != "", text: cfg.server + " refused the connection: " + plainText(last(p))}
+	case "465": // banned
 		return nil, &connError{permanent: true, text: cfg.server + " refused the connection: " + plainText(last(p))}
 	case "ERROR":
-		return nil, &connError{text: cfg.server + " closed the connection: " + plainText(last(p))}
+		text := cfg.server + " closed the connection: " + plainText(last(p))
+		if cfg.serverPass != "" && !r.registered {
+			// Many servers say only "Access denied" to a wrong password.
+			text += " (is the server password right?)"
+		}
+		return nil, &connError{text: text}
 	case "001":
 		if cfg.saslPass != "" && !r.saslDone {
 			// A server without CAP registers us without SASL.

@@ -1,6 +1,8 @@
 package irc
 
 import (
+	"crypto/sha256"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -649,5 +651,104 @@ func TestListChannels(t *testing.T) {
 	res = fresh.IQ(core.NewElement("", "iq", "type", "get", "to", "127.0.0.1@"+gwJID).Add(core.NewElement("http://jabber.org/protocol/disco#items", "query")))
 	if res.Get("type") != "result" || !strings.Contains(res.String(), "#list-big%127.0.0.1@"+gwJID) {
 		t.Errorf("listing by a user in no channel: %s", res)
+	}
+}
+
+// TestServerPassword connects to a closed server (a bouncer such as ZNC
+// works the same way): InspIRCd's password port takes only clients whose
+// PASS is right. A wrong password fails the join with a hint; registering
+// the right one lets the user in, and the password never reaches the log
+// (the wire trace is on in these tests).
+func TestServerPassword(t *testing.T) {
+	e := testIRCEnv(t)
+	passAddr := os.Getenv("TRANSPORTD_TEST_IRC_PASS_ADDR")
+	if passAddr == "" {
+		xmpptest.Missing(t, "InspIRCd's password port not set up; run scripts/testenv.sh up inspircd")
+	}
+	gw := startGW(t, e.xmpp, port(passAddr), nil)
+	w := dialRaw(t, e.irc, "pwatch") // the same server, through its open port
+	w.join("#it-locked")
+	c := xmpptest.Dial(t, e.xmpp, "user29@b.test", false)
+	waitComponent(t, c)
+	const room = "#it-locked%127.0.0.1@" + gwJID
+
+	register(t, c, map[string]string{"nick": "locked", "network": "127.0.0.1", "auth": "pass", "password": "wrong horse"})
+	bad := joinRoom(t, c, room, "locked")
+	if bad.Get("type") != "error" || !strings.Contains(xmpptest.ErrorText(bad), "server password") {
+		t.Errorf("join with a wrong server password = %s, want an error that points at the password", bad)
+	}
+
+	register(t, c, map[string]string{"nick": "locked", "network": "127.0.0.1", "auth": "pass", "password": "letmein"})
+	if self := joinRoom(t, c, room, "locked"); self.Get("type") == "error" {
+		t.Fatalf("join with the right server password: %s", self)
+	}
+	w.expect("the gateway's JOIN", func(m ircmsg.Message) bool {
+		return m.Command == "JOIN" && m.Nick() == "locked" && m.Params[0] == "#it-locked"
+	})
+	c.Send(groupchat(room, "through the locked door"))
+	w.expect("the message", func(m ircmsg.Message) bool {
+		return m.Command == "PRIVMSG" && m.Nick() == "locked" && last(m.Params) == "through the locked door"
+	})
+	logs := gw.logs.String()
+	if !strings.Contains(logs, "PASS <redacted>") {
+		t.Errorf("the wire trace does not show the PASS line (redacted)")
+	}
+	for _, pw := range []string{"letmein", "wrong horse"} {
+		if strings.Contains(logs, pw) {
+			t.Errorf("the server password %q is in the log", pw)
+		}
+	}
+}
+
+// TestTLSTrustedFingerprint connects over TLS to a server whose
+// certificate no authority signed (InspIRCd's self-signed test
+// certificate, as a bouncer or a small network has): refused, with the
+// certificate's fingerprint in the error for the user to compare; once
+// the user trusts that fingerprint, the same join goes through.
+func TestTLSTrustedFingerprint(t *testing.T) {
+	e := testIRCEnv(t)
+	certFile := os.Getenv("TRANSPORTD_TEST_IRC_TLS_CERT")
+	if e.tls == "" || certFile == "" {
+		xmpptest.Missing(t, "no TLS port")
+	}
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		t.Fatalf("%s: no PEM certificate", certFile)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	fp := fingerprintText(sum[:]) // AB:CD:..., as openssl x509 -fingerprint -sha256 shows it
+
+	startGW(t, e.xmpp, port(e.tls), map[string]string{"tls": "true"})
+	w := dialRaw(t, e.irc, "fpwatch")
+	w.join("#it-pinned")
+	c := xmpptest.Dial(t, e.xmpp, "user30@b.test", false)
+	waitComponent(t, c)
+	const room = "#it-pinned%127.0.0.1@" + gwJID
+	bad := joinRoom(t, c, room, "pinned")
+	if bad.Get("type") != "error" || !strings.Contains(xmpptest.ErrorText(bad), fp) {
+		t.Fatalf("join over TLS with an untrusted certificate = %s, want an error naming its fingerprint %s", bad, fp)
+	}
+
+	register(t, c, map[string]string{"nick": "pinned", "network": "127.0.0.1", "auth": "none", "fingerprint": strings.ToLower(fp)})
+	if self := joinRoom(t, c, room, "pinned"); self.Get("type") == "error" {
+		t.Fatalf("join with the certificate trusted: %s", self)
+	}
+	w.expect("the gateway's JOIN", func(m ircmsg.Message) bool {
+		return m.Command == "JOIN" && m.Nick() == "pinned" && m.Params[0] == "#it-pinned"
+	})
+
+	// A malformed fingerprint is refused by the form, naming the field.
+	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	x := core.NewElement("jabber:x:data", "x", "type", "submit")
+	x.Add(core.NewElement("", "field", "var", "FORM_TYPE", "type", "hidden").AddText("", "value", "jabber:iq:register"))
+	x.Add(core.NewElement("", "field", "var", "network").AddText("", "value", "127.0.0.1"))
+	x.Add(core.NewElement("", "field", "var", "fingerprint").AddText("", "value", "AB:CD"))
+	res := c.IQ(iq.Add(core.NewElement("jabber:iq:register", "query").Add(x)))
+	if xmpptest.Condition(res) != "not-acceptable" && xmpptest.Condition(res) != "bad-request" || !strings.Contains(xmpptest.ErrorText(res), "fingerprint") {
+		t.Errorf("registration with a malformed fingerprint = %s", res)
 	}
 }

@@ -362,6 +362,7 @@ func (n *network) connect() {
 		addr:        net.JoinHostPort(n.server, strconv.Itoa(n.cfg.port)),
 		tls:         n.cfg.tls,
 		tlsInsecure: n.s.opts.tlsInsecure,
+		tlsTrusted:  n.cfg.fingerprint,
 		nick:        nick,
 		username:    n.cfg.username,
 		realname:    n.cfg.realname,
@@ -382,6 +383,9 @@ func (n *network) connect() {
 	if n.cfg.auth == authSASL && n.cfg.password != "" {
 		cfg.saslPass = n.cfg.password
 		cfg.saslUser = n.cfg.account
+	}
+	if n.cfg.auth == authPass {
+		cfg.serverPass = n.cfg.password
 	}
 	s := n.s
 	dialIRC(n.s.ctx, cfg, func(c *conn, w *welcome, err error) {

@@ -1,7 +1,9 @@
 package irc
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -250,6 +252,20 @@ func TestSASL(t *testing.T) {
 	values2[fPassword] = "right"
 	if err := tr.Verify(context.Background(), &core.Account{Values: values2, Defaults: d}); err != nil {
 		t.Errorf("Verify with the right password: %v", err)
+	}
+}
+
+// The server password goes first, before CAP LS, NICK and USER: some
+// servers and bouncers read PASS only as the first line.
+func TestServerPasswordFirst(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	values := map[string]string{fNetwork: "127.0.0.1", fAuth: authPass, fPassword: "me/libera:s3cret"}
+	s, rec := startSession(t, srv, values, nil)
+	_ = s.JoinRoom(context.Background(), "#x%127.0.0.1", "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined("#x%127.0.0.1"))
+	if lines := c.rawLines(); len(lines) == 0 || lines[0] != "PASS me/libera:s3cret\r\n" {
+		t.Errorf("first lines %q, want PASS first", lines[:min(len(lines), 3)])
 	}
 }
 
@@ -886,5 +902,27 @@ func TestPrivateIdleQuits(t *testing.T) {
 	c.expect(t, "QUIT")
 	if d := time.Since(start); d < privateIdle {
 		t.Errorf("QUIT after %v, before the %v of idleness", d, privateIdle)
+	}
+}
+
+func TestParseFingerprint(t *testing.T) {
+	sum := sha256.Sum256([]byte("a certificate"))
+	text := fingerprintText(sum[:])
+	if len(text) != 95 || strings.ToUpper(text) != text {
+		t.Fatalf("fingerprintText = %q, want 32 upper-case hex pairs with colons", text)
+	}
+	for _, in := range []string{text, strings.ToLower(text), strings.ReplaceAll(text, ":", ""), strings.ReplaceAll(text, ":", " "), " " + text + "\n"} {
+		got, ok := parseFingerprint(in)
+		if !ok || !bytes.Equal(got, sum[:]) {
+			t.Errorf("parseFingerprint(%q) = %x, %v", in, got, ok)
+		}
+	}
+	for _, in := range []string{"", "AB:CD", text + ":00", strings.Replace(text, "A", "G", 1), strings.Repeat("0", 63)} {
+		if _, ok := parseFingerprint(in); ok && in != text {
+			t.Errorf("parseFingerprint(%q) accepted", in)
+		}
+		if checkFingerprint(in) == nil && in != text {
+			t.Errorf("checkFingerprint(%q) accepted", in)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package irc
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,14 +26,34 @@ const (
 	fTLS        = "tls"        // "true"/"false" for that network
 	fPort       = "port"       // port for that network
 	fAutojoin   = "autojoin"   // channels joined on connect, comma-separated
+	// fFingerprint is the SHA-256 fingerprint of a TLS certificate to
+	// trust though no authority signed it (a bouncer's, a small
+	// network's self-signed one), as biboumi's "trusted fingerprint".
+	fFingerprint = "fingerprint"
 )
 
 // Authentication methods.
 const (
 	authSASL     = "sasl"
 	authNickServ = "nickserv"
+	authPass     = "pass" // the server password (PASS): bouncers such as ZNC, closed servers
 	authNone     = "none"
 )
+
+// authOptions are the choices of the forms' Authentication field.
+func authOptions(none string) []registration.Option {
+	return []registration.Option{
+		{Label: "SASL PLAIN", Value: authSASL},
+		{Label: "NickServ IDENTIFY", Value: authNickServ},
+		{Label: "Server password (PASS: a bouncer such as ZNC, a closed server)", Value: authPass},
+		{Label: none, Value: authNone},
+	}
+}
+
+// passwordAuth reports whether auth is a way of using a password.
+func passwordAuth(auth string) bool {
+	return auth == authSASL || auth == authNickServ || auth == authPass
+}
 
 // Operator defaults (domains."D".transports.irc.defaults), never in a form
 // except where a field takes its default from them.
@@ -210,8 +232,10 @@ type netSettings struct {
 	TLS      string   `json:"tls,omitempty"` // "", "true", "false"
 	Port     int      `json:"port,omitempty"`
 	Autojoin []string `json:"autojoin,omitempty"`
+	// Fingerprint: see fFingerprint; lower-case hex without colons.
+	Fingerprint string `json:"fingerprint,omitempty"`
 	// Auth is how the network's password (kept sealed, apart: see
-	// netPasswordKey) is used: authSASL or authNickServ.
+	// netPasswordKey) is used: authSASL, authNickServ or authPass.
 	Auth string `json:"auth,omitempty"`
 }
 
@@ -242,9 +266,12 @@ type netConfig struct {
 	account  string // SASL login: the network's nick, else the default nick
 	username string
 	realname string
-	auth     string // authSASL, authNickServ, authNone
+	auth     string // authSASL, authNickServ, authPass, authNone
 	password string
 	autojoin []string
+	// fingerprint is the SHA-256 of a certificate trusted without an
+	// authority's signature; nil if none.
+	fingerprint []byte
 }
 
 // configFor merges the operator's options, the account's values and the
@@ -268,6 +295,7 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 			c.port = p
 		}
 		c.autojoin = splitChannels(values[fAutojoin])
+		c.fingerprint, _ = parseFingerprint(values[fFingerprint])
 	}
 	c.nick = ns.Nick
 	c.account = ns.Nick
@@ -289,7 +317,10 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 	if ns.Autojoin != nil {
 		c.autojoin = ns.Autojoin
 	}
-	if password != "" && (ns.Auth == authSASL || ns.Auth == authNickServ) {
+	if fp, ok := parseFingerprint(ns.Fingerprint); ok {
+		c.fingerprint = fp
+	}
+	if password != "" && passwordAuth(ns.Auth) {
 		c.auth, c.password = ns.Auth, password
 	}
 	if c.port == 0 {
@@ -342,6 +373,41 @@ func checkPort(v string) error {
 	return nil
 }
 
+// parseFingerprint reads a SHA-256 fingerprint in hex, with or without
+// colons or spaces between the bytes (as openssl and browsers show it).
+func parseFingerprint(v string) ([]byte, bool) {
+	v = strings.Map(func(r rune) rune {
+		if r == ':' || r == ' ' {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(v))
+	b, err := hex.DecodeString(v)
+	if err != nil || len(b) != sha256.Size {
+		return nil, false
+	}
+	return b, true
+}
+
+func checkFingerprint(v string) error {
+	if _, ok := parseFingerprint(v); !ok {
+		return fmt.Errorf("not a SHA-256 fingerprint: 64 hexadecimal digits, colons allowed (like AB:CD:...)")
+	}
+	return nil
+}
+
+// fingerprintText shows a fingerprint as openssl does (AB:CD:...).
+func fingerprintText(fp []byte) string {
+	var b strings.Builder
+	for i, c := range fp {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		fmt.Fprintf(&b, "%02X", c)
+	}
+	return b.String()
+}
+
 func checkHost(v string) error {
 	if !validHost(strings.ToLower(v)) {
 		return fmt.Errorf("not a host name (like irc.libera.chat)")
@@ -366,16 +432,16 @@ func schema(defaults map[string]string) registration.Schema {
 		Title: "IRC",
 		Instructions: "Joining IRC channels needs no registration: join #channel%server@ this gateway. " +
 			"Register to choose your default nick, to stay connected while you are offline, " +
-			"and to log in to one network with a password (SASL PLAIN or NickServ). " +
+			"and to log in to one network with a password (SASL PLAIN, NickServ or the server's own password). " +
 			"Other networks: use the \"Configure network\" command.",
 		Fields: append(settingsFields(), []registration.Field{
 			{Var: fNetwork, Label: "Network for the password and channels below", Type: registration.TextSingle, Default: o.defaultServer, Validate: checkHost, MaxLen: 253},
-			{Var: fAuth, Label: "Authentication", Type: registration.ListSingle, Default: authSASL, Options: []registration.Option{
-				{Label: "SASL PLAIN", Value: authSASL}, {Label: "NickServ IDENTIFY", Value: authNickServ}, {Label: "None", Value: authNone}}},
+			{Var: fAuth, Label: "Authentication", Type: registration.ListSingle, Default: authSASL, Options: authOptions("None")},
 			{Var: fPassword, Label: "Password", Type: registration.TextPrivate, Secret: true, Legacy: "password", MaxLen: 400},
 			{Var: fTLS, Label: "Use TLS", Type: registration.Boolean, Default: strconv.FormatBool(o.tls)},
 			{Var: fPort, Label: "Port (empty: 6697 with TLS, 6667 without)", Type: registration.TextSingle, Validate: checkPort, MaxLen: 5},
 			{Var: fAutojoin, Label: "Channels to join on connect (#a, #b)", Type: registration.TextSingle, Validate: checkChannels},
+			{Var: fFingerprint, Label: "Trusted TLS certificate (SHA-256 fingerprint), for a server whose certificate no authority signed", Type: registration.TextSingle, Validate: checkFingerprint, MaxLen: 100},
 		}...),
 	}
 }
