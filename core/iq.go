@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -87,11 +88,14 @@ func (c *component) handleIQ(el *Element) {
 	r := &iqReply{c: c, el: el}
 	key := typ + " " + payload.Name.Space + " " + payload.Name.Local
 	if addr, isRoom := c.roomAddress(to); isRoom {
-		if to.Resourcepart() != "" {
+		switch {
+		case to.Resourcepart() != "":
 			c.occupantIQ(r, key, from, to, addr)
-			return
+		case key == "set "+nsMUCAdmin+" query":
+			c.roomAdminIQ(r, from, to, addr, payload)
+		default:
+			c.handleRoomIQ(r, key, addr)
 		}
-		c.handleRoomIQ(r, key, addr)
 		return
 	}
 	if to.Localpart() != "" {
@@ -201,6 +205,48 @@ func (c *component) occupantIQ(r *iqReply, key string, from, to jid.JID, addr st
 		r.error(errNotInRoom)
 	}
 }
+
+const nsMUCAdmin = "http://jabber.org/protocol/muc#admin"
+
+// roomAdminIQ takes a muc#admin set (XEP-0045 §8, §9: kick, voice,
+// op, ban) to a room: each item names an occupant by nick (the rooms show
+// no real JIDs) and a role or affiliation; the user's drain checks the
+// sender is in the room and hands the changes to the session.
+func (c *component) roomAdminIQ(r *iqReply, from, to jid.JID, addr string, q *Element) {
+	var items []RoomChange
+	for _, it := range q.Children {
+		if it.Name.Local != "item" {
+			continue
+		}
+		ri := RoomChange{Nick: it.Get("nick"), Role: it.Get("role"), Affiliation: it.Get("affiliation"), Reason: it.ChildText("", "reason")}
+		switch {
+		case ri.Nick == "":
+			r.error(NewError(stanza.BadRequest, "name the occupant by nick: this room shows no real JIDs"))
+			return
+		case !oneOf(ri.Role, "", "none", "visitor", "participant", "moderator"):
+			r.error(NewError(stanza.BadRequest, "unknown role "+quote(ri.Role)))
+			return
+		case !oneOf(ri.Affiliation, "", "outcast", "none", "member", "admin", "owner"):
+			r.error(NewError(stanza.BadRequest, "unknown affiliation "+quote(ri.Affiliation)))
+			return
+		case ri.Role == "" && ri.Affiliation == "":
+			r.error(NewError(stanza.BadRequest, "an item needs a role or an affiliation"))
+			return
+		}
+		items = append(items, ri)
+	}
+	if len(items) == 0 {
+		r.error(NewError(stanza.BadRequest, "no item to change"))
+		return
+	}
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(from.Bare().String(), label)
+	if u == nil || !u.post(evRoomAdmin{reply: r, resource: from.Resourcepart(), room: addr, items: items}) {
+		r.error(NewError(stanza.NotAcceptable, "join the room before moderating it"))
+	}
+}
+
+func oneOf(v string, set ...string) bool { return slices.Contains(set, v) }
 
 // features lists what the gateway JID supports, sorted.
 func (c *component) features() []string {

@@ -56,6 +56,24 @@ type GroupSession interface {
 	SetSubject(ctx context.Context, room, subject string) error
 }
 
+// RoomModerator is implemented by a GroupSession whose network lets the
+// user moderate its rooms: kick, op, voice and ban occupants from the
+// client's occupant menu (XEP-0045 §8 and §9, a muc#admin set).
+type RoomModerator interface {
+	// ModerateRoom asks the network to apply the changes in order. It
+	// returns once they are queued; the network's refusals (not a
+	// channel operator) come back as room notices.
+	ModerateRoom(ctx context.Context, room string, items []RoomChange) error
+}
+
+// RoomChange is one change of a muc#admin set, naming the occupant by nick.
+type RoomChange struct {
+	Nick        string
+	Role        string // none (kick), visitor, participant, moderator; "" unchanged
+	Affiliation string // outcast (ban), none, member, admin, owner; "" unchanged
+	Reason      string
+}
+
 // Occupant is someone in a room, as XEP-0045 shows them.
 type Occupant struct {
 	Nick        string
@@ -425,6 +443,12 @@ type (
 	evRoomSubjectSet struct {
 		room, subject string
 	}
+	// evRoomAdmin is a muc#admin set from one of the user's resources.
+	evRoomAdmin struct {
+		reply          *iqReply
+		resource, room string
+		items          []RoomChange
+	}
 	// evRoomIQ is an IQ from one of the user's resources to an occupant.
 	evRoomIQ struct {
 		reply                *iqReply
@@ -629,6 +653,8 @@ func (u *user) handleRoom(ev userEvent) {
 		u.reconcileSession()
 	case evRoomIQ:
 		u.occupantIQ(ev)
+	case evRoomAdmin:
+		u.roomAdmin(ctx, ev)
 	case evRoomSubjectSet:
 		if gs := u.groupSession(); gs != nil {
 			_ = gs.SetSubject(ctx, ev.room, ev.subject)
@@ -877,4 +903,31 @@ func (u *user) occupantIQ(ev evRoomIQ) {
 		return
 	}
 	ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(ev.nick)))
+}
+
+// roomAdmin hands a moderation request (kick, voice, op, ban) from a
+// resource in the room to the session, if its network takes them.
+func (u *user) roomAdmin(ctx context.Context, ev evRoomAdmin) {
+	r := u.rooms.get(ev.room)
+	if r == nil || !r.joined || !r.resources.has(ev.resource) {
+		ev.reply.error(NewError(stanza.NotAcceptable, "join the room before moderating it"))
+		return
+	}
+	gs := u.groupSession()
+	rm, ok := gs.(RoomModerator)
+	if !ok {
+		ev.reply.error(NewError(stanza.FeatureNotImplemented, "this network's rooms cannot be moderated from here"))
+		return
+	}
+	for _, it := range ev.items {
+		if _, ok := r.occupants.get(it.Nick); !ok && it.Nick != r.nick {
+			ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(it.Nick)))
+			return
+		}
+	}
+	if err := rm.ModerateRoom(ctx, ev.room, ev.items); err != nil {
+		ev.reply.error(err)
+		return
+	}
+	ev.reply.result(nil)
 }

@@ -752,3 +752,101 @@ func TestTLSTrustedFingerprint(t *testing.T) {
 		t.Errorf("registration with a malformed fingerprint = %s", res)
 	}
 }
+
+// TestModeration: a channel operator moderates from the client's occupant
+// menu (muc#admin sets, XEP-0045 §8): op, voice, kick with a reason and
+// ban become MODE and KICK lines on InspIRCd, and the room shows them.
+func TestModeration(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-moderate"
+		room = ch + "%127.0.0.1@" + gwJID
+	)
+	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
+	waitComponent(t, c)
+	// The first in a channel is its operator.
+	if self := joinRoom(t, c, room, "chanop"); self.Get("type") == "error" || item(self).Get("role") != "moderator" {
+		t.Fatalf("join as the channel's operator: %s", self)
+	}
+	v := dialRaw(t, e.irc, "victim")
+	v.join(ch)
+	c.Expect(xwait, "victim's presence", xmpptest.IsFrom("presence", room+"/victim", ""))
+
+	admin := func(items ...*core.Element) *core.Element {
+		iq := core.NewElement("", "iq", "type", "set", "to", room)
+		q := core.NewElement("http://jabber.org/protocol/muc#admin", "query")
+		for _, it := range items {
+			q.Add(it)
+		}
+		return c.IQ(iq.Add(q))
+	}
+	if res := admin(core.NewElement("", "item", "nick", "victim", "role", "moderator")); res.Get("type") != "result" {
+		t.Fatalf("grant moderator: %s", res)
+	}
+	v.expect("MODE +o", func(m ircmsg.Message) bool {
+		return m.Command == "MODE" && m.Nick() == "chanop" && len(m.Params) == 3 && m.Params[1] == "+o" && m.Params[2] == "victim"
+	})
+	c.Expect(xwait, "victim as moderator", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get("role") == "moderator"
+	})
+	if res := admin(core.NewElement("", "item", "nick", "victim", "role", "participant")); res.Get("type") != "result" {
+		t.Fatalf("revoke moderator: %s", res)
+	}
+	v.expect("MODE -o", func(m ircmsg.Message) bool {
+		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "-o" && m.Params[2] == "victim"
+	})
+	c.Expect(xwait, "victim as participant", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get("role") == "participant"
+	})
+	if res := admin(core.NewElement("", "item", "nick", "victim", "affiliation", "member")); res.Get("type") != "result" {
+		t.Fatalf("voice: %s", res)
+	}
+	v.expect("MODE +v", func(m ircmsg.Message) bool {
+		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "+v" && m.Params[2] == "victim"
+	})
+	c.Expect(xwait, "victim voiced", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get("affiliation") == "member"
+	})
+
+	// Kick, with a reason: an injection attempt in it stays one line.
+	kick := core.NewElement("", "item", "nick", "victim", "role", "none")
+	kick.AddText("", "reason", "enough\r\nQUIT :gone")
+	if res := admin(kick); res.Get("type") != "result" {
+		t.Fatalf("kick: %s", res)
+	}
+	k := v.expect("KICK", func(m ircmsg.Message) bool { return m.Command == "KICK" && m.Params[1] == "victim" })
+	if last(k.Params) != "enough QUIT :gone" {
+		t.Errorf("kick reason on IRC = %q", last(k.Params))
+	}
+	gone := c.Expect(xwait, "victim kicked", xmpptest.IsFrom("presence", room+"/victim", "unavailable"))
+	if !statusCodes(gone)["307"] {
+		t.Errorf("kick presence without 307: %s", gone)
+	}
+
+	// Ban: the host is banned and the occupant kicked.
+	v.join(ch)
+	c.Expect(xwait, "victim back", xmpptest.IsFrom("presence", room+"/victim", ""))
+	if res := admin(core.NewElement("", "item", "nick", "victim", "affiliation", "outcast")); res.Get("type") != "result" {
+		t.Fatalf("ban: %s", res)
+	}
+	v.expect("MODE +b", func(m ircmsg.Message) bool {
+		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "+b" && strings.HasPrefix(m.Params[2], "*!*@")
+	})
+	v.expect("KICK after the ban", func(m ircmsg.Message) bool { return m.Command == "KICK" && m.Params[1] == "victim" })
+	v.send("JOIN", ch)
+	v.expect("banned", func(m ircmsg.Message) bool { return m.Command == "474" })
+
+	// Errors: an unknown nick, an item without a nick, a room not joined.
+	if res := admin(core.NewElement("", "item", "nick", "nobody", "role", "none")); xmpptest.Condition(res) != "item-not-found" {
+		t.Errorf("kick of a nick not in the room: %s", res)
+	}
+	if res := admin(core.NewElement("", "item", "jid", "someone@example.org", "affiliation", "outcast")); xmpptest.Condition(res) != "bad-request" {
+		t.Errorf("ban by JID: %s", res)
+	}
+	iq := core.NewElement("", "iq", "type", "set", "to", "#it-elsewhere%127.0.0.1@"+gwJID)
+	iq.Add(core.NewElement("http://jabber.org/protocol/muc#admin", "query").Add(core.NewElement("", "item", "nick", "victim", "role", "none")))
+	if res := c.IQ(iq); xmpptest.Condition(res) != "not-acceptable" {
+		t.Errorf("moderating a room not joined: %s", res)
+	}
+}

@@ -89,9 +89,13 @@ type (
 	evJoin struct {
 		room, nick, password string
 	}
-	evLeave     struct{ room string }
-	evNickReq   struct{ room, nick string }
-	evTopicReq  struct{ room, subject string }
+	evLeave    struct{ room string }
+	evNickReq  struct{ room, nick string }
+	evTopicReq struct{ room, subject string }
+	evModerate struct {
+		room  string
+		items []core.RoomChange
+	}
 	evSend      struct{ req *sendRequest }
 	evNetConfig struct {
 		server   string
@@ -467,6 +471,8 @@ func (s *session) handle(ev event) {
 		s.changeNick(ev.room, ev.nick)
 	case evTopicReq:
 		s.setTopic(ev.room, ev.subject)
+	case evModerate:
+		s.moderate(ev.room, ev.items)
 	case evSend:
 		s.send(ev.req)
 	case evList:
@@ -538,6 +544,11 @@ func (s *session) ChangeNick(ctx context.Context, room, nick string) error {
 
 func (s *session) SetSubject(ctx context.Context, room, subject string) error {
 	return s.postCtl(evTopicReq{room: room, subject: subject})
+}
+
+// ModerateRoom implements core.RoomModerator.
+func (s *session) ModerateRoom(ctx context.Context, room string, items []core.RoomChange) error {
+	return s.postCtl(evModerate{room: room, items: items})
 }
 
 // postCtl queues a request of core's user goroutine (see ctl); it never
@@ -937,6 +948,92 @@ func (s *session) setTopic(room, subject string) {
 	if err == nil {
 		_ = n.send(msg)
 	}
+}
+
+// moderate turns a room's muc#admin changes into KICK and MODE lines, as
+// biboumi does: role none kicks; moderator (or affiliation admin or owner)
+// is +o; participant takes +o back; visitor takes every prefix mode
+// back; affiliation member is +v, none takes them back, and outcast bans
+// the occupant's host (their nick where the host is unknown) and kicks.
+// The server refuses what the user may not do (482, shown in the room).
+func (s *session) moderate(room string, items []core.RoomChange) {
+	a, server, err := s.resolve(room)
+	if err != nil {
+		return
+	}
+	n := s.nets.get(server)
+	if n == nil || n.conn == nil {
+		return
+	}
+	ch := n.channels.get(n.fold(a.name))
+	if ch == nil || !ch.joined {
+		return
+	}
+	for _, it := range items {
+		for _, m := range moderationLines(ch.name, it, ch.members[n.fold(it.Nick)], n.feat.prefixM) {
+			_ = n.send(m)
+		}
+	}
+}
+
+// moderationLines are the lines for one change; m is the member, nil if
+// the channel does not know them. prefixModes are the server's prefix
+// modes (PREFIX), highest first.
+func moderationLines(channel string, it core.RoomChange, m *member, prefixModes string) []ircmsg.Message {
+	nick := it.Nick
+	if !validNick(nick) {
+		return nil
+	}
+	held := ""
+	if m != nil {
+		held = m.modes
+	}
+	mode := func(sign byte, modes string) []ircmsg.Message {
+		var out []ircmsg.Message
+		for i := 0; i < len(modes); i++ {
+			if strings.IndexByte(prefixModes, modes[i]) >= 0 {
+				out = append(out, ircmsg.MakeMessage(nil, "", "MODE", channel, string([]byte{sign, modes[i]}), nick))
+			}
+		}
+		return out
+	}
+	kick := func() ircmsg.Message {
+		if r := oneLine(it.Reason); r != "" {
+			return ircmsg.MakeMessage(nil, "", "KICK", channel, nick, r)
+		}
+		return ircmsg.MakeMessage(nil, "", "KICK", channel, nick)
+	}
+	var out []ircmsg.Message
+	switch it.Affiliation {
+	case "outcast":
+		mask := nick + "!*@*"
+		if m != nil && m.host.String() != "" {
+			mask = "*!*@" + m.host.String()
+		}
+		return append(out, ircmsg.MakeMessage(nil, "", "MODE", channel, "+b", mask), kick())
+	case "admin", "owner":
+		out = append(out, mode('+', "o")...)
+	case "member":
+		out = append(out, mode('+', "v")...)
+	case "none":
+		out = append(out, mode('-', held)...)
+		held = ""
+	}
+	switch it.Role {
+	case "none":
+		out = append(out, kick())
+	case "moderator":
+		if it.Affiliation != "admin" && it.Affiliation != "owner" {
+			out = append(out, mode('+', "o")...)
+		}
+	case "participant":
+		if strings.IndexByte(held, 'o') >= 0 {
+			out = append(out, mode('-', "o")...)
+		}
+	case "visitor":
+		out = append(out, mode('-', held)...)
+	}
+	return out
 }
 
 // send sends one message from the XMPP user, or parks it until its

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"runtime"
 	"strconv"
 	"strings"
@@ -923,6 +924,42 @@ func TestParseFingerprint(t *testing.T) {
 		}
 		if checkFingerprint(in) == nil && in != text {
 			t.Errorf("checkFingerprint(%q) accepted", in)
+		}
+	}
+}
+
+func TestModerationLines(t *testing.T) {
+	host := func(h string) *member { m := &member{modes: "ov"}; m.host = intern(h); return m }
+	lines := func(it core.RoomChange, m *member) []string {
+		var out []string
+		for _, l := range moderationLines("#c", it, m, "qaohv") {
+			s, err := l.Line()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, strings.TrimRight(s, "\r\n"))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		it   core.RoomChange
+		m    *member
+		want []string
+	}{
+		{core.RoomChange{Nick: "bob", Role: "none", Reason: "spam\nQUIT"}, nil, []string{"KICK #c bob :spam QUIT"}},
+		{core.RoomChange{Nick: "bob", Role: "none"}, nil, []string{"KICK #c bob"}},
+		{core.RoomChange{Nick: "bob", Role: "moderator"}, nil, []string{"MODE #c +o bob"}},
+		{core.RoomChange{Nick: "bob", Role: "participant"}, host("h"), []string{"MODE #c -o bob"}},
+		{core.RoomChange{Nick: "bob", Role: "participant"}, nil, nil},
+		{core.RoomChange{Nick: "bob", Role: "visitor"}, host("h"), []string{"MODE #c -o bob", "MODE #c -v bob"}},
+		{core.RoomChange{Nick: "bob", Affiliation: "member"}, nil, []string{"MODE #c +v bob"}},
+		{core.RoomChange{Nick: "bob", Affiliation: "admin", Role: "moderator"}, nil, []string{"MODE #c +o bob"}},
+		{core.RoomChange{Nick: "bob", Affiliation: "outcast"}, host("evil.example"), []string{"MODE #c +b *!*@evil.example", "KICK #c bob"}},
+		{core.RoomChange{Nick: "bob", Affiliation: "outcast"}, nil, []string{"MODE #c +b bob!*@*", "KICK #c bob"}},
+		{core.RoomChange{Nick: "bad nick\r\nQUIT", Role: "none"}, nil, nil},
+	} {
+		if got := lines(tc.it, tc.m); !slices.Equal(got, tc.want) {
+			t.Errorf("%+v: %q, want %q", tc.it, got, tc.want)
 		}
 	}
 }
