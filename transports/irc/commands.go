@@ -47,7 +47,8 @@ func netSettingsForm(server string, withPassword bool) registration.Schema {
 	if withPassword {
 		s.Fields = append(s.Fields,
 			registration.Field{Var: fAuth, Label: "Authentication", Type: registration.ListSingle, Default: authNone, Options: authOptions("None (forget the password)")},
-			registration.Field{Var: fPassword, Label: "Password (empty: keep the stored one)", Type: registration.TextPrivate, Secret: true, MaxLen: 400})
+			registration.Field{Var: fPassword, Label: "Password (empty: keep the stored one)", Type: registration.TextPrivate, Secret: true, MaxLen: 400},
+			commandsField(true))
 	}
 	return s
 }
@@ -140,6 +141,19 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 					return &core.CommandResponse{Err: err}
 				}
 				ev.password = vals[fPassword]
+			}
+			switch cmds := strings.TrimSpace(vals[fCommands]); cmds {
+			case "":
+			case "-":
+				ev.clearCmd = true
+				if err := sec.Delete(ctx, netCommandsKey(server)); err != nil {
+					return &core.CommandResponse{Err: err}
+				}
+			default:
+				if err := sec.Set(ctx, netCommandsKey(server), cmds); err != nil {
+					return &core.CommandResponse{Err: err}
+				}
+				ev.commands = cmds
 			}
 		}
 		if err := saveNetSettings(ctx, s.sink.Store(), server, ns); err != nil {

@@ -1019,11 +1019,23 @@ func redactLine(line string) string {
 		if m.Command != "PRIVMSG" {
 			return m.Command + " <redacted>"
 		}
-		if len(m.Params) == 2 && (strings.EqualFold(m.Params[0], "NickServ") || strings.HasPrefix(strings.ToUpper(strings.TrimSpace(m.Params[1])), "IDENTIFY")) {
+		if len(m.Params) == 2 && (strings.EqualFold(m.Params[0], "NickServ") || !strings.ContainsAny(m.Params[0][:min(1, len(m.Params[0]))], "#&!+") && loginText(m.Params[1])) {
 			return "PRIVMSG " + m.Params[0] + " :<redacted>"
 		}
 	}
 	return line
+}
+
+// loginText reports whether a message to a service (not a channel) logs in: IDENTIFY
+// (NickServ and the like), AUTH (QuakeNet's Q, in after-connect
+// commands), LOGIN.
+func loginText(text string) bool {
+	w, _, _ := strings.Cut(strings.TrimSpace(text), " ")
+	switch strings.ToUpper(w) {
+	case "IDENTIFY", "AUTH", "LOGIN":
+		return true
+	}
+	return false
 }
 
 // start starts reading. onLine is called for every line in order;

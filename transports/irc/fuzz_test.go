@@ -308,3 +308,40 @@ func FuzzRegistration(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCommands: after-connect commands come from a form. Whatever is
+// accepted is at most maxCommands lines the gateway does not handle
+// itself, each serialised as one line with no CR, LF or NUL; the trace
+// redaction copes with each.
+func FuzzCommands(f *testing.F) {
+	f.Add("/MODE me +x\nPRIVMSG Q@CServe.quakenet.org :AUTH me pw")
+	f.Add("JOIN #a\r\n\n  OPER root test")
+	f.Add("QUIT :x\nCAP END")
+	f.Add("@t=1 :src PRIVMSG a :b")
+	f.Fuzz(func(t *testing.T, v string) {
+		msgs, err := parseCommands(v)
+		if err != nil {
+			if checkCommands(v) == nil && strings.TrimSpace(v) != "-" {
+				t.Fatalf("checkCommands accepts what parseCommands refuses: %v", err)
+			}
+			return
+		}
+		if len(msgs) > maxCommands {
+			t.Fatalf("%d commands accepted", len(msgs))
+		}
+		for _, m := range msgs {
+			if refusedRaw[m.Command] {
+				t.Fatalf("%s accepted", m.Command)
+			}
+			b, err := serialize(m)
+			if err != nil {
+				continue // refused when sent, as a too long line is
+			}
+			l := strings.TrimSuffix(string(b), "\r\n")
+			if strings.ContainsAny(l, "\r\n\x00") {
+				t.Fatalf("line %q", l)
+			}
+			_ = redactLine(l)
+		}
+	})
+}

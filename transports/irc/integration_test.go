@@ -850,3 +850,53 @@ func TestModeration(t *testing.T) {
 		t.Errorf("moderating a room not joined: %s", res)
 	}
 }
+
+// TestAfterConnectCommands: the IRC commands a user registers are sent
+// once connected, before the channels are joined (a login to QuakeNet's
+// Q looks like the first one here); the password in it never reaches the
+// log. The Configure network command replaces them for the next
+// connection.
+func TestAfterConnectCommands(t *testing.T) {
+	e := testIRCEnv(t)
+	gw := startGW(t, e.xmpp, port(e.irc), nil)
+	w := dialRaw(t, e.irc, "cmdwatch")
+	w.join("#it-cmds")
+	c := xmpptest.Dial(t, e.xmpp, "user18@b.test", false)
+	waitComponent(t, c)
+	register(t, c, map[string]string{"nick": "cmduser", "network": "127.0.0.1", "auth": "none",
+		"commands": "/PRIVMSG cmdwatch :AUTH cmduser s3cretword"})
+	const room = "#it-cmds%127.0.0.1@" + gwJID
+	if self := joinRoom(t, c, room, "cmduser"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	auth := w.expect("the command", cmdFrom("PRIVMSG", "cmduser"))
+	if auth.Params[0] != "cmdwatch" || auth.Params[1] != "AUTH cmduser s3cretword" {
+		t.Errorf("after-connect command arrived as %v", auth.Params)
+	}
+	w.expect("then the JOIN", cmdFrom("JOIN", "cmduser"))
+	if strings.Contains(gw.logs.String(), "s3cretword") {
+		t.Error("the password of an after-connect command is in the log")
+	}
+
+	// A command the gateway handles itself is refused, naming the field.
+	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	x := core.NewElement("jabber:x:data", "x", "type", "submit")
+	x.Add(core.NewElement("", "field", "var", "FORM_TYPE", "type", "hidden").AddText("", "value", "jabber:iq:register"))
+	x.Add(core.NewElement("", "field", "var", "network").AddText("", "value", "127.0.0.1"))
+	x.Add(core.NewElement("", "field", "var", "commands").AddText("", "value", "QUIT :bye"))
+	if res := c.IQ(iq.Add(core.NewElement("jabber:iq:register", "query").Add(x))); res.Get("type") != "error" || !strings.Contains(xmpptest.ErrorText(res), "IRC commands") {
+		t.Errorf("registration with QUIT as a command = %s", res)
+	}
+
+	res := command(t, c, "configure-network", "", nil)
+	sid := res.Child(nsCommands, "command").Get("sessionid")
+	command(t, c, "configure-network", sid, map[string]string{"network": "127.0.0.1"})
+	res = command(t, c, "configure-network", sid, map[string]string{"commands": "PRIVMSG cmdwatch :configured", "tls": "default"})
+	if cmd := res.Child(nsCommands, "command"); cmd.Get("status") != "completed" {
+		t.Fatalf("configure: %s", res)
+	}
+	command(t, c, "reconnect", "", nil)
+	w.expect("the configured command", func(m ircmsg.Message) bool {
+		return m.Command == "PRIVMSG" && m.Nick() == "cmduser" && last(m.Params) == "configured"
+	})
+}

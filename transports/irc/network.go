@@ -443,6 +443,9 @@ func (n *network) connected(c *conn, w *welcome) {
 	if n.cfg.auth == authNickServ && n.cfg.password != "" {
 		_ = c.send(ircmsg.MakeMessage(nil, "", "PRIVMSG", "NickServ", "IDENTIFY "+oneLine(n.cfg.password)))
 	}
+	for _, m := range n.cfg.commands {
+		_ = c.send(m)
+	}
 	// The nick changed across a reconnection: rooms learn it now.
 	if old != "" && old != w.nick {
 		for _, ch := range n.sortedChannels() {

@@ -68,7 +68,7 @@ type session struct {
 	ctx       context.Context
 	nets      netList
 	netConf   map[string]netSettings
-	netPass   map[string]string // per-network passwords (sealed state)
+	netPass   map[string]string // per-network passwords and commands, by sealed-state key
 	state     core.State
 	stateText string
 	tick      *time.Timer // evTick, tickEvery after armTick
@@ -102,6 +102,8 @@ type (
 		ns       netSettings
 		password string // "": unchanged
 		clearPw  bool
+		commands string // "": unchanged
+		clearCmd bool
 	}
 	evConnected struct {
 		n   *network
@@ -481,9 +483,15 @@ func (s *session) handle(ev event) {
 		s.setNetConf(ev.server, ev.ns)
 		switch {
 		case ev.clearPw:
-			delete(s.netPass, ev.server)
+			delete(s.netPass, netPasswordKey(ev.server))
 		case ev.password != "":
-			s.setNetPass(ev.server, ev.password)
+			s.setNetPass(netPasswordKey(ev.server), ev.password)
+		}
+		switch {
+		case ev.clearCmd:
+			delete(s.netPass, netCommandsKey(ev.server))
+		case ev.commands != "":
+			s.setNetPass(netCommandsKey(ev.server), ev.commands)
 		}
 		if n := s.nets.get(ev.server); n != nil {
 			n.cfg = s.configFor(ev.server)
@@ -747,10 +755,12 @@ func (s *session) loadNetConfig(ctx context.Context) {
 			}
 		}
 		if sec != nil {
-			if pw, ok, err := sec.Get(ctx, netPasswordKey(h)); err == nil && ok {
-				s.setNetPass(h, pw)
-			} else if err != nil {
-				s.logger().Warn("cannot open a stored network password", "irc_server", h, "error", err)
+			for _, key := range []string{netPasswordKey(h), netCommandsKey(h)} {
+				if v, ok, err := sec.Get(ctx, key); err == nil && ok {
+					s.setNetPass(key, v)
+				} else if err != nil {
+					s.logger().Warn("cannot open a network's stored password or commands", "irc_server", h, "error", err)
+				}
 			}
 		}
 	}
@@ -765,11 +775,11 @@ func (s *session) setNetConf(server string, ns netSettings) {
 	s.netConf[server] = ns
 }
 
-func (s *session) setNetPass(server, pw string) {
+func (s *session) setNetPass(key, v string) {
 	if s.netPass == nil {
 		s.netPass = map[string]string{}
 	}
-	s.netPass[server] = pw
+	s.netPass[key] = v
 }
 
 // secretSink is core's sealed account state, where core offers it.
@@ -786,7 +796,7 @@ func (s *session) secrets() core.StateStore {
 }
 
 func (s *session) configFor(server string) netConfig {
-	return configFor(s.opts, s.values, server, s.netConf[server], s.netPass[server])
+	return configFor(s.opts, s.values, server, s.netConf[server], s.netPass[netPasswordKey(server)], s.netPass[netCommandsKey(server)])
 }
 
 // autojoin connects to the networks with channels to join on connect.

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"slices"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -960,6 +960,30 @@ func TestModerationLines(t *testing.T) {
 	} {
 		if got := lines(tc.it, tc.m); !slices.Equal(got, tc.want) {
 			t.Errorf("%+v: %q, want %q", tc.it, got, tc.want)
+		}
+	}
+}
+
+func TestParseCommands(t *testing.T) {
+	msgs, err := parseCommands("/MODE me +x\n\n  PRIVMSG Q@CServe.quakenet.org :AUTH me pw  \r\nJOIN #a")
+	if err != nil || len(msgs) != 3 || msgs[0].Command != "MODE" || msgs[1].Params[1] != "AUTH me pw" || msgs[2].Command != "JOIN" {
+		t.Errorf("parseCommands = %v, %v", msgs, err)
+	}
+	for _, bad := range []string{"QUIT :bye", "CAP REQ :sasl", ":src PRIVMSG a :b", "@tag=1 PRIVMSG a :b", strings.Repeat("PING x\n", maxCommands+1)} {
+		if _, err := parseCommands(bad); err == nil {
+			t.Errorf("parseCommands(%q) accepted", bad)
+		}
+	}
+	if checkCommands("-") != nil {
+		t.Error(`"-" (remove them) refused`)
+	}
+	for line, want := range map[string]string{
+		"PRIVMSG Q@CServe.quakenet.org :AUTH me pw": "PRIVMSG Q@CServe.quakenet.org :<redacted>",
+		"PRIVMSG X :login me pw":                    "PRIVMSG X :<redacted>",
+		"PRIVMSG #chan :authentic text":             "PRIVMSG #chan :authentic text",
+	} {
+		if got := redactLine(line); got != want {
+			t.Errorf("redactLine(%q) = %q, want %q", line, got, want)
 		}
 	}
 }

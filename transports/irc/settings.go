@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ergochat/irc-go/ircmsg"
+
 	"transportd/registration"
 )
 
@@ -30,6 +32,11 @@ const (
 	// trust though no authority signed it (a bouncer's, a small
 	// network's self-signed one), as biboumi's "trusted fingerprint".
 	fFingerprint = "fingerprint"
+	// fCommands are raw IRC lines sent once connected, before channels
+	// are joined (biboumi's "after-connection commands": a user mode, a
+	// login to a service other than NickServ). Kept sealed: they may hold
+	// a password.
+	fCommands = "commands"
 )
 
 // Authentication methods.
@@ -243,6 +250,55 @@ type netSettings struct {
 // where core offers sealed state: core.SecretSink).
 func netPasswordKey(server string) string { return "password:" + server }
 
+// netCommandsKey is the sealed-state key of a network's after-connect
+// commands (fCommands).
+func netCommandsKey(server string) string { return "commands:" + server }
+
+// maxCommands bounds the after-connect commands of a network.
+const maxCommands = 10
+
+// parseCommands reads after-connect commands: one IRC line each, a
+// leading "/" allowed, blank lines skipped; not the lines the gateway
+// itself handles (refusedRaw).
+func parseCommands(v string) ([]ircmsg.Message, error) {
+	var out []ircmsg.Message
+	for _, line := range strings.Split(v, "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "/"))
+		if line == "" {
+			continue
+		}
+		msg, err := ircmsg.ParseLine(line)
+		if err != nil || msg.Source != "" || len(msg.AllTags()) > 0 {
+			return nil, fmt.Errorf("one IRC command per line, like MODE mynick +x")
+		}
+		if refusedRaw[msg.Command] {
+			return nil, fmt.Errorf("%s is handled by the gateway", msg.Command)
+		}
+		out = append(out, msg)
+	}
+	if len(out) > maxCommands {
+		return nil, fmt.Errorf("at most %d commands", maxCommands)
+	}
+	return out, nil
+}
+
+func checkCommands(v string) error {
+	if strings.TrimSpace(v) == "-" {
+		return nil // Configure network: remove them
+	}
+	_, err := parseCommands(v)
+	return err
+}
+
+// commandsField is the form field of after-connect commands.
+func commandsField(keep bool) registration.Field {
+	desc := "Sent once connected, before joining channels: a user mode (MODE mynick +x), a login to a service other than NickServ (PRIVMSG Q@CServe.quakenet.org :AUTH name password). Kept encrypted."
+	if keep {
+		desc += " Empty keeps the stored ones; a single - removes them."
+	}
+	return registration.Field{Var: fCommands, Label: "IRC commands after connecting, one per line", Desc: desc, Type: registration.TextMulti, Secret: true, Validate: checkCommands, MaxLen: 2000}
+}
+
 // netStateKey is the account-state key holding a network's settings.
 func netStateKey(server string) string { return "network:" + server }
 
@@ -272,11 +328,12 @@ type netConfig struct {
 	// fingerprint is the SHA-256 of a certificate trusted without an
 	// authority's signature; nil if none.
 	fingerprint []byte
+	commands    []ircmsg.Message // after-connect commands (fCommands)
 }
 
 // configFor merges the operator's options, the account's values and the
 // network's own settings (and password) for one server.
-func configFor(o *options, values map[string]string, server string, ns netSettings, password string) netConfig {
+func configFor(o *options, values map[string]string, server string, ns netSettings, password, commands string) netConfig {
 	c := netConfig{server: server, tls: o.tls, port: o.port, auth: authNone}
 	c.username = values[fUsername]
 	c.realname = values[fRealname]
@@ -296,6 +353,10 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 		}
 		c.autojoin = splitChannels(values[fAutojoin])
 		c.fingerprint, _ = parseFingerprint(values[fFingerprint])
+		c.commands, _ = parseCommands(values[fCommands])
+	}
+	if commands != "" {
+		c.commands, _ = parseCommands(commands)
 	}
 	c.nick = ns.Nick
 	c.account = ns.Nick
@@ -442,6 +503,7 @@ func schema(defaults map[string]string) registration.Schema {
 			{Var: fPort, Label: "Port (empty: 6697 with TLS, 6667 without)", Type: registration.TextSingle, Validate: checkPort, MaxLen: 5},
 			{Var: fAutojoin, Label: "Channels to join on connect (#a, #b)", Type: registration.TextSingle, Validate: checkChannels},
 			{Var: fFingerprint, Label: "Trusted TLS certificate (SHA-256 fingerprint), for a server whose certificate no authority signed", Type: registration.TextSingle, Validate: checkFingerprint, MaxLen: 100},
+			commandsField(false),
 		}...),
 	}
 }

@@ -157,7 +157,8 @@ func TestRedactLine(t *testing.T) {
 		"NS IDENTIFY secret":                   "NS <redacted>",
 		"PASS hunter2":                         "PASS <redacted>",
 		"PRIVMSG #chan :hello":                 "PRIVMSG #chan :hello",
-		"@label=t1 PRIVMSG Q@CServe :AUTH x y": "@label=t1 PRIVMSG Q@CServe :AUTH x y",
+		"@label=t1 PRIVMSG Q@CServe :AUTH x y": "PRIVMSG Q@CServe :<redacted>", // a login in after-connect commands
+		"PRIVMSG #chan :auth is hard":          "PRIVMSG #chan :auth is hard",
 	} {
 		if got := redactLine(in); got != want {
 			t.Errorf("redactLine(%q) = %q, want %q", in, got, want)

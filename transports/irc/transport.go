@@ -163,7 +163,7 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 	if !o.allowedServer(server) {
 		return core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server)
 	}
-	cfg := configFor(&o, a.Values, server, netSettings{}, "")
+	cfg := configFor(&o, a.Values, server, netSettings{}, "", "")
 	if cfg.auth != authSASL || cfg.password == "" {
 		return nil
 	}
