@@ -781,33 +781,23 @@ func TestModeration(t *testing.T) {
 		}
 		return c.IQ(iq.Add(q))
 	}
-	if res := admin(core.NewElement("", "item", "nick", "victim", "role", "moderator")); res.Get("type") != "result" {
-		t.Fatalf("grant moderator: %s", res)
+	// Op, deop, voice: the MODE on IRC, then the occupant's new role or
+	// affiliation in the room.
+	for _, step := range []struct{ attr, value, mode, shownAttr, shown string }{
+		{"role", "moderator", "+o", "role", "moderator"},
+		{"role", "participant", "-o", "role", "participant"},
+		{"affiliation", "member", "+v", "affiliation", "member"},
+	} {
+		if res := admin(core.NewElement("", "item", "nick", "victim", step.attr, step.value)); res.Get("type") != "result" {
+			t.Fatalf("%s %s: %s", step.attr, step.value, res)
+		}
+		v.expect("MODE "+step.mode, func(m ircmsg.Message) bool {
+			return m.Command == "MODE" && m.Nick() == "chanop" && len(m.Params) == 3 && m.Params[1] == step.mode && m.Params[2] == "victim"
+		})
+		c.Expect(xwait, "victim's "+step.shownAttr+" "+step.shown, func(el *core.Element) bool {
+			return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get(step.shownAttr) == step.shown
+		})
 	}
-	v.expect("MODE +o", func(m ircmsg.Message) bool {
-		return m.Command == "MODE" && m.Nick() == "chanop" && len(m.Params) == 3 && m.Params[1] == "+o" && m.Params[2] == "victim"
-	})
-	c.Expect(xwait, "victim as moderator", func(el *core.Element) bool {
-		return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get("role") == "moderator"
-	})
-	if res := admin(core.NewElement("", "item", "nick", "victim", "role", "participant")); res.Get("type") != "result" {
-		t.Fatalf("revoke moderator: %s", res)
-	}
-	v.expect("MODE -o", func(m ircmsg.Message) bool {
-		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "-o" && m.Params[2] == "victim"
-	})
-	c.Expect(xwait, "victim as participant", func(el *core.Element) bool {
-		return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get("role") == "participant"
-	})
-	if res := admin(core.NewElement("", "item", "nick", "victim", "affiliation", "member")); res.Get("type") != "result" {
-		t.Fatalf("voice: %s", res)
-	}
-	v.expect("MODE +v", func(m ircmsg.Message) bool {
-		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "+v" && m.Params[2] == "victim"
-	})
-	c.Expect(xwait, "victim voiced", func(el *core.Element) bool {
-		return xmpptest.IsFrom("presence", room+"/victim", "")(el) && item(el).Get("affiliation") == "member"
-	})
 
 	// Kick, with a reason: an injection attempt in it stays one line.
 	kick := core.NewElement("", "item", "nick", "victim", "role", "none")

@@ -941,17 +941,27 @@ func (s *session) changeNick(room, nick string) {
 	}
 }
 
-func (s *session) setTopic(room, subject string) {
+// joinedChannel finds a room's channel where the network is connected
+// and the channel joined; nil otherwise.
+func (s *session) joinedChannel(room string) (*network, *channel) {
 	a, server, err := s.resolve(room)
 	if err != nil {
-		return
+		return nil, nil
 	}
 	n := s.nets.get(server)
 	if n == nil || n.conn == nil {
-		return
+		return nil, nil
 	}
 	ch := n.channels.get(n.fold(a.name))
 	if ch == nil || !ch.joined {
+		return nil, nil
+	}
+	return n, ch
+}
+
+func (s *session) setTopic(room, subject string) {
+	n, ch := s.joinedChannel(room)
+	if ch == nil {
 		return
 	}
 	msg, err := topicMessage(ch.name, subject, atoi(n.feat.m["TOPICLEN"]), n.me)
@@ -967,16 +977,8 @@ func (s *session) setTopic(room, subject string) {
 // the occupant's host (their nick where the host is unknown) and kicks.
 // The server refuses what the user may not do (482, shown in the room).
 func (s *session) moderate(room string, items []core.RoomChange) {
-	a, server, err := s.resolve(room)
-	if err != nil {
-		return
-	}
-	n := s.nets.get(server)
-	if n == nil || n.conn == nil {
-		return
-	}
-	ch := n.channels.get(n.fold(a.name))
-	if ch == nil || !ch.joined {
+	n, ch := s.joinedChannel(room)
+	if ch == nil {
 		return
 	}
 	for _, it := range items {
