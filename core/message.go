@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -69,6 +70,14 @@ func (c *component) handleMessage(el *Element) {
 			u.post(evRoomSubjectSet{room: roomAddr, subject: subj.Text})
 			return
 		}
+	}
+	if room, contact, reason, ok := c.invitation(el, to, roomAddr, isRoom); ok {
+		if contact == "" {
+			c.replyError(el, NewError(stanza.NotAcceptable, "only users of this network can be invited from here: give others the room's address"))
+			return
+		}
+		u.post(evRoomInvite{resource: from.Resourcepart(), room: room, contact: contact, reason: reason, el: el})
+		return
 	}
 	if !hasBody || strings.TrimSpace(body) == "" {
 		// Chat states, markers and receipts without a body: nothing to send
@@ -165,4 +174,46 @@ func (c *component) markRead(u *user, local, xmppID string) {
 			u.logger().Info("marking read failed", "error", err)
 		}
 	})
+}
+
+// invitation reads an invitation to one of the gateway's rooms: mediated
+// (XEP-0045 §7.8.2: to the room, naming the invitee) or direct (XEP-0249:
+// to the invitee, naming the room). contact is the invitee's legacy
+// address, "" when the invitee is not a contact at this gateway.
+func (c *component) invitation(el *Element, to jid.JID, roomAddr string, isRoom bool) (room, contact, reason string, ok bool) {
+	var invitee string
+	switch {
+	case isRoom && to.Resourcepart() == "":
+		inv := el.Child(nsMUCUser, "x").Child("", "invite")
+		if inv == nil {
+			return "", "", "", false
+		}
+		room, invitee, reason = roomAddr, inv.Get("to"), inv.ChildText("", "reason")
+	case !isRoom:
+		x := el.Child(nsConference, "x")
+		if x == nil {
+			return "", "", "", false
+		}
+		rj, err := jid.Parse(x.Get("jid"))
+		if err != nil || !rj.Domain().Equal(c.jid.Domain()) {
+			return "", "", "", false // another service's room: a message like any other
+		}
+		r, isRoom := c.roomAddress(rj)
+		if !isRoom {
+			return "", "", "", false
+		}
+		room, invitee, reason = r, to.String(), x.Get("reason")
+	default:
+		return "", "", "", false
+	}
+	ij, err := jid.Parse(invitee)
+	if err != nil || !ij.Domain().Equal(c.jid.Domain()) || ij.Localpart() == "" {
+		return room, "", reason, true
+	}
+	if _, addr, err := c.address(ij.Localpart()); err == nil {
+		if _, isRoom := c.roomAddress(ij.Bare()); !isRoom {
+			contact = addr
+		}
+	}
+	return room, contact, reason, true
 }

@@ -66,6 +66,14 @@ type RoomModerator interface {
 	ModerateRoom(ctx context.Context, room string, items []RoomChange) error
 }
 
+// RoomInviter is implemented by a GroupSession whose network has
+// invitations (IRC's INVITE).
+type RoomInviter interface {
+	// InviteToRoom invites a contact (legacy address) to a room the user
+	// is in. It returns once the invitation is queued.
+	InviteToRoom(ctx context.Context, room, contact, reason string) error
+}
+
 // RoomChange is one change of a muc#admin set, naming the occupant by nick.
 type RoomChange struct {
 	Nick        string
@@ -449,6 +457,11 @@ type (
 		resource, room string
 		items          []RoomChange
 	}
+	// evRoomInvite is an invitation from one of the user's resources.
+	evRoomInvite struct {
+		resource, room, contact, reason string
+		el                              *Element // for an error
+	}
 	// evRoomIQ is an IQ from one of the user's resources to an occupant.
 	evRoomIQ struct {
 		reply                *iqReply
@@ -655,6 +668,8 @@ func (u *user) handleRoom(ev userEvent) {
 		u.occupantIQ(ev)
 	case evRoomAdmin:
 		u.roomAdmin(ctx, ev)
+	case evRoomInvite:
+		u.roomInvite(ctx, ev)
 	case evRoomSubjectSet:
 		if gs := u.groupSession(); gs != nil {
 			_ = gs.SetSubject(ctx, ev.room, ev.subject)
@@ -930,4 +945,22 @@ func (u *user) roomAdmin(ctx context.Context, ev evRoomAdmin) {
 		return
 	}
 	ev.reply.result(nil)
+}
+
+// roomInvite hands an invitation from a resource in the room to the
+// session; a message error when it cannot go.
+func (u *user) roomInvite(ctx context.Context, ev evRoomInvite) {
+	r := u.rooms.get(ev.room)
+	if r == nil || !r.joined || !r.resources.has(ev.resource) {
+		u.c.replyError(ev.el, NewError(stanza.NotAcceptable, "join the room before inviting to it"))
+		return
+	}
+	ri, ok := u.groupSession().(RoomInviter)
+	if !ok {
+		u.c.replyError(ev.el, NewError(stanza.FeatureNotImplemented, "this network has no invitations"))
+		return
+	}
+	if err := ri.InviteToRoom(ctx, ev.room, ev.contact, ev.reason); err != nil {
+		u.c.replyError(ev.el, err)
+	}
 }

@@ -304,6 +304,9 @@ func (c *component) renderToXMPP(a *store.Account, env envelope) ([]outgoing, st
 	return []outgoing{el}, id
 }
 
+// nsConference is XEP-0249's direct MUC invitation.
+const nsConference = "jabber:x:conference"
+
 // renderRoomMessage gives a room message to each of the user's resources
 // in the room, and the stanza id they share.
 func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, string) {
@@ -446,6 +449,11 @@ func (c *component) renderOne(a *store.Account, env envelope) (*Element, string)
 		x.AddText("", "url", at.URL)
 		x.AddText("", "desc", at.Name)
 		el.Add(x)
+	}
+	if m.Invite != "" {
+		if _, rooms := c.t.(GroupChats); rooms {
+			el.Add(NewElement(nsConference, "x", "jid", c.local(a.Label, m.Invite)+"@"+c.jid.Domainpart(), "reason", m.Body))
+		}
 	}
 	if !m.Time.IsZero() {
 		el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))

@@ -301,6 +301,10 @@ type Message struct {
 	Normal      bool         `json:"normal,omitempty"`    // deliver as type normal instead of chat
 	Groupchat   bool         `json:"groupchat,omitempty"` // a room message: Contact is the room, Nick the speaker (inbound) or the addressee of a private message (outbound, Groupchat false)
 	Attachments []Attachment `json:"attachments,omitempty"`
+	// Invite is the legacy address of a room the contact invites the
+	// user to (inbound): the message carries a XEP-0249 invitation, which
+	// clients show as one to accept; Body is the text for the others.
+	Invite string `json:"invite,omitempty"`
 	// UserResource is the resource the user sent from (outbound), so errors
 	// and receipts go back to that client.
 	UserResource string `json:"user_resource,omitempty"`

@@ -82,8 +82,12 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		}
 	case "INVITE":
 		if len(p) >= 2 && n.isMe(p[0]) && validNick(src) {
-			n.s.deliver(&core.Message{Contact: n.nickAddress(src), Nick: plainText(src), LegacyID: newID(),
-				Body: "[invite] " + plainText(src) + " invites you to " + plainText(p[1]) + " (join " + plainText(p[1]) + "%" + n.server + " here)"})
+			m := &core.Message{Contact: n.nickAddress(src), Nick: plainText(src), LegacyID: newID(),
+				Body: "[invite] " + plainText(src) + " invites you to " + plainText(p[1]) + " (join " + plainText(p[1]) + "%" + n.server + " here)"}
+			if validChannel(p[1]) && n.isChannel(p[1]) {
+				m.Invite = p[1] + "%" + n.server // a XEP-0249 invitation the client offers to accept
+			}
+			n.s.deliver(m)
 		}
 	case "CAP":
 		n.handleCap(p)

@@ -839,6 +839,44 @@ func TestModeration(t *testing.T) {
 	if res := c.IQ(iq); xmpptest.Condition(res) != "not-acceptable" {
 		t.Errorf("moderating a room not joined: %s", res)
 	}
+
+	// An IRC INVITE is a XEP-0249 invitation the client offers to accept,
+	// from the inviter, with the text for clients that do not know it.
+	inv := dialRaw(t, e.irc, "inviter")
+	inv.join("#it-invited")
+	inv.send("INVITE", "chanop", "#it-invited")
+	msg := c.Expect(xwait, "the invitation", xmpptest.IsFrom("message", "inviter%127.0.0.1@"+gwJID, "*"))
+	x := msg.Child("jabber:x:conference", "x")
+	if x == nil || x.Get("jid") != "#it-invited%127.0.0.1@"+gwJID || !strings.Contains(msg.ChildText("", "body"), "#it-invited") {
+		t.Errorf("invitation = %s", msg)
+	}
+
+	// The user invites an IRC user to the room: mediated (XEP-0045, to
+	// the room) and direct (XEP-0249, to the contact) both become INVITE.
+	const inviterJID = "inviter%127.0.0.1@" + gwJID
+	mediated := core.NewElement("", "message", "to", room)
+	mediated.Add(core.NewElement(nsMUCU, "x").Add(core.NewElement("", "invite", "to", inviterJID)))
+	c.Send(mediated)
+	inv.expect("INVITE (mediated)", func(m ircmsg.Message) bool {
+		return m.Command == "INVITE" && m.Nick() == "chanop" && m.Params[0] == "inviter" && m.Params[1] == ch
+	})
+	direct := core.NewElement("", "message", "to", inviterJID)
+	direct.Add(core.NewElement("jabber:x:conference", "x", "jid", room))
+	direct.AddText("", "body", "join us")
+	c.Send(direct)
+	inv.expect("INVITE (direct)", func(m ircmsg.Message) bool {
+		return m.Command == "INVITE" && m.Nick() == "chanop" && m.Params[0] == "inviter" && m.Params[1] == ch
+	})
+	if !inv.quiet(500*time.Millisecond, cmdFrom("PRIVMSG", "chanop")) {
+		t.Error("the direct invitation's body went to IRC as a message")
+	}
+	// Someone who is not on IRC cannot be invited from here.
+	foreign := core.NewElement("", "message", "to", room, "id", "inv3")
+	foreign.Add(core.NewElement(nsMUCU, "x").Add(core.NewElement("", "invite", "to", "user1@b.test")))
+	c.Send(foreign)
+	if e := c.Expect(xwait, "refused invitation", xmpptest.IsFrom("message", room, "error")); xmpptest.Condition(e) != "not-acceptable" {
+		t.Errorf("invitation of an XMPP user: %s", e)
+	}
 }
 
 // TestAfterConnectCommands: the IRC commands a user registers are sent

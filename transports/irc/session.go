@@ -92,6 +92,7 @@ type (
 	evLeave    struct{ room string }
 	evNickReq  struct{ room, nick string }
 	evTopicReq struct{ room, subject string }
+	evInvite   struct{ room, contact string }
 	evModerate struct {
 		room  string
 		items []core.RoomChange
@@ -475,6 +476,8 @@ func (s *session) handle(ev event) {
 		s.setTopic(ev.room, ev.subject)
 	case evModerate:
 		s.moderate(ev.room, ev.items)
+	case evInvite:
+		s.invite(ev.room, ev.contact)
 	case evSend:
 		s.send(ev.req)
 	case evList:
@@ -552,6 +555,11 @@ func (s *session) ChangeNick(ctx context.Context, room, nick string) error {
 
 func (s *session) SetSubject(ctx context.Context, room, subject string) error {
 	return s.postCtl(evTopicReq{room: room, subject: subject})
+}
+
+// InviteToRoom implements core.RoomInviter.
+func (s *session) InviteToRoom(ctx context.Context, room, contact, reason string) error {
+	return s.postCtl(evInvite{room: room, contact: contact})
 }
 
 // ModerateRoom implements core.RoomModerator.
@@ -968,6 +976,21 @@ func (s *session) setTopic(room, subject string) {
 	if err == nil {
 		_ = n.send(msg)
 	}
+}
+
+// invite sends INVITE for a contact of the room's network (IRC has no
+// reason in an INVITE; the server's refusals show in the room).
+func (s *session) invite(room, contact string) {
+	n, ch := s.joinedChannel(room)
+	if ch == nil {
+		return
+	}
+	a, server, err := s.resolve(contact)
+	if err != nil || server != n.server || !validNick(a.name) {
+		s.roomNotice(room, "Cannot invite "+contact+": only users of "+n.server+" can be invited to this room")
+		return
+	}
+	_ = n.send(ircmsg.MakeMessage(nil, "", "INVITE", a.name, ch.name))
 }
 
 // moderate turns a room's muc#admin changes into KICK and MODE lines, as
