@@ -372,9 +372,9 @@ type untrustedError struct {
 }
 
 func (e *untrustedError) Error() string {
-	what := "if it is the server's, trust it with the Configure network command (Trusted TLS certificate)"
+	what := "if it is the server's, trust it: the Trusted TLS certificate field of the registration or of the Configure network command"
 	if e.pinned {
-		what = "it is not the one you trust for it: if the server changed its certificate, trust the new one with the Configure network command"
+		what = "it is not the one you trust for it: if the server changed its certificate, trust the new one (the Trusted TLS certificate field of the registration or of the Configure network command)"
 	}
 	return fmt.Sprintf("the TLS certificate of %s is not trusted (%v); its SHA-256 fingerprint is %s: %s", e.server, e.why, fingerprintText(e.fingerprint), what)
 }
