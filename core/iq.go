@@ -219,9 +219,22 @@ func (c *component) roomAdminIQ(r *iqReply, from, to jid.JID, addr string, q *El
 			continue
 		}
 		ri := RoomChange{Nick: it.Get("nick"), Role: it.Get("role"), Affiliation: it.Get("affiliation"), Reason: it.ChildText("", "reason")}
+		if ri.Nick == "" && it.Get("jid") != "" {
+			// A ban (or another change) by JID: an occupant's contact JID.
+			ij, err := jid.Parse(it.Get("jid"))
+			if err == nil && ij.Domain().Equal(c.jid.Domain()) && ij.Localpart() != "" {
+				if _, addr, err := c.address(ij.Localpart()); err == nil {
+					ri.contact = addr
+				}
+			}
+			if ri.contact == "" {
+				r.error(NewError(stanza.BadRequest, "not the JID of an occupant of this room: "+quote(it.Get("jid"))))
+				return
+			}
+		}
 		switch {
-		case ri.Nick == "":
-			r.error(NewError(stanza.BadRequest, "name the occupant by nick: this room shows no real JIDs"))
+		case ri.Nick == "" && ri.contact == "":
+			r.error(NewError(stanza.BadRequest, "name the occupant by nick or by the JID the room shows"))
 			return
 		case !oneOf(ri.Role, "", "none", "visitor", "participant", "moderator"):
 			r.error(NewError(stanza.BadRequest, "unknown role "+quote(ri.Role)))

@@ -38,6 +38,17 @@ type GroupChats interface {
 	IsRoom(address string) bool
 }
 
+// OccupantContacts is implemented by a GroupChats transport whose room
+// occupants are also contacts (an IRC nick is nick%server): their
+// presence in a room then names that contact's JID (XEP-0045's real JID
+// in a non-anonymous room), so clients can write to them directly and
+// ban them by JID.
+type OccupantContacts interface {
+	// OccupantContact is the legacy address of the occupant of room with
+	// this nick, or "".
+	OccupantContact(room, nick string) string
+}
+
 // GroupSession is implemented by the Session of a GroupChats transport.
 // Its methods return quickly (they queue work); outcomes come back through
 // the RoomSink the session's Sink also implements.
@@ -77,6 +88,7 @@ type RoomInviter interface {
 // RoomChange is one change of a muc#admin set, naming the occupant by nick.
 type RoomChange struct {
 	Nick        string
+	contact     string // the occupant's legacy address, when the item named a JID
 	Role        string // none (kick), visitor, participant, moderator; "" unchanged
 	Affiliation string // outcast (ban), none, member, admin, owner; "" unchanged
 	Reason      string
@@ -852,7 +864,15 @@ func (u *user) roomPresence(r *room, nick, resource, typ string, o Occupant, cod
 	if aff == "" {
 		aff = "none"
 	}
-	x := NewElement(nsMUCUser, "x").Add(NewElement("", "item", "affiliation", aff, "role", role))
+	it := NewElement("", "item", "affiliation", aff, "role", role)
+	if slices.Contains(codes, "110") {
+		it.SetAttr("jid", u.bare+"/"+resource)
+	} else if oc, ok := u.c.t.(OccupantContacts); ok {
+		if addr := oc.OccupantContact(r.address, nick); addr != "" {
+			it.SetAttr("jid", u.c.local(u.label, addr)+"@"+u.c.jid.Domainpart())
+		}
+	}
+	x := NewElement(nsMUCUser, "x").Add(it)
 	for _, c := range codes {
 		x.Add(NewElement("", "status", "code", c))
 	}
@@ -934,7 +954,23 @@ func (u *user) roomAdmin(ctx context.Context, ev evRoomAdmin) {
 		ev.reply.error(NewError(stanza.FeatureNotImplemented, "this network's rooms cannot be moderated from here"))
 		return
 	}
-	for _, it := range ev.items {
+	for i, it := range ev.items {
+		if it.Nick == "" {
+			// Named by JID: the occupant who is that contact.
+			if oc, ok := u.c.t.(OccupantContacts); ok {
+				for _, o := range r.occupants {
+					if oc.OccupantContact(r.address, o.nick) == it.contact {
+						ev.items[i].Nick = o.nick
+						break
+					}
+				}
+			}
+			if ev.items[i].Nick == "" {
+				ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room has that JID"))
+				return
+			}
+			continue
+		}
 		if _, ok := r.occupants.get(it.Nick); !ok && it.Nick != r.nick {
 			ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(it.Nick)))
 			return

@@ -768,10 +768,17 @@ func TestModeration(t *testing.T) {
 	// The first in a channel is its operator.
 	if self := joinRoom(t, c, room, "chanop"); self.Get("type") == "error" || item(self).Get("role") != "moderator" {
 		t.Fatalf("join as the channel's operator: %s", self)
+	} else if !strings.HasPrefix(item(self).Get("jid"), "user19@b.test/") {
+		t.Errorf("self-presence item without the user's JID: %s", self)
 	}
 	v := dialRaw(t, e.irc, "victim")
 	v.join(ch)
-	c.Expect(xwait, "victim's presence", xmpptest.IsFrom("presence", room+"/victim", ""))
+	// The room is non-anonymous: an IRC user's presence names their
+	// contact JID (write to them, ban them), the user's own their JID.
+	const victimJID = "victim%127.0.0.1@" + gwJID
+	if p := c.Expect(xwait, "victim's presence", xmpptest.IsFrom("presence", room+"/victim", "")); item(p).Get("jid") != victimJID {
+		t.Errorf("victim's presence item = %s, want jid %s", p, victimJID)
+	}
 
 	admin := func(items ...*core.Element) *core.Element {
 		iq := core.NewElement("", "iq", "type", "set", "to", room)
@@ -817,7 +824,8 @@ func TestModeration(t *testing.T) {
 	// Ban: the host is banned and the occupant kicked.
 	v.join(ch)
 	c.Expect(xwait, "victim back", xmpptest.IsFrom("presence", room+"/victim", ""))
-	if res := admin(core.NewElement("", "item", "nick", "victim", "affiliation", "outcast")); res.Get("type") != "result" {
+	// By JID, as clients ban.
+	if res := admin(core.NewElement("", "item", "jid", victimJID, "affiliation", "outcast")); res.Get("type") != "result" {
 		t.Fatalf("ban: %s", res)
 	}
 	v.expect("MODE +b", func(m ircmsg.Message) bool {
@@ -832,7 +840,10 @@ func TestModeration(t *testing.T) {
 		t.Errorf("kick of a nick not in the room: %s", res)
 	}
 	if res := admin(core.NewElement("", "item", "jid", "someone@example.org", "affiliation", "outcast")); xmpptest.Condition(res) != "bad-request" {
-		t.Errorf("ban by JID: %s", res)
+		t.Errorf("ban of a JID that is not an occupant's: %s", res)
+	}
+	if res := admin(core.NewElement("", "item", "jid", "nobody%127.0.0.1@"+gwJID, "affiliation", "outcast")); xmpptest.Condition(res) != "item-not-found" {
+		t.Errorf("ban of a contact not in the room: %s", res)
 	}
 	iq := core.NewElement("", "iq", "type", "set", "to", "#it-elsewhere%127.0.0.1@"+gwJID)
 	iq.Add(core.NewElement("http://jabber.org/protocol/muc#admin", "query").Add(core.NewElement("", "item", "nick", "victim", "role", "none")))

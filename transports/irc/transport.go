@@ -248,6 +248,23 @@ func (t *Transport) IsRoom(address string) bool {
 	return err == nil && a.kind == kindChannel
 }
 
+// OccupantContact implements core.OccupantContacts: a channel member is
+// the contact nick%server, as private chats address them.
+func (t *Transport) OccupantContact(room, nick string) string {
+	a, err := parseAddress(room, t.chanTypesOf)
+	if err != nil || a.kind != kindChannel || !validNick(nick) {
+		return ""
+	}
+	server := a.server
+	if server == "" {
+		server = t.options().defaultServer
+	}
+	if server == "" {
+		return ""
+	}
+	return strings.ToLower(nick) + "%" + server
+}
+
 func (t *Transport) chanTypesOf(server string) string {
 	if server == "" {
 		server = t.options().defaultServer
