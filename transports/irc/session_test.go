@@ -974,8 +974,8 @@ func TestParseCommands(t *testing.T) {
 			t.Errorf("parseCommands(%q) accepted", bad)
 		}
 	}
-	if checkCommands("-") != nil {
-		t.Error(`"-" (remove them) refused`)
+	if msgs, err := parseCommands(" - "); err != nil || len(msgs) != 0 {
+		t.Errorf(`"-" (remove them) = %v, %v; want no command (a registration storing it must not send "-")`, msgs, err)
 	}
 	for line, want := range map[string]string{
 		"PRIVMSG Q@CServe.quakenet.org :AUTH me pw": "PRIVMSG Q@CServe.quakenet.org :<redacted>",

@@ -261,6 +261,9 @@ const maxCommands = 10
 // leading "/" allowed, blank lines skipped; not the lines the gateway
 // itself handles (refusedRaw).
 func parseCommands(v string) ([]ircmsg.Message, error) {
+	if strings.TrimSpace(v) == "-" {
+		return nil, nil // none (Configure network: remove them)
+	}
 	var out []ircmsg.Message
 	for _, line := range strings.Split(v, "\n") {
 		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "/"))
@@ -283,9 +286,6 @@ func parseCommands(v string) ([]ircmsg.Message, error) {
 }
 
 func checkCommands(v string) error {
-	if strings.TrimSpace(v) == "-" {
-		return nil // Configure network: remove them
-	}
 	_, err := parseCommands(v)
 	return err
 }
