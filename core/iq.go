@@ -93,6 +93,8 @@ func (c *component) handleIQ(el *Element) {
 			c.occupantIQ(r, key, from, to, addr)
 		case key == "set "+nsMUCAdmin+" query":
 			c.roomAdminIQ(r, from, to, addr, payload)
+		case key == "get "+nsMUCAdmin+" query":
+			c.roomAdminGet(r, from, to, addr, payload)
 		default:
 			c.handleRoomIQ(r, key, addr)
 		}
@@ -220,21 +222,31 @@ func (c *component) roomAdminIQ(r *iqReply, from, to jid.JID, addr string, q *El
 		}
 		ri := RoomChange{Nick: it.Get("nick"), Role: it.Get("role"), Affiliation: it.Get("affiliation"), Reason: it.ChildText("", "reason")}
 		if ri.Nick == "" && it.Get("jid") != "" {
-			// A ban (or another change) by JID: an occupant's contact JID.
+			// By JID: an occupant's contact JID (how clients ban from the
+			// occupant list), or a pattern of the ban list (see banJID).
 			ij, err := jid.Parse(it.Get("jid"))
-			if err == nil && ij.Domain().Equal(c.jid.Domain()) && ij.Localpart() != "" {
+			switch {
+			case err != nil:
+			case ij.Domain().Equal(c.jid.Domain()) && ij.Localpart() != "" && ij.Resourcepart() != "" && ij.Bare().Equal(to.Bare()):
+				ri.Mask = ij.Resourcepart()
+			case ij.Domain().Equal(c.jid.Domain()) && ij.Localpart() != "":
 				if _, addr, err := c.address(ij.Localpart()); err == nil {
 					ri.contact = addr
 				}
+			case !ij.Domain().Equal(c.jid.Domain()):
+				ri.Mask = it.Get("jid")
 			}
-			if ri.contact == "" {
+			if ri.contact == "" && ri.Mask == "" {
 				r.error(NewError(stanza.BadRequest, "not the JID of an occupant of this room: "+quote(it.Get("jid"))))
 				return
 			}
 		}
 		switch {
-		case ri.Nick == "" && ri.contact == "":
+		case ri.Nick == "" && ri.contact == "" && ri.Mask == "":
 			r.error(NewError(stanza.BadRequest, "name the occupant by nick or by the JID the room shows"))
+			return
+		case ri.Mask != "" && (ri.Role != "" || !oneOf(ri.Affiliation, "outcast", "none")):
+			r.error(NewError(stanza.BadRequest, quote(ri.Mask)+" is not an occupant of this room: a pattern can only be banned (affiliation outcast) or unbanned (none)"))
 			return
 		case !oneOf(ri.Role, "", "none", "visitor", "participant", "moderator"):
 			r.error(NewError(stanza.BadRequest, "unknown role "+quote(ri.Role)))
@@ -260,6 +272,39 @@ func (c *component) roomAdminIQ(r *iqReply, from, to jid.JID, addr string, q *El
 }
 
 func oneOf(v string, set ...string) bool { return slices.Contains(set, v) }
+
+// roomAdminGet answers a muc#admin get (XEP-0045 §9.2, §9.5, §9.8, §10.5,
+// §10.8): the room's ban list (affiliation outcast) from the network, the
+// other lists from the occupants the user's drain knows.
+func (c *component) roomAdminGet(r *iqReply, from, to jid.JID, addr string, q *Element) {
+	var items []*Element
+	for _, it := range q.Children {
+		if it.Name.Local == "item" {
+			items = append(items, it)
+		}
+	}
+	if len(items) != 1 {
+		r.error(NewError(stanza.BadRequest, "ask for one list: one item with a role or an affiliation"))
+		return
+	}
+	role, aff := items[0].Get("role"), items[0].Get("affiliation")
+	switch {
+	case (role == "") == (aff == ""):
+		r.error(NewError(stanza.BadRequest, "ask for one list: one item with a role or an affiliation"))
+		return
+	case role != "" && !oneOf(role, "visitor", "participant", "moderator"):
+		r.error(NewError(stanza.BadRequest, "unknown role "+quote(role)))
+		return
+	case aff != "" && !oneOf(aff, "outcast", "none", "member", "admin", "owner"):
+		r.error(NewError(stanza.BadRequest, "unknown affiliation "+quote(aff)))
+		return
+	}
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(from.Bare().String(), label)
+	if u == nil || !u.post(evRoomAdminGet{reply: r, resource: from.Resourcepart(), room: addr, roomJID: to.Bare(), role: role, affiliation: aff}) {
+		r.error(NewError(stanza.NotAcceptable, "join the room before asking for its lists"))
+	}
+}
 
 // features lists what the gateway JID supports, sorted.
 func (c *component) features() []string {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -85,9 +86,33 @@ type RoomInviter interface {
 	InviteToRoom(ctx context.Context, room, contact, reason string) error
 }
 
-// RoomChange is one change of a muc#admin set, naming the occupant by nick.
+// RoomBanLister is implemented by a GroupSession whose network keeps ban
+// lists (IRC's MODE +b): core answers the client's request for a room's
+// ban list (a muc#admin get of the outcasts, XEP-0045 §9.2) with them.
+type RoomBanLister interface {
+	// RoomBans asks the network for a room's ban list and waits for it
+	// (or ctx).
+	RoomBans(ctx context.Context, room string) ([]RoomBan, error)
+}
+
+// RoomBan is one entry of a room's ban list.
+type RoomBan struct {
+	Mask string    // the network's pattern (IRC: nick!user@host with wildcards)
+	By   string    // who set it, "" if the network does not say
+	At   time.Time // when, zero if the network does not say
+}
+
+// RoomChange is one change of a muc#admin set, naming the occupant by
+// nick, or a ban list's pattern by Mask.
 type RoomChange struct {
-	Nick        string
+	Nick string
+	// Mask is a pattern of the network's ban list rather than an
+	// occupant, for affiliation outcast (ban) or none (unban): the item
+	// named a JID outside the gateway's domain (a client's ban list shows
+	// an IRC mask such as *!*@host.example as that JID, and takes one
+	// typed in so), or the room's JID with the pattern as resource (how a
+	// pattern that is no JID is listed).
+	Mask        string
 	contact     string // the occupant's legacy address, when the item named a JID
 	Role        string // none (kick), visitor, participant, moderator; "" unchanged
 	Affiliation string // outcast (ban), none, member, admin, owner; "" unchanged
@@ -469,6 +494,14 @@ type (
 		resource, room string
 		items          []RoomChange
 	}
+	// evRoomAdminGet is a muc#admin get (a list of the room's
+	// occupants by role or affiliation) from one of the user's resources.
+	evRoomAdminGet struct {
+		reply             *iqReply
+		resource, room    string
+		roomJID           jid.JID
+		role, affiliation string
+	}
 	// evRoomInvite is an invitation from one of the user's resources.
 	evRoomInvite struct {
 		resource, room, contact, reason string
@@ -680,6 +713,8 @@ func (u *user) handleRoom(ev userEvent) {
 		u.occupantIQ(ev)
 	case evRoomAdmin:
 		u.roomAdmin(ctx, ev)
+	case evRoomAdminGet:
+		u.roomAdminGet(ev)
 	case evRoomInvite:
 		u.roomInvite(ctx, ev)
 	case evRoomSubjectSet:
@@ -955,6 +990,9 @@ func (u *user) roomAdmin(ctx context.Context, ev evRoomAdmin) {
 		return
 	}
 	for i, it := range ev.items {
+		if it.Mask != "" {
+			continue
+		}
 		if it.Nick == "" {
 			// Named by JID: the occupant who is that contact.
 			if oc, ok := u.c.t.(OccupantContacts); ok {
@@ -981,6 +1019,88 @@ func (u *user) roomAdmin(ctx context.Context, ev evRoomAdmin) {
 		return
 	}
 	ev.reply.result(nil)
+}
+
+// roomAdminGet answers a resource in the room with one of its lists: the
+// occupants with a role or affiliation, or (outcast) the network's ban
+// list, asked for off the drain.
+func (u *user) roomAdminGet(ev evRoomAdminGet) {
+	r := u.rooms.get(ev.room)
+	if r == nil || !r.joined || !r.resources.has(ev.resource) {
+		ev.reply.error(NewError(stanza.NotAcceptable, "join the room before asking for its lists"))
+		return
+	}
+	q := NewElement(nsMUCAdmin, "query")
+	if ev.affiliation != "outcast" {
+		oc, _ := u.c.t.(OccupantContacts)
+		add := func(o Occupant, self bool) {
+			role, aff := cmp.Or(o.Role, "participant"), cmp.Or(o.Affiliation, "none")
+			if (ev.role != "" && role != ev.role) || (ev.affiliation != "" && aff != ev.affiliation) {
+				return
+			}
+			it := NewElement("", "item", "affiliation", aff, "role", role, "nick", o.Nick)
+			if self {
+				it.SetAttr("jid", u.bare)
+			} else if oc != nil {
+				if addr := oc.OccupantContact(r.address, o.Nick); addr != "" {
+					it.SetAttr("jid", u.c.local(u.label, addr)+"@"+u.c.jid.Domainpart())
+				}
+			}
+			q.Add(it)
+		}
+		self, ok := r.occupants.get(r.nick)
+		if !ok {
+			self = Occupant{Nick: r.nick}
+		}
+		add(self, true)
+		for _, o := range r.occupants {
+			if o.nick != r.nick {
+				add(o.occupant(), false)
+			}
+		}
+		ev.reply.result(q)
+		return
+	}
+	bl, ok := u.groupSession().(RoomBanLister)
+	if !ok {
+		ev.reply.error(NewError(stanza.FeatureNotImplemented, "this network's rooms have no ban list"))
+		return
+	}
+	u.c.g.goSafe("room-bans", func() {
+		ctx, cancel := u.c.g.workCtx(30 * time.Second)
+		defer cancel()
+		bans, err := bl.RoomBans(ctx, ev.room)
+		if err != nil {
+			ev.reply.error(err)
+			return
+		}
+		for _, b := range bans {
+			it := NewElement("", "item", "affiliation", "outcast", "jid", banJID(ev.roomJID, b.Mask))
+			var why []string
+			if b.By != "" {
+				why = append(why, "set by "+b.By)
+			}
+			if !b.At.IsZero() {
+				why = append(why, "on "+b.At.UTC().Format("2006-01-02 15:04 MST"))
+			}
+			if len(why) > 0 {
+				it.AddText("", "reason", strings.Join(why, " "))
+			}
+			q.Add(it)
+		}
+		ev.reply.result(q)
+	})
+}
+
+// banJID is how a ban list shows a pattern: as itself where it reads as
+// a JID the same way back (an IRC mask nick!user@host is a JID with
+// localpart nick!user, as *!*@spam.example), else as the room's JID with
+// the pattern as resource. A muc#admin set takes both back (roomAdminIQ).
+func banJID(room jid.JID, mask string) string {
+	if j, err := jid.Parse(mask); err == nil && j.String() == mask && j.Localpart() != "" && !j.Domain().Equal(room.Domain()) {
+		return mask
+	}
+	return room.String() + "/" + mask
 }
 
 // roomInvite hands an invitation from a resource in the room to the

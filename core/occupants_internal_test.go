@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"unsafe"
+
+	"mellium.im/xmpp/jid"
 )
 
 // TestOccupantListKeepsWhatWasSet: a room's occupants come back as they
@@ -57,5 +59,24 @@ func TestOccupantValuesBounded(t *testing.T) {
 	}
 	if v := occValue(occIndex("moderator")); v != "moderator" {
 		t.Errorf("moderator is %q after the table filled", v)
+	}
+}
+
+// A ban list shows an IRC mask as the JID it reads as, and a pattern
+// that reads otherwise under the room's JID; roomAdminIQ reads both back.
+func TestBanJID(t *testing.T) {
+	room := jid.MustParse("#chan%irc.example.org@irc.a.test")
+	for _, tc := range []struct{ mask, want string }{
+		{"*!*@spam.example", "*!*@spam.example"},
+		{"nick!user@host.example", "nick!user@host.example"},
+		{"*!*@Spam.Example", "#chan%irc.example.org@irc.a.test/*!*@Spam.Example"}, // reads back lower-cased
+		{"nick!*@*", "#chan%irc.example.org@irc.a.test/nick!*@*"},
+		{"*!*@irc.a.test", "#chan%irc.example.org@irc.a.test/*!*@irc.a.test"}, // the gateway's own domain
+		{"$a:account", "#chan%irc.example.org@irc.a.test/$a:account"},
+		{"*!*@unaffiliated/bob", "*!*@unaffiliated/bob"},
+	} {
+		if got := banJID(room, tc.mask); got != tc.want {
+			t.Errorf("banJID(%q) = %q, want %q", tc.mask, got, tc.want)
+		}
 	}
 }

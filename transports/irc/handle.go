@@ -173,8 +173,15 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 				n.fail(pl, plainText(last(p)))
 			}
 		}
+	case "367": // RPL_BANLIST: me channel mask [who [time]]
+		n.banned(p)
+	case "368": // RPL_ENDOFBANLIST: me channel
+		if len(p) >= 2 {
+			n.endBans(p[1], nil)
+		}
 	case "403", "405", "471", "473", "474", "475", "476", "477", "479", "489", "520":
 		if len(p) >= 2 {
+			n.endBans(p[1], core.NewError(stanza.NotAcceptable, plainText(last(p))))
 			n.joinFailed(msg.Command, p[1], plainText(last(p)))
 		}
 	default:
@@ -182,6 +189,11 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 			// Other errors: shown in the room they are about, if any.
 			if ch := n.channels.get(n.fold(p[1])); ch != nil && ch.reported {
 				n.s.roomNotice(ch.room, "[error] "+plainText(last(p)))
+			}
+			if msg.Command == "482" || msg.Command == "442" {
+				// A server that shows the ban list to channel operators
+				// only, or to those in the channel.
+				n.endBans(p[1], core.NewError(stanza.Forbidden, plainText(last(p))))
 			}
 		}
 	}

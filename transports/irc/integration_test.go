@@ -773,6 +773,8 @@ func TestModeration(t *testing.T) {
 	}
 	v := dialRaw(t, e.irc, "victim")
 	v.join(ch)
+	w := dialRaw(t, e.irc, "watcher") // sees the channel's modes once victim is banned
+	w.join(ch)
 	// The room is non-anonymous: an IRC user's presence names their
 	// contact JID (write to them, ban them), the user's own their JID.
 	const victimJID = "victim%127.0.0.1@" + gwJID
@@ -828,19 +830,74 @@ func TestModeration(t *testing.T) {
 	if res := admin(core.NewElement("", "item", "jid", victimJID, "affiliation", "outcast")); res.Get("type") != "result" {
 		t.Fatalf("ban: %s", res)
 	}
-	v.expect("MODE +b", func(m ircmsg.Message) bool {
+	hostBan := v.expect("MODE +b", func(m ircmsg.Message) bool {
 		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "+b" && strings.HasPrefix(m.Params[2], "*!*@")
-	})
+	}).Params[2]
 	v.expect("KICK after the ban", func(m ircmsg.Message) bool { return m.Command == "KICK" && m.Params[1] == "victim" })
 	v.send("JOIN", ch)
 	v.expect("banned", func(m ircmsg.Message) bool { return m.Command == "474" })
 
-	// Errors: an unknown nick, an item without a nick, a room not joined.
+	// The ban list (a client's "banned" list): the channel's masks, an
+	// IRC mask shown as the JID it reads as, who set it in the reason. A
+	// mask typed in as a JID is banned, and unbanned from the list.
+	if res := admin(core.NewElement("", "item", "jid", "*!*@spam.example", "affiliation", "outcast")); res.Get("type") != "result" {
+		t.Fatalf("ban of a mask: %s", res)
+	}
+	w.expect("MODE +b of the mask", func(m ircmsg.Message) bool {
+		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "+b" && m.Params[2] == "*!*@spam.example"
+	})
+	list := func(attr, value string) map[string]*core.Element {
+		t.Helper()
+		iq := core.NewElement("", "iq", "type", "get", "to", room)
+		iq.Add(core.NewElement("http://jabber.org/protocol/muc#admin", "query").Add(core.NewElement("", "item", attr, value)))
+		res := c.IQ(iq)
+		if res.Get("type") != "result" {
+			t.Fatalf("list of %s %s: %s", attr, value, res)
+		}
+		out := map[string]*core.Element{}
+		for _, it := range res.Child("http://jabber.org/protocol/muc#admin", "query").Children {
+			if it.Get(attr) != value {
+				t.Errorf("list of %s %s has %s", attr, value, it)
+			}
+			out[it.Get("jid")] = it
+		}
+		return out
+	}
+	bans := list("affiliation", "outcast")
+	if it := bans["*!*@spam.example"]; it == nil || !strings.Contains(it.ChildText("", "reason"), "chanop") {
+		t.Errorf("ban list %v: want *!*@spam.example set by chanop", bans)
+	}
+	if bans[hostBan] == nil && bans[room+"/"+hostBan] == nil {
+		t.Errorf("ban list %v: want the victim's host %s", bans, hostBan)
+	}
+	if res := admin(core.NewElement("", "item", "jid", "*!*@spam.example", "affiliation", "none")); res.Get("type") != "result" {
+		t.Fatalf("unban: %s", res)
+	}
+	w.expect("MODE -b of the mask", func(m ircmsg.Message) bool {
+		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "-b" && m.Params[2] == "*!*@spam.example"
+	})
+	if bans := list("affiliation", "outcast"); bans["*!*@spam.example"] != nil || len(bans) != 1 {
+		t.Errorf("ban list after the unban: %v", bans)
+	}
+	// The other lists come from the occupants: the moderators are the
+	// user alone (their own JID).
+	if mods := list("role", "moderator"); len(mods) != 1 || mods["user19@b.test"] == nil || mods["user19@b.test"].Get("nick") != "chanop" {
+		t.Errorf("moderator list = %v", mods)
+	}
+
+	bad := core.NewElement("", "iq", "type", "get", "to", room)
+	bad.Add(core.NewElement("http://jabber.org/protocol/muc#admin", "query").Add(core.NewElement("", "item", "affiliation", "friend")))
+	if res := c.IQ(bad); xmpptest.Condition(res) != "bad-request" || !strings.Contains(xmpptest.ErrorText(res), "friend") {
+		t.Errorf("list of an unknown affiliation: %s", res)
+	}
+
+	// Errors: an unknown nick, an item without a nick, a room not joined,
+	// a role for a mask.
 	if res := admin(core.NewElement("", "item", "nick", "nobody", "role", "none")); xmpptest.Condition(res) != "item-not-found" {
 		t.Errorf("kick of a nick not in the room: %s", res)
 	}
-	if res := admin(core.NewElement("", "item", "jid", "someone@example.org", "affiliation", "outcast")); xmpptest.Condition(res) != "bad-request" {
-		t.Errorf("ban of a JID that is not an occupant's: %s", res)
+	if res := admin(core.NewElement("", "item", "jid", "someone@example.org", "role", "none")); xmpptest.Condition(res) != "bad-request" {
+		t.Errorf("kick of a JID that is not an occupant's: %s", res)
 	}
 	if res := admin(core.NewElement("", "item", "jid", "nobody%127.0.0.1@"+gwJID, "affiliation", "outcast")); xmpptest.Condition(res) != "item-not-found" {
 		t.Errorf("ban of a contact not in the room: %s", res)

@@ -1,9 +1,11 @@
 package irc
 
 import (
+	"cmp"
 	"context"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
@@ -120,9 +122,121 @@ func (n *network) endList(err error) {
 
 // failLists answers every list request of the network with err.
 func (n *network) failLists(err error) {
+	n.failBans(err)
 	n.endList(err)
 	for _, r := range n.listWaiting {
 		r.reply <- listResult{err: err}
 	}
 	n.listWaiting = nil
+}
+
+// Ban lists (MODE #channel b, answered by 367 RPL_BANLIST lines and 368
+// RPL_ENDOFBANLIST), for core's muc#admin get of a room's outcasts.
+
+// maxBans bounds a ban list kept in memory (servers cap theirs at some
+// hundreds: InspIRCd 100 by default, Libera 500).
+const maxBans = 1000
+
+type banResult struct {
+	bans []core.RoomBan
+	err  error
+}
+
+// banReq is one RoomBans waiting for its channel's list.
+type banReq struct{ reply chan banResult }
+
+// banListing is a channel's ban list being received; every request that
+// came while it runs gets its result.
+type banListing struct {
+	reqs []*banReq
+	bans []core.RoomBan
+}
+
+type evBans struct {
+	room string
+	req  *banReq
+}
+
+// RoomBans implements core.RoomBanLister.
+func (s *session) RoomBans(ctx context.Context, room string) ([]core.RoomBan, error) {
+	req := &banReq{reply: make(chan banResult, 1)}
+	if err := s.postCtx(ctx, evBans{room: room, req: req}); err != nil {
+		return nil, err
+	}
+	select {
+	case r := <-req.reply:
+		return r.bans, r.err
+	case <-ctx.Done():
+		return nil, core.NewError(stanza.RemoteServerTimeout, "the IRC server did not send the channel's ban list in time")
+	case <-s.done:
+		return nil, core.Temporary(errClosed)
+	}
+}
+
+// askBans sends MODE #channel b for a request, unless the channel's list
+// is being received already.
+func (s *session) askBans(room string, req *banReq) {
+	n, ch := s.joinedChannel(room)
+	if ch == nil {
+		req.reply <- banResult{err: core.NewError(stanza.NotAcceptable, "not in this channel on IRC now: join the room again")}
+		return
+	}
+	if bl := n.banLists[ch.folded]; bl != nil {
+		bl.reqs = append(bl.reqs, req)
+		return
+	}
+	if err := n.send(ircmsg.MakeMessage(nil, "", "MODE", ch.name, "b")); err != nil {
+		req.reply <- banResult{err: core.Temporary(err)}
+		return
+	}
+	if n.banLists == nil {
+		n.banLists = map[string]*banListing{}
+	}
+	n.banLists[ch.folded] = &banListing{reqs: []*banReq{req}}
+}
+
+// banned takes a 367 line: me channel mask [who [time]].
+func (n *network) banned(p []string) {
+	if len(p) < 3 {
+		return
+	}
+	bl := n.banLists[n.fold(p[1])]
+	if bl == nil || len(bl.bans) >= maxBans || p[2] == "" {
+		return
+	}
+	b := core.RoomBan{Mask: strings.ToValidUTF8(p[2], "\uFFFD")}
+	if len(p) >= 4 {
+		who, _ := ircmsg.ParseNUH(p[3])
+		b.By = plainText(cmp.Or(who.Name, p[3]))
+	}
+	if len(p) >= 5 {
+		if t, err := strconv.ParseInt(p[4], 10, 64); err == nil && t > 0 {
+			b.At = time.Unix(t, 0)
+		}
+	}
+	bl.bans = append(bl.bans, b)
+}
+
+// endBans answers the requests for a channel's ban list: with the list
+// (368), or with err (the server refused it).
+func (n *network) endBans(channel string, err error) {
+	key := n.fold(channel)
+	bl := n.banLists[key]
+	if bl == nil {
+		return
+	}
+	delete(n.banLists, key)
+	if len(n.banLists) == 0 {
+		n.banLists = nil
+	}
+	for _, r := range bl.reqs {
+		r.reply <- banResult{bans: bl.bans, err: err}
+	}
+}
+
+// failBans answers every ban list request of the network with err.
+func (n *network) failBans(err error) {
+	for key := range n.banLists {
+		n.endBans(key, err)
+	}
 }

@@ -75,7 +75,10 @@ type network struct {
 	lastPrivate time.Time
 	// listWaiting wait for a LIST; listing is the LIST in progress.
 	listWaiting []*listReq
-	listing     *listing
+	// banLists are the channels' ban lists being received, by folded
+	// name; nil while none.
+	banLists map[string]*banListing
+	listing  *listing
 }
 
 // chanList is a network's channels. A slice, not a map by folded name:

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ergochat/irc-go/ircmsg"
 	"mellium.im/xmpp/stanza"
@@ -450,6 +451,8 @@ func (s *session) afterStop(ev event) {
 		e.req.answer("", core.Temporary(errNotWritten{errClosed}))
 	case evList:
 		e.req.reply <- listResult{err: core.Temporary(errClosed)}
+	case evBans:
+		e.req.reply <- banResult{err: core.Temporary(errClosed)}
 	case evWritten:
 		e.req.answer(e.verdict(false))
 	case evConnected:
@@ -482,6 +485,8 @@ func (s *session) handle(ev event) {
 		s.send(ev.req)
 	case evList:
 		s.list(ev.server, ev.req)
+	case evBans:
+		s.askBans(ev.room, ev.req)
 	case evNetConfig:
 		s.setNetConf(ev.server, ev.ns)
 		switch {
@@ -564,6 +569,11 @@ func (s *session) InviteToRoom(ctx context.Context, room, contact, reason string
 
 // ModerateRoom implements core.RoomModerator.
 func (s *session) ModerateRoom(ctx context.Context, room string, items []core.RoomChange) error {
+	for _, it := range items {
+		if it.Mask != "" && !validMask(it.Mask) {
+			return core.NewError(stanza.BadRequest, "not an IRC ban mask (one word, no commas): "+strconv.Quote(it.Mask))
+		}
+	}
 	return s.postCtl(evModerate{room: room, items: items})
 }
 
@@ -1015,6 +1025,17 @@ func (s *session) moderate(room string, items []core.RoomChange) {
 // the channel does not know them. prefixModes are the server's prefix
 // modes (PREFIX), highest first.
 func moderationLines(channel string, it core.RoomChange, m *member, prefixModes string) []ircmsg.Message {
+	if it.Mask != "" {
+		// A pattern of the ban list, banned or unbanned as it is.
+		if !validMask(it.Mask) {
+			return nil
+		}
+		sign := "+b"
+		if it.Affiliation == "none" {
+			sign = "-b"
+		}
+		return []ircmsg.Message{ircmsg.MakeMessage(nil, "", "MODE", channel, sign, it.Mask)}
+	}
 	nick := it.Nick
 	if !validNick(nick) {
 		return nil
@@ -1069,6 +1090,20 @@ func moderationLines(channel string, it core.RoomChange, m *member, prefixModes 
 		out = append(out, mode('-', held)...)
 	}
 	return out
+}
+
+// validMask reports whether a ban mask can be a MODE parameter: one
+// word, no control characters, not read as a trailing parameter.
+func validMask(s string) bool {
+	if s == "" || len(s) > 300 || s[0] == ':' || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == ',' {
+			return false
+		}
+	}
+	return true
 }
 
 // send sends one message from the XMPP user, or parks it until its

@@ -957,6 +957,13 @@ func TestModerationLines(t *testing.T) {
 		{core.RoomChange{Nick: "bob", Affiliation: "outcast"}, host("evil.example"), []string{"MODE #c +b *!*@evil.example", "KICK #c bob"}},
 		{core.RoomChange{Nick: "bob", Affiliation: "outcast"}, nil, []string{"MODE #c +b bob!*@*", "KICK #c bob"}},
 		{core.RoomChange{Nick: "bad nick\r\nQUIT", Role: "none"}, nil, nil},
+		// Ban list patterns: banned and unbanned as they are.
+		{core.RoomChange{Mask: "*!*@spam.example", Affiliation: "outcast"}, nil, []string{"MODE #c +b *!*@spam.example"}},
+		{core.RoomChange{Mask: "*!*@spam.example", Affiliation: "none"}, nil, []string{"MODE #c -b *!*@spam.example"}},
+		{core.RoomChange{Mask: "$a:troll", Affiliation: "none"}, nil, []string{"MODE #c -b $a:troll"}},
+		{core.RoomChange{Mask: "a b", Affiliation: "outcast"}, nil, nil},
+		{core.RoomChange{Mask: ":x", Affiliation: "outcast"}, nil, nil},
+		{core.RoomChange{Mask: "x\r\nQUIT", Affiliation: "outcast"}, nil, nil},
 	} {
 		if got := lines(tc.it, tc.m); !slices.Equal(got, tc.want) {
 			t.Errorf("%+v: %q, want %q", tc.it, got, tc.want)
