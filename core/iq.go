@@ -153,7 +153,13 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 		}
 		r.result(q)
 	case "get " + ping.NS + " ping":
-		r.result(nil)
+		var p ContactPinger
+		if u := c.lookupLabel(from.Bare().String(), label); u != nil {
+			if ls := u.live.Load(); ls != nil {
+				p, _ = ls.s.(ContactPinger)
+			}
+		}
+		c.pingContact(r, p, addr)
 	case "get " + disco.NSItems + " query":
 		if _, rooms := c.t.(GroupChats); rooms && payload.Get("node") == "" {
 			c.listRooms(r, from, label, addr, payload)
@@ -163,6 +169,29 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
 	}
+}
+
+// contactPingWait is how long a ping relayed to a contact waits for
+// their answer: under the time clients give a ping (Gajim, Poezio and
+// Conversations wait 30 s or more).
+const contactPingWait = 20 * time.Second
+
+// pingContact answers a ping to a contact (a room occupant's included):
+// relayed by p, the user's session, when it can; by the gateway when not.
+func (c *component) pingContact(r *iqReply, p ContactPinger, addr string) {
+	if p == nil {
+		r.result(nil)
+		return
+	}
+	c.g.goSafe("ping-contact", func() {
+		ctx, cancel := c.g.workCtx(contactPingWait)
+		defer cancel()
+		if err := p.PingContact(ctx, addr); err != nil {
+			r.error(err)
+			return
+		}
+		r.result(nil)
+	})
 }
 
 // handleRoomIQ answers IQs to a room.

@@ -968,11 +968,25 @@ func (u *user) occupantIQ(ev evRoomIQ) {
 		ev.reply.error(NewError(stanza.ServiceUnavailable, "not supported by this room's occupants"))
 		return
 	}
-	if _, ok := r.occupants.get(ev.nick); ok || ev.nick == r.nick {
-		ev.reply.result(nil)
+	if ev.nick == r.nick {
+		ev.reply.result(nil) // a self-ping (XEP-0410): the resource is in
 		return
 	}
-	ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(ev.nick)))
+	if _, ok := r.occupants.get(ev.nick); !ok {
+		ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(ev.nick)))
+		return
+	}
+	// Another occupant: the ping goes to them where the network can
+	// (as a MUC service forwards it to the occupant's client).
+	p, _ := u.groupSession().(ContactPinger)
+	addr := ""
+	if oc, ok := u.c.t.(OccupantContacts); ok && p != nil {
+		addr = oc.OccupantContact(r.address, ev.nick)
+	}
+	if addr == "" {
+		p = nil
+	}
+	u.c.pingContact(ev.reply, p, addr)
 }
 
 // roomAdmin hands a moderation request (kick, voice, op, ban) from a

@@ -122,6 +122,17 @@ type Session interface {
 	Send(ctx context.Context, m *Message) (legacyID string, err error)
 }
 
+// ContactPinger is implemented by a Session whose network can ping a
+// contact and hear back (IRC's CTCP PING): core relays an XMPP ping
+// (XEP-0199) to a contact's JID, or to a room occupant other than the
+// user, and answers once the contact does, as biboumi does. Without it
+// the gateway answers such pings itself.
+type ContactPinger interface {
+	// PingContact returns once the contact answered, or with an error
+	// (no such contact; no answer before ctx is done).
+	PingContact(ctx context.Context, contact string) error
+}
+
 // PanicReporter is implemented by core's Sink: a session that recovers a
 // panic in a goroutine of its own reports it there, to be logged and
 // counted with core's own (transportd_panics_total), so an operator's

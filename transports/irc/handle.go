@@ -168,6 +168,9 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 			}
 		}
 	case "401", "404", "406": // no such nick, cannot send to channel, was no such nick
+		if len(p) >= 2 && msg.Command != "404" {
+			n.failPings(p[1], core.NewError(stanza.ItemNotFound, "no one is named "+plainText(p[1])+" on "+n.server+" now"))
+		}
 		if len(p) >= 2 {
 			if pl := n.matchPending(label, p[1]); pl != nil {
 				n.fail(pl, plainText(last(p)))
@@ -269,6 +272,9 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 		switch {
 		case cmd == "ACTION":
 			body = "/me " + styledText(args)
+		case notice && cmd == "PING" && !history:
+			n.ponged(src, args)
+			return
 		case notice || fromMe || history:
 			return // CTCP replies and our own requests are not shown
 		default:

@@ -996,3 +996,60 @@ func TestAfterConnectCommands(t *testing.T) {
 		return m.Command == "PRIVMSG" && m.Nick() == "cmduser" && last(m.Params) == "configured"
 	})
 }
+
+// An XMPP ping to an IRC user, as a contact or as an occupant, is a CTCP
+// PING answered when their client answers; a self-ping is answered at
+// once, a ping to a nick not on the network is item-not-found.
+func TestContactPing(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-ping"
+		room = ch + "%127.0.0.1@" + gwJID
+	)
+	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
+	waitComponent(t, c)
+	if self := joinRoom(t, c, room, "pinger"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	p := dialRaw(t, e.irc, "pongy")
+	p.join(ch)
+	c.Expect(xwait, "pongy's presence", xmpptest.IsFrom("presence", room+"/pongy", ""))
+
+	ping := func(to string) string {
+		id := xmpptest.RandomID()
+		c.Send(core.NewElement("", "iq", "type", "get", "to", to, "id", id).Add(core.NewElement("urn:xmpp:ping", "ping")))
+		return id
+	}
+	answer := func(id string) *core.Element {
+		t.Helper()
+		return c.Expect(xwait, "the answer to ping "+id, func(el *core.Element) bool {
+			return el.Name.Local == "iq" && el.Get("id") == id
+		})
+	}
+	for _, to := range []string{room + "/pongy", "pongy%127.0.0.1@" + gwJID} {
+		id := ping(to)
+		req := p.expect("CTCP PING", func(m ircmsg.Message) bool {
+			return m.Command == "PRIVMSG" && m.Nick() == "pinger" && len(m.Params) == 2 && strings.HasPrefix(m.Params[1], "\x01PING ")
+		})
+		// An answer with another token is not this ping's.
+		p.send("NOTICE", "pinger", "\x01PING 12345\x01")
+		if m, err := c.Next(300*time.Millisecond, func(el *core.Element) bool { return el.Get("id") == id }); err == nil {
+			t.Errorf("ping to %s answered before pongy did: %s", to, m)
+		}
+		p.send("NOTICE", "pinger", req.Params[1])
+		if res := answer(id); res.Get("type") != "result" {
+			t.Errorf("ping to %s: %s", to, res)
+		}
+	}
+	// A self-ping (XEP-0410) does not reach IRC.
+	if res := answer(ping(room + "/pinger")); res.Get("type") != "result" {
+		t.Errorf("self-ping: %s", res)
+	}
+	if !p.quiet(300*time.Millisecond, cmdFrom("PRIVMSG", "pinger")) {
+		t.Error("a self-ping went to IRC")
+	}
+	if res := answer(ping("nobody%127.0.0.1@" + gwJID)); xmpptest.Condition(res) != "item-not-found" {
+		t.Errorf("ping to a nick not on IRC: %s", res)
+	}
+}

@@ -123,6 +123,7 @@ func (n *network) endList(err error) {
 // failLists answers every list request of the network with err.
 func (n *network) failLists(err error) {
 	n.failBans(err)
+	n.failPings("", err)
 	n.endList(err)
 	for _, r := range n.listWaiting {
 		r.reply <- listResult{err: err}

@@ -78,7 +78,9 @@ type network struct {
 	// banLists are the channels' ban lists being received, by folded
 	// name; nil while none.
 	banLists map[string]*banListing
-	listing  *listing
+	// pings are CTCP PINGs waiting for an answer (ping.go).
+	pings   []*pingReq
+	listing *listing
 }
 
 // chanList is a network's channels. A slice, not a map by folded name:

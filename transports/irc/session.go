@@ -453,6 +453,8 @@ func (s *session) afterStop(ev event) {
 		e.req.reply <- listResult{err: core.Temporary(errClosed)}
 	case evBans:
 		e.req.reply <- banResult{err: core.Temporary(errClosed)}
+	case evPing:
+		e.req.reply <- core.Temporary(errClosed)
 	case evWritten:
 		e.req.answer(e.verdict(false))
 	case evConnected:
@@ -487,6 +489,8 @@ func (s *session) handle(ev event) {
 		s.list(ev.server, ev.req)
 	case evBans:
 		s.askBans(ev.room, ev.req)
+	case evPing:
+		s.ping(ev.contact, ev.req)
 	case evNetConfig:
 		s.setNetConf(ev.server, ev.ns)
 		switch {
