@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -68,6 +69,8 @@ func netSettingsFields(server string) registration.Schema {
 			{Var: fPort, Label: "Port (empty: 6697 with TLS, 6667 without)", Type: registration.TextSingle, Validate: checkPort, MaxLen: 5},
 			{Var: fAutojoin, Label: "Channels to join on connect (#a, #b)", Type: registration.TextSingle, Validate: checkChannels},
 			{Var: fFingerprint, Label: "Trusted TLS certificate (SHA-256 fingerprint), for a server whose certificate no authority signed", Type: registration.TextSingle, Validate: checkFingerprint, MaxLen: 100},
+			{Var: fEncoding, Label: "Character set", Desc: "For a network whose users do not write UTF-8: their lines are read in it, yours written in it", Type: registration.ListSingle, Default: "default",
+				Options: charsetOptions(registration.Option{Label: "As registered (UTF-8 unless set there)", Value: "default"})},
 		},
 	}
 }
@@ -101,6 +104,7 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 		if fp, ok := parseFingerprint(ns.Fingerprint); ok {
 			current[fFingerprint] = fingerprintText(fp)
 		}
+		current[fEncoding] = cmp.Or(ns.Encoding, "default")
 		if ns.TLS == "" {
 			current[fTLS] = "default"
 		}
@@ -127,6 +131,9 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 		ns.Port, _ = strconv.Atoi(vals[fPort])
 		if fp, ok := parseFingerprint(vals[fFingerprint]); ok {
 			ns.Fingerprint = hex.EncodeToString(fp)
+		}
+		if v := vals[fEncoding]; v == charsetUTF8 || charsetOf(v) != nil {
+			ns.Encoding = v
 		}
 		ev := evNetConfig{server: server}
 		if sec != nil {

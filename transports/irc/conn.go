@@ -22,6 +22,7 @@ import (
 
 	"github.com/ergochat/irc-go/ircmsg"
 	"github.com/ergochat/irc-go/ircutils"
+	"golang.org/x/text/encoding"
 	"golang.org/x/time/rate"
 
 	"transportd/internal/workers"
@@ -103,7 +104,8 @@ type dialConfig struct {
 	floodRate  float64
 	pingEvery  time.Duration
 	pingWait   time.Duration
-	log        *slog.Logger // for the wire trace, which names the server
+	charset    encoding.Encoding // the network's, when not UTF-8 (charsets)
+	log        *slog.Logger      // for the wire trace, which names the server
 	trace      bool
 	// dial, when set, replaces net.Dialer (tests).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -158,6 +160,7 @@ type conn struct {
 	lim *rate.Limiter
 
 	pingEvery, pingWait time.Duration
+	charset             encoding.Encoding // nil: UTF-8 (charsets)
 
 	// backlog holds lines read during registration after it ended; the
 	// reader hands them on first.
@@ -305,6 +308,7 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		lim:       rate.NewLimiter(rate.Limit(cfg.floodRate), cfg.floodBurst),
 		pingEvery: cfg.pingEvery,
 		pingWait:  cfg.pingWait,
+		charset:   cfg.charset,
 	}
 	r := newRegistrar(c, cfg)
 	if p := thePoller(); p != nil && c.makePollable() {
@@ -890,7 +894,7 @@ func (c *conn) readLine() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	line := string(b)
+	line := string(decodeLine(c.charset, b))
 	if c.trace {
 		c.log.Debug("irc <-", "irc_server", c.server, "line", redactLine(line))
 	}
@@ -991,6 +995,7 @@ func (c *conn) writeNow(m ircmsg.Message) error {
 	if c.trace {
 		c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(b), "\r\n")))
 	}
+	b = encodeLine(c.charset, b)
 	if c.reg != nil && c.reg.p != nil {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(regWriteWait))
 	}
@@ -1258,6 +1263,11 @@ func (c *conn) reader() {
 // that a few lines are written without a writer goroutine (see flush);
 // a writer starts anyway once maxWriteLines wait.
 func (c *conn) enqueue(urgent, held bool, lines ...outLine) error {
+	if c.charset != nil {
+		for i := range lines {
+			lines[i].b = encodeLine(c.charset, lines[i].b)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.isClosed() {

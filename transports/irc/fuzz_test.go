@@ -345,3 +345,27 @@ func FuzzCommands(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCharset: a line from a network set to any charset decodes to valid
+// UTF-8 (or stays as it was, for decodeIRC's fallback), and the user's
+// line encoded for it gains no line break or NUL.
+func FuzzCharset(f *testing.F) {
+	f.Add([]byte("PRIVMSG #c :\xcf\xf0\xe8\xe2\xe5\xf2"), "Да, мир € 日")
+	f.Add([]byte("\x82\xa0\x81\x7f\xff\xfe"), "ｶﾀｶﾅ 한국어 中文")
+	f.Fuzz(func(t *testing.T, in []byte, out string) {
+		out = strings.ToValidUTF8(out, "")
+		clean := !strings.ContainsAny(out, "\r\n\x00")
+		for _, c := range charsets {
+			if d := decodeLine(c.enc, in); !utf8.Valid(d) && !bytes.Equal(d, in) {
+				t.Errorf("%s: decoded %q to invalid UTF-8 %q", c.name, in, d)
+			}
+			e := encodeLine(c.enc, []byte(out))
+			if clean && bytes.ContainsAny(e, "\r\n\x00") {
+				t.Errorf("%s: %q encoded with a line break or NUL: %q", c.name, out, e)
+			}
+			if len(e) > len(out) {
+				t.Errorf("%s: %q encoded longer than its UTF-8: %q", c.name, out, e)
+			}
+		}
+	})
+}

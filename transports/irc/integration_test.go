@@ -1053,3 +1053,39 @@ func TestContactPing(t *testing.T) {
 		t.Errorf("ping to a nick not on IRC: %s", res)
 	}
 }
+
+// A network registered with a character set (a Cyrillic network on
+// Windows-1251): its users' lines read right, the user's are written in
+// it, and a UTF-8 line from the network still reads as UTF-8.
+func TestNetworkCharset(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-charset"
+		room = ch + "%127.0.0.1@" + gwJID
+	)
+	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
+	waitComponent(t, c)
+	register(t, c, map[string]string{"nick": "cyr", "network": "127.0.0.1", "auth": "none", "encoding": "windows-1251"})
+	if self := joinRoom(t, c, room, "cyr"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	r := dialRaw(t, e.irc, "ivan")
+	r.join(ch)
+	c.Expect(xwait, "ivan's presence", xmpptest.IsFrom("presence", room+"/ivan", ""))
+
+	r.send("PRIVMSG", ch, "\xcf\xf0\xe8\xe2\xe5\xf2") // Привет in Windows-1251
+	if m := c.Expect(xwait, "ivan's Windows-1251 line", xmpptest.IsFrom("message", room+"/ivan", "groupchat")); m.ChildText("", "body") != "Привет" {
+		t.Errorf("Windows-1251 line read as %q", m.ChildText("", "body"))
+	}
+	r.send("PRIVMSG", ch, "héllo ☺")
+	if m := c.Expect(xwait, "ivan's UTF-8 line", xmpptest.IsFrom("message", room+"/ivan", "groupchat")); m.ChildText("", "body") != "héllo ☺" {
+		t.Errorf("UTF-8 line read as %q", m.ChildText("", "body"))
+	}
+	msg := core.NewElement("", "message", "to", room, "type", "groupchat", "id", xmpptest.RandomID())
+	c.Send(msg.AddText("", "body", "Да, мир € 日"))
+	got := r.expect("cyr's line", cmdFrom("PRIVMSG", "cyr"))
+	if want := "\xc4\xe0, \xec\xe8\xf0 \x88 ?"; last(got.Params) != want {
+		t.Errorf("line written as %q, want %q (Windows-1251)", last(got.Params), want)
+	}
+}

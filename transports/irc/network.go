@@ -368,6 +368,7 @@ func (n *network) connect() {
 		tls:         n.cfg.tls,
 		tlsInsecure: n.s.opts.tlsInsecure,
 		tlsTrusted:  n.cfg.fingerprint,
+		charset:     charsetOf(n.cfg.charset),
 		nick:        nick,
 		username:    n.cfg.username,
 		realname:    n.cfg.realname,

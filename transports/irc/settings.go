@@ -37,7 +37,19 @@ const (
 	// login to a service other than NickServ). Kept sealed: they may hold
 	// a password.
 	fCommands = "commands"
+	// fEncoding is the network's character set when it is not UTF-8
+	// (charsets; biboumi's per-server encoding).
+	fEncoding = "encoding"
 )
+
+// charsetOptions are the forms' choices of fEncoding, first.
+func charsetOptions(first ...registration.Option) []registration.Option {
+	opts := append(first, registration.Option{Label: "UTF-8", Value: charsetUTF8})
+	for _, c := range charsets {
+		opts = append(opts, registration.Option{Label: c.label, Value: c.name})
+	}
+	return opts
+}
 
 // Authentication methods.
 const (
@@ -241,6 +253,8 @@ type netSettings struct {
 	Autojoin []string `json:"autojoin,omitempty"`
 	// Fingerprint: see fFingerprint; lower-case hex without colons.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// Encoding: see fEncoding; "" as the registration says.
+	Encoding string `json:"encoding,omitempty"`
 	// Auth is how the network's password (kept sealed, apart: see
 	// netPasswordKey) is used: authSASL, authNickServ or authPass.
 	Auth string `json:"auth,omitempty"`
@@ -329,6 +343,7 @@ type netConfig struct {
 	// authority's signature; nil if none.
 	fingerprint []byte
 	commands    []ircmsg.Message // after-connect commands (fCommands)
+	charset     string           // fEncoding; "" for UTF-8
 }
 
 // configFor merges the operator's options, the account's values and the
@@ -354,6 +369,9 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 		c.autojoin = splitChannels(values[fAutojoin])
 		c.fingerprint, _ = parseFingerprint(values[fFingerprint])
 		c.commands, _ = parseCommands(values[fCommands])
+		if charsetOf(values[fEncoding]) != nil {
+			c.charset = values[fEncoding]
+		}
 	}
 	if commands != "" {
 		c.commands, _ = parseCommands(commands)
@@ -380,6 +398,12 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 	}
 	if fp, ok := parseFingerprint(ns.Fingerprint); ok {
 		c.fingerprint = fp
+	}
+	switch {
+	case ns.Encoding == charsetUTF8:
+		c.charset = ""
+	case charsetOf(ns.Encoding) != nil:
+		c.charset = ns.Encoding
 	}
 	if password != "" && passwordAuth(ns.Auth) {
 		c.auth, c.password = ns.Auth, password
@@ -503,6 +527,7 @@ func schema(defaults map[string]string) registration.Schema {
 			{Var: fPort, Label: "Port (empty: 6697 with TLS, 6667 without)", Type: registration.TextSingle, Validate: checkPort, MaxLen: 5},
 			{Var: fAutojoin, Label: "Channels to join on connect (#a, #b)", Type: registration.TextSingle, Validate: checkChannels},
 			{Var: fFingerprint, Label: "Trusted TLS certificate (SHA-256 fingerprint), for a server whose certificate no authority signed", Type: registration.TextSingle, Validate: checkFingerprint, MaxLen: 100},
+			{Var: fEncoding, Label: "Character set of the network", Desc: "For a network whose users do not write UTF-8: their lines are read in it, yours written in it", Type: registration.ListSingle, Default: charsetUTF8, Options: charsetOptions()},
 			commandsField(false),
 		}...),
 	}

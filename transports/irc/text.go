@@ -1,11 +1,17 @@
 package irc
 
 import (
+	"bytes"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/ergochat/irc-go/ircfmt"
+	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/encoding/korean"
+	"golang.org/x/text/encoding/simplifiedchinese"
+	"golang.org/x/text/encoding/traditionalchinese"
 )
 
 // Text from IRC to XMPP: bytes of unknown encoding, with formatting codes.
@@ -24,6 +30,83 @@ func decodeIRC(s string) string {
 		return strings.ToValidUTF8(s, "\uFFFD")
 	}
 	return out
+}
+
+// charsets are the character sets a network can be set to (fEncoding)
+// when it does not speak UTF-8, as biboumi's per-server encoding: lines
+// that are not valid UTF-8 are decoded with it (instead of Windows-1252)
+// and what the user sends is encoded in it. Only sets whose encoding of
+// a text is never longer than its UTF-8 (lines are cut under 512 bytes
+// as UTF-8, and FuzzCharset checks it), which leaves out ISO-2022-JP
+// (escape sequences) and EUC-JP (three bytes for some Cyrillic and Latin
+// letters of two in UTF-8).
+var charsets = []struct {
+	name, label string
+	enc         encoding.Encoding
+}{
+	{"iso-8859-1", "ISO-8859-1 (Latin-1, Western European)", charmap.ISO8859_1},
+	{"iso-8859-2", "ISO-8859-2 (Latin-2, Central European)", charmap.ISO8859_2},
+	{"iso-8859-15", "ISO-8859-15 (Latin-9, Western European with €)", charmap.ISO8859_15},
+	{"windows-1250", "Windows-1250 (Central European)", charmap.Windows1250},
+	{"windows-1251", "Windows-1251 (Cyrillic)", charmap.Windows1251},
+	{"windows-1252", "Windows-1252 (Western European)", charmap.Windows1252},
+	{"koi8-r", "KOI8-R (Russian)", charmap.KOI8R},
+	{"koi8-u", "KOI8-U (Ukrainian)", charmap.KOI8U},
+	{"shift_jis", "Shift_JIS (Japanese)", japanese.ShiftJIS},
+	{"gbk", "GBK (Simplified Chinese)", simplifiedchinese.GBK},
+	{"big5", "Big5 (Traditional Chinese)", traditionalchinese.Big5},
+	{"euc-kr", "EUC-KR (Korean)", korean.EUCKR},
+}
+
+// charsetUTF8 is the forms' value for UTF-8, the default.
+const charsetUTF8 = "utf-8"
+
+// charsetOf is the encoding of a charset name; nil for UTF-8 or an
+// unknown name.
+func charsetOf(name string) encoding.Encoding {
+	for _, c := range charsets {
+		if c.name == name {
+			return c.enc
+		}
+	}
+	return nil
+}
+
+// decodeLine decodes a line from a network set to a charset, unless it
+// is valid UTF-8 (as biboumi does: clients of such a network may well
+// send UTF-8).
+func decodeLine(cs encoding.Encoding, b []byte) []byte {
+	if cs == nil || utf8.Valid(b) {
+		return b
+	}
+	if d, err := cs.NewDecoder().Bytes(b); err == nil {
+		return d
+	}
+	return b
+}
+
+// encodeLine encodes a serialised line for a network set to a charset:
+// what the set lacks becomes "?" (the encoders' own substitute is the
+// control character SUB, which never stands for text in these sets).
+func encodeLine(cs encoding.Encoding, b []byte) []byte {
+	if cs == nil {
+		return b
+	}
+	ascii := true
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return b
+	}
+	out, err := encoding.ReplaceUnsupported(cs.NewEncoder()).Bytes(b)
+	if err != nil {
+		return b
+	}
+	return bytes.ReplaceAll(out, []byte{0x1a}, []byte{'?'})
 }
 
 // cleanText makes text from IRC fit for XMPP: tabs become spaces, every

@@ -216,3 +216,51 @@ func TestISupportShared(t *testing.T) {
 		t.Errorf("C's view = %v", c)
 	}
 }
+
+// A network set to a character set: lines that are not UTF-8 are read in
+// it, the user's lines written in it, what it lacks as "?".
+func TestCharset(t *testing.T) {
+	cp := charsetOf("windows-1251")
+	if cp == nil || charsetOf("utf-8") != nil || charsetOf("ebcdic") != nil {
+		t.Fatal("charsetOf")
+	}
+	in := []byte("PRIVMSG #c :\xcf\xf0\xe8\xe2\xe5\xf2") // Привет in Windows-1251
+	if got := string(decodeLine(cp, in)); got != "PRIVMSG #c :Привет" {
+		t.Errorf("decodeLine = %q", got)
+	}
+	if got := string(decodeLine(cp, []byte("PRIVMSG #c :héllo"))); got != "PRIVMSG #c :héllo" {
+		t.Errorf("a UTF-8 line from a Windows-1251 network = %q", got)
+	}
+	if got := string(decodeLine(nil, in)); got != string(in) {
+		t.Errorf("decodeLine without a charset changed the line: %q", got)
+	}
+	out := encodeLine(cp, []byte("PRIVMSG #c :Да, мир € 日\r\n"))
+	if want := "PRIVMSG #c :\xc4\xe0, \xec\xe8\xf0 \x88 ?\r\n"; string(out) != want {
+		t.Errorf("encodeLine = %q, want %q", out, want)
+	}
+	sj := encodeLine(charsetOf("shift_jis"), []byte("PRIVMSG #c :日本\r\n"))
+	if string(decodeLine(charsetOf("shift_jis"), sj)) != "PRIVMSG #c :日本\r\n" || len(sj) >= len("PRIVMSG #c :日本\r\n") {
+		t.Errorf("Shift_JIS round trip: %q", sj)
+	}
+	// No set here writes a text longer than its UTF-8 (lines are cut as
+	// UTF-8 under 512 bytes).
+	sample := "Aé€ßПривет日本語한국어中文繁體ｶﾀｶﾅ"
+	for _, c := range charsets {
+		if b := encodeLine(c.enc, []byte(sample)); len(b) > len(sample) {
+			t.Errorf("%s: %d bytes for %d of UTF-8", c.name, len(b), len(sample))
+		}
+	}
+	// The user's choice per network wins over the registration's, and
+	// "utf-8" there undoes one made at registration.
+	o := parseOptions(nil)
+	reg := map[string]string{fNetwork: "irc.example.org", fEncoding: "koi8-r"}
+	if c := configFor(&o, reg, "irc.example.org", netSettings{}, "", ""); c.charset != "koi8-r" {
+		t.Errorf("registration's charset: %q", c.charset)
+	}
+	if c := configFor(&o, reg, "irc.example.org", netSettings{Encoding: "utf-8"}, "", ""); c.charset != "" {
+		t.Errorf("network set back to UTF-8: %q", c.charset)
+	}
+	if c := configFor(&o, reg, "other.example.org", netSettings{Encoding: "iso-8859-15"}, "", ""); c.charset != "iso-8859-15" {
+		t.Errorf("another network's charset: %q", c.charset)
+	}
+}
