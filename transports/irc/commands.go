@@ -28,6 +28,12 @@ func (t *Transport) Commands() []core.Command {
 	return []core.Command{{
 		Node: nodeConfigure, Name: "Configure network", Registered: true,
 		Execute: t.configureNetwork,
+	}, {
+		Node: nodeConnections, Name: "IRC connections", Registered: true,
+		Execute: t.connections,
+	}, {
+		Node: nodeDisconnect, Name: "Disconnect from a network", Registered: true,
+		Execute: t.disconnectCommand,
 	}}
 }
 
@@ -78,8 +84,7 @@ func netSettingsFields(server string) registration.Schema {
 func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
 	s := t.session(req.Account.ID)
 	if s == nil {
-		return &core.CommandResponse{Err: core.NewError(stanza.UnexpectedRequest,
-			"you have no IRC session right now: be online with this gateway in your contacts, or join a channel, then run this command again")}
+		return noSession()
 	}
 	o := t.options()
 	switch req.Stage {

@@ -187,6 +187,7 @@ type conn struct {
 	stalled *ircmsg.Message // a line the session could not take at once
 	// Keepalive of a polled connection: times on c.clock's scale.
 	readAt atomic.Int64 // last read
+	upAt   int64        // unix seconds registration ended (the session's drain)
 	pingAt atomic.Int64 // our PING waiting for an answer, or 0
 
 	// The output queue, in order. No goroutine waits on an idle

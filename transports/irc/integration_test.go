@@ -1089,3 +1089,50 @@ func TestNetworkCharset(t *testing.T) {
 		t.Errorf("line written as %q, want %q (Windows-1251)", last(got.Params), want)
 	}
 }
+
+// The "IRC connections" command shows each network's connection (nick,
+// channels, capabilities); "Disconnect from a network" leaves its rooms
+// and quits with the user's message.
+func TestConnectionCommands(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-conninfo"
+		room = ch + "%127.0.0.1@" + gwJID
+	)
+	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
+	waitComponent(t, c)
+	if self := joinRoom(t, c, room, "infonick"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	w := dialRaw(t, e.irc, "witness")
+	w.join(ch)
+	note := func(res *core.Element) string { return res.Child(nsCommands, "command").ChildText("", "note") }
+
+	info := note(command(t, c, "irc-connections", "", nil))
+	for _, want := range []string{"127.0.0.1, port", "Connected since", "Nick: infonick", "Channels: " + ch, "IRCv3: ", "server-time"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("IRC connections: %q lacks %q", info, want)
+		}
+	}
+
+	res := command(t, c, "irc-disconnect", "", nil)
+	sid := res.Child(nsCommands, "command").Get("sessionid")
+	if !strings.Contains(res.String(), "127.0.0.1 ("+ch+")") {
+		t.Errorf("disconnect form does not offer the network with its channel: %s", res)
+	}
+	res = command(t, c, "irc-disconnect", sid, map[string]string{"network": "127.0.0.1", "reason": "off to lunch"})
+	if cmd := res.Child(nsCommands, "command"); cmd.Get("status") != "completed" {
+		t.Fatalf("disconnect: %s", res)
+	}
+	q := w.expect("QUIT", cmdFrom("QUIT", "infonick"))
+	if !strings.Contains(last(q.Params), "off to lunch") {
+		t.Errorf("quit message = %q", last(q.Params))
+	}
+	c.Expect(xwait, "out of the room", xmpptest.IsFrom("presence", room+"/infonick", "unavailable"))
+	// Joining again connects again.
+	if self := joinRoom(t, c, room, "infonick"); self.Get("type") == "error" {
+		t.Fatalf("join after the disconnect: %s", self)
+	}
+	w.expect("JOIN again", cmdFrom("JOIN", "infonick"))
+}

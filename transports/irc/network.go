@@ -424,6 +424,7 @@ func usernameFrom(nick string) string {
 func (n *network) connected(c *conn, w *welcome) {
 	n.dialing = false
 	n.conn = c
+	c.upAt = time.Now().Unix()
 	n.everUp = true
 	n.failures = 0
 	n.lastErr, n.errorMsg = "", ""

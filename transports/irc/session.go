@@ -455,6 +455,8 @@ func (s *session) afterStop(ev event) {
 		e.req.reply <- banResult{err: core.Temporary(errClosed)}
 	case evPing:
 		e.req.reply <- core.Temporary(errClosed)
+	case evNetInfo:
+		e.reply <- nil
 	case evWritten:
 		e.req.answer(e.verdict(false))
 	case evConnected:
@@ -491,6 +493,10 @@ func (s *session) handle(ev event) {
 		s.askBans(ev.room, ev.req)
 	case evPing:
 		s.ping(ev.contact, ev.req)
+	case evNetInfo:
+		ev.reply <- s.infos()
+	case evDisconnect:
+		s.disconnect(ev.server, ev.reason)
 	case evNetConfig:
 		s.setNetConf(ev.server, ev.ns)
 		switch {
