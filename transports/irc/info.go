@@ -48,17 +48,24 @@ type evDisconnect struct{ server, reason string }
 // netInfos asks the session's drain for its networks.
 func (s *session) netInfos(ctx context.Context) ([]netInfo, error) {
 	reply := make(chan []netInfo, 1)
-	if err := s.postCtx(ctx, evNetInfo{reply: reply}); err != nil {
-		return nil, err
+	return await(ctx, s, evNetInfo{reply: reply}, reply, "the IRC session did not answer in time")
+}
+
+// sessionInfos are the user's session and its networks, for a command;
+// a response when the command ends there.
+func (t *Transport) sessionInfos(ctx context.Context, req *core.CommandRequest) (*session, []netInfo, *core.CommandResponse) {
+	s := t.session(req.Account.ID)
+	if s == nil {
+		return nil, nil, noSession()
 	}
-	select {
-	case infos := <-reply:
-		return infos, nil
-	case <-ctx.Done():
-		return nil, core.NewError(stanza.RemoteServerTimeout, "the IRC session did not answer in time")
-	case <-s.done:
-		return nil, core.Temporary(errClosed)
+	infos, err := s.netInfos(ctx)
+	if err != nil {
+		return nil, nil, &core.CommandResponse{Err: err}
 	}
+	if len(infos) == 0 {
+		return nil, nil, &core.CommandResponse{Note: "Not connected to any IRC network: join a room (#channel%server at this gateway) to connect."}
+	}
+	return s, infos, nil
 }
 
 // infos handles evNetInfo (drain only).
@@ -152,16 +159,9 @@ func noSession() *core.CommandResponse {
 
 // connections is the "IRC connections" command.
 func (t *Transport) connections(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
-	s := t.session(req.Account.ID)
-	if s == nil {
-		return noSession()
-	}
-	infos, err := s.netInfos(ctx)
-	if err != nil {
-		return &core.CommandResponse{Err: err}
-	}
-	if len(infos) == 0 {
-		return &core.CommandResponse{Note: "Not connected to any IRC network: join a room (#channel%server at this gateway) to connect."}
+	_, infos, res := t.sessionInfos(ctx, req)
+	if res != nil {
+		return res
 	}
 	now := time.Now()
 	parts := make([]string, len(infos))
@@ -177,16 +177,9 @@ func (t *Transport) connections(ctx context.Context, req *core.CommandRequest) *
 // disconnectCommand is the "Disconnect from a network" command: the
 // network's rooms are left, the connection quits with the message given.
 func (t *Transport) disconnectCommand(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
-	s := t.session(req.Account.ID)
-	if s == nil {
-		return noSession()
-	}
-	infos, err := s.netInfos(ctx)
-	if err != nil {
-		return &core.CommandResponse{Err: err}
-	}
-	if len(infos) == 0 {
-		return &core.CommandResponse{Note: "Not connected to any IRC network."}
+	s, infos, res := t.sessionInfos(ctx, req)
+	if res != nil {
+		return res
 	}
 	var opts []registration.Option
 	for _, in := range infos {

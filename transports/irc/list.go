@@ -46,16 +46,27 @@ type evList struct {
 // connection is kept a while, as for a private chat).
 func (s *session) ListRooms(ctx context.Context, server string) ([]core.RoomItem, error) {
 	req := &listReq{reply: make(chan listResult, 1)}
-	if err := s.postCtx(ctx, evList{server: server, req: req}); err != nil {
+	r, err := await(ctx, s, evList{server: server, req: req}, req.reply, "the IRC server "+server+" did not send its channel list in time")
+	if err != nil {
 		return nil, err
 	}
+	return r.rooms, r.err
+}
+
+// await posts a request to the session's drain and waits for its answer
+// on reply; late is the error text when ctx ends first.
+func await[T any](ctx context.Context, s *session, ev event, reply <-chan T, late string) (T, error) {
+	var zero T
+	if err := s.postCtx(ctx, ev); err != nil {
+		return zero, err
+	}
 	select {
-	case r := <-req.reply:
-		return r.rooms, r.err
+	case r := <-reply:
+		return r, nil
 	case <-ctx.Done():
-		return nil, core.NewError(stanza.RemoteServerTimeout, "the IRC server "+server+" did not send its channel list in time")
+		return zero, core.NewError(stanza.RemoteServerTimeout, late)
 	case <-s.done:
-		return nil, core.Temporary(errClosed)
+		return zero, core.Temporary(errClosed)
 	}
 }
 
@@ -151,7 +162,12 @@ type banReq struct{ reply chan banResult }
 type banListing struct {
 	reqs []*banReq
 	bans []core.RoomBan
+	at   time.Time // MODE b sent
 }
+
+// banWait is how long a ban list is waited for before it is asked again
+// (a server that never ends one would otherwise hold every later request).
+const banWait = 30 * time.Second
 
 type evBans struct {
 	room string
@@ -161,17 +177,11 @@ type evBans struct {
 // RoomBans implements core.RoomBanLister.
 func (s *session) RoomBans(ctx context.Context, room string) ([]core.RoomBan, error) {
 	req := &banReq{reply: make(chan banResult, 1)}
-	if err := s.postCtx(ctx, evBans{room: room, req: req}); err != nil {
+	r, err := await(ctx, s, evBans{room: room, req: req}, req.reply, "the IRC server did not send the channel's ban list in time")
+	if err != nil {
 		return nil, err
 	}
-	select {
-	case r := <-req.reply:
-		return r.bans, r.err
-	case <-ctx.Done():
-		return nil, core.NewError(stanza.RemoteServerTimeout, "the IRC server did not send the channel's ban list in time")
-	case <-s.done:
-		return nil, core.Temporary(errClosed)
-	}
+	return r.bans, r.err
 }
 
 // askBans sends MODE #channel b for a request, unless the channel's list
@@ -182,9 +192,13 @@ func (s *session) askBans(room string, req *banReq) {
 		req.reply <- banResult{err: core.NewError(stanza.NotAcceptable, "not in this channel on IRC now: join the room again")}
 		return
 	}
+	reqs := []*banReq{req}
 	if bl := n.banLists[ch.folded]; bl != nil {
-		bl.reqs = append(bl.reqs, req)
-		return
+		if time.Since(bl.at) < banWait {
+			bl.reqs = append(bl.reqs, req)
+			return
+		}
+		reqs = append(bl.reqs, req) // asked again, for all
 	}
 	if err := n.send(ircmsg.MakeMessage(nil, "", "MODE", ch.name, "b")); err != nil {
 		req.reply <- banResult{err: core.Temporary(err)}
@@ -193,7 +207,7 @@ func (s *session) askBans(room string, req *banReq) {
 	if n.banLists == nil {
 		n.banLists = map[string]*banListing{}
 	}
-	n.banLists[ch.folded] = &banListing{reqs: []*banReq{req}}
+	n.banLists[ch.folded] = &banListing{reqs: reqs, at: time.Now()}
 }
 
 // banned takes a 367 line: me channel mask [who [time]].

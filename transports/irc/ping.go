@@ -40,17 +40,11 @@ type evPing struct {
 // PingContact implements core.ContactPinger.
 func (s *session) PingContact(ctx context.Context, contact string) error {
 	req := &pingReq{reply: make(chan error, 1)}
-	if err := s.postCtx(ctx, evPing{contact: contact, req: req}); err != nil {
+	answer, err := await(ctx, s, evPing{contact: contact, req: req}, req.reply, "no answer to the ping (a CTCP PING on IRC; not every IRC client answers one)")
+	if err != nil {
 		return err
 	}
-	select {
-	case err := <-req.reply:
-		return err
-	case <-ctx.Done():
-		return core.NewError(stanza.RemoteServerTimeout, "no answer to the ping (a CTCP PING on IRC; not every IRC client answers one)")
-	case <-s.done:
-		return core.Temporary(errClosed)
-	}
+	return answer
 }
 
 // ping sends a CTCP PING for a request.
