@@ -28,14 +28,15 @@ func (c *component) handleMessage(el *Element) {
 	}
 	var err error
 	bare := from.Bare().String()
-	label, _ := splitLabel(to.Localpart())
+	local := to.Localpart() // each call makes a string
+	label, _ := splitLabel(local)
 	u := c.lookupLabel(bare, label)
-	roomAddr, isRoom := c.roomAddress(to)
+	roomAddr, isRoom := c.localRoomAddress(local)
 	if u == nil && label != "" {
 		c.replyError(el, NewError(stanza.ItemNotFound, "you have no account named "+quote(label)+" on "+c.jid.String()))
 		return
 	}
-	if u == nil && c.info.RegistrationOptional && to.Localpart() != "" {
+	if u == nil && c.info.RegistrationOptional && local != "" {
 		u, err = c.autoRegister(bare)
 		if err != nil {
 			c.replyError(el, err)
@@ -54,7 +55,7 @@ func (c *component) handleMessage(el *Element) {
 	if hasBody {
 		body = el.ChildText("", "body")
 	}
-	if to.Localpart() == "" {
+	if local == "" {
 		u = c.lookupUser(bare)
 		if hasBody {
 			c.replyError(el, NewError(stanza.ServiceUnavailable, "this is the "+c.info.DisplayName+" gateway: write to contacts at "+c.jid.String()+", and use its commands for settings"))
@@ -87,7 +88,7 @@ func (c *component) handleMessage(el *Element) {
 		if !isRoom {
 			for _, m := range []struct{ ns, name string }{{nsMarkers, "displayed"}, {nsReceipts, "received"}} {
 				if d := el.Child(m.ns, m.name); d != nil && d.Get("id") != "" {
-					c.markRead(u, to.Localpart(), d.Get("id"))
+					c.markRead(u, local, d.Get("id"))
 					break
 				}
 			}
@@ -102,7 +103,7 @@ func (c *component) handleMessage(el *Element) {
 		c.replyError(el, NewError(stanza.BadRequest, "message body is not valid UTF-8"))
 		return
 	}
-	_, addr, err := c.address(to.Localpart())
+	_, addr, err := c.address(local)
 	if err != nil {
 		c.replyError(el, err)
 		return

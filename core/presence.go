@@ -77,11 +77,16 @@ func (c *component) contactPresence(u *user, from, to jid.JID, typ string) {
 // roomAddress reports whether a JID at the gateway is a group chat, and its
 // legacy address.
 func (c *component) roomAddress(to jid.JID) (string, bool) {
+	return c.localRoomAddress(to.Localpart())
+}
+
+// localRoomAddress is roomAddress of a JID's localpart.
+func (c *component) localRoomAddress(local string) (string, bool) {
 	gc, ok := c.t.(GroupChats)
-	if !ok || to.Localpart() == "" {
+	if !ok || local == "" {
 		return "", false
 	}
-	_, addr, err := c.address(to.Localpart())
+	_, addr, err := c.address(local)
 	if err != nil || !gc.IsRoom(addr) {
 		return "", false
 	}

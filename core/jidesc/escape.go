@@ -83,7 +83,11 @@ func unescapeAt(s string, i int) (byte, bool) {
 //
 // Escape does not check the result; use EscapeLocal for that.
 func Escape(s string) string {
+	if !needsEscape(s) {
+		return s // most addresses: no allocation
+	}
 	var b strings.Builder
+	b.Grow(len(s) + 8)
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c == '\\' {
@@ -101,6 +105,22 @@ func Escape(s string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// needsEscape reports whether Escape would change s.
+func needsEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if escapes[c] != "" {
+			return true
+		}
+		if c == '\\' {
+			if _, ok := unescapeAt(s, i); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Unescape reverses Escape: it replaces exactly the ten XEP-0106 escape

@@ -48,6 +48,19 @@ func (a address) String() string {
 	return a.name + "%" + a.server
 }
 
+// is reports whether s is a's String, without making it (Address is
+// called for every message and presence; most come in this form).
+func (a address) is(s string) bool {
+	switch {
+	case a.kind == kindServer:
+		return s == a.server
+	case a.server == "":
+		return s == a.name
+	}
+	n := len(a.name)
+	return len(s) == n+1+len(a.server) && s[:n] == a.name && s[n] == '%' && s[n+1:] == a.server
+}
+
 // defaultChanTypes are the channel prefixes assumed for a server whose
 // ISUPPORT CHANTYPES is not known yet.
 const defaultChanTypes = "#&"

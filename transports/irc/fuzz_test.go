@@ -222,6 +222,9 @@ func FuzzAddress(f *testing.F) {
 		// s as a legacy address.
 		if a, err := parseAddress(s, nil); err == nil {
 			addr := a.String()
+			if a.is(s) != (addr == s) || !a.is(addr) {
+				t.Fatalf("address %q: is(%q) = %v, String %q", s, s, a.is(s), addr)
+			}
 			l := localpart(addr)
 			if err := jidesc.Valid(l); err != nil {
 				t.Fatalf("address %q: localpart %q: %v", addr, l, err)

@@ -239,6 +239,9 @@ func (t *Transport) Address(local string) (string, error) {
 	if a.server == "" && a.kind != kindServer && t.options().defaultServer == "" {
 		return "", addressError(errNoServer)
 	}
+	if a.is(addr) {
+		return addr, nil
+	}
 	return a.String(), nil
 }
 
