@@ -89,6 +89,10 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 			}
 			n.s.deliver(m)
 		}
+	case "PONG": // server PONG token: an answer to a ping to its JID
+		if len(p) > 0 {
+			n.ponged("", last(p))
+		}
 	case "CAP":
 		n.handleCap(p)
 	case "ERROR":

@@ -999,7 +999,8 @@ func TestAfterConnectCommands(t *testing.T) {
 
 // An XMPP ping to an IRC user, as a contact or as an occupant, is a CTCP
 // PING answered when their client answers; a self-ping is answered at
-// once, a ping to a nick not on the network is item-not-found.
+// once, a ping to a nick not on the network is item-not-found, one to the
+// server's JID is answered by its PONG.
 func TestContactPing(t *testing.T) {
 	e := testIRCEnv(t)
 	startGW(t, e.xmpp, port(e.irc), nil)
@@ -1051,6 +1052,10 @@ func TestContactPing(t *testing.T) {
 	}
 	if res := answer(ping("nobody%127.0.0.1@" + gwJID)); xmpptest.Condition(res) != "item-not-found" {
 		t.Errorf("ping to a nick not on IRC: %s", res)
+	}
+	// The server's JID: an IRC PING, answered by its PONG.
+	if res := answer(ping("127.0.0.1@" + gwJID)); res.Get("type") != "result" {
+		t.Errorf("ping to the server: %s", res)
 	}
 }
 

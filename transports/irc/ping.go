@@ -15,7 +15,8 @@ import (
 
 // XMPP pings to IRC users (a contact's JID, or a room occupant's),
 // relayed as CTCP PING and answered when the user's client answers, as
-// biboumi does (core.ContactPinger).
+// biboumi does (core.ContactPinger); to a server's JID, an IRC PING
+// answered by its PONG.
 
 // maxPings bounds the pings waiting for an answer on one connection;
 // one waits a minute at most (core gives up sooner).
@@ -54,13 +55,13 @@ func (s *session) ping(contact string, req *pingReq) {
 		req.reply <- err
 		return
 	}
-	if a.kind != kindNick {
-		req.reply <- nil // a channel or server address: the gateway answers
+	if a.kind == kindChannel {
+		req.reply <- nil // the gateway answers for a room
 		return
 	}
 	n := s.nets.get(server)
 	if n == nil || n.conn == nil {
-		req.reply <- core.NewError(stanza.RecipientUnavailable, "not connected to "+server+" now: write to "+a.name+" or join a room there first")
+		req.reply <- core.NewError(stanza.RecipientUnavailable, "not connected to "+server+" now: join a room there first")
 		return
 	}
 	now := time.Now()
@@ -71,14 +72,21 @@ func (s *session) ping(contact string, req *pingReq) {
 	}
 	req.nick, req.at = n.fold(a.name), now
 	req.token = strconv.FormatInt(now.UnixMilli(), 10) + "." + newID()[4:12]
-	if err := n.send(ircmsg.MakeMessage(nil, "", "PRIVMSG", a.name, "\x01PING "+req.token+"\x01")); err != nil {
+	line := ircmsg.MakeMessage(nil, "", "PRIVMSG", a.name, "\x01PING "+req.token+"\x01")
+	if a.kind == kindServer {
+		// The server itself: PING, answered by PONG (the round trip
+		// through the flood limiter, as the user's lines take it).
+		req.nick, line = "", ircmsg.MakeMessage(nil, "", "PING", req.token)
+	}
+	if err := n.send(line); err != nil {
 		req.reply <- core.Temporary(err)
 		return
 	}
 	n.pings = append(n.pings, req)
 }
 
-// ponged takes a CTCP PING answer (a NOTICE) from nick.
+// ponged takes a CTCP PING answer (a NOTICE) from nick, or the server's
+// PONG (nick "").
 func (n *network) ponged(nick, args string) {
 	key, token := n.fold(nick), strings.TrimSpace(args)
 	for i, p := range n.pings {
