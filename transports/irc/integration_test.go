@@ -442,7 +442,7 @@ func TestRegistrationPersistence(t *testing.T) {
 	if !strings.Contains(res.String(), "IRC network 127.0.0.1") {
 		t.Fatalf("second stage: %s", res)
 	}
-	res = command(t, c, "configure-network", sid, map[string]string{"nick": "cfgnick", "autojoin": "#it-cfg", "tls": "default"})
+	res = command(t, c, "configure-network", sid, map[string]string{"nick": "cfgnick", "autojoin": "#it-cfg", "tls": "default", "encoding": "iso-8859-15"})
 	if cmd := res.Child(nsCommands, "command"); cmd.Get("status") != "completed" {
 		t.Fatalf("configure: %s", res)
 	}
@@ -451,6 +451,17 @@ func TestRegistrationPersistence(t *testing.T) {
 	w.expect("configured autojoin", func(m ircmsg.Message) bool {
 		return m.Command == "JOIN" && m.Nick() == "cfgnick" && m.Params[0] == "#it-cfg"
 	})
+	// The form shows what was set.
+	sid = command(t, c, "configure-network", "", nil).Child(nsCommands, "command").Get("sessionid")
+	res = command(t, c, "configure-network", sid, map[string]string{"network": "127.0.0.1"})
+	for _, f := range res.Child(nsCommands, "command").Child("jabber:x:data", "x").Children {
+		if f.Get("var") == "encoding" && f.ChildText("", "value") != "iso-8859-15" {
+			t.Errorf("configure form's character set = %s", f)
+		}
+	}
+	if !strings.Contains(res.String(), "ISO-8859-15") {
+		t.Errorf("configure form without the character sets: %s", res)
+	}
 }
 
 const nsCommands = "http://jabber.org/protocol/commands"
