@@ -78,6 +78,17 @@ func (s *capSet) add(name string)     { *s |= capBit(name) }
 func (s *capSet) del(name string)     { *s &^= capBit(name) }
 func (s capSet) len() int             { return bits.OnesCount32(uint32(s)) }
 
+// names are the capabilities in the set, in capNames' order.
+func (s capSet) names() []string {
+	var out []string
+	for i, name := range capNames {
+		if s&(1<<i) != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 var (
 	errQueueFull = errors.New("too many lines waiting to be sent to the IRC server")
 	errClosed    = errors.New("not connected to the IRC server")

@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -81,11 +82,7 @@ func (s *session) infos() []netInfo {
 			in.connected = true
 			in.since = time.Unix(c.upAt, 0)
 			in.queued = c.queued()
-			for i, name := range capNames {
-				if n.caps&(1<<i) != 0 {
-					in.caps = append(in.caps, name)
-				}
-			}
+			in.caps = n.caps.names()
 		}
 		for _, ch := range n.sortedChannels() {
 			if !ch.joined {
@@ -231,17 +228,6 @@ func (s *session) disconnect(server, reason string) {
 	}
 	n.waiting = nil
 	n.failLists(core.NewError(stanza.RemoteServerNotFound, text))
-	if c := n.conn; c != nil {
-		if reason == "" {
-			reason = s.opts.quitMessage
-		}
-		go c.quit(reason, 2*time.Second)
-	}
-	n.gen++
-	if n.retry != nil {
-		n.retry.Stop()
-	}
-	s.nets.del(n.server)
 	s.logger().Info("IRC network disconnected at the user's request", "irc_server", server)
-	s.updateState()
+	n.drop(cmp.Or(reason, s.opts.quitMessage))
 }

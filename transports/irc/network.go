@@ -600,8 +600,14 @@ func (n *network) maybeQuit() {
 			return
 		}
 	}
+	n.drop(n.s.opts.quitMessage)
+}
+
+// drop quits the network's connection, if any, with a message and
+// forgets the network (its channels included).
+func (n *network) drop(quitMessage string) {
 	if c := n.conn; c != nil {
-		go c.quit(n.s.opts.quitMessage, 2*time.Second)
+		go c.quit(quitMessage, 2*time.Second)
 	}
 	n.gen++
 	if n.retry != nil {
