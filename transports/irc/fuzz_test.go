@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -87,11 +88,20 @@ func FuzzIRCToXMPP(f *testing.F) {
 		":irc 404 me #c :no\n@label=t1 :irc 401 me x :no such nick",
 		":op!o@h TOPIC #c :\x1f\x16new topic\xff",
 		"PING :x\nERROR :bye\nCAP * NEW :echo-message",
+		":irc 367 me #c *!*@h op!o@h 1600000000\n:irc 367 me #C $a:x\n:irc 368 me #c :end",
+		":x!y@z NOTICE me :\x01PING t1\x01\n:irc PONG irc :t2\n:irc 401 me x :no such nick",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, input string) {
 		s, n, rec := fuzzSession(t)
+		// A ban list and pings waiting for their answers.
+		bans := &banReq{reply: make(chan banResult, 1)}
+		n.banLists = map[string]*banListing{"#c": {reqs: []*banReq{bans}, at: time.Now()}}
+		n.pings = []*pingReq{
+			{nick: "x", token: "t1", at: time.Now(), reply: make(chan error, 1)},
+			{token: "t2", at: time.Now(), reply: make(chan error, 1)},
+		}
 		lines := strings.Split(input, "\n")
 		if len(lines) > 30 {
 			lines = lines[:30]
@@ -104,6 +114,17 @@ func FuzzIRCToXMPP(f *testing.F) {
 			n.handle(m, "")
 		}
 		_ = s
+		select {
+		case r := <-bans.reply:
+			for _, b := range r.bans {
+				checkText(t, "ban mask", b.Mask)
+				checkText(t, "ban setter", b.By)
+				if !validMask(b.Mask) {
+					t.Fatalf("ban mask %q cannot be unbanned", b.Mask)
+				}
+			}
+		default:
+		}
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		for _, ev := range rec.events {

@@ -216,10 +216,10 @@ func (n *network) banned(p []string) {
 		return
 	}
 	bl := n.banLists[n.fold(p[1])]
-	if bl == nil || len(bl.bans) >= maxBans || p[2] == "" {
-		return
+	if bl == nil || len(bl.bans) >= maxBans || !validMask(p[2]) || strings.ContainsFunc(p[2], func(r rune) bool { return !printable(r) }) {
+		return // full, or a mask no MODE -b could name back
 	}
-	b := core.RoomBan{Mask: strings.ToValidUTF8(p[2], "\uFFFD")}
+	b := core.RoomBan{Mask: p[2]}
 	if len(p) >= 4 {
 		who, _ := ircmsg.ParseNUH(p[3])
 		b.By = plainText(cmp.Or(who.Name, p[3]))
