@@ -188,6 +188,15 @@ func (l *logBuffer) String() string {
 }
 
 // waitComponent waits until the gateway answers disco#info.
+// onlineUser logs an XMPP user in through the test Prosody and waits
+// until they see the gateway.
+func onlineUser(t testing.TB, e ircEnv, jid string) *xmpptest.Client {
+	t.Helper()
+	c := xmpptest.Dial(t, e.xmpp, jid, false)
+	waitComponent(t, c)
+	return c
+}
+
 func waitComponent(t testing.TB, c *xmpptest.Client) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)

@@ -35,8 +35,7 @@ func TestChannel(t *testing.T) {
 	op.send("MODE", ch, "+v", "rawv")
 	op.expect("MODE", cmdFrom("MODE", "rawop"))
 
-	c := xmpptest.Dial(t, e.xmpp, "user20@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user20@b.test")
 	self := joinRoom(t, c, room, "xuser")
 	if self.Get("type") == "error" {
 		t.Fatalf("join refused: %s", self)
@@ -228,8 +227,7 @@ func TestNickConflictAndDisallowed(t *testing.T) {
 	e := testIRCEnv(t)
 	startGW(t, e.xmpp, port(e.irc), map[string]string{"default_server": "127.0.0.1"})
 	dialRaw(t, e.irc, "taken")
-	c := xmpptest.Dial(t, e.xmpp, "user21@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user21@b.test")
 	const room = "#it-conflict%127.0.0.1@" + gwJID
 	self := joinRoom(t, c, room, "taken")
 	if self.Get("type") == "error" {
@@ -265,8 +263,7 @@ func TestServerRestart(t *testing.T) {
 		xmpptest.Missing(t, "TRANSPORTD_TEST_ENV_SCRIPT not set")
 	}
 	startGW(t, e.xmpp, port(e.irc), nil)
-	c := xmpptest.Dial(t, e.xmpp, "user22@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user22@b.test")
 	const room = "#it-restart%127.0.0.1@" + gwJID
 	if self := joinRoom(t, c, room, "survivor"); self.Get("type") == "error" {
 		t.Fatalf("join: %s", self)
@@ -298,8 +295,7 @@ func TestNgircd(t *testing.T) {
 	startGW(t, e.xmpp, port(e.ngircd), nil)
 	r := dialRaw(t, e.ngircd, "ngop")
 	r.join("#ng")
-	c := xmpptest.Dial(t, e.xmpp, "user23@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user23@b.test")
 	const room = "#ng%127.0.0.1@" + gwJID
 	if self := joinRoom(t, c, room, "ngx"); self.Get("type") == "error" {
 		t.Fatalf("join: %s", self)
@@ -358,8 +354,7 @@ func TestTLS(t *testing.T) {
 	)
 	op := dialRaw(t, e.irc, "tlsop")
 	op.join(ch)
-	c := xmpptest.Dial(t, e.xmpp, "user24@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user24@b.test")
 	if self := joinRoom(t, c, room, "tlsuser"); self.Get("type") == "error" {
 		t.Fatalf("join over TLS: %s", self)
 	}
@@ -393,8 +388,7 @@ func TestRegistrationPersistence(t *testing.T) {
 	w.join("#it-persist")
 	w.join("#it-cfg")
 
-	c := xmpptest.Dial(t, e.xmpp, "user25@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user25@b.test")
 	get := core.NewElement("", "iq", "type", "get", "to", gwJID)
 	get.Add(core.NewElement("jabber:iq:register", "query"))
 	form := c.IQ(get).String()
@@ -525,8 +519,7 @@ func TestXMPPOutage(t *testing.T) {
 	startGW(t, e.xmpp, port(e.irc), nil)
 	w := dialRaw(t, e.irc, "outwatch")
 	w.join("#it-outage")
-	c := xmpptest.Dial(t, e.xmpp, "user26@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user26@b.test")
 	register(t, c, map[string]string{"nick": "steady", "persistent": "true", "network": "127.0.0.1", "autojoin": "#it-outage", "auth": "none"})
 	w.expect("autojoin", func(m ircmsg.Message) bool {
 		return m.Command == "JOIN" && m.Nick() == "steady" && m.Params[0] == "#it-outage"
@@ -595,8 +588,7 @@ func TestListChannels(t *testing.T) {
 	a.send("TOPIC", "#list-one", "Topic \x02one\x02")
 	a.expect("TOPIC", cmdFrom("TOPIC", "lista"))
 
-	c := xmpptest.Dial(t, e.xmpp, "user27@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user27@b.test")
 	if self := joinRoom(t, c, "#list-mine%127.0.0.1@"+gwJID, "lister"); self.Get("type") == "error" {
 		t.Fatalf("join refused: %s", self)
 	}
@@ -679,8 +671,7 @@ func TestServerPassword(t *testing.T) {
 	gw := startGW(t, e.xmpp, port(passAddr), nil)
 	w := dialRaw(t, e.irc, "pwatch") // the same server, through its open port
 	w.join("#it-locked")
-	c := xmpptest.Dial(t, e.xmpp, "user29@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user29@b.test")
 	const room = "#it-locked%127.0.0.1@" + gwJID
 
 	register(t, c, map[string]string{"nick": "locked", "network": "127.0.0.1", "auth": "pass", "password": "wrong horse"})
@@ -736,8 +727,7 @@ func TestTLSTrustedFingerprint(t *testing.T) {
 	startGW(t, e.xmpp, port(e.tls), map[string]string{"tls": "true"})
 	w := dialRaw(t, e.irc, "fpwatch")
 	w.join("#it-pinned")
-	c := xmpptest.Dial(t, e.xmpp, "user30@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user30@b.test")
 	const room = "#it-pinned%127.0.0.1@" + gwJID
 	bad := joinRoom(t, c, room, "pinned")
 	if bad.Get("type") != "error" || !strings.Contains(xmpptest.ErrorText(bad), fp) {
@@ -774,8 +764,7 @@ func TestModeration(t *testing.T) {
 		ch   = "#it-moderate"
 		room = ch + "%127.0.0.1@" + gwJID
 	)
-	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user19@b.test")
 	// The first in a channel is its operator.
 	if self := joinRoom(t, c, room, "chanop"); self.Get("type") == "error" || item(self).Get("role") != "moderator" {
 		t.Fatalf("join as the channel's operator: %s", self)
@@ -968,8 +957,7 @@ func TestAfterConnectCommands(t *testing.T) {
 	gw := startGW(t, e.xmpp, port(e.irc), nil)
 	w := dialRaw(t, e.irc, "cmdwatch")
 	w.join("#it-cmds")
-	c := xmpptest.Dial(t, e.xmpp, "user18@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user18@b.test")
 	register(t, c, map[string]string{"nick": "cmduser", "network": "127.0.0.1", "auth": "none",
 		"commands": "/PRIVMSG cmdwatch :AUTH cmduser s3cretword"})
 	const room = "#it-cmds%127.0.0.1@" + gwJID
@@ -1019,8 +1007,7 @@ func TestContactPing(t *testing.T) {
 		ch   = "#it-ping"
 		room = ch + "%127.0.0.1@" + gwJID
 	)
-	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user19@b.test")
 	if self := joinRoom(t, c, room, "pinger"); self.Get("type") == "error" {
 		t.Fatalf("join: %s", self)
 	}
@@ -1080,8 +1067,7 @@ func TestNetworkCharset(t *testing.T) {
 		ch   = "#it-charset"
 		room = ch + "%127.0.0.1@" + gwJID
 	)
-	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user19@b.test")
 	register(t, c, map[string]string{"nick": "cyr", "network": "127.0.0.1", "auth": "none", "encoding": "windows-1251"})
 	if self := joinRoom(t, c, room, "cyr"); self.Get("type") == "error" {
 		t.Fatalf("join: %s", self)
@@ -1116,8 +1102,7 @@ func TestConnectionCommands(t *testing.T) {
 		ch   = "#it-conninfo"
 		room = ch + "%127.0.0.1@" + gwJID
 	)
-	c := xmpptest.Dial(t, e.xmpp, "user19@b.test", false)
-	waitComponent(t, c)
+	c := onlineUser(t, e, "user19@b.test")
 	if self := joinRoom(t, c, room, "infonick"); self.Get("type") == "error" {
 		t.Fatalf("join: %s", self)
 	}
