@@ -95,6 +95,8 @@ func (c *component) handleIQ(el *Element) {
 			c.roomAdminIQ(r, from, to, addr, payload)
 		case key == "get "+nsMUCAdmin+" query":
 			c.roomAdminGet(r, from, to, addr, payload)
+		case key == "get "+nsMUCOwner+" query", key == "set "+nsMUCOwner+" query":
+			c.roomOwnerIQ(r, typ, from, to, addr, payload)
 		default:
 			c.handleRoomIQ(r, key, addr)
 		}

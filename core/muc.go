@@ -715,6 +715,8 @@ func (u *user) handleRoom(ev userEvent) {
 		u.roomAdmin(ctx, ev)
 	case evRoomAdminGet:
 		u.roomAdminGet(ev)
+	case evRoomOwner:
+		u.roomOwner(ev)
 	case evRoomInvite:
 		u.roomInvite(ctx, ev)
 	case evRoomSubjectSet:

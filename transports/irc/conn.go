@@ -794,7 +794,7 @@ func last(p []string) string {
 // not kept (a server sends dozens, for every connection).
 var usedISupport = map[string]bool{
 	"CASEMAPPING": true, "CHANMODES": true, "CHANTYPES": true, "CHATHISTORY": true,
-	"PREFIX": true, "STATUSMSG": true, "TOPICLEN": true,
+	"MODES": true, "PREFIX": true, "STATUSMSG": true, "TOPICLEN": true,
 }
 
 // parseISupport adds the tokens of a 005 line (params: me, tokens...,

@@ -90,6 +90,7 @@ func FuzzIRCToXMPP(f *testing.F) {
 		"PING :x\nERROR :bye\nCAP * NEW :echo-message",
 		":irc 367 me #c *!*@h op!o@h 1600000000\n:irc 367 me #C $a:x\n:irc 368 me #c :end",
 		":x!y@z NOTICE me :\x01PING t1\x01\n:irc PONG irc :t2\n:irc 401 me x :no such nick",
+		":irc 324 me #C +ntkl key 20\n:irc 329 me #c 1600000000",
 	} {
 		f.Add(seed)
 	}
@@ -102,6 +103,8 @@ func FuzzIRCToXMPP(f *testing.F) {
 			{nick: "x", token: "t1", at: time.Now(), reply: make(chan error, 1)},
 			{token: "t2", at: time.Now(), reply: make(chan error, 1)},
 		}
+		modes := &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
+		n.modeReqs = []*modeReq{modes}
 		lines := strings.Split(input, "\n")
 		if len(lines) > 30 {
 			lines = lines[:30]
@@ -121,6 +124,17 @@ func FuzzIRCToXMPP(f *testing.F) {
 				checkText(t, "ban setter", b.By)
 				if !validMask(b.Mask) {
 					t.Fatalf("ban mask %q cannot be unbanned", b.Mask)
+				}
+			}
+		default:
+		}
+		select {
+		case r := <-modes.reply:
+			// What the form shows can be set back and cleared.
+			checkText(t, "channel key", r.rc.Password)
+			for _, l := range append(configLines(n.feat, "#c", core.RoomConfig{}, r.rc), configLines(n.feat, "#c", r.rc, core.RoomConfig{})...) {
+				if _, err := l.Line(); err != nil {
+					t.Fatalf("modes %+v: %v", r.rc, err)
 				}
 			}
 		default:

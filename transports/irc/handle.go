@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"cmp"
 	"maps"
 	"sort"
 	"strings"
@@ -65,7 +66,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		}
 	case "MODE":
 		if len(p) >= 2 && n.isChannel(p[0]) {
-			n.handleMode(p[0], p[1], p[2:])
+			n.handleMode(src, p[0], p[1], p[2:])
 		}
 	case "AWAY":
 		n.setAway(src, len(p) > 0, argOr(p, 0))
@@ -180,6 +181,8 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 				n.fail(pl, plainText(last(p)))
 			}
 		}
+	case "324": // RPL_CHANNELMODEIS: me channel modes [params...]
+		n.gotModes(p)
 	case "367": // RPL_BANLIST: me channel mask [who [time]]
 		n.banned(p)
 	case "368": // RPL_ENDOFBANLIST: me channel
@@ -189,6 +192,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 	case "403", "405", "471", "473", "474", "475", "476", "477", "479", "489", "520":
 		if len(p) >= 2 {
 			n.endBans(p[1], core.NewError(stanza.NotAcceptable, plainText(last(p))))
+			n.endModes(p[1], core.RoomConfig{}, core.NewError(stanza.NotAcceptable, plainText(last(p))))
 			n.joinFailed(msg.Command, p[1], plainText(last(p)))
 		}
 	default:
@@ -201,6 +205,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 				// A server that shows the ban list to channel operators
 				// only, or to those in the channel.
 				n.endBans(p[1], core.NewError(stanza.Forbidden, plainText(last(p))))
+				n.endModes(p[1], core.RoomConfig{}, core.NewError(stanza.Forbidden, plainText(last(p))))
 			}
 		}
 	}
@@ -725,13 +730,19 @@ func (n *network) handleWho(name, user, host, nick, flags string) {
 }
 
 // handleMode applies channel mode changes; prefix modes change roles.
-func (n *network) handleMode(name, modes string, args []string) {
+// A change of the channel's own modes or lists (+m, +k, +b...) is shown
+// in the room as a line from it, as IRC clients show it.
+func (n *network) handleMode(src, name, modes string, args []string) {
 	ch := n.channels.get(n.fold(name))
 	if ch == nil {
 		return
 	}
 	add := true
 	changed := map[string]*member{}
+	if ch.reported && strings.ContainsFunc(modes, func(r rune) bool { return r != '+' && r != '-' && !strings.ContainsRune(n.feat.prefixM, r) }) {
+		line := plainText(strings.Join(append([]string{modes}, args...), " "))
+		n.s.roomNotice(ch.room, cmp.Or(plainText(src), n.server)+" sets mode "+line)
+	}
 	for i := 0; i < len(modes); i++ {
 		c := modes[i]
 		switch {

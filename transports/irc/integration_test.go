@@ -1137,3 +1137,141 @@ func TestConnectionCommands(t *testing.T) {
 	}
 	w.expect("JOIN again", cmdFrom("JOIN", "infonick"))
 }
+
+// TestRoomConfig: a channel operator's room configuration (XEP-0045
+// §10.2, muc#owner) is the channel's modes on InspIRCd: the form shows
+// them, a submitted form becomes MODE lines a member sees, and someone
+// who is no operator is refused.
+func TestRoomConfig(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-roomconfig"
+		room = ch + "%127.0.0.1@" + gwJID
+		nsO  = "http://jabber.org/protocol/muc#owner"
+	)
+	c := onlineUser(t, e, "user19@b.test")
+	if self := joinRoom(t, c, room, "cfgop"); item(self).Get("role") != "moderator" {
+		t.Fatalf("join as the channel's operator: %s", self)
+	}
+	w := dialRaw(t, e.irc, "cfgwatch")
+	w.join(ch)
+	c.Expect(xwait, "cfgwatch's presence", xmpptest.IsFrom("presence", room+"/cfgwatch", ""))
+
+	get := func() map[string]string {
+		t.Helper()
+		iq := core.NewElement("", "iq", "type", "get", "to", room)
+		res := c.IQ(iq.Add(core.NewElement(nsO, "query")))
+		x := res.Child(nsO, "query")
+		if res.Get("type") != "result" || x == nil || x.Child("jabber:x:data", "x") == nil {
+			t.Fatalf("room configuration form: %s", res)
+		}
+		out := map[string]string{}
+		for _, f := range x.Child("jabber:x:data", "x").Children {
+			if f.Name.Local == "field" {
+				out[f.Get("var")] = f.ChildText("", "value")
+			}
+		}
+		return out
+	}
+	set := func(fields map[string]string) *core.Element {
+		t.Helper()
+		x := core.NewElement("jabber:x:data", "x", "type", "submit")
+		x.Add(core.NewElement("", "field", "var", "FORM_TYPE").AddText("", "value", "http://jabber.org/protocol/muc#roomconfig"))
+		for k, v := range fields {
+			x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+		}
+		iq := core.NewElement("", "iq", "type", "set", "to", room)
+		return c.IQ(iq.Add(core.NewElement(nsO, "query").Add(x)))
+	}
+	// A channel InspIRCd made is +nt: the subject is locked, the rest off.
+	f := get()
+	if f["FORM_TYPE"] != "http://jabber.org/protocol/muc#roomconfig" || f["muc#roomconfig_changesubject"] != "false" ||
+		f["muc#roomconfig_moderatedroom"] != "false" || f["muc#roomconfig_publicroom"] != "true" ||
+		f["muc#roomconfig_passwordprotectedroom"] != "false" || f["muc#roomconfig_maxusers"] != "" {
+		t.Errorf("form of a new channel: %v", f)
+	}
+
+	// Moderated, a password, at most 25, subject open to all: one MODE
+	// line (InspIRCd takes 20 changes a line) the member sees.
+	res := set(map[string]string{
+		"muc#roomconfig_moderatedroom":         "1",
+		"muc#roomconfig_passwordprotectedroom": "1",
+		"muc#roomconfig_roomsecret":            "s3cret",
+		"muc#roomconfig_maxusers":              "25",
+		"muc#roomconfig_changesubject":         "true",
+	})
+	if res.Get("type") != "result" {
+		t.Fatalf("submitted form: %s", res)
+	}
+	mode := w.expect("MODE", func(m ircmsg.Message) bool { return m.Command == "MODE" && m.Nick() == "cfgop" })
+	got := strings.Join(mode.Params[1:], " ")
+	for _, want := range []string{"m", "k", "l", "-t", "s3cret", "25"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("MODE %s: want %q in it", got, want)
+		}
+	}
+	// The room shows the change, as IRC clients do.
+	shown := c.Expect(xwait, "the mode change in the room", func(el *core.Element) bool {
+		return el.Name.Local == "message" && el.Get("from") == room && strings.Contains(el.ChildText("", "body"), "sets mode")
+	})
+	if body := shown.ChildText("", "body"); body != "cfgop sets mode "+got {
+		t.Errorf("room shows %q, want %q", body, "cfgop sets mode "+got)
+	}
+	f = get()
+	if f["muc#roomconfig_moderatedroom"] != "true" || f["muc#roomconfig_roomsecret"] != "s3cret" ||
+		f["muc#roomconfig_maxusers"] != "25" || f["muc#roomconfig_changesubject"] != "true" || f["muc#roomconfig_passwordprotectedroom"] != "true" {
+		t.Errorf("form after the change: %v", f)
+	}
+	// The password is needed on IRC now.
+	x := dialRaw(t, e.irc, "cfgnokey")
+	x.send("JOIN", ch)
+	x.expect("475 bad key", func(m ircmsg.Message) bool { return m.Command == "475" })
+
+	// Refusals: a password box without a password, a word for a number,
+	// a password that would be two IRC parameters or lines, destroying
+	// the room. None reaches IRC.
+	for _, bad := range []struct {
+		fields map[string]string
+		cond   string
+	}{
+		{map[string]string{"muc#roomconfig_passwordprotectedroom": "1", "muc#roomconfig_roomsecret": ""}, "bad-request"},
+		{map[string]string{"muc#roomconfig_maxusers": "many"}, "not-acceptable"},
+		{map[string]string{"muc#roomconfig_roomsecret": "two words"}, "not-acceptable"},
+		{map[string]string{"muc#roomconfig_roomsecret": "a\r\nQUIT :x"}, "not-acceptable"},
+	} {
+		if res := set(bad.fields); res.Get("type") != "error" || xmpptest.Condition(res) != bad.cond {
+			t.Errorf("form %v: %s, want %s", bad.fields, res, bad.cond)
+		}
+	}
+	destroy := core.NewElement("", "iq", "type", "set", "to", room)
+	if res := c.IQ(destroy.Add(core.NewElement(nsO, "query").Add(core.NewElement("", "destroy")))); xmpptest.Condition(res) != "not-allowed" {
+		t.Errorf("destroy: %s", res)
+	}
+	if !w.quiet(500*time.Millisecond, cmdFrom("MODE", "cfgop")) {
+		t.Error("a refused form reached IRC")
+	}
+
+	// Password off, the rest as it was: -k naming the key.
+	if res := set(map[string]string{"muc#roomconfig_passwordprotectedroom": "0"}); res.Get("type") != "result" {
+		t.Fatalf("password off: %s", res)
+	}
+	mode = w.expect("MODE -k", func(m ircmsg.Message) bool { return m.Command == "MODE" && m.Nick() == "cfgop" })
+	if got := strings.Join(mode.Params[1:], " "); got != "-k s3cret" {
+		t.Errorf("MODE %s, want -k s3cret", got)
+	}
+
+	// No longer an operator: the form is shown, a change refused.
+	deop := core.NewElement("", "iq", "type", "set", "to", room)
+	deop.Add(core.NewElement("http://jabber.org/protocol/muc#admin", "query").Add(core.NewElement("", "item", "nick", "cfgop", "role", "participant")))
+	if res := c.IQ(deop); res.Get("type") != "result" {
+		t.Fatalf("deop self: %s", res)
+	}
+	c.Expect(xwait, "own role participant", func(el *core.Element) bool {
+		return xmpptest.IsFrom("presence", room+"/cfgop", "")(el) && item(el).Get("role") == "participant"
+	})
+	get()
+	if res := set(map[string]string{"muc#roomconfig_moderatedroom": "0"}); xmpptest.Condition(res) != "forbidden" {
+		t.Errorf("change by a non-operator: %s, want forbidden", res)
+	}
+}

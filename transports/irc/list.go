@@ -134,6 +134,7 @@ func (n *network) endList(err error) {
 // failLists answers every list request of the network with err.
 func (n *network) failLists(err error) {
 	n.failBans(err)
+	n.endModes("", core.RoomConfig{}, err)
 	n.failPings("", err)
 	n.endList(err)
 	for _, r := range n.listWaiting {

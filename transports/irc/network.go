@@ -81,6 +81,8 @@ type network struct {
 	// pings are CTCP PINGs waiting for an answer (ping.go).
 	pings   []*pingReq
 	listing *listing
+	// modeReqs wait for their channel's modes (roomconfig.go).
+	modeReqs []*modeReq
 }
 
 // chanList is a network's channels. A slice, not a map by folded name:

@@ -453,6 +453,10 @@ func (s *session) afterStop(ev event) {
 		e.req.reply <- listResult{err: core.Temporary(errClosed)}
 	case evBans:
 		e.req.reply <- banResult{err: core.Temporary(errClosed)}
+	case evRoomConfig:
+		e.req.reply <- modeResult{err: core.Temporary(errClosed)}
+	case evConfigure:
+		e.reply <- core.Temporary(errClosed)
 	case evPing:
 		e.req.reply <- core.Temporary(errClosed)
 	case evNetInfo:
@@ -491,6 +495,10 @@ func (s *session) handle(ev event) {
 		s.list(ev.server, ev.req)
 	case evBans:
 		s.askBans(ev.room, ev.req)
+	case evRoomConfig:
+		s.askModes(ev.room, ev.req)
+	case evConfigure:
+		s.configure(ev)
 	case evPing:
 		s.ping(ev.contact, ev.req)
 	case evNetInfo:

@@ -994,3 +994,52 @@ func TestParseCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigLines: a room configuration change is the MODE lines between
+// two sets of modes, as many changes a line as the server's MODES says;
+// a 324 line reads back as the configuration it set.
+func TestConfigLines(t *testing.T) {
+	inspircd := newFeatures(map[string]string{"CHANMODES": "IXbeg,k,FHJLfjl,ABCDKMNOPQRSTcimnprstuz", "MODES": "20", "PREFIX": "(qaohv)~&@%+"})
+	twoAtOnce := newFeatures(map[string]string{"CHANMODES": "b,k,l,imnst", "MODES": "2"})
+	lines := func(f *features, old, new core.RoomConfig) []string {
+		var out []string
+		for _, l := range configLines(f, "#c", old, new) {
+			s, err := l.Line()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, strings.TrimRight(s, "\r\n"))
+		}
+		return out
+	}
+	open := core.RoomConfig{}
+	closed := core.RoomConfig{Moderated: true, MembersOnly: true, Hidden: true, LockedSubject: true, Password: "k1", MaxUsers: 10}
+	for _, tc := range []struct {
+		f        *features
+		old, new core.RoomConfig
+		want     []string
+	}{
+		{inspircd, open, closed, []string{"MODE #c +mistkl k1 10"}},
+		{inspircd, closed, open, []string{"MODE #c -misptkl k1"}},
+		{inspircd, closed, closed, nil},
+		// A new key: the old one is named to remove it first.
+		{inspircd, core.RoomConfig{Password: "k1"}, core.RoomConfig{Password: "k2"}, []string{"MODE #c -k+k k1 k2"}},
+		{inspircd, core.RoomConfig{MaxUsers: 5}, core.RoomConfig{MaxUsers: 50}, []string{"MODE #c +l 50"}},
+		// No +p on this server, and two changes a line.
+		{twoAtOnce, closed, open, []string{"MODE #c -mi", "MODE #c -st", "MODE #c -kl k1"}},
+	} {
+		if got := lines(tc.f, tc.old, tc.new); !slices.Equal(got, tc.want) {
+			t.Errorf("%+v -> %+v: %q, want %q", tc.old, tc.new, got, tc.want)
+		}
+	}
+	if rc := readModes(inspircd, "+ntklm", []string{"k1", "10"}); rc != (core.RoomConfig{Moderated: true, LockedSubject: true, Password: "k1", MaxUsers: 10}) {
+		t.Errorf("readModes +ntklm k1 10 = %+v", rc)
+	}
+	// Modes with parameters the form does not show are skipped over.
+	if rc := readModes(inspircd, "+fjsl", []string{"5:10", "3:5", "9"}); rc != (core.RoomConfig{Hidden: true, MaxUsers: 9}) {
+		t.Errorf("readModes +fjsl = %+v", rc)
+	}
+	if rc := readModes(inspircd, "+kl", nil); rc != (core.RoomConfig{}) {
+		t.Errorf("readModes without parameters = %+v", rc)
+	}
+}
