@@ -97,6 +97,8 @@ func (c *component) handleIQ(el *Element) {
 			c.roomAdminGet(r, from, to, addr, payload)
 		case key == "get "+nsMUCOwner+" query", key == "set "+nsMUCOwner+" query":
 			c.roomOwnerIQ(r, typ, from, to, addr, payload)
+		case key == "get "+disco.NSInfo+" query" && payload.Get("node") == "":
+			c.roomInfoIQ(r, from, to, addr)
 		default:
 			c.handleRoomIQ(r, key, addr)
 		}
@@ -200,12 +202,7 @@ func (c *component) pingContact(r *iqReply, p ContactPinger, addr string) {
 func (c *component) handleRoomIQ(r *iqReply, key, addr string) {
 	switch key {
 	case "get " + disco.NSInfo + " query":
-		q := NewElement(disco.NSInfo, "query")
-		q.Add(NewElement("", "identity", "category", "conference", "type", "text", "name", addr))
-		for _, f := range []string{disco.NSInfo, nsMUC, "muc_open", "muc_public", "muc_persistent", "muc_nonanonymous", "muc_unsecured", nsSelfPing} {
-			q.Add(NewElement("", "feature", "var", f))
-		}
-		r.result(q)
+		r.result(roomInfo(addr, nil, nil)) // with a node
 	case "get " + disco.NSItems + " query":
 		r.result(NewElement(disco.NSItems, "query"))
 	case "get " + ping.NS + " ping":

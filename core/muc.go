@@ -717,6 +717,8 @@ func (u *user) handleRoom(ev userEvent) {
 		u.roomAdminGet(ev)
 	case evRoomOwner:
 		u.roomOwner(ev)
+	case evRoomInfo:
+		u.roomInfo(ev)
 	case evRoomInvite:
 		u.roomInvite(ctx, ev)
 	case evRoomSubjectSet:

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
@@ -214,4 +215,110 @@ func (u *user) roomOwner(ev evRoomOwner) {
 		}
 		ev.reply.result(nil)
 	})
+}
+
+// Room information (XEP-0045 §6.4): a room's disco#info. To one of the
+// user's resources in the room it tells what the network says of it (its
+// modes, through RoomConfigurer), its subject and how many are in it;
+// to anyone else what every room of the gateway is.
+
+// roomInfoWait bounds how long a disco#info waits for the network's
+// answer; a client may ask before it joins from another resource.
+const roomInfoWait = 5 * time.Second
+
+// evRoomInfo is a room's disco#info from one of the user's resources.
+type evRoomInfo struct {
+	reply          *iqReply
+	resource, room string
+}
+
+// roomInfoIQ answers a disco#info of a room (without a node).
+func (c *component) roomInfoIQ(r *iqReply, from, to jid.JID, addr string) {
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(from.Bare().String(), label)
+	if u == nil || !u.post(evRoomInfo{reply: r, resource: from.Resourcepart(), room: addr}) {
+		r.result(roomInfo(addr, nil, nil))
+	}
+}
+
+// roomInfo answers a resource: what the network says of the room if
+// the resource is in it.
+func (u *user) roomInfo(ev evRoomInfo) {
+	r := u.rooms.get(ev.room)
+	if r == nil || !r.joined || !r.resources.has(ev.resource) {
+		ev.reply.result(roomInfo(ev.room, nil, nil))
+		return
+	}
+	st := &roomState{subject: r.subject, occupants: len(r.occupants)}
+	if _, ok := r.occupants.get(r.nick); !ok {
+		st.occupants++
+	}
+	rc, ok := u.groupSession().(RoomConfigurer)
+	if !ok {
+		ev.reply.result(roomInfo(ev.room, nil, st))
+		return
+	}
+	u.c.g.goSafe("room-info", func() {
+		ctx, cancel := u.c.g.workCtx(roomInfoWait)
+		defer cancel()
+		cfg, err := rc.RoomConfig(ctx, ev.room)
+		if err != nil {
+			u.logger().Debug("room information without the network's settings", "room", ev.room, "error", err)
+			ev.reply.result(roomInfo(ev.room, nil, st))
+			return
+		}
+		ev.reply.result(roomInfo(ev.room, &cfg, st))
+	})
+}
+
+// roomState is what core knows of a room the user is in.
+type roomState struct {
+	subject   string
+	occupants int
+}
+
+// roomInfo is a room's disco#info: its features, with the network's
+// settings when known (else what a room is until told otherwise), and
+// the muc#roominfo form when the user is in it.
+func roomInfo(addr string, cfg *RoomConfig, st *roomState) *Element {
+	var c RoomConfig
+	if cfg != nil {
+		c = *cfg
+	}
+	pick := func(cond bool, yes, no string) string {
+		if cond {
+			return yes
+		}
+		return no
+	}
+	q := NewElement(disco.NSInfo, "query")
+	q.Add(NewElement("", "identity", "category", "conference", "type", "text", "name", addr))
+	features := []string{disco.NSInfo, nsMUC, "muc_persistent", "muc_nonanonymous", nsSelfPing,
+		pick(c.MembersOnly, "muc_membersonly", "muc_open"),
+		pick(c.Hidden, "muc_hidden", "muc_public"),
+		pick(c.Password != "", "muc_passwordprotected", "muc_unsecured"),
+	}
+	if cfg != nil {
+		features = append(features, pick(c.Moderated, "muc_moderated", "muc_unmoderated"))
+	}
+	for _, f := range features {
+		q.Add(NewElement("", "feature", "var", f))
+	}
+	if st == nil {
+		return q
+	}
+	x := NewElement(nsData, "x", "type", "result")
+	field := func(v, label, value string) {
+		x.Add(NewElement("", "field", "var", v, "label", label).AddText("", "value", value))
+	}
+	x.Add(NewElement("", "field", "var", "FORM_TYPE", "type", "hidden").AddText("", "value", "http://jabber.org/protocol/muc#roominfo"))
+	field("muc#roominfo_subject", "Subject", st.subject)
+	field("muc#roominfo_occupants", "Number of occupants", strconv.Itoa(st.occupants))
+	if cfg != nil {
+		field(rcChangeSubject, "Occupants may change the subject", strconv.FormatBool(!c.LockedSubject))
+		if c.MaxUsers > 0 {
+			field(rcMaxUsers, "Maximum number of occupants", strconv.Itoa(c.MaxUsers))
+		}
+	}
+	return q.Add(x)
 }

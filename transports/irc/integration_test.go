@@ -1223,6 +1223,30 @@ func TestRoomConfig(t *testing.T) {
 		f["muc#roomconfig_maxusers"] != "25" || f["muc#roomconfig_changesubject"] != "true" || f["muc#roomconfig_passwordprotectedroom"] != "true" {
 		t.Errorf("form after the change: %v", f)
 	}
+	// The room's information says so too, to the user in it: features
+	// and the muc#roominfo form (two occupants, the topic InspIRCd has
+	// none of).
+	info := c.IQ(core.NewElement("", "iq", "type", "get", "to", room).Add(core.NewElement("http://jabber.org/protocol/disco#info", "query")))
+	features := map[string]bool{}
+	roominfo := map[string]string{}
+	for _, el := range info.Child("http://jabber.org/protocol/disco#info", "query").Children {
+		if el.Name.Local == "feature" {
+			features[el.Get("var")] = true
+		}
+		if el.Name.Local == "x" {
+			for _, f := range el.Children {
+				roominfo[f.Get("var")] = f.ChildText("", "value")
+			}
+		}
+	}
+	for _, want := range []string{"muc_passwordprotected", "muc_moderated", "muc_open", "muc_public", "http://jabber.org/protocol/muc"} {
+		if !features[want] {
+			t.Errorf("room information without %s: %s", want, info)
+		}
+	}
+	if features["muc_unsecured"] || roominfo["FORM_TYPE"] != "http://jabber.org/protocol/muc#roominfo" || roominfo["muc#roominfo_occupants"] != "2" || roominfo["muc#roomconfig_maxusers"] != "25" {
+		t.Errorf("room information: %s", info)
+	}
 	// The password is needed on IRC now.
 	x := dialRaw(t, e.irc, "cfgnokey")
 	x.send("JOIN", ch)
