@@ -164,6 +164,14 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 			}
 		}
 		c.pingContact(r, p, addr)
+	case "get " + version.NS + " query":
+		var v ContactVersioner
+		if u := c.lookupLabel(from.Bare().String(), label); u != nil {
+			if ls := u.live.Load(); ls != nil {
+				v, _ = ls.s.(ContactVersioner)
+			}
+		}
+		c.contactVersion(r, v, addr)
 	case "get " + disco.NSItems + " query":
 		if _, rooms := c.t.(GroupChats); rooms && payload.Get("node") == "" {
 			c.listRooms(r, from, label, addr, payload)
@@ -173,6 +181,31 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
 	}
+}
+
+// contactVersion answers a software version request to a contact (a
+// room occupant's included) with theirs, asked by v, the user's session.
+func (c *component) contactVersion(r *iqReply, v ContactVersioner, addr string) {
+	if v == nil || addr == "" {
+		r.error(NewError(stanza.ServiceUnavailable, "cannot ask this contact's client now (not connected to the network)"))
+		return
+	}
+	c.g.goSafe("contact-version", func() {
+		ctx, cancel := c.g.workCtx(contactPingWait)
+		defer cancel()
+		sv, err := v.ContactVersion(ctx, addr)
+		if err != nil {
+			r.error(err)
+			return
+		}
+		q := NewElement(version.NS, "query")
+		q.AddText("", "name", sv.Name)
+		q.AddText("", "version", sv.Version)
+		if sv.OS != "" {
+			q.AddText("", "os", sv.OS)
+		}
+		r.result(q)
+	})
 }
 
 // contactPingWait is how long a ping relayed to a contact waits for

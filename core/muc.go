@@ -16,6 +16,7 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/ping"
 	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/version"
 
 	"transportd/core/store"
 	"transportd/internal/memtrim"
@@ -968,8 +969,14 @@ func (u *user) occupantIQ(ev evRoomIQ) {
 		ev.reply.error(errNotInRoom)
 		return
 	}
-	if ev.key != "get "+ping.NS+" ping" {
+	isVersion := ev.key == "get "+version.NS+" query"
+	if ev.key != "get "+ping.NS+" ping" && !isVersion {
 		ev.reply.error(NewError(stanza.ServiceUnavailable, "not supported by this room's occupants"))
+		return
+	}
+	if ev.nick == r.nick && isVersion {
+		// The user's own client answers for itself.
+		ev.reply.error(NewError(stanza.ServiceUnavailable, "that is you: ask your own client"))
 		return
 	}
 	if ev.nick == r.nick {
@@ -980,13 +987,19 @@ func (u *user) occupantIQ(ev evRoomIQ) {
 		ev.reply.error(NewError(stanza.ItemNotFound, "no occupant of this room is named "+quote(ev.nick)))
 		return
 	}
-	// Another occupant: the ping goes to them where the network can
-	// (as a MUC service forwards it to the occupant's client).
-	p, _ := u.groupSession().(ContactPinger)
+	// Another occupant: the ping or version request goes to them where
+	// the network can (as a MUC service forwards it to the occupant's
+	// client).
 	addr := ""
-	if oc, ok := u.c.t.(OccupantContacts); ok && p != nil {
+	if oc, ok := u.c.t.(OccupantContacts); ok {
 		addr = oc.OccupantContact(r.address, ev.nick)
 	}
+	if isVersion {
+		v, _ := u.groupSession().(ContactVersioner)
+		u.c.contactVersion(ev.reply, v, addr)
+		return
+	}
+	p, _ := u.groupSession().(ContactPinger)
 	if addr == "" {
 		p = nil
 	}

@@ -133,6 +133,22 @@ type ContactPinger interface {
 	PingContact(ctx context.Context, contact string) error
 }
 
+// ContactVersioner is implemented by a Session that can ask a contact's
+// client what it is (IRC's CTCP VERSION): core relays a software version
+// request (XEP-0092) to a contact's JID, or to a room occupant's, and
+// answers with the contact's, as biboumi does. Without it such a request
+// is service-unavailable.
+type ContactVersioner interface {
+	// ContactVersion returns the contact's answer, or an error (no such
+	// contact; no answer before ctx is done).
+	ContactVersion(ctx context.Context, contact string) (SoftwareVersion, error)
+}
+
+// SoftwareVersion is a client's name, version and system (XEP-0092).
+type SoftwareVersion struct {
+	Name, Version, OS string
+}
+
 // PanicReporter is implemented by core's Sink: a session that recovers a
 // panic in a goroutine of its own reports it there, to be logged and
 // counted with core's own (transportd_panics_total), so an operator's

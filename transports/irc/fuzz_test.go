@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,7 @@ func FuzzIRCToXMPP(f *testing.F) {
 		":irc 367 me #c *!*@h op!o@h 1600000000\n:irc 367 me #C $a:x\n:irc 368 me #c :end",
 		":x!y@z NOTICE me :\x01PING t1\x01\n:irc PONG irc :t2\n:irc 401 me x :no such nick",
 		":irc 324 me #C +ntkl key 20\n:irc 329 me #c 1600000000",
+		":X!y@z NOTICE me :\x01VERSION irssi v1.4 - \x02Linux\x01\n:irc 351 me InspIRCd-4.0.0. irc :x",
 	} {
 		f.Add(seed)
 	}
@@ -99,10 +101,13 @@ func FuzzIRCToXMPP(f *testing.F) {
 		// A ban list and pings waiting for their answers.
 		bans := &banReq{reply: make(chan banResult, 1)}
 		n.banLists = map[string]*banListing{"#c": {reqs: []*banReq{bans}, at: time.Now()}}
-		n.pings = []*pingReq{
-			{nick: "x", token: "t1", at: time.Now(), reply: make(chan error, 1)},
-			{token: "t2", at: time.Now(), reply: make(chan error, 1)},
+		n.ctcpWait = []*ctcpReq{
+			{cmd: "PING", nick: "x", token: "t1", at: time.Now(), reply: make(chan ctcpResult, 1)},
+			{cmd: "PING", token: "t2", at: time.Now(), reply: make(chan ctcpResult, 1)},
+			{cmd: "VERSION", nick: "x", at: time.Now(), reply: make(chan ctcpResult, 1)},
+			{cmd: "VERSION", at: time.Now(), reply: make(chan ctcpResult, 1)},
 		}
+		ctcpReqs := slices.Clone(n.ctcpWait)
 		modes := &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
 		n.modeReqs = []*modeReq{modes}
 		lines := strings.Split(input, "\n")
@@ -127,6 +132,15 @@ func FuzzIRCToXMPP(f *testing.F) {
 				}
 			}
 		default:
+		}
+		for _, r := range ctcpReqs {
+			select {
+			case a := <-r.reply:
+				v := splitVersion(a.text)
+				checkText(t, "version name", v.Name)
+				checkText(t, "version", v.Version)
+			default:
+			}
 		}
 		select {
 		case r := <-modes.reply:

@@ -174,13 +174,15 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		}
 	case "401", "404", "406": // no such nick, cannot send to channel, was no such nick
 		if len(p) >= 2 && msg.Command != "404" {
-			n.failPings(p[1], core.NewError(stanza.ItemNotFound, "no one is named "+plainText(p[1])+" on "+n.server+" now"))
+			n.failCTCP(p[1], core.NewError(stanza.ItemNotFound, "no one is named "+plainText(p[1])+" on "+n.server+" now"))
 		}
 		if len(p) >= 2 {
 			if pl := n.matchPending(label, p[1]); pl != nil {
 				n.fail(pl, plainText(last(p)))
 			}
 		}
+	case "351": // RPL_VERSION: me version server :comments
+		n.versioned("", serverVersion(p))
 	case "324": // RPL_CHANNELMODEIS: me channel modes [params...]
 		n.gotModes(p)
 	case "367": // RPL_BANLIST: me channel mask [who [time]]
@@ -283,6 +285,9 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 			body = "/me " + styledText(args)
 		case notice && cmd == "PING" && !history:
 			n.ponged(src, args)
+			return
+		case notice && cmd == "VERSION" && !history:
+			n.versioned(src, args)
 			return
 		case notice || fromMe || history:
 			return // CTCP replies and our own requests are not shown

@@ -1055,6 +1055,41 @@ func TestContactPing(t *testing.T) {
 	if res := answer(ping("127.0.0.1@" + gwJID)); res.Get("type") != "result" {
 		t.Errorf("ping to the server: %s", res)
 	}
+
+	// Software version (XEP-0092), to the occupant and to the contact: a
+	// CTCP VERSION, answered with what pongy's client says (formatting
+	// stripped); to the user's own occupant JID it stays off IRC.
+	version := func(to string) string {
+		id := xmpptest.RandomID()
+		c.Send(core.NewElement("", "iq", "type", "get", "to", to, "id", id).Add(core.NewElement("jabber:iq:version", "query")))
+		return id
+	}
+	for _, to := range []string{room + "/pongy", "pongy%127.0.0.1@" + gwJID} {
+		id := version(to)
+		p.expect("CTCP VERSION", func(m ircmsg.Message) bool {
+			return m.Command == "PRIVMSG" && m.Nick() == "pinger" && len(m.Params) == 2 && m.Params[1] == "\x01VERSION\x01"
+		})
+		p.send("NOTICE", "pinger", "\x01VERSION irssi \x02v1.4.5\x02 - running on Linux\x01")
+		res := answer(id)
+		q := res.Child("jabber:iq:version", "query")
+		if res.Get("type") != "result" || q == nil || q.ChildText("", "name") != "irssi" || q.ChildText("", "version") != "v1.4.5 - running on Linux" {
+			t.Errorf("version of %s: %s", to, res)
+		}
+	}
+	if res := answer(version(room + "/pinger")); xmpptest.Condition(res) != "service-unavailable" {
+		t.Errorf("version of the user's own occupant JID: %s", res)
+	}
+	if res := answer(version("nobody%127.0.0.1@" + gwJID)); xmpptest.Condition(res) != "item-not-found" {
+		t.Errorf("version of a nick not on IRC: %s", res)
+	}
+	// The server's: its 351 (InspIRCd and its version).
+	res := answer(version("127.0.0.1@" + gwJID))
+	if q := res.Child("jabber:iq:version", "query"); q == nil || !strings.Contains(q.ChildText("", "name"), "InspIRCd") {
+		t.Errorf("version of the server: %s", res)
+	}
+	if !p.quiet(300*time.Millisecond, cmdFrom("PRIVMSG", "pinger")) {
+		t.Error("a version request went to IRC that should not have")
+	}
 }
 
 // A network registered with a character set (a Cyrillic network on

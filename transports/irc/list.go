@@ -135,7 +135,7 @@ func (n *network) endList(err error) {
 func (n *network) failLists(err error) {
 	n.failBans(err)
 	n.endModes("", core.RoomConfig{}, err)
-	n.failPings("", err)
+	n.failCTCP("", err)
 	n.endList(err)
 	for _, r := range n.listWaiting {
 		r.reply <- listResult{err: err}

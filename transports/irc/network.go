@@ -78,9 +78,9 @@ type network struct {
 	// banLists are the channels' ban lists being received, by folded
 	// name; nil while none.
 	banLists map[string]*banListing
-	// pings are CTCP PINGs waiting for an answer (ping.go).
-	pings   []*pingReq
-	listing *listing
+	// ctcpWait are CTCP PINGs and VERSIONs waiting for an answer (ping.go).
+	ctcpWait []*ctcpReq
+	listing  *listing
 	// modeReqs wait for their channel's modes (roomconfig.go).
 	modeReqs []*modeReq
 }

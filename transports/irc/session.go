@@ -457,8 +457,8 @@ func (s *session) afterStop(ev event) {
 		e.req.reply <- modeResult{err: core.Temporary(errClosed)}
 	case evConfigure:
 		e.reply <- core.Temporary(errClosed)
-	case evPing:
-		e.req.reply <- core.Temporary(errClosed)
+	case evCTCP:
+		e.req.reply <- ctcpResult{err: core.Temporary(errClosed)}
 	case evNetInfo:
 		e.reply <- nil
 	case evWritten:
@@ -499,8 +499,8 @@ func (s *session) handle(ev event) {
 		s.askModes(ev.room, ev.req)
 	case evConfigure:
 		s.configure(ev)
-	case evPing:
-		s.ping(ev.contact, ev.req)
+	case evCTCP:
+		s.ctcp(ev.contact, ev.req)
 	case evNetInfo:
 		ev.reply <- s.infos()
 	case evDisconnect:
