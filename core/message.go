@@ -81,10 +81,26 @@ func (c *component) handleMessage(el *Element) {
 		return
 	}
 	if !hasBody || strings.TrimSpace(body) == "" {
-		// Chat states, markers and receipts without a body: nothing to send
-		// to the legacy network. A displayed marker (XEP-0333) or a
-		// receipt (XEP-0184) marks the message read where the network has
-		// read state.
+		// Chat states, markers and receipts without a body. A chat state
+		// goes to networks that show typing; a displayed marker
+		// (XEP-0333) or a receipt (XEP-0184) marks the message read where
+		// the network has read state.
+		if st := chatState(el); st != "" {
+			m := Message{Contact: roomAddr, UserResource: from.Resourcepart()}
+			switch {
+			case isRoom && typ == "groupchat":
+				m.Groupchat = true
+			case isRoom:
+				m.Nick = to.Resourcepart()
+			default:
+				if _, addr, err := c.address(local); err == nil {
+					m.Contact = addr
+				}
+			}
+			if m.Contact != "" {
+				u.relayChatState(m, st)
+			}
+		}
 		if !isRoom {
 			for _, m := range []struct{ ns, name string }{{nsMarkers, "displayed"}, {nsReceipts, "received"}} {
 				if d := el.Child(m.ns, m.name); d != nil && d.Get("id") != "" {

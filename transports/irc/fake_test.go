@@ -468,8 +468,16 @@ func (r *recorder) RoomPresence(room string, o core.Occupant) { r.add(recPresenc
 func (r *recorder) RoomLeft(room, nick, reason string, kicked bool) {
 	r.add(recLeft{room, nick, reason, kicked})
 }
-func (r *recorder) RoomNick(room, old, new string)       { r.add(recNick{room, old, new}) }
-func (r *recorder) RoomSubject(room, subject, by string) { r.add(recSubject{room, subject, by}) }
+func (r *recorder) RoomNick(room, old, new string) { r.add(recNick{room, old, new}) }
+
+// recTyping is a chat state the session showed (core.ChatStateSink).
+type recTyping struct {
+	m     core.Message
+	state string
+}
+
+func (r *recorder) ChatState(m core.Message, state string) { r.add(recTyping{m, state}) }
+func (r *recorder) RoomSubject(room, subject, by string)   { r.add(recSubject{room, subject, by}) }
 
 // next waits for the first recorded event f accepts and removes it.
 func (r *recorder) next(t testing.TB, what string, f func(any) bool) any {

@@ -92,6 +92,7 @@ func FuzzIRCToXMPP(f *testing.F) {
 		":irc 367 me #c *!*@h op!o@h 1600000000\n:irc 367 me #C $a:x\n:irc 368 me #c :end",
 		":x!y@z NOTICE me :\x01PING t1\x01\n:irc PONG irc :t2\n:irc 401 me x :no such nick",
 		":irc 324 me #C +ntkl key 20\n:irc 329 me #c 1600000000",
+		"@+typing=active :x!y@z TAGMSG #c\n@+draft/typing=done :x!y@z TAGMSG me",
 		":X!y@z NOTICE me :\x01VERSION irssi v1.4 - \x02Linux\x01\n:irc 351 me InspIRCd-4.0.0. irc :x",
 	} {
 		f.Add(seed)
@@ -157,6 +158,11 @@ func FuzzIRCToXMPP(f *testing.F) {
 		defer rec.mu.Unlock()
 		for _, ev := range rec.events {
 			switch ev := ev.(type) {
+			case recTyping:
+				checkText(t, "typing nick", ev.m.Nick)
+				if ev.m.Contact == "" || ev.m.Groupchat && ev.m.Nick == "" {
+					t.Fatalf("chat state without an address: %+v", ev)
+				}
 			case *core.Message:
 				checkText(t, "body", ev.Body)
 				checkText(t, "nick", ev.Nick)

@@ -64,6 +64,8 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 				}
 			}
 		}
+	case "TAGMSG":
+		n.handleTagmsg(msg)
 	case "MODE":
 		if len(p) >= 2 && n.isChannel(p[0]) {
 			n.handleMode(src, p[0], p[1], p[2:])

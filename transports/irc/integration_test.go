@@ -1334,3 +1334,73 @@ func TestRoomConfig(t *testing.T) {
 		t.Errorf("change by a non-operator: %s, want forbidden", res)
 	}
 }
+
+// TestTyping: chat states (XEP-0085) and IRCv3's +typing (TAGMSG, to a
+// client that asked for message-tags on InspIRCd), both ways, in a room
+// and in a private chat.
+func TestTyping(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch      = "#it-typing"
+		room    = ch + "%127.0.0.1@" + gwJID
+		nsCS    = "http://jabber.org/protocol/chatstates"
+		typist  = "typist%127.0.0.1@" + gwJID
+		typerIn = room + "/typist"
+	)
+	c := onlineUser(t, e, "user19@b.test")
+	if self := joinRoom(t, c, room, "typer"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	r := dialRaw(t, e.irc, "typist")
+	r.send("CAP", "REQ", "message-tags")
+	r.expect("CAP ACK", func(m ircmsg.Message) bool { return m.Command == "CAP" && len(m.Params) >= 2 && m.Params[1] == "ACK" })
+	r.join(ch)
+	c.Expect(xwait, "typist's presence", xmpptest.IsFrom("presence", typerIn, ""))
+
+	// The user types: +typing on TAGMSG to the channel, and to a nick.
+	state := func(to, typ, st string) {
+		c.Send(core.NewElement("", "message", "to", to, "type", typ).Add(core.NewElement(nsCS, st)))
+	}
+	tagmsg := func(target, want string) {
+		t.Helper()
+		m := r.expect("TAGMSG +typing="+want+" to "+target, func(m ircmsg.Message) bool {
+			return m.Command == "TAGMSG" && m.Nick() == "typer" && len(m.Params) == 1 && m.Params[0] == target
+		})
+		if _, v := m.GetTag("+typing"); v != want {
+			t.Errorf("TAGMSG to %s: +typing=%q, want %q", target, v, want)
+		}
+	}
+	for _, step := range []struct{ st, tag string }{{"composing", "active"}, {"paused", "paused"}, {"active", "done"}} {
+		state(room, "groupchat", step.st)
+		tagmsg(ch, step.tag)
+	}
+	state(typist, "chat", "composing")
+	tagmsg("typist", "active")
+
+	// The IRC user types: a bodiless message with the state, from the
+	// occupant (to the room's resource) or from the contact.
+	rawLine := func(line string) {
+		if _, err := r.c.Write([]byte(line + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shown := func(from, typ, want string) {
+		t.Helper()
+		m := c.Expect(xwait, want+" from "+from, xmpptest.IsFrom("message", from, typ))
+		if m.Child(nsCS, want) == nil || m.Child("", "body") != nil {
+			t.Errorf("chat state from %s: %s, want %s without a body", from, m, want)
+		}
+	}
+	rawLine("@+typing=active TAGMSG " + ch)
+	shown(typerIn, "groupchat", "composing")
+	rawLine("@+typing=paused TAGMSG typer")
+	shown(typist, "chat", "paused")
+	rawLine("@+typing=done TAGMSG typer")
+	shown(typist, "chat", "active")
+	// A message still comes as one.
+	r.send("PRIVMSG", ch, "done typing")
+	if m := c.Expect(xwait, "typist's message", xmpptest.IsFrom("message", typerIn, "groupchat")); m.ChildText("", "body") != "done typing" {
+		t.Errorf("message after typing: %s", m)
+	}
+}

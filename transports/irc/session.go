@@ -499,6 +499,8 @@ func (s *session) handle(ev event) {
 		s.askModes(ev.room, ev.req)
 	case evConfigure:
 		s.configure(ev)
+	case evTyping:
+		s.typing(ev)
 	case evCTCP:
 		s.ctcp(ev.contact, ev.req)
 	case evNetInfo:
