@@ -152,25 +152,27 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 			q.SetAttr("node", n)
 		}
 		q.Add(NewElement("", "identity", "category", "client", "type", "pc", "name", to.Localpart()))
-		for _, f := range []string{disco.NSInfo, nsReceipts, nsVCard} {
+		features := []string{disco.NSInfo, nsReceipts, nsVCard}
+		// What the user's session relays to the contact's client.
+		s := c.liveSession(from.Bare().String(), label)
+		if _, ok := s.(ContactPinger); ok {
+			features = append(features, ping.NS)
+		}
+		if _, ok := s.(ContactVersioner); ok {
+			features = append(features, version.NS)
+		}
+		if _, ok := s.(ChatStateSender); ok {
+			features = append(features, nsChatStates)
+		}
+		for _, f := range features {
 			q.Add(NewElement("", "feature", "var", f))
 		}
 		r.result(q)
 	case "get " + ping.NS + " ping":
-		var p ContactPinger
-		if u := c.lookupLabel(from.Bare().String(), label); u != nil {
-			if ls := u.live.Load(); ls != nil {
-				p, _ = ls.s.(ContactPinger)
-			}
-		}
+		p, _ := c.liveSession(from.Bare().String(), label).(ContactPinger)
 		c.pingContact(r, p, addr)
 	case "get " + version.NS + " query":
-		var v ContactVersioner
-		if u := c.lookupLabel(from.Bare().String(), label); u != nil {
-			if ls := u.live.Load(); ls != nil {
-				v, _ = ls.s.(ContactVersioner)
-			}
-		}
+		v, _ := c.liveSession(from.Bare().String(), label).(ContactVersioner)
 		c.contactVersion(r, v, addr)
 	case "get " + disco.NSItems + " query":
 		if _, rooms := c.t.(GroupChats); rooms && payload.Get("node") == "" {
@@ -181,6 +183,17 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
 	}
+}
+
+// liveSession is the running session of a user's account (by label),
+// or nil.
+func (c *component) liveSession(bare, label string) Session {
+	if u := c.lookupLabel(bare, label); u != nil {
+		if ls := u.live.Load(); ls != nil {
+			return ls.s
+		}
+	}
+	return nil
 }
 
 // contactVersion answers a software version request to a contact (a

@@ -1090,6 +1090,13 @@ func TestContactPing(t *testing.T) {
 	if !p.quiet(300*time.Millisecond, cmdFrom("PRIVMSG", "pinger")) {
 		t.Error("a version request went to IRC that should not have")
 	}
+	// The contact's disco#info says what is relayed to their client.
+	info := c.IQ(core.NewElement("", "iq", "type", "get", "to", "pongy%127.0.0.1@"+gwJID).Add(core.NewElement("http://jabber.org/protocol/disco#info", "query")))
+	for _, want := range []string{"urn:xmpp:ping", "jabber:iq:version", "http://jabber.org/protocol/chatstates"} {
+		if !strings.Contains(info.String(), `"`+want+`"`) {
+			t.Errorf("contact's disco#info without %s: %s", want, info)
+		}
+	}
 }
 
 // A network registered with a character set (a Cyrillic network on
