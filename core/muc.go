@@ -482,6 +482,7 @@ func (l *occupantList) del(nick string) {
 type (
 	evRoomJoin struct {
 		resource, room, nick, password string
+		hist                           HistoryRequest
 	}
 	evRoomLeave struct {
 		resource, room string
@@ -686,7 +687,13 @@ func (u *user) handleRoom(ev userEvent) {
 				u.rooms.del(ev.room)
 				return
 			}
-			if err := gs.JoinRoom(ctx, ev.room, ev.nick, ev.password); err != nil {
+			var err error
+			if hj, ok := gs.(HistoryJoiner); ok && ev.hist.Limited() {
+				err = hj.JoinRoomHistory(ctx, ev.room, ev.nick, ev.password, ev.hist)
+			} else {
+				err = gs.JoinRoom(ctx, ev.room, ev.nick, ev.password)
+			}
+			if err != nil {
 				u.failRoom(r, err)
 			}
 		}

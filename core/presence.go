@@ -3,6 +3,7 @@ package core
 import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
+	"time"
 )
 
 // handlePresence follows XEP-0100's presence flow for the gateway JID and
@@ -127,8 +128,10 @@ func (c *component) roomPresence(el *Element, u *user, from, to jid.JID, addr, t
 		return
 	}
 	password := ""
+	var hist HistoryRequest
 	if x := el.Child(nsMUC, "x"); x != nil {
 		password = x.ChildText("", "password")
+		hist = parseHistory(x.Child("", "history"), time.Now())
 	}
-	u.post(evRoomJoin{resource: from.Resourcepart(), room: addr, nick: to.Resourcepart(), password: password})
+	u.post(evRoomJoin{resource: from.Resourcepart(), room: addr, nick: to.Resourcepart(), password: password, hist: hist})
 }

@@ -813,6 +813,7 @@ func (n *network) joinFailed(code, name, text string) {
 		return
 	}
 	ch.joining = false
+	n.setJoinHistory(ch, core.HistoryRequest{})
 	cond := stanza.NotAllowed
 	switch code {
 	case "403", "476", "479":

@@ -214,12 +214,16 @@ func waitComponent(t testing.TB, c *xmpptest.Client) {
 	}
 }
 
-// joinRoom sends a MUC join and returns the self-presence.
-func joinRoom(t testing.TB, c *xmpptest.Client, roomJID, nick string) *core.Element {
+// joinRoom sends a MUC join and returns the self-presence. history, if
+// given, are the attributes of its <history/> (maxstanzas, since...).
+func joinRoom(t testing.TB, c *xmpptest.Client, roomJID, nick string, history ...string) *core.Element {
 	t.Helper()
 	p := core.NewElement("", "presence", "to", roomJID+"/"+nick)
-	p.Add(core.NewElement(nsMUC, "x").Add(core.NewElement("", "history", "maxstanzas", "0")))
-	c.Send(p)
+	x := core.NewElement(nsMUC, "x")
+	if len(history) > 0 {
+		x.Add(core.NewElement("", "history", history...))
+	}
+	c.Send(p.Add(x))
 	return c.Expect(xwait, "self-presence in "+roomJID, func(el *core.Element) bool {
 		return xmpptest.IsFrom("presence", roomJID, "*")(el) && (el.Get("type") == "error" || statusCodes(el)["110"])
 	})

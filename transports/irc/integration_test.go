@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -427,6 +428,51 @@ func TestRegistrationPersistence(t *testing.T) {
 	c.Send(core.NewElement("", "presence", "to", room+"/persist", "type", "unavailable"))
 	if !w.quiet(time.Second, cmdFrom("PART", "persist")) {
 		t.Error("left a channel joined on connect")
+	}
+
+	// What was said meanwhile comes as the join's <history/> asks
+	// (XEP-0045 §7.2.14): none, since a time, the last n.
+	away := func(lines ...string) {
+		t.Helper()
+		for _, l := range lines {
+			w.send("PRIVMSG", "#it-persist", l)
+		}
+		w.send("PING", "sync")
+		w.expect("PONG", func(m ircmsg.Message) bool { return m.Command == "PONG" })
+		time.Sleep(300 * time.Millisecond) // the gateway read them
+	}
+	rejoin := func(history ...string) []string {
+		t.Helper()
+		if self := joinRoom(t, c, room, "persist", history...); self.Get("type") == "error" {
+			t.Fatalf("join with history %v: %s", history, self)
+		}
+		var got []string
+		for {
+			m, err := c.Next(time.Second, xmpptest.IsFrom("message", room+"/watcher", "groupchat"))
+			if err != nil {
+				break
+			}
+			got = append(got, m.ChildText("", "body"))
+		}
+		c.Send(core.NewElement("", "presence", "to", room+"/persist", "type", "unavailable"))
+		c.Expect(xwait, "left", xmpptest.IsFrom("presence", room+"/persist", "unavailable"))
+		return got
+	}
+	away("old news")
+	if got := rejoin("maxstanzas", "0"); len(got) != 0 {
+		t.Errorf("history with maxstanzas 0: %q", got)
+	}
+	away("one")
+	time.Sleep(time.Second)
+	mark := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(100 * time.Millisecond)
+	away("two", "three")
+	if got := rejoin("since", mark); !slices.Equal(got, []string{"two", "three"}) {
+		t.Errorf("history since %s: %q, want two, three", mark, got)
+	}
+	away("a", "b", "c")
+	if got := rejoin("maxstanzas", "2"); !slices.Equal(got, []string{"b", "c"}) {
+		t.Errorf("history with maxstanzas 2: %q, want b, c", got)
 	}
 
 	// Configure network: another nick and channel for 127.0.0.1.

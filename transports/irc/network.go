@@ -83,6 +83,9 @@ type network struct {
 	listing  *listing
 	// modeReqs wait for their channel's modes (roomconfig.go).
 	modeReqs []*modeReq
+	// joinHist is the history asked for by the joins of rooms not yet
+	// reported, by folded channel name; nil while none (setJoinHistory).
+	joinHist map[string]core.HistoryRequest
 }
 
 // chanList is a network's channels. A slice, not a map by folded name:
@@ -702,18 +705,50 @@ func (n *network) reportJoined(ch *channel) {
 		me = &member{nick: intern(n.me.nick)}
 	}
 	n.s.rooms.RoomJoined(ch.room, n.occupant(me), occ, ch.topic)
-	for _, m := range ch.backlog {
+	hist := n.joinHist[ch.folded]
+	n.setJoinHistory(ch, core.HistoryRequest{})
+	for _, m := range hist.Filter(ch.backlog) {
 		m.Contact = ch.room
 		n.s.deliver(m)
 	}
 	ch.backlog = nil
-	if (n.hasCap("draft/chathistory") || n.hasCap("chathistory")) && n.hasCap("batch") {
-		limit := 50
-		if v := atoi(n.feat.m["CHATHISTORY"]); v > 0 && v < limit {
-			limit = v
-		}
-		_ = n.send(ircmsg.MakeMessage(nil, "", "CHATHISTORY", "LATEST", ch.name, "*", strconv.Itoa(limit)))
+	if (n.hasCap("draft/chathistory") || n.hasCap("chathistory")) && n.hasCap("batch") && !hist.None {
+		_ = n.send(chathistoryLatest(ch.name, atoi(n.feat.m["CHATHISTORY"]), hist))
 	}
+}
+
+// chathistoryLatest asks for a channel's latest messages on joining it:
+// 50 at most (or the server's limit, or the client's), those after the
+// client's since if it gave one.
+func chathistoryLatest(channel string, serverMax int, hist core.HistoryRequest) ircmsg.Message {
+	limit := 50
+	if serverMax > 0 && serverMax < limit {
+		limit = serverMax
+	}
+	if hist.Max > 0 && hist.Max < limit {
+		limit = hist.Max
+	}
+	after := "*"
+	if !hist.Since.IsZero() {
+		after = "timestamp=" + hist.Since.UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	return ircmsg.MakeMessage(nil, "", "CHATHISTORY", "LATEST", channel, after, strconv.Itoa(limit))
+}
+
+// setJoinHistory keeps the history a join of ch asked for until the room
+// is reported (a zero request forgets it).
+func (n *network) setJoinHistory(ch *channel, h core.HistoryRequest) {
+	if !h.Limited() {
+		delete(n.joinHist, ch.folded)
+		if len(n.joinHist) == 0 {
+			n.joinHist = nil
+		}
+		return
+	}
+	if n.joinHist == nil {
+		n.joinHist = map[string]core.HistoryRequest{}
+	}
+	n.joinHist[ch.folded] = h
 }
 
 func (n *network) hasCap(c string) bool { return n.caps.has(c) }

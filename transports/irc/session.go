@@ -89,6 +89,7 @@ type event interface{}
 type (
 	evJoin struct {
 		room, nick, password string
+		hist                 core.HistoryRequest
 	}
 	evLeave    struct{ room string }
 	evNickReq  struct{ room, nick string }
@@ -478,7 +479,7 @@ func (s *session) handle(ev event) {
 		s.shutdown()
 		s.end()
 	case evJoin:
-		s.joinRoom(ev.room, ev.nick, ev.password)
+		s.joinRoom(ev.room, ev.nick, ev.password, ev.hist)
 	case evLeave:
 		s.leaveRoom(ev.room)
 	case evNickReq:
@@ -565,6 +566,12 @@ func (s *session) handle(ev event) {
 
 func (s *session) JoinRoom(ctx context.Context, room, nick, password string) error {
 	return s.postCtl(evJoin{room: room, nick: nick, password: password})
+}
+
+// JoinRoomHistory implements core.HistoryJoiner: what was said while the
+// user was away and the server's chathistory are limited to the request.
+func (s *session) JoinRoomHistory(ctx context.Context, room, nick, password string, h core.HistoryRequest) error {
+	return s.postCtl(evJoin{room: room, nick: nick, password: password, hist: h})
 }
 
 func (s *session) LeaveRoom(ctx context.Context, room string) error {
@@ -900,7 +907,7 @@ func (s *session) allowedText() string {
 	return strings.Join(s.opts.allowed, ", ")
 }
 
-func (s *session) joinRoom(room, nick, password string) {
+func (s *session) joinRoom(room, nick, password string, hist core.HistoryRequest) {
 	a, server, err := s.resolve(room)
 	if err == nil && a.kind != kindChannel {
 		err = core.NewError(stanza.ItemNotFound, "not an IRC channel")
@@ -917,6 +924,7 @@ func (s *session) joinRoom(room, nick, password string) {
 	ch := n.channelFor(a.name)
 	ch.room = room
 	ch.key = password
+	n.setJoinHistory(ch, hist)
 	ch.xmpp = true
 	ch.reported = false
 	if n.conn == nil && !n.dialing && n.cfg.nick == "" {
@@ -953,6 +961,7 @@ func (s *session) leaveRoom(room string) {
 		return
 	}
 	ch.xmpp, ch.reported, ch.backlog = false, false, nil
+	n.setJoinHistory(ch, core.HistoryRequest{})
 	if ch.autojoin && n.conn != nil {
 		return // stays joined on IRC while the session runs
 	}
@@ -1163,7 +1172,7 @@ func (s *session) send(req *sendRequest) {
 			if nick == "" {
 				nick = s.defaultNick()
 			}
-			s.joinRoom(m.Contact, nick, "")
+			s.joinRoom(m.Contact, nick, "", core.HistoryRequest{})
 			if n = s.nets.get(server); n == nil {
 				reply("", core.NewError(stanza.NotAcceptable, "you are not in this IRC channel"))
 				return

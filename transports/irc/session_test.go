@@ -1043,3 +1043,25 @@ func TestConfigLines(t *testing.T) {
 		t.Errorf("readModes without parameters = %+v", rc)
 	}
 }
+
+// TestChathistoryLatest: the CHATHISTORY a join sends, within the
+// server's and the client's limits, after the client's since.
+func TestChathistoryLatest(t *testing.T) {
+	since := time.Date(2026, 12, 6, 11, 0, 0, 500e6, time.UTC)
+	for _, tc := range []struct {
+		serverMax int
+		h         core.HistoryRequest
+		want      string
+	}{
+		{0, core.HistoryRequest{}, "CHATHISTORY LATEST #c * 50"},
+		{20, core.HistoryRequest{}, "CHATHISTORY LATEST #c * 20"},
+		{0, core.HistoryRequest{Max: 5}, "CHATHISTORY LATEST #c * 5"},
+		{0, core.HistoryRequest{Since: since, Max: 80}, "CHATHISTORY LATEST #c timestamp=2026-12-06T11:00:00.500Z 50"},
+	} {
+		m := chathistoryLatest("#c", tc.serverMax, tc.h)
+		l, err := m.Line()
+		if err != nil || strings.TrimRight(l, "\r\n") != tc.want {
+			t.Errorf("%d %+v: %q %v, want %q", tc.serverMax, tc.h, l, err, tc.want)
+		}
+	}
+}
