@@ -60,7 +60,7 @@ const (
 // client can render its own dialog for them.
 var roomConfigForm = &registration.Schema{
 	Title:        "Room configuration",
-	Instructions: "The channel's modes. Only the network's channel operators can change them.",
+	Instructions: "The room's settings on its network. Only the room's operators there can change them.",
 	Fields: []registration.Field{
 		{Var: "FORM_TYPE", Type: registration.Hidden, Default: nsMUCRoomConfig},
 		{Var: rcModerated, Type: registration.Boolean, Label: "Only occupants with voice may send messages (moderated)"},
