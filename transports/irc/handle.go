@@ -209,6 +209,10 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 				// A server that shows the ban list to channel operators
 				// only, or to those in the channel.
 				n.endBans(p[1], core.NewError(stanza.Forbidden, plainText(last(p))))
+			}
+			if msg.Command == "442" {
+				// Asking a channel's modes needs no operator: a 482 is
+				// about a change, and must not end a query waiting.
 				n.endModes(p[1], core.RoomConfig{}, core.NewError(stanza.Forbidden, plainText(last(p))))
 			}
 		}

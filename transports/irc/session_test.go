@@ -1065,3 +1065,43 @@ func TestChathistoryLatest(t *testing.T) {
 		}
 	}
 }
+
+// TestModeQueryAnswers: a channel's modes asked for are answered by the
+// 324, or ended by a refusal of the query itself (442), not by a 482
+// about a change sent meanwhile.
+func TestModeQueryAnswers(t *testing.T) {
+	_, n, _ := fuzzSession(t)
+	req := &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
+	n.modeReqs = []*modeReq{req}
+	feed := func(line string) {
+		m, err := parseLine(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.handle(m, "")
+	}
+	feed(":irc 482 me #c :You must be a channel operator")
+	select {
+	case r := <-req.reply:
+		t.Fatalf("a 482 answered the mode query: %+v", r)
+	default:
+	}
+	feed(":irc 324 me #C +ntl 30")
+	select {
+	case r := <-req.reply:
+		if r.err != nil || r.rc != (core.RoomConfig{LockedSubject: true, MaxUsers: 30}) {
+			t.Errorf("324 answered %+v", r)
+		}
+	default:
+		t.Fatal("the 324 did not answer the mode query")
+	}
+	req = &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
+	n.modeReqs = []*modeReq{req}
+	feed(":irc 442 me #c :You're not on that channel")
+	if r := <-req.reply; r.err == nil {
+		t.Error("a 442 did not end the mode query")
+	}
+	if n.modeReqs != nil {
+		t.Errorf("requests left: %v", n.modeReqs)
+	}
+}
