@@ -141,6 +141,7 @@ func serve(ctx context.Context, path string, stderr io.Writer, hup <-chan os.Sig
 	log.Info("transportd starting", "version", core.Version, "config", path, "procs", runtime.GOMAXPROCS(0))
 	// Give the heap's spare room back once traffic is quiet.
 	trim := &memtrim.Trimmer{Trimmed: func(freed uint64) {
+		store.TrimMalloc() // SQLite's heap, quiet too
 		log.Debug("returned free heap to the system", "bytes", freed)
 	}}
 	go trim.Run(ctx, memtrim.Every)

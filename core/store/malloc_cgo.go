@@ -24,5 +24,21 @@ __attribute__((constructor)) static void oneArena(void) {
 	mallopt(M_ARENA_MAX, 1);
 #endif
 }
+
+static void trimMalloc(void) {
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
 */
 import "C"
+
+// TrimMalloc gives the free memory inside C's heap back to the system
+// (glibc's malloc_trim; a no-op with another C library). SQLite's memory
+// comes and goes with the database's work (statements, page cache, a
+// burst of registrations), and glibc returns what is freed only from the
+// top of its heap: after 200 IRC users had joined, 186 KB sat free but
+// resident inside it (mallinfo2 at the end of the JoinedUsers benchmark).
+// cmd/transportd calls it when the process has gone quiet (package
+// memtrim); it takes a few microseconds on a heap of that size.
+func TrimMalloc() { C.trimMalloc() }
