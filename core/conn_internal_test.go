@@ -176,6 +176,11 @@ func roomElement(s *roomStanza) *Element {
 	if s.sid != "" {
 		el.Add(NewElement(nsStanzaID, "stanza-id", "id", s.sid, "by", s.sidBy))
 	}
+	if s.configChanged {
+		x := NewElement(nsMUCUser, "x")
+		x.Add(NewElement("", "status", "code", "104"))
+		el.Add(x)
+	}
 	return el
 }
 
@@ -188,6 +193,7 @@ func TestRoomStanzaWrittenAsElement(t *testing.T) {
 			delayFrom: "irc.a.test", stamp: "2026-12-05T18:00:00Z", sid: "msg<id>&", sidBy: "#c%irc.example.org@irc.a.test"},
 		{from: "irc.a.test", to: "u@a.test/r", id: "i3", body: "", sid: "x", sidBy: "y"},
 		{from: "r@irc.a.test", to: "u@a.test/r", id: "i4", body: "only a delay", delayFrom: "irc.a.test", stamp: "2000-01-01T00:00:00Z"},
+		{from: "#c%irc.example.org@irc.a.test", to: "u@a.test/r", id: "i5", body: "op sets mode +k key", sid: "s", sidBy: "#c%irc.example.org@irc.a.test", configChanged: true},
 	} {
 		want := encoded(t, roomElement(&s))
 		got, ok := s.appendTo(nil)

@@ -337,6 +337,7 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 	if m.LegacyID != "" {
 		proto.sid, proto.sidBy = m.LegacyID, room
 	}
+	proto.configChanged = m.ConfigChanged && m.Nick == ""
 	out := make([]outgoing, len(resources))
 	stanzas := make([]roomStanza, len(resources))
 	for i, res := range resources {
@@ -353,6 +354,7 @@ type roomStanza struct {
 	from, to, id, body string
 	delayFrom, stamp   string // a delay, if stamp is set
 	sid, sidBy         string // a stanza-id, if sid is set
+	configChanged      bool   // status 104 (Message.ConfigChanged)
 }
 
 func (s *roomStanza) stanzaHeader() (name, from, to string) { return "message", s.from, s.to }
@@ -383,6 +385,9 @@ func (s *roomStanza) appendTo(b []byte) ([]byte, bool) {
 		b = appendAttr(b, "id", s.sid)
 		b = appendAttr(b, "by", s.sidBy)
 		b = append(b, "></stanza-id>"...)
+	}
+	if s.configChanged {
+		b = append(b, `<x xmlns="`+nsMUCUser+`"><status code="104"></status></x>`...)
 	}
 	return append(b, "</message>"...), true
 }

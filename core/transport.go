@@ -332,6 +332,11 @@ type Message struct {
 	// user to (inbound): the message carries a XEP-0249 invitation, which
 	// clients show as one to accept; Body is the text for the others.
 	Invite string `json:"invite,omitempty"`
+	// ConfigChanged marks a message from a room itself (inbound, Groupchat,
+	// no Nick) telling of a change of the room's settings: it carries
+	// XEP-0045's status 104, on which clients ask the room's disco#info
+	// again (a password, moderation, the subject's lock).
+	ConfigChanged bool `json:"config_changed,omitempty"`
 	// UserResource is the resource the user sent from (outbound), so errors
 	// and receipts go back to that client.
 	UserResource string `json:"user_resource,omitempty"`

@@ -752,7 +752,11 @@ func (n *network) handleMode(src, name, modes string, args []string) {
 	changed := map[string]*member{}
 	if ch.reported && strings.ContainsFunc(modes, func(r rune) bool { return r != '+' && r != '-' && !strings.ContainsRune(n.feat.prefixM, r) }) {
 		line := plainText(strings.Join(append([]string{modes}, args...), " "))
-		n.s.roomNotice(ch.room, cmp.Or(plainText(src), n.server)+" sets mode "+line)
+		// A change of what the configuration form and the room's
+		// disco#info show (readModes) is marked as one (status 104), so
+		// that clients read them again; a ban is not.
+		n.s.deliver(&core.Message{Contact: ch.room, Groupchat: true, LegacyID: newID(),
+			Body: cmp.Or(plainText(src), n.server) + " sets mode " + line, ConfigChanged: strings.ContainsAny(modes, configModes)})
 	}
 	for i := 0; i < len(modes); i++ {
 		c := modes[i]

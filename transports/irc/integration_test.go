@@ -880,6 +880,14 @@ func TestModeration(t *testing.T) {
 		return m.Command == "MODE" && len(m.Params) == 3 && m.Params[1] == "+b" && strings.HasPrefix(m.Params[2], "*!*@")
 	}).Params[2]
 	v.expect("KICK after the ban", func(m ircmsg.Message) bool { return m.Command == "KICK" && m.Params[1] == "victim" })
+	// The room shows the ban as IRC clients do; it is no change of the
+	// room's configuration (no status 104).
+	banShown := c.Expect(xwait, "the ban in the room", func(el *core.Element) bool {
+		return el.Name.Local == "message" && el.Get("from") == room && strings.Contains(el.ChildText("", "body"), "sets mode +b")
+	})
+	if statusCodes(banShown)["104"] {
+		t.Errorf("a ban marked as a configuration change: %s", banShown)
+	}
 	v.send("JOIN", ch)
 	v.expect("banned", func(m ircmsg.Message) bool { return m.Command == "474" })
 
@@ -1305,6 +1313,11 @@ func TestRoomConfig(t *testing.T) {
 	})
 	if body := shown.ChildText("", "body"); body != "cfgop sets mode "+got {
 		t.Errorf("room shows %q, want %q", body, "cfgop sets mode "+got)
+	}
+	// Marked as a change of the room's configuration (status 104), on
+	// which clients read its disco#info again.
+	if !statusCodes(shown)["104"] {
+		t.Errorf("mode change without status 104: %s", shown)
 	}
 	f = get()
 	if f["muc#roomconfig_moderatedroom"] != "true" || f["muc#roomconfig_roomsecret"] != "s3cret" ||

@@ -119,6 +119,9 @@ func (n *network) endModes(channel string, rc core.RoomConfig, err error) {
 
 // readModes reads a channel's modes (324's, all set: "+ntk key") as a
 // room configuration.
+// configModes are the channel modes readModes reads.
+const configModes = "mistpkl"
+
 func readModes(f *features, modes string, params []string) core.RoomConfig {
 	var rc core.RoomConfig
 	for i := 0; i < len(modes); i++ {
