@@ -212,13 +212,13 @@ func TestRoomStanzaWrittenAsElement(t *testing.T) {
 }
 
 func FuzzRoomStanza(f *testing.F) {
-	f.Add("#c%irc.example.org@irc.a.test/nick", "u@a.test/r", "id", "body\n<&>", "2026-12-05T18:00:00Z", "msgid")
-	f.Add("a", "b", "\x00", "\xff\r\t", "", "")
-	f.Fuzz(func(t *testing.T, from, to, id, body, stamp, sid string) {
+	f.Add("#c%irc.example.org@irc.a.test/nick", "u@a.test/r", "id", "body\n<&>", "2026-12-05T18:00:00Z", "msgid", false)
+	f.Add("a", "b", "\x00", "\xff\r\t", "", "", true)
+	f.Fuzz(func(t *testing.T, from, to, id, body, stamp, sid string, configChanged bool) {
 		if id == "" {
 			id = "fixed" // else each side makes its own
 		}
-		s := roomStanza{from: from, to: to, id: id, body: body, delayFrom: "irc.a.test", stamp: stamp, sid: sid, sidBy: from}
+		s := roomStanza{from: from, to: to, id: id, body: body, delayFrom: "irc.a.test", stamp: stamp, sid: sid, sidBy: from, configChanged: configChanged}
 		var b strings.Builder
 		if err := writeStanza(xml.NewEncoder(&b), roomElement(&s)); err != nil {
 			return
