@@ -40,5 +40,6 @@ import "C"
 // top of its heap: after 200 IRC users had joined, 186 KB sat free but
 // resident inside it (mallinfo2 at the end of the JoinedUsers benchmark).
 // cmd/transportd calls it when the process has gone quiet (package
-// memtrim); it takes a few microseconds on a heap of that size.
+// memtrim), as seldom as the Go heap is trimmed; it walks the C heap once
+// under malloc's lock.
 func TrimMalloc() { C.trimMalloc() }
