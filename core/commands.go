@@ -213,9 +213,7 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 		sub = s
 	}
 	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state}
-	r.c.g.goSafe("command", func() {
-		ctx, cancel := r.c.g.workCtx(60 * time.Second)
-		defer cancel()
+	r.c.g.goWork("command", 60*time.Second, func(ctx context.Context) {
 		if accts, err := r.c.accountsOf(from.Bare().String()); err == nil && len(accts) > 0 {
 			req.Accounts, req.Account = accts, accts[0]
 		}

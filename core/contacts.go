@@ -281,9 +281,7 @@ func clientFeatureBit(feature string) uint32 {
 
 // discoResource asks a user's new resource what it supports.
 func (u *user) discoResource(resource string) {
-	u.c.g.goSafe("disco-client", func() {
-		ctx, cancel := u.c.g.workCtx(15 * time.Second)
-		defer cancel()
+	u.c.g.goWork("disco-client", 15*time.Second, func(ctx context.Context) {
 		iq := u.c.stanza("iq", "", "", u.bare+"/"+resource, "get")
 		iq.Add(NewElement(disco.NSInfo, "query"))
 		res, err := u.c.sendIQ(ctx, iq)

@@ -331,6 +331,16 @@ func (g *Gateway) goSafe(name string, f func()) {
 	})
 }
 
+// goWork is goSafe for work bounded in time: f gets a context that ends
+// after d, or when the gateway stops.
+func (g *Gateway) goWork(name string, d time.Duration, f func(ctx context.Context)) {
+	g.goSafe(name, func() {
+		ctx, cancel := g.workCtx(d)
+		defer cancel()
+		f(ctx)
+	})
+}
+
 // startSafe starts a Starter session: the gateway's shutdown waits for
 // its done as for a goSafe goroutine; a panic in Start itself is logged
 // and counted, and counts as the end.

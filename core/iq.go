@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"runtime"
@@ -141,9 +142,7 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 	}
 	switch key {
 	case "get " + nsVCard + " vCard":
-		c.g.goSafe("vcard", func() {
-			ctx, cancel := c.g.workCtx(10 * time.Second)
-			defer cancel()
+		c.g.goWork("vcard", 10*time.Second, func(ctx context.Context) {
 			c.vcard(ctx, r, from.Bare().String(), label, addr)
 		})
 	case "get " + disco.NSInfo + " query":
@@ -203,9 +202,7 @@ func (c *component) contactVersion(r *iqReply, v ContactVersioner, addr string) 
 		r.error(NewError(stanza.ServiceUnavailable, "cannot ask this contact's client now (not connected to the network)"))
 		return
 	}
-	c.g.goSafe("contact-version", func() {
-		ctx, cancel := c.g.workCtx(contactPingWait)
-		defer cancel()
+	c.g.goWork("contact-version", contactPingWait, func(ctx context.Context) {
 		sv, err := v.ContactVersion(ctx, addr)
 		if err != nil {
 			r.error(err)
@@ -233,9 +230,7 @@ func (c *component) pingContact(r *iqReply, p ContactPinger, addr string) {
 		r.result(nil)
 		return
 	}
-	c.g.goSafe("ping-contact", func() {
-		ctx, cancel := c.g.workCtx(contactPingWait)
-		defer cancel()
+	c.g.goWork("ping-contact", contactPingWait, func(ctx context.Context) {
 		if err := p.PingContact(ctx, addr); err != nil {
 			r.error(err)
 			return

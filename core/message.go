@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -180,9 +181,7 @@ func (c *component) markRead(u *user, local, xmppID string) {
 	if err != nil {
 		return
 	}
-	c.g.goSafe("marker", func() {
-		ctx, cancel := c.g.workCtx(30 * time.Second)
-		defer cancel()
+	c.g.goWork("marker", 30*time.Second, func(ctx context.Context) {
 		legacyID, err := c.g.store.LegacyID(ctx, u.acctID(), xmppID)
 		if err != nil {
 			return // not a message we delivered, or too old

@@ -204,9 +204,7 @@ func (c *component) listRooms(r *iqReply, from jid.JID, label, server string, pa
 		}
 		after = set.ChildText("", "after")
 	}
-	c.g.goSafe("list-rooms", func() {
-		ctx, cancel := c.g.workCtx(time.Minute)
-		defer cancel()
+	c.g.goWork("list-rooms", time.Minute, func(ctx context.Context) {
 		lister, err := c.roomLister(ctx, from.Bare().String(), label)
 		if err != nil {
 			r.error(err)
@@ -1104,9 +1102,7 @@ func (u *user) roomAdminGet(ev evRoomAdminGet) {
 		ev.reply.error(NewError(stanza.FeatureNotImplemented, "this network's rooms have no ban list"))
 		return
 	}
-	u.c.g.goSafe("room-bans", func() {
-		ctx, cancel := u.c.g.workCtx(30 * time.Second)
-		defer cancel()
+	u.c.g.goWork("room-bans", 30*time.Second, func(ctx context.Context) {
 		bans, err := bl.RoomBans(ctx, ev.room)
 		if err != nil {
 			ev.reply.error(err)

@@ -183,9 +183,7 @@ func (u *user) roomOwner(ev evRoomOwner) {
 		ev.reply.error(NewError(stanza.FeatureNotImplemented, "this network's rooms have no settings to change"))
 		return
 	}
-	u.c.g.goSafe("room-config", func() {
-		ctx, cancel := u.c.g.workCtx(30 * time.Second)
-		defer cancel()
+	u.c.g.goWork("room-config", 30*time.Second, func(ctx context.Context) {
 		cur, err := rc.RoomConfig(ctx, ev.room)
 		if err != nil {
 			ev.reply.error(err)
@@ -258,9 +256,7 @@ func (u *user) roomInfo(ev evRoomInfo) {
 		ev.reply.result(roomInfo(ev.room, nil, st))
 		return
 	}
-	u.c.g.goSafe("room-info", func() {
-		ctx, cancel := u.c.g.workCtx(roomInfoWait)
-		defer cancel()
+	u.c.g.goWork("room-info", roomInfoWait, func(ctx context.Context) {
 		cfg, err := rc.RoomConfig(ctx, ev.room)
 		if err != nil {
 			u.logger().Debug("room information without the network's settings", "room", ev.room, "error", err)
