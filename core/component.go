@@ -28,10 +28,14 @@ type component struct {
 	xc   config.XMPP // link settings it was started with
 	t    Transport
 	info Info
-	jid  jid.JID
-	log  *slog.Logger
-	link *link
-	cmds *commandRegistry
+	// feats and caps: the disco#info features and their XEP-0115 hash,
+	// from info (features, capsVer).
+	feats []string
+	caps  string
+	jid   jid.JID
+	log   *slog.Logger
+	link  *link
+	cmds  *commandRegistry
 
 	// pending maps the id of an IQ we sent to the channel awaiting its answer.
 	pending sync.Map
@@ -125,6 +129,8 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 		httpMux: http.NewServeMux(),
 		done:    make(chan struct{}),
 	}
+	c.feats = c.makeFeatures()
+	c.caps = c.makeCapsVer()
 	c.relay.kick = make(chan struct{}, 1)
 	c.counters.init(g.metrics, c.info.Name)
 	c.conf.Store(&compConf{domain: d, tc: tc})

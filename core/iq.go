@@ -376,7 +376,11 @@ func (c *component) roomAdminGet(r *iqReply, from, to jid.JID, addr string, q *E
 }
 
 // features lists what the gateway JID supports, sorted.
-func (c *component) features() []string {
+// features is the gateway's disco#info features, sorted (made once, in
+// newComponent: the presence every user gets carries their hash).
+func (c *component) features() []string { return c.feats }
+
+func (c *component) makeFeatures() []string {
 	fs := []string{
 		disco.NSInfo, disco.NSItems, nsRegister, nsGateway, version.NS, ping.NS,
 		commands.NS, nsReceipts, disco.NSCaps, nsMarkers,
@@ -399,8 +403,12 @@ func (c *component) identity() (category, typ, name string) {
 	return "gateway", c.info.DiscoType, c.info.DisplayName
 }
 
-// capsVer is the XEP-0115 verification string of the gateway's disco info.
-func (c *component) capsVer() string {
+// capsVer is the XEP-0115 verification string of the gateway's disco
+// info. Made once: hashing it for each user's presence was 2 KB of
+// garbage a user that came online.
+func (c *component) capsVer() string { return c.caps }
+
+func (c *component) makeCapsVer() string {
 	cat, typ, name := c.identity()
 	ids := []string{cat + "/" + typ + "//" + name}
 	if _, ok := c.t.(GroupChats); ok {

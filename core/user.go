@@ -247,11 +247,16 @@ func (u *user) handle(ev userEvent) {
 		u.snapshot()
 		u.sendPresence()
 		if ev.state == StateConnected {
-			// What waited for this session goes now, not at its next retry.
+			// What waited for this session goes now, not at its next
+			// retry. Only then is the outbox woken: a pass is some five
+			// queries, for every session that connects (a restart's
+			// storm of them).
 			ctx, cancel := u.c.g.workCtx(5 * time.Second)
-			_ = u.c.g.store.MakeDue(ctx, u.id, store.ToLegacy)
+			n, err := u.c.g.store.MakeDue(ctx, u.id, store.ToLegacy)
 			cancel()
-			u.c.g.outbox.wake()
+			if n > 0 || err != nil {
+				u.c.g.outbox.wake()
+			}
 		}
 	case evRegistered:
 		// A new account's user was made with this very account (and

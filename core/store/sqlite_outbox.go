@@ -256,13 +256,18 @@ func nullString(s string) sql.NullString {
 	return sql.NullString{String: s, Valid: s != ""}
 }
 
-func (s *SQLite) MakeDue(ctx context.Context, accountID int64, dir Direction) error {
+func (s *SQLite) MakeDue(ctx context.Context, accountID int64, dir Direction) (int64, error) {
+	var n int64
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := unixNano(s.now())
-		_, err := tx.ExecContext(ctx, `UPDATE outbox SET next_attempt = ?
+		res, err := tx.ExecContext(ctx, `UPDATE outbox SET next_attempt = ?
 			WHERE account = ? AND direction = ? AND next_attempt > ?`,
 			now, accountID, string(dir), now)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
 		return err
 	})
-	return wrap("make due", err)
+	return n, wrap("make due", err)
 }

@@ -141,8 +141,8 @@ type Store interface {
 	// delivered, in one transaction. ErrNotFound if the item is not queued.
 	Done(ctx context.Context, id int64) error
 	// MakeDue makes an account's queued items of one direction due now
-	// (their session just connected).
-	MakeDue(ctx context.Context, accountID int64, dir Direction) error
+	// (their session just connected), and says how many were waiting.
+	MakeDue(ctx context.Context, accountID int64, dir Direction) (int64, error)
 	// DoneMany is Done for several items in one commit.
 	DoneMany(ctx context.Context, ids []int64) error
 	// Retry records a failed attempt: Attempts++, NextAttempt=next (zero:

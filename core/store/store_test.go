@@ -970,11 +970,15 @@ func TestMakeDue(t *testing.T) {
 	if due, _ := s.Due(ctx, ToLegacy, time.Now(), 10); len(due) != 0 {
 		t.Fatalf("item due before its time")
 	}
-	if err := s.MakeDue(ctx, a.ID, ToLegacy); err != nil {
-		t.Fatal(err)
+	if n, err := s.MakeDue(ctx, a.ID, ToLegacy); err != nil || n != 1 {
+		t.Fatalf("MakeDue = %d, %v; want 1 item made due", n, err)
 	}
 	if due, _ := s.Due(ctx, ToLegacy, time.Now().Add(time.Millisecond), 10); len(due) != 1 {
 		t.Errorf("MakeDue left %d items due, want 1", len(due))
+	}
+	// Nothing waits any more: nothing to wake the outbox for.
+	if n, err := s.MakeDue(ctx, a.ID, ToLegacy); err != nil || n != 0 {
+		t.Errorf("MakeDue again = %d, %v; want 0", n, err)
 	}
 }
 
