@@ -20,7 +20,17 @@ type sendRecords struct {
 	st core.StateStore
 
 	mu    sync.Mutex
-	known map[string]string // key -> value ("" when none)
+	known map[string]string // key -> value ("" when none); made by remember
+}
+
+// remember caches a key's value; r.mu is held. The map is made on the
+// first message: every user has a sendRecords, and one who has sent
+// nothing needs no map.
+func (r *sendRecords) remember(key, v string) {
+	if r.known == nil {
+		r.known = map[string]string{}
+	}
+	r.known[key] = v
 }
 
 // recordPrefix prefixes the state keys of send records.
@@ -34,7 +44,7 @@ func newSendRecords(st core.StateStore) *sendRecords {
 	if st == nil {
 		return nil
 	}
-	return &sendRecords{st: st, known: map[string]string{}}
+	return &sendRecords{st: st}
 }
 
 // recordValue names a stanza: the sending resource and its id. "" when
@@ -77,7 +87,7 @@ func (r *sendRecords) begin(ctx context.Context, m *core.Message) (again bool, e
 		return false, err
 	}
 	r.mu.Lock()
-	r.known[key] = nv
+	r.remember(key, nv)
 	r.mu.Unlock()
 	return false, nil
 }
@@ -98,6 +108,6 @@ func (r *sendRecords) undo(ctx context.Context, m *core.Message) {
 		return
 	}
 	r.mu.Lock()
-	r.known[key] = ""
+	r.remember(key, "")
 	r.mu.Unlock()
 }
