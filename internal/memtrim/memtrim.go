@@ -25,10 +25,23 @@
 // MB live). Collecting often while they start lets the state fill the
 // slots the garbage left. A second after the last session started, the
 // collector's room is restored.
+//
+// A low GOGC alone collected less often than it says: on one processor
+// the collector marks concurrently with the sessions starting, and these
+// allocate on while it marks (200 IRC users joining allocated 7.5 MB in
+// 9 collections at GOGC=10, and as few at 2). The last collection's
+// garbage then stays as holes in spans the state pins. So while sessions
+// start, Churn also collects each time a thirty-second of the live heap
+// was allocated (collectChurn). 200 IRC users joining, three runs each:
+// 20 to 24 collections instead of 9 to 11, the free slots the joins left
+// in the heap 0.09 to 0.20 MB instead of 0.29 to 0.43, resident memory
+// per idle user 10.2 to 11.0 KiB instead of 10.5 to 12.2; the joins'
+// CPU time the same (0.48 s against 0.49).
 package memtrim
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
@@ -165,6 +178,7 @@ var churn struct {
 	mu      sync.Mutex
 	enabled bool // a Trimmer runs
 	low     bool // the setting is ChurnPercent
+	gen     int  // counts the times low was set (collectChurn's)
 	normal  int  // the setting to restore
 	last    time.Time
 	timer   *time.Timer
@@ -186,6 +200,8 @@ func Churn() {
 			return
 		}
 		churn.normal, churn.low = prev, true
+		churn.gen++
+		go collectChurn(churn.gen)
 	}
 	churn.last = time.Now()
 	if churn.timer == nil {
@@ -205,4 +221,47 @@ func endChurn(force bool) {
 	}
 	debug.SetGCPercent(churn.normal)
 	churn.low = false
+}
+
+// Churn's own collections: one each time churnStepShare of the live heap
+// (at least churnStepMin) was allocated, looked at every churnTick, and
+// never more than a fifth of the time (after a collection that took d,
+// none for 4d).
+const (
+	churnTick      = 10 * time.Millisecond
+	churnStepShare = 32
+	churnStepMin   = 128 << 10
+)
+
+// collectChurn runs the collector while churn lasts (see the package
+// comment), and returns when it ends: when the churn that started it
+// (gen) ended, even if another began since.
+func collectChurn(gen int) {
+	s := []metrics.Sample{{Name: mAllocs}, {Name: mLive}}
+	metrics.Read(s)
+	last := value(s[0])
+	var rest time.Time
+	tk := time.NewTicker(churnTick)
+	defer tk.Stop()
+	for now := range tk.C {
+		churn.mu.Lock()
+		on := churn.low && churn.gen == gen
+		churn.mu.Unlock()
+		if !on {
+			return
+		}
+		if now.Before(rest) {
+			continue
+		}
+		metrics.Read(s)
+		step := max(value(s[1])/churnStepShare, churnStepMin)
+		if value(s[0])-last < step {
+			continue
+		}
+		start := time.Now()
+		runtime.GC()
+		rest = time.Now().Add(4 * time.Since(start))
+		metrics.Read(s)
+		last = value(s[0])
+	}
 }

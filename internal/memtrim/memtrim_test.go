@@ -203,3 +203,72 @@ func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
 		t.Errorf("after Run ended GOGC is %d, want 200 back", p)
 	}
 }
+
+func forcedCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	return value(s[0])
+}
+
+// While sessions start, Churn collects as they allocate, whatever the
+// pacer would do; once they stopped, it leaves the collector alone.
+func TestChurnCollectsAsSessionsAllocate(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(200))
+	churn.mu.Lock()
+	hold := churnHold
+	churnHold = 300 * time.Millisecond
+	churn.mu.Unlock()
+	defer func() { churn.mu.Lock(); churnHold = hold; churn.mu.Unlock() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { (&Trimmer{}).Run(ctx, time.Hour); close(done) }()
+	defer func() { cancel(); <-done }()
+	for {
+		churn.mu.Lock()
+		on := churn.enabled
+		churn.mu.Unlock()
+		if on {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// Sessions start, each leaving garbage: 4 MB over some 200 ms.
+	before := forcedCycles()
+	for i := 0; i < 40; i++ {
+		Churn()
+		for j := 0; j < 25; j++ {
+			sink = append(sink, make([]byte, 4<<10))
+		}
+		sink = nil
+		time.Sleep(5 * time.Millisecond)
+	}
+	during := forcedCycles() - before
+	// At a step of 128 KB or more, 4 MB is at most 32 collections; the
+	// ticks and the rest after each make it fewer, but never none.
+	if during == 0 || during > 32 {
+		t.Fatalf("%d collections while 4 MB was allocated by starting sessions, want 1 to 32", during)
+	}
+
+	// They stopped: once the hold is over, allocating collects nothing
+	// more than the pacer would (GOGC 200 over a small heap: nothing).
+	deadline := time.Now().Add(5 * time.Second)
+	for gcPercent() != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after churn stopped", gcPercent())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(3 * churnTick) // the collecting goroutine sees it
+	after := forcedCycles()
+	for i := 0; i < 20; i++ {
+		for j := 0; j < 25; j++ {
+			sink = append(sink, make([]byte, 4<<10))
+		}
+		sink = nil
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := forcedCycles() - after; n != 0 {
+		t.Errorf("%d forced collections after churn stopped", n)
+	}
+}
