@@ -138,22 +138,28 @@ func gcPercent() int {
 	return p
 }
 
-func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(200))
+// churnTest sets GOGC to 200 and churnHold to hold for one test, and
+// puts both back after it.
+func churnTest(t *testing.T, hold time.Duration) {
+	prevGC := debug.SetGCPercent(200)
 	churn.mu.Lock()
-	hold := churnHold
-	churnHold = 50 * time.Millisecond
+	prevHold := churnHold
+	churnHold = hold
 	churn.mu.Unlock()
-	defer func() { churn.mu.Lock(); churnHold = hold; churn.mu.Unlock() }()
+	t.Cleanup(func() {
+		churn.mu.Lock()
+		churnHold = prevHold
+		churn.mu.Unlock()
+		debug.SetGCPercent(prevGC)
+	})
+}
 
-	Churn() // no Trimmer runs: nothing changes
-	if p := gcPercent(); p != 200 {
-		t.Fatalf("Churn without a running Trimmer set GOGC to %d", p)
-	}
-
+// startTrimmer runs a Trimmer until stop, which waits for Run to return;
+// Churn works once startTrimmer returned.
+func startTrimmer(every time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { (&Trimmer{}).Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { (&Trimmer{}).Run(ctx, every); close(done) }()
 	for {
 		churn.mu.Lock()
 		on := churn.enabled
@@ -163,6 +169,30 @@ func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	return func() { cancel(); <-done }
+}
+
+// waitGCPercent waits for churn to end: GOGC back at 200.
+func waitGCPercent(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for gcPercent() != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after churn stopped", gcPercent())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
+	churnTest(t, 50*time.Millisecond)
+
+	Churn() // no Trimmer runs: nothing changes
+	if p := gcPercent(); p != 200 {
+		t.Fatalf("Churn without a running Trimmer set GOGC to %d", p)
+	}
+
+	stop := startTrimmer(20 * time.Millisecond)
 	Churn()
 	if p := gcPercent(); p != ChurnPercent {
 		t.Fatalf("while sessions start GOGC is %d, want %d", p, ChurnPercent)
@@ -176,13 +206,7 @@ func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
 		}
 	}
 	// They stopped: the setting comes back.
-	deadline := time.Now().Add(5 * time.Second)
-	for gcPercent() != 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after churn stopped", gcPercent())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitGCPercent(t)
 
 	// A process run with a lower GOGC keeps it; stopping the Trimmer
 	// restores what was set.
@@ -197,8 +221,7 @@ func TestChurnCollectsOftenWhileSessionsStart(t *testing.T) {
 	churnHold = time.Hour
 	churn.mu.Unlock()
 	Churn()
-	cancel()
-	<-done
+	stop()
 	if p := gcPercent(); p != 200 {
 		t.Errorf("after Run ended GOGC is %d, want 200 back", p)
 	}
@@ -213,35 +236,14 @@ func forcedCycles() uint64 {
 // While sessions start, Churn collects as they allocate, whatever the
 // pacer would do; once they stopped, it leaves the collector alone.
 func TestChurnCollectsAsSessionsAllocate(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(200))
-	churn.mu.Lock()
-	hold := churnHold
-	churnHold = 300 * time.Millisecond
-	churn.mu.Unlock()
-	defer func() { churn.mu.Lock(); churnHold = hold; churn.mu.Unlock() }()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { (&Trimmer{}).Run(ctx, time.Hour); close(done) }()
-	defer func() { cancel(); <-done }()
-	for {
-		churn.mu.Lock()
-		on := churn.enabled
-		churn.mu.Unlock()
-		if on {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	churnTest(t, 300*time.Millisecond)
+	defer startTrimmer(time.Hour)()
 
 	// Sessions start, each leaving garbage: 4 MB over some 200 ms.
 	before := forcedCycles()
 	for i := 0; i < 40; i++ {
 		Churn()
-		for j := 0; j < 25; j++ {
-			sink = append(sink, make([]byte, 4<<10))
-		}
-		sink = nil
-		time.Sleep(5 * time.Millisecond)
+		garbage(100 << 10)
 	}
 	during := forcedCycles() - before
 	// At a step of 128 KB or more, 4 MB is at most 32 collections; the
@@ -252,23 +254,22 @@ func TestChurnCollectsAsSessionsAllocate(t *testing.T) {
 
 	// They stopped: once the hold is over, allocating collects nothing
 	// more than the pacer would (GOGC 200 over a small heap: nothing).
-	deadline := time.Now().Add(5 * time.Second)
-	for gcPercent() != 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after churn stopped", gcPercent())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitGCPercent(t)
 	time.Sleep(3 * churnTick) // the collecting goroutine sees it
 	after := forcedCycles()
 	for i := 0; i < 20; i++ {
-		for j := 0; j < 25; j++ {
-			sink = append(sink, make([]byte, 4<<10))
-		}
-		sink = nil
-		time.Sleep(5 * time.Millisecond)
+		garbage(100 << 10)
 	}
 	if n := forcedCycles() - after; n != 0 {
 		t.Errorf("%d forced collections after churn stopped", n)
 	}
+}
+
+// garbage allocates about n bytes that die at once, then sleeps 5 ms.
+func garbage(n int) {
+	for j := 0; j < n/(4<<10); j++ {
+		sink = append(sink, make([]byte, 4<<10))
+	}
+	sink = nil
+	time.Sleep(5 * time.Millisecond)
 }
