@@ -28,15 +28,15 @@
 //
 // A low GOGC alone collected less often than it says: on one processor
 // the collector marks concurrently with the sessions starting, and these
-// allocate on while it marks (200 IRC users joining allocated 7.5 MB in
-// 9 collections at GOGC=10, and as few at 2). The last collection's
+// allocate on while it marks (200 IRC users joining allocated 7 MB in
+// 9 or 10 collections at GOGC=10, and in 9 at 2). The last collection's
 // garbage then stays as holes in spans the state pins. So while sessions
 // start, Churn also collects each time a thirty-second of the live heap
 // was allocated (collectChurn). 200 IRC users joining, three runs each:
-// 20 to 24 collections instead of 9 to 11, the free slots the joins left
+// 21 to 23 collections instead of 9 or 10, the free slots the joins left
 // in the heap 0.09 to 0.20 MB instead of 0.29 to 0.43, resident memory
 // per idle user 10.2 to 11.0 KiB instead of 10.5 to 12.2; the joins'
-// CPU time the same (0.48 s against 0.49).
+// CPU time the same (0.48 s against 0.49, one run each).
 package memtrim
 
 import (
