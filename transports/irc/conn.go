@@ -998,6 +998,14 @@ func serialize(m ircmsg.Message) ([]byte, error) {
 	return b, nil
 }
 
+// traceOut logs a line written, for the wire trace. Lines are queued
+// already encoded in the network's charset: the trace shows them decoded
+// back, as the server's users read them, not as bytes the log's UTF-8
+// would turn into replacement characters.
+func (c *conn) traceOut(b []byte) {
+	c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(decodeLine(c.charset, b)), "\r\n")))
+}
+
 // writeNow writes a line synchronously (registration only).
 func (c *conn) writeNow(m ircmsg.Message) error {
 	b, err := serialize(m)
@@ -1005,7 +1013,7 @@ func (c *conn) writeNow(m ircmsg.Message) error {
 		return err
 	}
 	if c.trace {
-		c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+		c.traceOut(b)
 	}
 	b = encodeLine(c.charset, b)
 	if c.reg != nil && c.reg.p != nil {
@@ -1388,7 +1396,7 @@ func (c *conn) writeNoWait(batch []outLine) (int, error) {
 	for _, l := range batch {
 		bufs = append(bufs, l.b)
 		if c.trace {
-			c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(l.b), "\r\n")))
+			c.traceOut(l.b)
 		}
 	}
 	return writeNow(c.raw, bufs)
@@ -1499,7 +1507,7 @@ func (c *conn) writeBatch(batch []outLine) (int, error) {
 	for i, l := range batch {
 		bufs[i] = l.b
 		if c.trace {
-			c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(l.b), "\r\n")))
+			c.traceOut(l.b)
 		}
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -1564,7 +1572,7 @@ func (c *conn) waitFlood(d time.Duration) bool {
 // server, even with an error.
 func (c *conn) write(b []byte) (n int, err error) {
 	if c.trace {
-		c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(b), "\r\n")))
+		c.traceOut(b)
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	return c.nc.Write(b)

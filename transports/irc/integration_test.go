@@ -1158,7 +1158,7 @@ func TestContactPing(t *testing.T) {
 // it, and a UTF-8 line from the network still reads as UTF-8.
 func TestNetworkCharset(t *testing.T) {
 	e := testIRCEnv(t)
-	startGW(t, e.xmpp, port(e.irc), nil)
+	gw := startGW(t, e.xmpp, port(e.irc), nil)
 	const (
 		ch   = "#it-charset"
 		room = ch + "%127.0.0.1@" + gwJID
@@ -1185,6 +1185,13 @@ func TestNetworkCharset(t *testing.T) {
 	got := r.expect("cyr's line", cmdFrom("PRIVMSG", "cyr"))
 	if want := "\xc4\xe0, \xec\xe8\xf0 \x88 ?"; last(got.Params) != want {
 		t.Errorf("line written as %q, want %q (Windows-1251)", last(got.Params), want)
+	}
+	// The wire trace (on in these tests) shows both ways as text.
+	logs := gw.logs.String()
+	for _, want := range []string{"Привет", "Да, мир € ?"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the wire trace does not show %q as text", want)
+		}
 	}
 }
 
