@@ -375,8 +375,7 @@ func (c *component) roomAdminGet(r *iqReply, from, to jid.JID, addr string, q *E
 	}
 }
 
-// features lists what the gateway JID supports, sorted.
-// features is the gateway's disco#info features, sorted (made once, in
+// features lists what the gateway JID supports, sorted (made once, in
 // newComponent: the presence every user gets carries their hash).
 func (c *component) features() []string { return c.feats }
 
