@@ -22,7 +22,8 @@ var sqliteSchema string
 // version this code writes. Append only; never edit an entry once released,
 // and mirror every change in sqlite_schema.sql.
 var sqliteMigrations = []string{
-	"", // 0 → 1: sqliteSchema
+	"",                   // 0 → 1: sqliteSchema
+	sqlRoomArchiveSchema, // 1 → 2: rooms' message archive
 }
 
 // sqliteOptions go-sqlite3 applies to every connection. synchronous=FULL (set
@@ -59,6 +60,7 @@ type sqliteStmts struct {
 	retry, postpone                                *sql.Stmt
 	due, nextDue, pending                          *sql.Stmt
 	putMapping, accountByID                        *sql.Stmt
+	archiveInsert                                  *sql.Stmt
 }
 
 // prepare prepares s.q.
@@ -76,6 +78,7 @@ func (s *SQLite) prepare(ctx context.Context) error {
 		&s.q.pending:          sqlPending,
 		&s.q.putMapping:       sqlPutMapping,
 		&s.q.accountByID:      sqlAccountByID,
+		&s.q.archiveInsert:    sqlArchiveInsert,
 	} {
 		st, err := s.db.PrepareContext(ctx, query)
 		if err != nil {

@@ -90,3 +90,25 @@ CREATE TABLE contact (
 );
 
 CREATE INDEX contact_recent ON contact(account, last_seen);
+
+-- Messages of the rooms an account is in (XEP-0313 on a room), each
+-- account's copy of what its own connection to the network saw. seq is
+-- archive order; id is the stanza-id the room gave the message (the
+-- network's message id, or one core made). Mirrors sqlRoomArchiveSchema
+-- (sqlite_archive.go), migration 1 -> 2.
+CREATE TABLE room_archive (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	account INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+	room TEXT NOT NULL,
+	id TEXT NOT NULL,
+	at INTEGER NOT NULL,
+	nick TEXT NOT NULL DEFAULT '',
+	body TEXT NOT NULL,
+	xmpp_id TEXT NOT NULL DEFAULT '',
+	UNIQUE(account, room, id)
+);
+
+-- An index on (account, room) holds the rowid (seq) in order too: a
+-- room's page of messages is one range scan.
+CREATE INDEX room_archive_room ON room_archive(account, room);
+CREATE INDEX room_archive_at ON room_archive(at);

@@ -65,6 +65,43 @@ type Mapping struct {
 	XMPPID, LegacyID string
 }
 
+// ArchivedMessage is a room's message as an account's connection saw it
+// (XEP-0313 on rooms).
+type ArchivedMessage struct {
+	AccountID int64
+	Room      string // the room's legacy address
+	ID        string // the room's stanza-id of the message; unique per (account, room)
+	Time      time.Time
+	Nick      string // who said it
+	Body      string
+	XMPPID    string // the message's XMPP id, when it was the user's own
+}
+
+// ArchiveQuery selects a page of one room's archive. The filters (Nick,
+// Start, End) narrow what is counted and paged; After and Before are ids
+// of archived messages (XEP-0059 paging) and exclusive. A page runs
+// forward from the oldest match (or from After), or backward from the
+// newest (Last, or from Before) when Before or Last is set; either way
+// its messages are returned oldest first.
+type ArchiveQuery struct {
+	AccountID     int64
+	Room          string
+	Nick          string
+	Start, End    time.Time // inclusive; zero for no limit
+	After, Before string
+	Last          bool
+	Max           int // the page's size; 0 asks only for the count
+}
+
+// ArchivePage is a page of a room's archive.
+type ArchivePage struct {
+	Messages []ArchivedMessage // oldest first
+	// Complete says the page reaches the end of the matches in the
+	// direction it was read (the newest forward, the oldest backward).
+	Complete bool
+	Count    int // how many messages match the filters, all pages
+}
+
 // OutboxItem is one message waiting to be delivered.
 type OutboxItem struct {
 	ID           int64
@@ -184,6 +221,18 @@ type Store interface {
 	ListContacts(ctx context.Context, accountID int64, limit int) ([]*Contact, error)
 	// SetContactPushed records whether the contact is in the user's roster.
 	SetContactPushed(ctx context.Context, accountID int64, address string, pushed bool) error // ErrNotFound
+
+	// Rooms' message archive.
+
+	// ArchiveRoomMessages records messages in one commit; one whose
+	// (AccountID, Room, ID) is archived already is skipped.
+	ArchiveRoomMessages(ctx context.Context, ms []ArchivedMessage) error
+	// QueryRoomArchive returns a page of a room's archive; ErrNotFound
+	// (wrapped) if After or Before names no archived message.
+	QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchivePage, error)
+	// PruneRoomArchive deletes archived messages older than before and
+	// returns how many it deleted.
+	PruneRoomArchive(ctx context.Context, before time.Time) (int, error)
 
 	// Ping checks the database is writable by committing a tiny write (used by /readyz).
 	Ping(ctx context.Context) error
