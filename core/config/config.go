@@ -90,8 +90,16 @@ type Transport struct {
 	JID          string // the component's JID, a bare domain
 	Secret       string // the XEP-0114 secret, surrounding white space trimmed; "" if disabled
 	SecretSource string // where Secret came from, for messages: "file PATH" or "env NAME"
-	Defaults     map[string]string
+	// RoomArchiveDays is how long the messages of the rooms a user is in
+	// are kept for the user's client to fetch (XEP-0313 on the room);
+	// 0 keeps none. Default DefaultRoomArchiveDays.
+	RoomArchiveDays int
+	Defaults        map[string]string
 }
+
+// DefaultRoomArchiveDays is Transport.RoomArchiveDays when the config
+// says nothing: a week, as Prosody keeps its rooms' archives by default.
+const DefaultRoomArchiveDays = 7
 
 // Load reads and validates the config file at path. knownTransports are
 // the names of the transports compiled in. Relative paths in the file are

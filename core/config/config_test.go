@@ -100,7 +100,7 @@ func TestMinimalDefaults(t *testing.T) {
 		t.Errorf("Domain = %+v", d)
 	}
 	wantT := Transport{Name: "email", Enabled: true, JID: "email.example.net", Secret: testSecret,
-		SecretSource: "file " + filepath.Join(dir, "email.secret"), Defaults: map[string]string{}}
+		SecretSource: "file " + filepath.Join(dir, "email.secret"), Defaults: map[string]string{}, RoomArchiveDays: DefaultRoomArchiveDays}
 	if len(d.Transports) != 1 || !reflect.DeepEqual(d.Transports[0], wantT) {
 		t.Errorf("Transports = %#v, want %#v", d.Transports, wantT)
 	}
@@ -148,6 +148,7 @@ secret_env = "TEST_TRANSPORTD_SMS_SECRET"
 registration = "closed"
 [domains."other.org".transports.irc]
 enabled = false
+room_archive_days = 0
 `
 
 func TestFull(t *testing.T) {
@@ -195,7 +196,7 @@ func TestFull(t *testing.T) {
 		t.Errorf("sms = %v", sms)
 	}
 	irc := cfg.Domain("other.org").Transport("irc")
-	if irc == nil || irc.Enabled || irc.Secret != "" || irc.JID != "irc.other.org" {
+	if irc == nil || irc.Enabled || irc.Secret != "" || irc.JID != "irc.other.org" || irc.RoomArchiveDays != 0 {
 		t.Errorf("irc = %v", irc)
 	}
 	if cfg.Domain("nowhere.test") != nil {
@@ -332,6 +333,8 @@ func TestErrors(t *testing.T) {
 		61: {[]string{secF, secF + "\ndefaults = 5"}, `domains."example.net".transports.email.defaults`, "must be a table, not an integer"},
 		62: {[]string{xmppT, "[[xmpp]]\n"}, "xmpp", "must be a table, not an array of tables"},
 		63: {[]string{secF, `secret_env = "hunter2 with spaces"`}, `domains."example.net".transports.email.secret_env`, "is not an environment variable name"},
+		64: {[]string{secF, secF + "\nroom_archive_days = -1"}, `domains."example.net".transports.email.room_archive_days`, "-1 is out of range; it must be from 0 to 3650"},
+		65: {[]string{secF, secF + "\nroom_archive_days = \"7d\""}, `domains."example.net".transports.email.room_archive_days`, "must be an integer, not a string"},
 		58: {[]string{emailT, "[domains.\"Example.net\"]\n" + emailT}, `domains."example.net"`, `the same domain as domains."Example.net"`},
 	} {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {

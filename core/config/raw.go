@@ -57,12 +57,13 @@ type rawDomain struct {
 }
 
 type rawTransport struct {
-	Enabled    value            `toml:"enabled"`
-	JID        value            `toml:"jid"`
-	Secret     value            `toml:"secret"` // decoded only to be rejected
-	SecretFile value            `toml:"secret_file"`
-	SecretEnv  value            `toml:"secret_env"`
-	Defaults   map[string]value `toml:"defaults"`
+	Enabled     value            `toml:"enabled"`
+	JID         value            `toml:"jid"`
+	Secret      value            `toml:"secret"` // decoded only to be rejected
+	SecretFile  value            `toml:"secret_file"`
+	SecretEnv   value            `toml:"secret_env"`
+	ArchiveDays value            `toml:"room_archive_days"`
+	Defaults    map[string]value `toml:"defaults"`
 }
 
 // value is a TOML value of any type, checked later.

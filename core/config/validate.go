@@ -419,6 +419,8 @@ func (v *validator) transport(k toml.Key, domain, name string, r rawTransport) (
 		Enabled:  v.boolean(sub(k, "enabled"), r.Enabled, true),
 		JID:      name + "." + domain,
 		Defaults: map[string]string{},
+		// Ten years is "for good" without overflowing a time.Duration.
+		RoomArchiveDays: v.intRange(sub(k, "room_archive_days"), r.ArchiveDays, DefaultRoomArchiveDays, 0, 3650),
 	}
 
 	jk := sub(k, "jid")
