@@ -52,6 +52,8 @@ type component struct {
 	seenContacts sync.Map
 	// relay is the relay path's state toward XMPP (Info.Relay, relay.go).
 	relay compRelay
+	// archive writes the rooms' archive (archive.go).
+	archive roomArchive
 	// uploads remembers the HTTP upload services found (upload.go).
 	uploads uploadCache
 	// httpMux holds the routes the transport registered through its Host.
@@ -132,6 +134,7 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 	c.feats = c.makeFeatures()
 	c.caps = c.makeCapsVer()
 	c.relay.kick = make(chan struct{}, 1)
+	c.archive.kick = make(chan struct{}, 1)
 	c.counters.init(g.metrics, c.info.Name)
 	c.conf.Store(&compConf{domain: d, tc: tc})
 	c.link = &link{
@@ -179,6 +182,14 @@ func (c *component) run(ctx context.Context) {
 	}
 	for _, a := range accts {
 		c.userFor(ctx, a)
+	}
+	if _, ok := c.t.(GroupChats); ok {
+		archiveDone := make(chan struct{})
+		defer func() { <-archiveDone }()
+		c.g.goSafe("room-archive", func() {
+			defer close(archiveDone)
+			c.archive.run(ctx, c)
+		})
 	}
 	if c.info.Relay {
 		relayDone := make(chan struct{})

@@ -100,6 +100,8 @@ func (c *component) handleIQ(el *Element) {
 			c.roomOwnerIQ(r, typ, from, to, addr, payload)
 		case key == "get "+disco.NSInfo+" query" && payload.Get("node") == "":
 			c.roomInfoIQ(r, from, to, addr)
+		case key == "get "+nsMAM+" query", key == "set "+nsMAM+" query":
+			c.roomMAM(r, typ, from, to, addr, payload)
 		default:
 			c.handleRoomIQ(r, key, addr)
 		}
@@ -243,7 +245,7 @@ func (c *component) pingContact(r *iqReply, p ContactPinger, addr string) {
 func (c *component) handleRoomIQ(r *iqReply, key, addr string) {
 	switch key {
 	case "get " + disco.NSInfo + " query":
-		r.result(roomInfo(addr, nil, nil)) // with a node
+		r.result(c.roomInfo(addr, nil, nil)) // with a node
 	case "get " + disco.NSItems + " query":
 		r.result(NewElement(disco.NSItems, "query"))
 	case "get " + ping.NS + " ping":

@@ -25,6 +25,9 @@ type Metrics struct {
 	errors      *prometheus.CounterVec
 	panics      prometheus.Counter
 	uploads     *prometheus.CounterVec
+	// archiveDropped counts room messages not archived because too many
+	// waited while the store failed.
+	archiveDropped prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -57,8 +60,11 @@ func newMetrics() *Metrics {
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "transportd_uploads_total", Help: "Files put on the XMPP server's HTTP upload service (XEP-0363), per transport and result (ok, too_large, failed).",
 		}, []string{"transport", "result"}),
+		archiveDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "transportd_room_archive_dropped_total", Help: "Room messages left out of the rooms' archive because the store failed for too long.",
+		}),
 	}
-	m.reg.MustRegister(m.componentUp, m.stanzas, m.sessions, m.messages, m.outboxDepth, m.outboxDup, m.errors, m.panics, m.uploads,
+	m.reg.MustRegister(m.componentUp, m.stanzas, m.sessions, m.messages, m.outboxDepth, m.outboxDup, m.errors, m.panics, m.uploads, m.archiveDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

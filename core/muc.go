@@ -565,6 +565,7 @@ func (s *sink) RoomSubject(r, subject, by string) {
 
 func (s *sink) RoomEcho(ctx context.Context, m Message) error {
 	c := s.u.c
+	c.archiveRoomMessage(s.u, &m)
 	if s.u.relay != nil {
 		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: m})
 	}

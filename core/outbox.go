@@ -334,7 +334,9 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 	if !m.Time.IsZero() {
 		proto.delayFrom, proto.stamp = c.jid.String(), m.Time.UTC().Format(time.RFC3339)
 	}
-	if m.LegacyID != "" {
+	if m.StanzaID != "" {
+		proto.sid, proto.sidBy = m.StanzaID, room
+	} else if m.LegacyID != "" {
 		proto.sid, proto.sidBy = m.LegacyID, room
 	}
 	proto.configChanged = m.ConfigChanged && m.Nick == ""

@@ -235,7 +235,7 @@ func (c *component) roomInfoIQ(r *iqReply, from, to jid.JID, addr string) {
 	label, _ := splitLabel(to.Localpart())
 	u := c.lookupLabel(from.Bare().String(), label)
 	if u == nil || !u.post(evRoomInfo{reply: r, resource: from.Resourcepart(), room: addr}) {
-		r.result(roomInfo(addr, nil, nil))
+		r.result(c.roomInfo(addr, nil, nil))
 	}
 }
 
@@ -244,7 +244,7 @@ func (c *component) roomInfoIQ(r *iqReply, from, to jid.JID, addr string) {
 func (u *user) roomInfo(ev evRoomInfo) {
 	r := u.rooms.get(ev.room)
 	if r == nil || !r.joined || !r.resources.has(ev.resource) {
-		ev.reply.result(roomInfo(ev.room, nil, nil))
+		ev.reply.result(u.c.roomInfo(ev.room, nil, nil))
 		return
 	}
 	st := &roomState{subject: r.subject, occupants: len(r.occupants)}
@@ -253,17 +253,17 @@ func (u *user) roomInfo(ev evRoomInfo) {
 	}
 	rc, ok := u.groupSession().(RoomConfigurer)
 	if !ok {
-		ev.reply.result(roomInfo(ev.room, nil, st))
+		ev.reply.result(u.c.roomInfo(ev.room, nil, st))
 		return
 	}
 	u.c.g.goWork("room-info", roomInfoWait, func(ctx context.Context) {
 		cfg, err := rc.RoomConfig(ctx, ev.room)
 		if err != nil {
 			u.logger().Debug("room information without the network's settings", "room", ev.room, "error", err)
-			ev.reply.result(roomInfo(ev.room, nil, st))
+			ev.reply.result(u.c.roomInfo(ev.room, nil, st))
 			return
 		}
-		ev.reply.result(roomInfo(ev.room, &cfg, st))
+		ev.reply.result(u.c.roomInfo(ev.room, &cfg, st))
 	})
 }
 
@@ -276,10 +276,10 @@ type roomState struct {
 // roomInfo is a room's disco#info: its features, with the network's
 // settings when known (else what a room is until told otherwise), and
 // the muc#roominfo form when the user is in it.
-func roomInfo(addr string, cfg *RoomConfig, st *roomState) *Element {
-	var c RoomConfig
+func (c *component) roomInfo(addr string, cfg *RoomConfig, st *roomState) *Element {
+	var rc RoomConfig
 	if cfg != nil {
-		c = *cfg
+		rc = *cfg
 	}
 	pick := func(cond bool, yes, no string) string {
 		if cond {
@@ -290,12 +290,15 @@ func roomInfo(addr string, cfg *RoomConfig, st *roomState) *Element {
 	q := NewElement(disco.NSInfo, "query")
 	q.Add(NewElement("", "identity", "category", "conference", "type", "text", "name", addr))
 	features := []string{disco.NSInfo, nsMUC, "muc_persistent", "muc_nonanonymous", nsSelfPing,
-		pick(c.MembersOnly, "muc_membersonly", "muc_open"),
-		pick(c.Hidden, "muc_hidden", "muc_public"),
-		pick(c.Password != "", "muc_passwordprotected", "muc_unsecured"),
+		pick(rc.MembersOnly, "muc_membersonly", "muc_open"),
+		pick(rc.Hidden, "muc_hidden", "muc_public"),
+		pick(rc.Password != "", "muc_passwordprotected", "muc_unsecured"),
 	}
 	if cfg != nil {
-		features = append(features, pick(c.Moderated, "muc_moderated", "muc_unmoderated"))
+		features = append(features, pick(rc.Moderated, "muc_moderated", "muc_unmoderated"))
+	}
+	if c.archiveDays() > 0 {
+		features = append(features, nsMAM, nsStanzaID)
 	}
 	for _, f := range features {
 		q.Add(NewElement("", "feature", "var", f))
@@ -311,9 +314,9 @@ func roomInfo(addr string, cfg *RoomConfig, st *roomState) *Element {
 	field("muc#roominfo_subject", "Subject", st.subject)
 	field("muc#roominfo_occupants", "Number of occupants", strconv.Itoa(st.occupants))
 	if cfg != nil {
-		field(rcChangeSubject, "Occupants may change the subject", strconv.FormatBool(!c.LockedSubject))
-		if c.MaxUsers > 0 {
-			field(rcMaxUsers, "Maximum number of occupants", strconv.Itoa(c.MaxUsers))
+		field(rcChangeSubject, "Occupants may change the subject", strconv.FormatBool(!rc.LockedSubject))
+		if rc.MaxUsers > 0 {
+			field(rcMaxUsers, "Maximum number of occupants", strconv.Itoa(rc.MaxUsers))
 		}
 	}
 	return q.Add(x)

@@ -337,6 +337,10 @@ type Message struct {
 	// XEP-0045's status 104, on which clients ask the room's disco#info
 	// again (a password, moderation, the subject's lock).
 	ConfigChanged bool `json:"config_changed,omitempty"`
+	// StanzaID is set by core on a room message it archived (inbound,
+	// Groupchat): the archive's id, which the message carries as its
+	// stanza-id. Transports leave it empty.
+	StanzaID string `json:"stanza_id,omitempty"`
 	// UserResource is the resource the user sent from (outbound), so errors
 	// and receipts go back to that client.
 	UserResource string `json:"user_resource,omitempty"`

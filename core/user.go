@@ -484,7 +484,9 @@ func (s *sink) State(st State, text string) {
 }
 
 func (s *sink) Deliver(ctx context.Context, m *Message) error {
-	return s.u.c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: *m})
+	env := envelope{Kind: kindMessage, Msg: *m}
+	s.u.c.archiveRoomMessage(s.u, &env.Msg)
+	return s.u.c.relayToXMPP(ctx, s.u, env)
 }
 
 func (s *sink) Receipt(ctx context.Context, contact, legacyID string) error {

@@ -79,7 +79,10 @@ func TestRoomArchive(t *testing.T) {
 		t.Errorf("after an id of another room: %v, want ErrNotFound", err)
 	}
 
-	n, err := s.PruneRoomArchive(ctx, t0.Add(5*time.Minute))
+	if n, err := s.PruneRoomArchive(ctx, "example.net", "sms", t0.Add(5*time.Minute)); err != nil || n != 0 {
+		t.Fatalf("prune of another transport: %d %v, want 0", n, err)
+	}
+	n, err := s.PruneRoomArchive(ctx, "example.net", "email", t0.Add(5*time.Minute))
 	if err != nil || n != 7 { // m0..m4, bob's m0, r0
 		t.Fatalf("prune: %d %v, want 7", n, err)
 	}

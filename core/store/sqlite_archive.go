@@ -121,10 +121,11 @@ func (s *SQLite) QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchiveP
 }
 
 // PruneRoomArchive implements Store.
-func (s *SQLite) PruneRoomArchive(ctx context.Context, before time.Time) (int, error) {
+func (s *SQLite) PruneRoomArchive(ctx context.Context, domain, transport string, before time.Time) (int, error) {
 	var n int64
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM room_archive WHERE at < ?`, unixNano(before))
+		res, err := tx.ExecContext(ctx, `DELETE FROM room_archive WHERE at < ? AND account IN
+			(SELECT id FROM account WHERE domain = ? AND transport = ?)`, unixNano(before), domain, transport)
 		if err != nil {
 			return err
 		}

@@ -230,9 +230,10 @@ type Store interface {
 	// QueryRoomArchive returns a page of a room's archive; ErrNotFound
 	// (wrapped) if After or Before names no archived message.
 	QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchivePage, error)
-	// PruneRoomArchive deletes archived messages older than before and
-	// returns how many it deleted.
-	PruneRoomArchive(ctx context.Context, before time.Time) (int, error)
+	// PruneRoomArchive deletes the archived messages older than before of
+	// the accounts of one transport on one domain, and returns how many
+	// it deleted.
+	PruneRoomArchive(ctx context.Context, domain, transport string, before time.Time) (int, error)
 
 	// Ping checks the database is writable by committing a tiny write (used by /readyz).
 	Ping(ctx context.Context) error

@@ -1,0 +1,221 @@
+package irc
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"transportd/core"
+	"transportd/internal/xmpptest"
+)
+
+const (
+	nsMAM     = "urn:xmpp:mam:2"
+	nsRSM     = "http://jabber.org/protocol/rsm"
+	nsForward = "urn:xmpp:forward:0"
+	nsSID     = "urn:xmpp:sid:0"
+)
+
+// mamPage is what a client got for one archive query.
+type mamPage struct {
+	bodies, ids, from, innerIDs []string
+	stamps                      []time.Time
+	complete                    bool
+	first, last, count          string
+	err                         *core.Element // the IQ's error, if it failed
+}
+
+// queryArchive sends a XEP-0313 query to a room: fields of its form
+// (with, start, end) and RSM paging (max, after, before; before "<last>"
+// for the last page), and collects the results sent before the IQ's
+// answer.
+func queryArchive(t *testing.T, c *xmpptest.Client, room string, form map[string]string, rsm map[string]string) mamPage {
+	t.Helper()
+	qid := xmpptest.RandomID()
+	q := core.NewElement(nsMAM, "query", "queryid", qid)
+	if len(form) > 0 {
+		x := core.NewElement("jabber:x:data", "x", "type", "submit")
+		x.Add(core.NewElement("", "field", "var", "FORM_TYPE", "type", "hidden").AddText("", "value", nsMAM))
+		for k, v := range form {
+			x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+		}
+		q.Add(x)
+	}
+	if len(rsm) > 0 {
+		set := core.NewElement(nsRSM, "set")
+		for k, v := range rsm {
+			if v == "<last>" {
+				v = ""
+			}
+			set.AddText("", k, v)
+		}
+		q.Add(set)
+	}
+	res := c.IQ(core.NewElement("", "iq", "type", "set", "to", room).Add(q))
+	var p mamPage
+	if res.Get("type") == "error" {
+		p.err = res
+		return p
+	}
+	fin := res.Child(nsMAM, "fin")
+	if fin == nil {
+		t.Fatalf("archive query answered without <fin/>: %s", res)
+	}
+	p.complete = fin.Get("complete") == "true"
+	if set := fin.Child(nsRSM, "set"); set != nil {
+		p.first, p.last, p.count = set.ChildText("", "first"), set.ChildText("", "last"), set.ChildText("", "count")
+	}
+	// The results came before the answer, on the same stream: all are
+	// in the backlog now.
+	for {
+		m, err := c.Next(0, func(el *core.Element) bool {
+			r := el.Child(nsMAM, "result")
+			return el.Name.Local == "message" && r != nil && r.Get("queryid") == qid
+		})
+		if err != nil {
+			break
+		}
+		r := m.Child(nsMAM, "result")
+		if m.Get("from") != room {
+			t.Errorf("archive result from %q, want the room %s", m.Get("from"), room)
+		}
+		fwd := r.Child(nsForward, "forwarded")
+		inner := fwd.Child("jabber:client", "message")
+		if inner == nil {
+			t.Fatalf("archive result without a forwarded jabber:client message: %s", m)
+		}
+		stamp, err := time.Parse(time.RFC3339Nano, fwd.Child("urn:xmpp:delay", "delay").Get("stamp"))
+		if err != nil {
+			t.Errorf("archive result's delay: %v in %s", err, m)
+		}
+		p.ids = append(p.ids, r.Get("id"))
+		p.bodies = append(p.bodies, inner.ChildText("", "body"))
+		p.from = append(p.from, inner.Get("from"))
+		p.innerIDs = append(p.innerIDs, inner.Get("id"))
+		p.stamps = append(p.stamps, stamp)
+	}
+	return p
+}
+
+// TestRoomArchive: a client fetches a room's history from the gateway's
+// archive (XEP-0313 on the room, as Conversations, Gajim and Dino do on
+// a room that offers it): pages both ways, by occupant and time; live
+// messages carry the archive's id as their stanza-id, so a client asks
+// for what came after the last it saw. Against InspIRCd through Prosody.
+func TestRoomArchive(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		ch   = "#it-archive"
+		room = ch + "%127.0.0.1@" + gwJID
+	)
+	c := onlineUser(t, e, "user2@b.test")
+
+	info := c.IQ(core.NewElement("", "iq", "type", "get", "to", room).Add(core.NewElement(nsDiscI, "query")))
+	var features []string
+	if q := info.Child(nsDiscI, "query"); q != nil {
+		for _, f := range q.Children {
+			features = append(features, f.Get("var"))
+		}
+	}
+	if !slices.Contains(features, nsMAM) || !slices.Contains(features, nsSID) {
+		t.Errorf("room's features %v lack %s and %s", features, nsMAM, nsSID)
+	}
+
+	if self := joinRoom(t, c, room, "keeper"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	r := dialRaw(t, e.irc, "archivist")
+	r.join(ch)
+	c.Expect(xwait, "archivist's presence", xmpptest.IsFrom("presence", room+"/archivist", ""))
+	before := time.Now().Add(-time.Second)
+	live := map[string]string{} // body -> stanza-id of the live message
+	for _, body := range []string{"one", "two", "three"} {
+		r.send("PRIVMSG", ch, body)
+		m := c.Expect(xwait, body, isGroupchatFrom(room+"/archivist", body))
+		sid := m.Child(nsSID, "stanza-id")
+		if sid == nil || sid.Get("by") != room || sid.Get("id") == "" {
+			t.Fatalf("live message without a stanza-id by the room: %s", m)
+		}
+		live[body] = sid.Get("id")
+	}
+	time.Sleep(1100 * time.Millisecond) // a second between, for a query by time
+	middle := time.Now()
+	mine := groupchat(room, "mine")
+	c.Send(mine)
+	m := c.Expect(xwait, "reflection", isGroupchatFrom(room+"/keeper", "mine"))
+	live["mine"] = m.Child(nsSID, "stanza-id").Get("id")
+	r.expect("mine on IRC", cmdFrom("PRIVMSG", "keeper"))
+
+	// Forward, two at a time.
+	p := queryArchive(t, c, room, nil, map[string]string{"max": "2"})
+	if fmt.Sprint(p.bodies) != "[one two]" || p.complete || p.count != "4" || p.first != p.ids[0] || p.last != p.ids[1] {
+		t.Fatalf("first page: %+v", p)
+	}
+	for i, body := range p.bodies {
+		if p.ids[i] != live[body] {
+			t.Errorf("%q archived as %q, shown live with stanza-id %q", body, p.ids[i], live[body])
+		}
+		if p.from[i] != room+"/archivist" || p.stamps[i].Before(before) || p.stamps[i].After(time.Now()) {
+			t.Errorf("%q: from %q at %v", body, p.from[i], p.stamps[i])
+		}
+	}
+	p = queryArchive(t, c, room, nil, map[string]string{"max": "2", "after": p.last})
+	if fmt.Sprint(p.bodies) != "[three mine]" || !p.complete {
+		t.Fatalf("second page: %+v", p)
+	}
+	if p.from[1] != room+"/keeper" || p.innerIDs[1] != mine.Get("id") || p.ids[1] != live["mine"] {
+		t.Errorf("the user's own message archived from %q with id %q (sent as %q), archive id %q (live %q)",
+			p.from[1], p.innerIDs[1], mine.Get("id"), p.ids[1], live["mine"])
+	}
+
+	// Backward from the newest, as a client catching up does.
+	p = queryArchive(t, c, room, nil, map[string]string{"max": "3", "before": "<last>"})
+	if fmt.Sprint(p.bodies) != "[two three mine]" || p.complete {
+		t.Errorf("last page: %+v", p)
+	}
+	p = queryArchive(t, c, room, nil, map[string]string{"max": "3", "before": p.first})
+	if fmt.Sprint(p.bodies) != "[one]" || !p.complete {
+		t.Errorf("page before it: %+v", p)
+	}
+
+	// By occupant, by time, and the extended form's after-id.
+	if p = queryArchive(t, c, room, map[string]string{"with": room + "/archivist"}, nil); fmt.Sprint(p.bodies) != "[one two three]" || !p.complete {
+		t.Errorf("with archivist: %+v", p)
+	}
+	if p = queryArchive(t, c, room, map[string]string{"start": middle.UTC().Format(time.RFC3339Nano)}, nil); fmt.Sprint(p.bodies) != "[mine]" {
+		t.Errorf("since %v: %+v", middle, p)
+	}
+	if p = queryArchive(t, c, room, map[string]string{"after-id": live["two"]}, nil); fmt.Sprint(p.bodies) != "[three mine]" {
+		t.Errorf("after-id two: %+v", p)
+	}
+
+	// What a client gets wrong is answered precisely.
+	for _, tc := range []struct {
+		form, rsm map[string]string
+		cond      string
+	}{
+		{nil, map[string]string{"after": "no-such-id"}, "item-not-found"},
+		{map[string]string{"with": "someone@a.test"}, nil, "bad-request"},
+		{map[string]string{"start": "yesterday"}, nil, "bad-request"},
+		{map[string]string{"colour": "red"}, nil, "bad-request"},
+		{nil, map[string]string{"max": "-1"}, "bad-request"},
+	} {
+		p := queryArchive(t, c, room, tc.form, tc.rsm)
+		if p.err == nil || p.err.Child("", "error") == nil || p.err.Child("", "error").Child("urn:ietf:params:xml:ns:xmpp-stanzas", tc.cond) == nil {
+			t.Errorf("query %v %v: %+v, want %s", tc.form, tc.rsm, p, tc.cond)
+		} else if txt := p.err.Child("", "error").ChildText("urn:ietf:params:xml:ns:xmpp-stanzas", "text"); txt == "" {
+			t.Errorf("query %v %v: %s without a text", tc.form, tc.rsm, tc.cond)
+		}
+	}
+
+	// The archive is the user's own: another user, without an account,
+	// gets none of it.
+	other := onlineUser(t, e, "user4@b.test")
+	p = queryArchive(t, other, room, nil, nil)
+	if p.err == nil || !strings.Contains(p.err.String(), "registration-required") {
+		t.Errorf("another user's query: %+v, want registration-required", p)
+	}
+}
