@@ -65,19 +65,31 @@ func (a *roomArchive) wake() {
 // archiveDays is how long the component keeps room messages; 0 for none.
 func (c *component) archiveDays() int { return c.tcfg().RoomArchiveDays }
 
-// archiveRoomMessage takes a room message the network delivered for u
-// into the archive and gives it the archive's id as its stanza-id.
-// Messages of the room itself (no speaker) are not archived, nor one
-// archived already (an echo that falls back to Deliver).
-func (c *component) archiveRoomMessage(u *user, m *Message) {
+// stampRoomMessage gives a room message the network delivered the id it
+// has in the archive, which it carries as its stanza-id: the network's
+// id, or one made here. It is archived when it is written to the user's
+// resources, or dropped because none is in the room (archiveRoomMessage):
+// a message that waits for the user to join (the outbox, while the XMPP
+// link was down) is not yet in the archive when the join's history is
+// read from it, so the user does not see it twice. Messages of the room
+// itself (no speaker) are not archived, nor given an id twice (an echo
+// that falls back to Deliver).
+func (c *component) stampRoomMessage(m *Message) {
 	if !m.Groupchat || m.Nick == "" || m.Body == "" || m.StanzaID != "" || c.archiveDays() == 0 {
 		return
 	}
-	id := m.LegacyID
-	if id == "" {
-		id = randomID()
+	m.StanzaID = m.LegacyID
+	if m.StanzaID == "" {
+		m.StanzaID = randomID()
 	}
-	m.StanzaID = id
+}
+
+// archiveRoomMessage takes a room message stamped with its archive id
+// into the archive. Written again (a retry), it is archived once.
+func (c *component) archiveRoomMessage(u *user, m *Message) {
+	if m.StanzaID == "" || !m.Groupchat {
+		return
+	}
 	t := m.Time
 	if t.IsZero() {
 		t = time.Now()
@@ -89,7 +101,7 @@ func (c *component) archiveRoomMessage(u *user, m *Message) {
 		c.g.metrics.archiveDropped.Inc()
 		return
 	}
-	a.pending = append(a.pending, store.ArchivedMessage{AccountID: u.acctID(), Room: m.Contact, ID: id,
+	a.pending = append(a.pending, store.ArchivedMessage{AccountID: u.acctID(), Room: m.Contact, ID: m.StanzaID,
 		Time: t, Nick: m.Nick, Body: m.Body, XMPPID: m.XMPPID})
 	n := len(a.pending)
 	a.mu.Unlock()
@@ -337,4 +349,57 @@ func mamResult(to, room, queryID string, m store.ArchivedMessage) *Element {
 	}
 	msg := NewElement("", "message", "from", room, "to", to, "id", randomID())
 	return msg.Add(res.Add(fwd))
+}
+
+const (
+	// joinHistoryDefault: the history a join gets from the archive when
+	// its client asks for no limit (Prosody's and biboumi's 20), and at
+	// most mamMaxPage.
+	joinHistoryDefault = 20
+	// joinHistoryWait bounds the archive's read for a join.
+	joinHistoryWait = 5 * time.Second
+)
+
+// sendArchiveHistory sends a resource that joins a room the room's
+// latest messages from the user's archive, as a MUC room does (XEP-0045
+// §7.2.14), limited to what the join asked for: none when the network
+// replays the room's history itself (HistoryReplayer), and only those
+// the archive holds (what the user's connection saw while it was in the
+// room; messages received while no client was in it come after, from
+// the session).
+func (u *user) sendArchiveHistory(r *room, resource string, h HistoryRequest) {
+	c := u.c
+	if h.None || c.archiveDays() == 0 {
+		return
+	}
+	if hr, ok := u.groupSession().(HistoryReplayer); ok && hr.RoomReplaysHistory(r.address) {
+		return
+	}
+	max := h.Max
+	if max <= 0 {
+		max = joinHistoryDefault
+	}
+	q := store.ArchiveQuery{AccountID: u.acctID(), Room: r.address, Last: true, Max: min(max, mamMaxPage)}
+	if !h.Since.IsZero() {
+		q.Start = h.Since.Add(time.Nanosecond) // since is exclusive
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), joinHistoryWait)
+	defer cancel()
+	if err := c.archive.flush(ctx, c); err != nil {
+		u.logger().Warn("archiving room messages", "error", err)
+	}
+	page, err := c.g.store.QueryRoomArchive(ctx, q)
+	if err != nil {
+		u.logger().Warn("room history from the archive", "room", r.address, "error", err)
+		return
+	}
+	room := u.roomJID(r.address, "")
+	for _, m := range page.Messages {
+		id := m.XMPPID
+		if id == "" {
+			id = randomID()
+		}
+		_ = c.send(&roomStanza{from: room + "/" + m.Nick, to: u.bare + "/" + resource, id: id, body: m.Body,
+			delayFrom: room, stamp: m.Time.UTC().Format(time.RFC3339Nano), sid: m.ID, sidBy: room})
+	}
 }

@@ -28,6 +28,29 @@ type HistoryJoiner interface {
 	JoinRoomHistory(ctx context.Context, room, nick, password string, h HistoryRequest) error
 }
 
+// HistoryReplayer is implemented by GroupSessions whose network may
+// replay a room's history itself when the user joins (IRC's CHATHISTORY).
+// Once the room is joined, RoomReplaysHistory says whether it does for
+// this room: core then sends none from its archive, which would show
+// the same messages twice. Safe for concurrent use.
+type HistoryReplayer interface {
+	RoomReplaysHistory(room string) bool
+}
+
+// RoomArchiver is implemented by the Sink core gives a GroupChats
+// session. ArchivesRooms says whether core keeps an archive of the
+// user's rooms now: the session then delivers the messages of a room it
+// is in while the user is not (a persistent connection) as they come,
+// instead of holding them for the next join. Core archives them and
+// gives them, as the join asks, with the room's history; that history
+// and the session's own would otherwise overlap.
+type RoomArchiver interface {
+	ArchivesRooms() bool
+}
+
+// ArchivesRooms implements RoomArchiver.
+func (s *sink) ArchivesRooms() bool { return s.u.c.archiveDays() > 0 }
+
 // Limited reports whether h asks for less than everything.
 func (h HistoryRequest) Limited() bool { return h.None || h.Max > 0 || !h.Since.IsZero() }
 

@@ -359,6 +359,25 @@ type room struct {
 	joined    bool    // the network confirmed
 	occupants occupantList
 	subject   string
+	// hist: the history each pending resource asked for with its join.
+	hist []resourceHistory
+}
+
+// resourceHistory is the history a resource asked for when it joined.
+type resourceHistory struct {
+	resource string
+	h        HistoryRequest
+}
+
+// takeHist returns (and forgets) the history resource asked for.
+func (r *room) takeHist(resource string) HistoryRequest {
+	for i, rh := range r.hist {
+		if rh.resource == resource {
+			r.hist = slices.Delete(r.hist, i, i+1)
+			return rh.h
+		}
+	}
+	return HistoryRequest{}
 }
 
 // A user's rooms hold a few resources each and, on IRC, a channel's
@@ -565,7 +584,7 @@ func (s *sink) RoomSubject(r, subject, by string) {
 
 func (s *sink) RoomEcho(ctx context.Context, m Message) error {
 	c := s.u.c
-	c.archiveRoomMessage(s.u, &m)
+	c.stampRoomMessage(&m)
 	if s.u.relay != nil {
 		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: m})
 	}
@@ -674,9 +693,11 @@ func (u *user) handleRoom(ev userEvent) {
 			// Another resource joins a room the user is in: show it the room.
 			r.resources.add(ev.resource)
 			u.publishRooms()
-			u.sendRoomState(r, ev.resource, ev.nick != r.nick)
+			u.sendRoomState(r, ev.resource, ev.nick != r.nick, ev.hist)
 			return
 		}
+		r.takeHist(ev.resource)
+		r.hist = append(r.hist, resourceHistory{ev.resource, ev.hist})
 		r.pending.add(ev.resource)
 		u.publishRooms()
 		if len(r.pending) == 1 {
@@ -704,6 +725,7 @@ func (u *user) handleRoom(ev userEvent) {
 		wasJoined := r.resources.has(ev.resource)
 		r.resources.del(ev.resource)
 		r.pending.del(ev.resource)
+		r.takeHist(ev.resource)
 		if wasJoined {
 			p := u.roomPresence(r, r.nick, ev.resource, "unavailable", Occupant{Nick: r.nick, Role: "none", Affiliation: "none"}, "110")
 			_ = u.c.send(p)
@@ -760,7 +782,7 @@ func (u *user) handleRoom(ev userEvent) {
 		r.pending = nil
 		u.publishRooms()
 		for _, res := range pending {
-			u.sendRoomState(r, res, r.nick != r.wanted)
+			u.sendRoomState(r, res, r.nick != r.wanted, r.takeHist(res))
 		}
 	case evRoomError:
 		r := u.rooms.get(ev.room)
@@ -868,7 +890,7 @@ func (u *user) failRoom(r *room, err error) {
 	for _, res := range r.pending {
 		u.sendRoomError(r.address, r.wanted, res, err)
 	}
-	r.pending = nil
+	r.pending, r.hist = nil, nil
 	if len(r.resources) == 0 {
 		u.rooms.del(r.address)
 	}
@@ -934,9 +956,10 @@ func (u *user) subjectMessage(r *room, resource, by string) *Element {
 }
 
 // sendRoomState shows a resource that just joined the occupants, itself
-// (status 110, and 210 when the network gave another nick than asked) and
-// the subject, in XEP-0045's order.
-func (u *user) sendRoomState(r *room, resource string, renamed bool) {
+// (status 110, and 210 when the network gave another nick than asked),
+// the history it asked for from the archive, and the subject, in
+// XEP-0045's order.
+func (u *user) sendRoomState(r *room, resource string, renamed bool, h HistoryRequest) {
 	others := make([]Occupant, 0, len(r.occupants))
 	for _, o := range r.occupants {
 		if o.nick != r.nick {
@@ -953,6 +976,7 @@ func (u *user) sendRoomState(r *room, resource string, renamed bool) {
 	}
 	self, _ := r.occupants.get(r.nick)
 	_ = u.c.send(u.roomPresence(r, r.nick, resource, "", self, codes...))
+	u.sendArchiveHistory(r, resource, h)
 	_ = u.c.send(u.subjectMessage(r, resource, ""))
 }
 

@@ -316,8 +316,12 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 	}
 	resources := u.roomResources(m.Contact)
 	if len(resources) == 0 {
+		if !u.roomJoining(m.Contact) {
+			c.archiveRoomMessage(u, &m) // dropped, but archived
+		}
 		return nil, ""
 	}
+	c.archiveRoomMessage(u, &m)
 	id := m.XMPPID // the user's own message reflected keeps its id
 	if id == "" {
 		id = randomID()

@@ -485,7 +485,7 @@ func (s *sink) State(st State, text string) {
 
 func (s *sink) Deliver(ctx context.Context, m *Message) error {
 	env := envelope{Kind: kindMessage, Msg: *m}
-	s.u.c.archiveRoomMessage(s.u, &env.Msg)
+	s.u.c.stampRoomMessage(&env.Msg)
 	return s.u.c.relayToXMPP(ctx, s.u, env)
 }
 

@@ -127,6 +127,8 @@ func TestRoomArchive(t *testing.T) {
 	if self := joinRoom(t, c, room, "keeper"); self.Get("type") == "error" {
 		t.Fatalf("join: %s", self)
 	}
+	isSubject := func(el *core.Element) bool { return el.Name.Local == "message" && el.Child("", "subject") != nil }
+	c.Expect(xwait, "subject", isSubject)
 	r := dialRaw(t, e.irc, "archivist")
 	r.join(ch)
 	c.Expect(xwait, "archivist's presence", xmpptest.IsFrom("presence", room+"/archivist", ""))
@@ -209,6 +211,46 @@ func TestRoomArchive(t *testing.T) {
 		} else if txt := p.err.Child("", "error").ChildText("urn:ietf:params:xml:ns:xmpp-stanzas", "text"); txt == "" {
 			t.Errorf("query %v %v: %s without a text", tc.form, tc.rsm, tc.cond)
 		}
+	}
+
+	// Joining again, a client gets the room's history from the archive
+	// (InspIRCd replays none), as much as it asks for, between its
+	// self-presence and the subject; the network's connection was closed
+	// in between (the user left the last room).
+	c.Send(core.NewElement("", "presence", "to", room+"/keeper", "type", "unavailable"))
+	c.Expect(xwait, "left", xmpptest.IsFrom("presence", room+"/keeper", "unavailable"))
+	r.expect("keeper's PART", cmdFrom("PART", "keeper"))
+	for _, tc := range []struct {
+		history []string
+		want    string
+	}{
+		{nil, "[one two three mine]"}, // no limit asked: the last 20
+		{[]string{"maxstanzas", "2"}, "[three mine]"},
+		{[]string{"since", middle.UTC().Format(time.RFC3339Nano)}, "[mine]"},
+		{[]string{"maxstanzas", "0"}, "[]"},
+	} {
+		if self := joinRoom(t, c, room, "keeper", tc.history...); self.Get("type") == "error" {
+			t.Fatalf("join: %s", self)
+		}
+		var bodies []string
+		for {
+			m := c.Expect(xwait, "history or subject", func(el *core.Element) bool {
+				return el.Name.Local == "message" && strings.HasPrefix(el.Get("from"), room)
+			})
+			if m.Child("", "subject") != nil {
+				break
+			}
+			bodies = append(bodies, m.ChildText("", "body"))
+			delay, sid := m.Child("urn:xmpp:delay", "delay"), m.Child(nsSID, "stanza-id")
+			if delay == nil || sid == nil || sid.Get("id") != live[m.ChildText("", "body")] {
+				t.Errorf("history message without its time or archive id: %s", m)
+			}
+		}
+		if fmt.Sprint(bodies) != tc.want {
+			t.Errorf("history %v: %v, want %s", tc.history, bodies, tc.want)
+		}
+		c.Send(core.NewElement("", "presence", "to", room+"/keeper", "type", "unavailable"))
+		c.Expect(xwait, "left", xmpptest.IsFrom("presence", room+"/keeper", "unavailable"))
 	}
 
 	// The archive is the user's own: another user, without an account,

@@ -337,6 +337,16 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 			id = newID()
 		}
 		m := &core.Message{Contact: ch.room, Groupchat: true, Nick: plainText(src), Body: body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)}
+		if !ch.reported && !history && n.s.archived() {
+			// Core archives the room: it gives these with the room's
+			// history when the user joins. Under the address the user
+			// last joined it by, or the one a LIST or an invitation gives.
+			if m.Contact == "" {
+				m.Contact = ch.name + "%" + n.server
+			}
+			n.s.deliver(m)
+			return
+		}
 		if !ch.reported {
 			if n.s.opts.historyLines > 0 && !history {
 				if m.Time.IsZero() {
@@ -874,10 +884,12 @@ func (n *network) handleCap(p []string) {
 				n.caps.add(tok)
 			}
 		}
+		n.noteReplays()
 	case "DEL":
 		for _, tok := range strings.Fields(last(p)) {
 			n.caps.del(tok)
 		}
+		n.noteReplays()
 	}
 }
 

@@ -436,6 +436,7 @@ func (n *network) connected(c *conn, w *welcome) {
 	old := n.me.nick
 	n.me = self{nick: w.nick, user: w.user, host: w.host}
 	n.caps = w.caps
+	n.noteReplays()
 	n.feat = shareISupport(n.server, w.isupport)
 	n.applyISupport()
 	n.batches = nil
@@ -712,7 +713,7 @@ func (n *network) reportJoined(ch *channel) {
 		n.s.deliver(m)
 	}
 	ch.backlog = nil
-	if (n.hasCap("draft/chathistory") || n.hasCap("chathistory")) && n.hasCap("batch") && !hist.None {
+	if n.replaysHistory() && !hist.None {
 		_ = n.send(chathistoryLatest(ch.name, atoi(n.feat.m["CHATHISTORY"]), hist))
 	}
 }
@@ -752,6 +753,28 @@ func (n *network) setJoinHistory(ch *channel, h core.HistoryRequest) {
 }
 
 func (n *network) hasCap(c string) bool { return n.caps.has(c) }
+
+// replaysHistory says whether the server replays a channel's history on
+// join: CHATHISTORY in a batch.
+func (n *network) replaysHistory() bool {
+	return (n.hasCap("draft/chathistory") || n.hasCap("chathistory")) && n.hasCap("batch")
+}
+
+// noteReplays publishes replaysHistory for other goroutines, after the
+// capabilities changed.
+func (n *network) noteReplays() {
+	s, on := n.s, n.replaysHistory()
+	s.replayMu.Lock()
+	defer s.replayMu.Unlock()
+	switch {
+	case on && s.replays == nil:
+		s.replays = map[string]bool{n.server: true}
+	case on:
+		s.replays[n.server] = true
+	default:
+		delete(s.replays, n.server)
+	}
+}
 
 // replayable says whether a message with this msgid may come again in a
 // CHATHISTORY replay (core.Message.Replayable): only with a msgid, from a

@@ -82,6 +82,12 @@ type session struct {
 	// echoed are the user's last messages reflected at once
 	// (network.reflect; noteEchoed).
 	echoed idring.Ring
+
+	// replays holds the servers whose connection replays a channel's
+	// history on join (network.noteReplays), for core's goroutines
+	// (RoomReplaysHistory).
+	replayMu sync.Mutex
+	replays  map[string]bool
 }
 
 type event interface{}
@@ -566,6 +572,18 @@ func (s *session) handle(ev event) {
 
 func (s *session) JoinRoom(ctx context.Context, room, nick, password string) error {
 	return s.postCtl(evJoin{room: room, nick: nick, password: password})
+}
+
+// RoomReplaysHistory implements core.HistoryReplayer: a server that
+// offers chathistory replays a channel's latest lines on every join.
+func (s *session) RoomReplaysHistory(room string) bool {
+	_, server, err := s.resolve(room)
+	if err != nil {
+		return false
+	}
+	s.replayMu.Lock()
+	defer s.replayMu.Unlock()
+	return s.replays[server]
 }
 
 // JoinRoomHistory implements core.HistoryJoiner: what was said while the
@@ -1242,6 +1260,13 @@ func (s *session) defaultNick() string {
 }
 
 // Reports to core.
+
+// archived says whether core archives the user's rooms
+// (core.RoomArchiver).
+func (s *session) archived() bool {
+	ra, ok := s.sink.(core.RoomArchiver)
+	return ok && ra.ArchivesRooms()
+}
 
 func (s *session) deliver(m *core.Message) {
 	if err := s.sink.Deliver(s.ctx, m); err != nil && s.ctx.Err() == nil {

@@ -312,6 +312,10 @@ func TestReplayableOnlyWithChathistory(t *testing.T) {
 		if m := rec.message(t, "with a msgid", func(m *core.Message) bool { return m.Body == "with an id" }); m.Replayable != tc.want {
 			t.Errorf("caps %v: a line with a msgid: Replayable %v, want %v", tc.caps, m.Replayable, tc.want)
 		}
+		// Core sends no history of its archive where the server replays it.
+		if got := s.RoomReplaysHistory(room); got != tc.want {
+			t.Errorf("caps %v: RoomReplaysHistory %v, want %v", tc.caps, got, tc.want)
+		}
 		if m := rec.message(t, "without", func(m *core.Message) bool { return m.Body == "without" }); m.Replayable {
 			t.Errorf("caps %v: a line without a msgid is marked replayable", tc.caps)
 		}
