@@ -62,8 +62,16 @@ func (a *roomArchive) wake() {
 	}
 }
 
+// settingArchive is the core setting with which a user turns the rooms'
+// archive off: their messages are then not kept, and what was is deleted.
+const settingArchive = "core_room_archive"
+
 // archiveDays is how long the component keeps room messages; 0 for none.
 func (c *component) archiveDays() int { return c.tcfg().RoomArchiveDays }
+
+// archived says whether u's rooms are archived: the component keeps an
+// archive and the user did not turn it off.
+func (u *user) archived() bool { return u.c.archiveDays() > 0 && !u.noArchive.Load() }
 
 // stampRoomMessage gives a room message the network delivered the id it
 // has in the archive, which it carries as its stanza-id: the network's
@@ -74,8 +82,8 @@ func (c *component) archiveDays() int { return c.tcfg().RoomArchiveDays }
 // read from it, so the user does not see it twice. Messages of the room
 // itself (no speaker) are not archived, nor given an id twice (an echo
 // that falls back to Deliver).
-func (c *component) stampRoomMessage(m *Message) {
-	if !m.Groupchat || m.Nick == "" || m.Body == "" || m.StanzaID != "" || c.archiveDays() == 0 {
+func (u *user) stampRoomMessage(m *Message) {
+	if !m.Groupchat || m.Nick == "" || m.Body == "" || m.StanzaID != "" || !u.archived() {
 		return
 	}
 	m.StanzaID = m.LegacyID
@@ -213,6 +221,10 @@ func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr strin
 	u := c.lookupLabel(from.Bare().String(), label)
 	if u == nil {
 		r.error(NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first: the archive is of what your own connection saw"))
+		return
+	}
+	if !u.archived() {
+		r.error(NewError(stanza.ServiceUnavailable, "you turned the archive of your rooms off (the gateway's Settings command)"))
 		return
 	}
 	aq, err := c.parseMAMQuery(to, q)
@@ -369,7 +381,7 @@ const (
 // the session).
 func (u *user) sendArchiveHistory(r *room, resource string, h HistoryRequest) {
 	c := u.c
-	if h.None || c.archiveDays() == 0 {
+	if h.None || !u.archived() {
 		return
 	}
 	if hr, ok := u.groupSession().(HistoryReplayer); ok && hr.RoomReplaysHistory(r.address) {

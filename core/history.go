@@ -49,7 +49,7 @@ type RoomArchiver interface {
 }
 
 // ArchivesRooms implements RoomArchiver.
-func (s *sink) ArchivesRooms() bool { return s.u.c.archiveDays() > 0 }
+func (s *sink) ArchivesRooms() bool { return s.u.archived() }
 
 // Limited reports whether h asks for less than everything.
 func (h HistoryRequest) Limited() bool { return h.None || h.Max > 0 || !h.Since.IsZero() }

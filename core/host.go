@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"mellium.im/xmpp/stanza"
@@ -62,6 +63,12 @@ func settingsCommand(c *component) Command {
 			schema.Fields = append(schema.Fields, registration.Field{
 				Var: settingRoster, Label: "Add the people I exchange messages with to my roster", Type: registration.Boolean, Default: "true",
 			})
+			if _, ok := c.t.(GroupChats); ok && c.archiveDays() > 0 {
+				schema.Fields = append(schema.Fields, registration.Field{
+					Var: settingArchive, Type: registration.Boolean, Default: "true",
+					Label: "Keep my rooms' messages for my clients to fetch (" + strconv.Itoa(c.archiveDays()) + " days)",
+				})
+			}
 			if cf, ok := c.t.(Configurable); ok {
 				ts := cf.Settings(c.tcfg().Defaults)
 				schema.Instructions = ts.Instructions
@@ -121,6 +128,16 @@ func settingsCommand(c *component) Command {
 			}
 			if err := c.g.store.PutAccount(ctx, &a); err != nil {
 				return &CommandResponse{Err: err}
+			}
+			if a.Fields[settingArchive] == "false" && acct.Fields[settingArchive] != "false" {
+				// Turned off: what was kept goes too, and what waits to
+				// be written (nothing more is archived from now on).
+				if err := c.archive.flush(ctx, c); err != nil {
+					return &CommandResponse{Err: err}
+				}
+				if err := c.g.store.ClearRoomArchive(ctx, a.ID); err != nil {
+					return &CommandResponse{Err: err}
+				}
 			}
 			if u := c.accountUser(&a); u != nil {
 				u.post(evRegistered{account: &a})

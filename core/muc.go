@@ -584,7 +584,7 @@ func (s *sink) RoomSubject(r, subject, by string) {
 
 func (s *sink) RoomEcho(ctx context.Context, m Message) error {
 	c := s.u.c
-	c.stampRoomMessage(&m)
+	s.u.stampRoomMessage(&m)
 	if s.u.relay != nil {
 		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: m})
 	}

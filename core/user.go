@@ -40,6 +40,9 @@ type user struct {
 	stateNow atomic.Pointer[stateSnapshot]
 	// disabled is set while an operator has disabled the account.
 	disabled atomic.Bool
+	// noArchive is set while the user turned the rooms' archive off
+	// (settingArchive).
+	noArchive atomic.Bool
 	// features are the disco features of the user's online resources.
 	features clientFeatures
 
@@ -113,6 +116,7 @@ func newUser(c *component, a *store.Account) *user {
 	}
 	u.stateNow.Store(&stateSnapshot{State: StateDisconnected, Since: time.Now()})
 	u.disabled.Store(!a.Enabled)
+	u.noArchive.Store(a.Fields[settingArchive] == "false")
 	u.active.Store(true) // start's drain runs first
 	return u
 }
@@ -263,6 +267,7 @@ func (u *user) handle(ev userEvent) {
 		// its session may have started): nothing changed.
 		changed := ev.account != u.acct
 		u.acct = ev.account
+		u.noArchive.Store(ev.account.Fields[settingArchive] == "false")
 		if ev.first {
 			_ = u.c.send(u.c.stanza("presence", "", "", u.bare, "subscribe"))
 		} else {
@@ -485,7 +490,7 @@ func (s *sink) State(st State, text string) {
 
 func (s *sink) Deliver(ctx context.Context, m *Message) error {
 	env := envelope{Kind: kindMessage, Msg: *m}
-	s.u.c.stampRoomMessage(&env.Msg)
+	s.u.stampRoomMessage(&env.Msg)
 	return s.u.c.relayToXMPP(ctx, s.u, env)
 }
 

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"transportd/internal/cputime"
 )
 
 func archiveIDs(p ArchivePage) []string {
@@ -88,6 +92,17 @@ func TestRoomArchive(t *testing.T) {
 	}
 	check("after pruning", ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Max: 10}, "[m5 m6 m7 m8 m9]", true, 5)
 
+	if err := s.ClearRoomArchive(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("another account's cleared", ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Max: 10}, "[m5 m6 m7 m8 m9]", true, 5)
+	if err := s.ClearRoomArchive(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("cleared", ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Max: 10}, "[]", true, 0)
+	if err := s.ArchiveRoomMessages(ctx, ms[:1]); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DeleteAccount(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -134,4 +149,30 @@ func TestRoomArchiveMigration(t *testing.T) {
 	if err := s.ArchiveRoomMessages(context.Background(), []ArchivedMessage{{AccountID: a.ID, Room: "#go", ID: "x", Body: "hi"}}); err != nil {
 		t.Errorf("archive after the migration: %v", err)
 	}
+}
+
+// BenchmarkArchiveRoomMessages archives channel messages in batches of
+// 64 (ARCHBATCH to change it; core writes up to 256 at once); per
+// message, commit included.
+func BenchmarkArchiveRoomMessages(b *testing.B) {
+	s, a := benchStore(b, "irc")
+	batch := 64
+	if v, err := strconv.Atoi(os.Getenv("ARCHBATCH")); err == nil {
+		batch = v
+	}
+	ms := make([]ArchivedMessage, batch)
+	cpu0 := cputime.Process()
+	n := 0
+	for b.Loop() {
+		for i := range ms {
+			ms[i] = ArchivedMessage{AccountID: a.ID, Room: "#bench%irc.example.org", ID: fmt.Sprintf("472~1796562892~%d", n),
+				Time: time.Now(), Nick: "speaker", Body: "a line of about the length people write on IRC, give or take"}
+			n++
+		}
+		if err := s.ArchiveRoomMessages(ctx, ms); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/msg")
+	b.ReportMetric(float64((cputime.Process()-cpu0).Nanoseconds())/float64(n), "cpu-ns/msg")
 }

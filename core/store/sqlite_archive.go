@@ -120,6 +120,15 @@ func (s *SQLite) QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchiveP
 	return page, nil
 }
 
+// ClearRoomArchive implements Store.
+func (s *SQLite) ClearRoomArchive(ctx context.Context, accountID int64) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM room_archive WHERE account = ?`, accountID)
+		return err
+	})
+	return wrap("clear room archive", err)
+}
+
 // PruneRoomArchive implements Store.
 func (s *SQLite) PruneRoomArchive(ctx context.Context, domain, transport string, before time.Time) (int, error) {
 	var n int64

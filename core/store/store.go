@@ -230,6 +230,8 @@ type Store interface {
 	// QueryRoomArchive returns a page of a room's archive; ErrNotFound
 	// (wrapped) if After or Before names no archived message.
 	QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchivePage, error)
+	// ClearRoomArchive deletes an account's archived messages.
+	ClearRoomArchive(ctx context.Context, accountID int64) error
 	// PruneRoomArchive deletes the archived messages older than before of
 	// the accounts of one transport on one domain, and returns how many
 	// it deleted.

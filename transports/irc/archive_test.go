@@ -253,6 +253,25 @@ func TestRoomArchive(t *testing.T) {
 		c.Expect(xwait, "left", xmpptest.IsFrom("presence", room+"/keeper", "unavailable"))
 	}
 
+	// The user turns the archive off in the gateway's Settings: what was
+	// kept is deleted, queries are refused; on again, it starts empty.
+	settings := func(on string) {
+		t.Helper()
+		res := command(t, c, "settings", "", nil)
+		if !strings.Contains(res.String(), `var="core_room_archive"`) {
+			t.Fatalf("settings form without the archive: %s", res)
+		}
+		command(t, c, "settings", res.Child(nsCommands, "command").Get("sessionid"), map[string]string{"core_room_archive": on})
+	}
+	settings("false")
+	if p = queryArchive(t, c, room, nil, nil); p.err == nil || !strings.Contains(p.err.String(), "service-unavailable") {
+		t.Errorf("query with the archive off: %+v, want service-unavailable", p)
+	}
+	settings("true")
+	if p = queryArchive(t, c, room, nil, nil); p.err != nil || len(p.bodies) != 0 || p.count != "0" || !p.complete {
+		t.Errorf("query after the archive was turned off and on: %+v, want it empty", p)
+	}
+
 	// The archive is the user's own: another user, without an account,
 	// gets none of it.
 	other := onlineUser(t, e, "user4@b.test")
