@@ -19,8 +19,9 @@
 # it cannot): it gets a fresh SQLite file per run. It is measured twice:
 # recording every channel message in that database, as it does by default,
 # and with that off (its record_history setting, through Configure on its
-# own JID), which is like for like: transportd keeps no channel history.
-# (db_name=:memory: also works, keeping the history in memory.)
+# own JID). transportd too, with its rooms' archive (room_archive_days 7,
+# the default) and without (0): like for like, twice.
+# (db_name=:memory: also works, keeping biboumi's history in memory.)
 #
 # The Prosody gets 100 accounts per domain (TESTENV_USER_COUNT), for the
 # memory figures with 1, 50 and 200 users joined (a second after the
@@ -101,7 +102,13 @@ table() {
 go build -o "$RUN/transportd" ./cmd/transportd
 "$RUN/transportd" keygen -out "$RUN/key" >/dev/null
 printf '%s' "$TRANSPORTD_TEST_COMPONENT_SECRET" >"$RUN/secret"
-cat >"$RUN/transportd.toml" <<TOML
+# run_transportd NAME DAYS: transportd with room_archive_days = DAYS (its
+# default, 7, archives every channel message as biboumi's default does;
+# 0 archives none), fresh database, benchmarks, stop.
+run_transportd() {
+	local name=$1 days=$2
+	rm -f "$RUN"/transportd.db*
+	cat >"$RUN/transportd.toml" <<TOML
 [xmpp]
 component_addr = "$TRANSPORTD_TEST_XMPP_COMPONENT"
 [store]
@@ -114,6 +121,7 @@ users = ["a.test", "b.test"]
 [domains."a.test".transports.irc]
 jid = "$COMPONENT_JID"
 secret_file = "$RUN/secret"
+room_archive_days = $days
 [domains."a.test".transports.irc.defaults]
 allowed_servers = "127.0.0.1"
 port = "6667"
@@ -121,14 +129,17 @@ tls = "false"
 flood_burst = "1000"
 flood_rate = "100000"
 TOML
-"$RUN/transportd" -config "$RUN/transportd.toml" >"$RUN/transportd.log" 2>&1 &
-tpid=$!
-pids+=("$tpid")
-sleep 3
-bench transportd "$tpid"
-kill "$tpid"
-wait "$tpid" 2>/dev/null || true
-sleep 2 # Prosody frees the component JID
+	"$RUN/transportd" -config "$RUN/transportd.toml" >"$RUN/transportd.log" 2>&1 &
+	local tpid=$!
+	pids+=("$tpid")
+	sleep 3
+	bench "$name" "$tpid"
+	kill "$tpid"
+	wait "$tpid" 2>/dev/null || true
+	sleep 2 # Prosody frees the component JID
+}
+run_transportd "transportd (rooms archived, the default)" 7
+run_transportd "transportd (room_archive_days = 0)" 0
 
 # biboumi, with a fresh database per run.
 command -v biboumi >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends biboumi >"$RUN/apt.log" 2>&1
