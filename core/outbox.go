@@ -40,6 +40,12 @@ const (
 	// maxAttempts is how many temporary failures of the legacy network a
 	// message survives.
 	maxAttempts = 10
+	// heldAfter: a message without a time of its own that waited longer
+	// than this in the outbox toward XMPP gets the time it was queued,
+	// as a delay stamp. Not every one: a room message waits some 100 ms
+	// for the join of the room it is in, and clients take a delayed room
+	// message for history.
+	heldAfter = time.Second
 )
 
 // outbox moves committed messages in both directions. XEP-0114 has no stream
@@ -230,6 +236,12 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			c.log.Error("outbox item unreadable, dropped", "id", it.ID, "error", err)
 			_ = o.g.store.Done(ctx, it.ID)
 			continue
+		}
+		if env.Kind == kindMessage && env.Msg.Time.IsZero() && time.Since(it.Created) > heldAfter {
+			// Held (the XMPP link was down, the user was joining the
+			// room): it says when it came (XEP-0203), and the rooms'
+			// archive keeps it under that time.
+			env.Msg.Time = it.Created
 		}
 		els, xmppID := c.renderToXMPP(a, env)
 		if len(els) == 0 && env.Kind == kindMessage && env.Msg.Groupchat {

@@ -614,6 +614,12 @@ func TestXMPPOutage(t *testing.T) {
 		if got := el.ChildText("", "body"); got != want {
 			t.Fatalf("line %d: %q, want %q (lost or out of order)", i, got, want)
 		}
+		// Held through the outage, it says when it was said.
+		if d := el.Child("urn:xmpp:delay", "delay"); d == nil {
+			t.Errorf("line %d held through the outage without a delay stamp: %s", i, el)
+		} else if at, err := time.Parse(time.RFC3339, d.Get("stamp")); err != nil || at.After(up) {
+			t.Errorf("line %d: delay stamp %q, want a time before Prosody was back (%v)", i, d.Get("stamp"), up)
+		}
 	}
 	if !w.quiet(time.Second, left) {
 		t.Error("the IRC session left after the outage")
