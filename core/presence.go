@@ -64,14 +64,18 @@ func (c *component) contactPresence(u *user, from, to jid.JID, typ string) {
 	if u == nil {
 		return
 	}
-	if _, _, err := c.address(to.Localpart()); err != nil {
+	_, addr, err := c.address(to.Localpart())
+	if err != nil {
 		return
 	}
 	switch typ {
 	case "subscribe":
 		_ = c.send(c.stanza("presence", to.Localpart(), "", from.Bare().String(), "subscribed"))
+		c.subscribed(u, addr)
 	case "unsubscribe":
 		_ = c.send(c.stanza("presence", to.Localpart(), "", from.Bare().String(), "unsubscribed"))
+	case "probe":
+		u.post(evContactProbe{addr: addr})
 	}
 }
 

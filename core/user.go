@@ -57,6 +57,9 @@ type user struct {
 	acct      *store.Account
 	resources nameSet // the user's available resources
 	rooms     roomList
+	// online: the contacts the session last said are online
+	// (contactpresence.go); nil while none.
+	online    map[string]ContactStatus
 	state     State
 	stateText string
 	gen       int
@@ -305,7 +308,9 @@ func (u *user) handle(ev userEvent) {
 	case evBrowseEnd:
 		u.browseEnd()
 	default:
-		u.handleRoom(ev)
+		if !u.handleContact(ev) {
+			u.handleRoom(ev)
+		}
 	}
 }
 
@@ -362,6 +367,7 @@ func (u *user) startSession() {
 		u.c.g.goSafe("session", func() { s.Run(ctx) })
 	}
 	u.rejoinRooms(s)
+	u.watchContacts()
 }
 
 // rejoinRooms asks a new session (after Reconnect, or new credentials or
@@ -389,6 +395,7 @@ func (u *user) stopSession() {
 	u.cancel = nil
 	u.gen++
 	u.live.Store(nil)
+	u.contactsOffline()
 	u.state, u.stateText = StateDisconnected, ""
 	u.snapshot()
 	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Dec()
