@@ -55,7 +55,7 @@ var wantCaps = []string{
 	"message-tags", "server-time", "echo-message", "labeled-response", "batch",
 	"away-notify", "account-notify", "extended-join", "multi-prefix",
 	"userhost-in-names", "cap-notify", "chghost", "invite-notify",
-	"account-tag", "draft/chathistory", "chathistory",
+	"account-tag", "draft/chathistory", "chathistory", "extended-monitor",
 }
 
 // capSet is a set of the capabilities the transport knows (wantCaps and
@@ -794,7 +794,7 @@ func last(p []string) string {
 // not kept (a server sends dozens, for every connection).
 var usedISupport = map[string]bool{
 	"CASEMAPPING": true, "CHANMODES": true, "CHANTYPES": true, "CHATHISTORY": true,
-	"MODES": true, "PREFIX": true, "STATUSMSG": true, "TOPICLEN": true,
+	"MODES": true, "MONITOR": true, "PREFIX": true, "STATUSMSG": true, "TOPICLEN": true,
 }
 
 // parseISupport adds the tokens of a 005 line (params: me, tokens...,

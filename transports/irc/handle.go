@@ -72,6 +72,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		}
 	case "AWAY":
 		n.setAway(src, len(p) > 0, argOr(p, 0))
+		n.monitorAway(src, len(p) > 0, argOr(p, 0))
 	case "ACCOUNT":
 		if len(p) >= 1 {
 			n.eachMember(src, func(_ *channel, m *member) bool { m.account = intern(p[0]); return false })
@@ -149,6 +150,10 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 	case "352": // RPL_WHOREPLY: me channel user host server nick flags :hops realname
 		if len(p) >= 7 {
 			n.handleWho(p[1], p[2], p[3], p[5], p[6])
+		}
+	case "730", "731": // RPL_MONONLINE, RPL_MONOFFLINE: me :targets
+		if len(p) >= 2 {
+			n.monitorReply(msg.Command == "730", p[len(p)-1])
 		}
 	case "301": // RPL_AWAY: me nick :message
 		if len(p) >= 3 {

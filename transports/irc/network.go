@@ -47,6 +47,9 @@ type network struct {
 	s      *session
 	server string
 	cfg    netConfig
+	// monitored: the nicks on the server's MONITOR list; monOnline those
+	// it said are online (monitor.go).
+	monitored, monOnline nameList
 
 	conn     *conn
 	gen      int // connection attempt; events of older ones are stale
@@ -474,6 +477,8 @@ func (n *network) connected(c *conn, w *welcome) {
 	}
 	n.flushParked()
 	n.startList()
+	n.monitorLost() // a list of an earlier connection (none if it was closed)
+	n.monitor()
 	s.updateState()
 }
 
@@ -544,6 +549,7 @@ func isTimeout(err error) bool {
 // are joined again once reconnected.
 func (n *network) closed(err error) {
 	n.conn = nil
+	n.monitorLost()
 	text := errorText(err)
 	if n.errorMsg != "" {
 		text = n.errorMsg

@@ -83,6 +83,9 @@ type session struct {
 	// (network.reflect; noteEchoed).
 	echoed idring.Ring
 
+	// watch: the contacts to watch, nicks by server (monitor.go).
+	watch map[string][]string
+
 	// replays holds the servers whose connection replays a channel's
 	// history on join (network.noteReplays), for core's goroutines
 	// (RoomReplaysHistory).
@@ -486,6 +489,8 @@ func (s *session) handle(ev event) {
 		s.end()
 	case evJoin:
 		s.joinRoom(ev.room, ev.nick, ev.password, ev.hist)
+	case evWatch:
+		s.setWatch(ev.addrs)
 	case evLeave:
 		s.leaveRoom(ev.room)
 	case evNickReq:

@@ -1,0 +1,157 @@
+package irc
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ergochat/irc-go/ircmsg"
+
+	"transportd/core"
+)
+
+// Contacts' presence with IRC's MONITOR (IRCv3; InspIRCd's monitor
+// module, Solanum's, Ergo's): core hands the session the contacts in the
+// user's roster (core.ContactWatcher); each connection asks its server to
+// tell when those of its nicks come online (730) and go offline (731),
+// and core shows them as the contacts' presence. A server without
+// MONITOR tells nothing: the contacts stay offline, as before.
+
+// evWatch is WatchContacts' request.
+type evWatch struct{ addrs []string }
+
+// WatchContacts implements core.ContactWatcher.
+func (s *session) WatchContacts(addrs []string) {
+	_ = s.postCtl(evWatch{addrs: addrs})
+}
+
+// setWatch takes the contacts to watch, by server, and updates the
+// connections' MONITOR lists.
+func (s *session) setWatch(addrs []string) {
+	s.watch = nil
+	for _, addr := range addrs {
+		a, server, err := s.resolve(addr)
+		if err != nil || a.kind != kindNick {
+			continue
+		}
+		if s.watch == nil {
+			s.watch = map[string][]string{}
+		}
+		s.watch[server] = append(s.watch[server], strings.ToLower(a.name))
+	}
+	for _, n := range s.nets {
+		n.monitor()
+	}
+}
+
+// monitor brings the server's MONITOR list to the session's contacts of
+// this network (after a change, and once connected: the list is the
+// connection's).
+func (n *network) monitor() {
+	limit, ok := n.feat.m["MONITOR"]
+	if n.conn == nil || !ok {
+		return
+	}
+	want := n.s.watch[n.server]
+	if max, err := strconv.Atoi(limit); err == nil && max > 0 && len(want) > max {
+		want = want[:max]
+	}
+	var add, del []string
+	for _, nick := range want {
+		if !n.monitored.has(nick) {
+			add = append(add, nick)
+		}
+	}
+	for _, nick := range n.monitored {
+		if !slices.Contains(want, nick) {
+			del = append(del, nick)
+			if n.monOnline.has(nick) {
+				n.monOnline.del(nick)
+				n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
+			}
+		}
+	}
+	n.sendMonitor("-", del)
+	n.sendMonitor("+", add)
+	n.monitored = append(nameList(nil), want...)
+}
+
+// sendMonitor sends MONITOR + or - for nicks, as many to a line as fit.
+func (n *network) sendMonitor(op string, nicks []string) {
+	for len(nicks) > 0 {
+		line, i := "", 0
+		for ; i < len(nicks) && len(line)+len(nicks[i]) < 400; i++ {
+			if line != "" {
+				line += ","
+			}
+			line += nicks[i]
+		}
+		if i == 0 { // a nick longer than a line: skipped
+			i = 1
+		} else {
+			_ = n.send(ircmsg.MakeMessage(nil, "", "MONITOR", op, line))
+		}
+		nicks = nicks[i:]
+	}
+}
+
+// monitorReply takes 730 (online: nick!user@host,...) and 731 (offline:
+// nick,...).
+func (n *network) monitorReply(online bool, targets string) {
+	for _, t := range strings.Split(targets, ",") {
+		nick, _, _ := strings.Cut(t, "!")
+		nick = strings.ToLower(nick)
+		if nick == "" || !n.monitored.has(nick) || n.monOnline.has(nick) == online {
+			continue
+		}
+		if online {
+			n.monOnline = append(n.monOnline, nick)
+		} else {
+			n.monOnline.del(nick)
+		}
+		n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{Online: online})
+	}
+}
+
+// monitorAway takes an AWAY of a monitored contact (away-notify, and
+// extended-monitor for one in no channel with the user).
+func (n *network) monitorAway(nick string, away bool, text string) {
+	nick = strings.ToLower(nick)
+	if !n.monOnline.has(nick) {
+		return
+	}
+	st := core.ContactStatus{Online: true, Away: away}
+	if away {
+		st.Status = plainText(text)
+	}
+	n.s.contactPresence(nick+"%"+n.server, st)
+}
+
+// monitorLost: the connection ended, and with it what it told.
+func (n *network) monitorLost() {
+	for _, nick := range n.monOnline {
+		n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
+	}
+	n.monitored, n.monOnline = nil, nil
+}
+
+// contactPresence reports a contact's presence to core.
+func (s *session) contactPresence(addr string, st core.ContactStatus) {
+	if ps, ok := s.sink.(core.ContactPresenceSink); ok {
+		ps.ContactPresence(addr, st)
+	}
+}
+
+// nameList is a small list of nicks (a network's MONITOR list).
+type nameList []string
+
+func (l nameList) has(nick string) bool { return slices.Contains(l, nick) }
+
+func (l *nameList) del(nick string) {
+	for i, x := range *l {
+		if x == nick {
+			*l = append((*l)[:i], (*l)[i+1:]...)
+			return
+		}
+	}
+}
