@@ -148,10 +148,7 @@ type nameList []string
 func (l nameList) has(nick string) bool { return slices.Contains(l, nick) }
 
 func (l *nameList) del(nick string) {
-	for i, x := range *l {
-		if x == nick {
-			*l = append((*l)[:i], (*l)[i+1:]...)
-			return
-		}
+	if i := slices.Index(*l, nick); i >= 0 {
+		*l = slices.Delete(*l, i, i+1)
 	}
 }
