@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -350,10 +351,8 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 	if !m.Time.IsZero() {
 		proto.delayFrom, proto.stamp = c.jid.String(), m.Time.UTC().Format(time.RFC3339)
 	}
-	if m.StanzaID != "" {
-		proto.sid, proto.sidBy = m.StanzaID, room
-	} else if m.LegacyID != "" {
-		proto.sid, proto.sidBy = m.LegacyID, room
+	if sid := cmp.Or(m.StanzaID, m.LegacyID); sid != "" { // the archive's id, else the network's
+		proto.sid, proto.sidBy = sid, room
 	}
 	proto.configChanged = m.ConfigChanged && m.Nick == ""
 	out := make([]outgoing, len(resources))
