@@ -151,6 +151,10 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		if len(p) >= 7 {
 			n.handleWho(p[1], p[2], p[3], p[5], p[6])
 		}
+	case "303": // RPL_ISON: me :nicks online
+		if len(p) >= 2 {
+			n.isonReply(p[len(p)-1])
+		}
 	case "730", "731": // RPL_MONONLINE, RPL_MONOFFLINE: me :targets
 		if len(p) >= 2 {
 			n.monitorReply(msg.Command == "730", p[len(p)-1])

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
 
@@ -15,7 +16,8 @@ import (
 // user's roster (core.ContactWatcher); each connection asks its server to
 // tell when those of its nicks come online (730) and go offline (731),
 // and core shows them as the contacts' presence. A server without
-// MONITOR tells nothing: the contacts stay offline, as before.
+// MONITOR (ngIRCd) is asked with ISON every isonEvery instead, while the
+// connection is up and has contacts to watch.
 
 // evWatch is WatchContacts' request.
 type evWatch struct{ addrs []string }
@@ -44,12 +46,67 @@ func (s *session) setWatch(addrs []string) {
 	}
 }
 
+// isonEvery is how often a server without MONITOR is asked which of the
+// contacts are online (a variable for tests).
+var isonEvery = time.Minute
+
+// polled says whether the contacts of this network are watched with
+// ISON: connected, contacts to watch, and no MONITOR.
+func (n *network) polled() bool {
+	_, mon := n.feat.m["MONITOR"]
+	return n.conn != nil && !mon && len(n.s.watch[n.server]) > 0
+}
+
+// poll asks for the watched contacts with ISON when it is time (tick).
+// Each line asks for up to 15; its 303 answer names those online.
+func (n *network) poll(now time.Time) {
+	if !n.polled() || now.Sub(n.polledAt) < isonEvery {
+		return
+	}
+	n.polledAt = now
+	want := n.s.watch[n.server]
+	for _, nick := range slices.Clone(n.monOnline) {
+		if !slices.Contains(want, nick) { // no longer watched
+			n.monOnline.del(nick)
+			n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
+		}
+	}
+	n.monitored = append(nameList(nil), want...)
+	for len(want) > 0 {
+		i, size := 0, 0
+		for ; i < len(want) && i < 15 && (i == 0 || size+len(want[i]) < 400); i++ { // 15: IRC's most parameters
+			size += len(want[i]) + 1
+		}
+		_ = n.send(ircmsg.MakeMessage(nil, "", "ISON", want[:i]...))
+		n.isons = append(n.isons, want[:i:i])
+		want = want[i:]
+	}
+}
+
+// isonReply takes a 303: of the nicks the oldest ISON asked for, those
+// named are online, the others not.
+func (n *network) isonReply(online string) {
+	if len(n.isons) == 0 {
+		return
+	}
+	asked := n.isons[0]
+	n.isons = n.isons[1:]
+	on := strings.Fields(strings.ToLower(online))
+	for _, nick := range asked {
+		n.monitorReply(slices.Contains(on, nick), nick)
+	}
+}
+
 // monitor brings the server's MONITOR list to the session's contacts of
 // this network (after a change, and once connected: the list is the
-// connection's).
+// connection's). Without MONITOR, the contacts are polled (poll).
 func (n *network) monitor() {
 	limit, ok := n.feat.m["MONITOR"]
-	if n.conn == nil || !ok {
+	if n.conn == nil {
+		return
+	}
+	if !ok {
+		n.polledAt = time.Time{} // at the next tick
 		return
 	}
 	want := n.s.watch[n.server]
@@ -132,7 +189,7 @@ func (n *network) monitorLost() {
 	for _, nick := range n.monOnline {
 		n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
 	}
-	n.monitored, n.monOnline = nil, nil
+	n.monitored, n.monOnline, n.isons = nil, nil, nil
 }
 
 // contactPresence reports a contact's presence to core.

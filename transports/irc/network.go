@@ -47,9 +47,12 @@ type network struct {
 	s      *session
 	server string
 	cfg    netConfig
-	// monitored: the nicks on the server's MONITOR list; monOnline those
-	// it said are online (monitor.go).
+	// monitored: the nicks on the server's MONITOR list (or polled with
+	// ISON); monOnline those it said are online; isons the nicks of each
+	// ISON not answered yet, polledAt when the last was sent (monitor.go).
 	monitored, monOnline nameList
+	isons                [][]string
+	polledAt             time.Time
 
 	conn     *conn
 	gen      int // connection attempt; events of older ones are stale
@@ -652,6 +655,7 @@ func (n *network) tick(now time.Time) {
 		n.lastPrivate = time.Time{}
 		n.maybeQuit()
 	}
+	n.poll(now)
 }
 
 func (n *network) sortedChannels() []*channel {

@@ -408,7 +408,7 @@ func (s *session) armTick() {
 		return
 	}
 	for _, n := range s.nets {
-		if len(n.pending) > 0 || len(n.waiting) > 0 || (n.conn != nil && !n.lastPrivate.IsZero()) {
+		if len(n.pending) > 0 || len(n.waiting) > 0 || (n.conn != nil && !n.lastPrivate.IsZero()) || n.polled() {
 			s.ticking = true
 			if s.tick == nil {
 				s.tick = time.AfterFunc(tickEvery, func() { s.post(evTick{}) })
