@@ -29,6 +29,9 @@ func (t *Transport) Commands() []core.Command {
 		Node: nodeConfigure, Name: "Configure network", Registered: true,
 		Execute: t.configureNetwork,
 	}, {
+		Node: nodeConfigureChannel, Name: "Configure channel", Registered: true,
+		Execute: t.configureChannel,
+	}, {
 		Node: nodeConnections, Name: "IRC connections", Registered: true,
 		Execute: t.connections,
 	}, {
@@ -64,7 +67,7 @@ func netSettingsFields(server string) registration.Schema {
 	return registration.Schema{
 		Title: "IRC network " + server,
 		Instructions: "Settings for " + server + "; empty fields use your registration's defaults. " +
-			"They apply from the next connection (the Reconnect command starts one now). " +
+			"They apply from the next connection (the Reconnect command starts one now), the character set at once. " +
 			"Passwords are kept encrypted: here where the gateway offers it, else in the registration (one network).",
 		Fields: []registration.Field{
 			{Var: fNick, Label: "Nick", Type: registration.TextSingle, Validate: checkNick, MaxLen: 64},
@@ -129,7 +132,11 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 		if err != nil {
 			return &core.CommandResponse{Err: err}
 		}
-		ns := netSettings{Nick: vals[fNick], Username: vals[fUsername], Realname: oneLine(vals[fRealname]), Autojoin: splitChannels(vals[fAutojoin])}
+		old, err := loadNetSettings(ctx, s.sink.Store(), server)
+		if err != nil {
+			return &core.CommandResponse{Err: err}
+		}
+		ns := netSettings{Nick: vals[fNick], Username: vals[fUsername], Realname: oneLine(vals[fRealname]), Autojoin: splitChannels(vals[fAutojoin]), Channels: old.Channels}
 		if v := vals[fTLS]; v == "true" || v == "false" {
 			ns.TLS = v
 		}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/ergochat/irc-go/ircmsg"
 	"github.com/ergochat/irc-go/ircutils"
-	"golang.org/x/text/encoding"
 	"golang.org/x/time/rate"
 
 	"transportd/internal/workers"
@@ -115,8 +114,8 @@ type dialConfig struct {
 	floodRate  float64
 	pingEvery  time.Duration
 	pingWait   time.Duration
-	charset    encoding.Encoding // the network's, when not UTF-8 (charsets)
-	log        *slog.Logger      // for the wire trace, which names the server
+	charsets   *lineCharsets // nil: UTF-8
+	log        *slog.Logger  // for the wire trace, which names the server
 	trace      bool
 	// dial, when set, replaces net.Dialer (tests).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -171,7 +170,9 @@ type conn struct {
 	lim *rate.Limiter
 
 	pingEvery, pingWait time.Duration
-	charset             encoding.Encoding // nil: UTF-8 (charsets)
+	// charsets: nil when UTF-8; swapped by the session while the
+	// connection reads and writes (setCharsets).
+	charsets atomic.Pointer[lineCharsets]
 
 	// backlog holds lines read during registration after it ended; the
 	// reader hands them on first.
@@ -320,8 +321,8 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		lim:       rate.NewLimiter(rate.Limit(cfg.floodRate), cfg.floodBurst),
 		pingEvery: cfg.pingEvery,
 		pingWait:  cfg.pingWait,
-		charset:   cfg.charset,
 	}
+	c.charsets.Store(cfg.charsets)
 	r := newRegistrar(c, cfg)
 	if p := thePoller(); p != nil && c.makePollable() {
 		r.poll(p, parent, deadline, done)
@@ -906,7 +907,7 @@ func (c *conn) readLine() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	line := string(decodeLine(c.charset, b))
+	line := string(c.charsets.Load().decode(b))
 	if c.trace {
 		c.log.Debug("irc <-", "irc_server", c.server, "line", redactLine(line))
 	}
@@ -1003,7 +1004,7 @@ func serialize(m ircmsg.Message) ([]byte, error) {
 // back, as the server's users read them, not as bytes the log's UTF-8
 // would turn into replacement characters.
 func (c *conn) traceOut(b []byte) {
-	c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(decodeLine(c.charset, b)), "\r\n")))
+	c.log.Debug("irc ->", "irc_server", c.server, "line", redactLine(strings.TrimRight(string(c.charsets.Load().decode(b)), "\r\n")))
 }
 
 // writeNow writes a line synchronously (registration only).
@@ -1015,7 +1016,7 @@ func (c *conn) writeNow(m ircmsg.Message) error {
 	if c.trace {
 		c.traceOut(b)
 	}
-	b = encodeLine(c.charset, b)
+	b = c.charsets.Load().encode(b)
 	if c.reg != nil && c.reg.p != nil {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(regWriteWait))
 	}
@@ -1283,9 +1284,9 @@ func (c *conn) reader() {
 // that a few lines are written without a writer goroutine (see flush);
 // a writer starts anyway once maxWriteLines wait.
 func (c *conn) enqueue(urgent, held bool, lines ...outLine) error {
-	if c.charset != nil {
+	if cs := c.charsets.Load(); cs != nil {
 		for i := range lines {
-			lines[i].b = encodeLine(c.charset, lines[i].b)
+			lines[i].b = cs.encode(lines[i].b)
 		}
 	}
 	c.mu.Lock()

@@ -425,5 +425,17 @@ func FuzzCharset(f *testing.F) {
 				t.Errorf("%s: %q encoded longer than its UTF-8: %q", c.name, out, e)
 			}
 		}
+		// A channel set apart: the line's channel is found without a
+		// panic, and the result keeps the rules above.
+		l := newLineCharsets("windows-1252", map[string]string{"#c": "koi8-r", "#u": charsetUTF8})
+		if d := l.decode(in); !utf8.Valid(d) && !bytes.Equal(d, in) {
+			t.Errorf("channels: decoded %q to invalid UTF-8 %q", in, d)
+		}
+		for _, line := range []string{"PRIVMSG #c :" + out, "PRIVMSG #u :" + out, out} {
+			e := l.encode([]byte(line))
+			if clean && bytes.ContainsAny(e, "\r\n\x00") || len(e) > len(line) {
+				t.Errorf("channels: %q encoded as %q", line, e)
+			}
+		}
 	})
 }

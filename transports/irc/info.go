@@ -30,6 +30,7 @@ type netInfo struct {
 	tls        bool
 	pinned     bool // TLS certificate trusted by its fingerprint
 	charset    string
+	chanSets   string // channels with their own character set
 	auth       string
 	connected  bool
 	since      time.Time
@@ -75,7 +76,7 @@ func (s *session) infos() []netInfo {
 	for _, n := range s.nets {
 		in := netInfo{
 			server: n.server, port: n.cfg.port, tls: n.cfg.tls, pinned: n.cfg.fingerprint != nil,
-			charset: n.cfg.charset, auth: n.cfg.auth, nick: n.me.nick, host: n.me.host,
+			charset: n.cfg.charset, chanSets: channelCharsets(n.cfg.chanCharsets), auth: n.cfg.auth, nick: n.me.nick, host: n.me.host,
 			lastErr: n.lastErr, persistent: s.persistent(),
 		}
 		if c := n.conn; c != nil {
@@ -114,6 +115,9 @@ func (in netInfo) text(now time.Time) string {
 	}
 	if in.charset != "" {
 		b.WriteString(", character set " + in.charset)
+	}
+	if in.chanSets != "" {
+		b.WriteString(" (channels: " + in.chanSets + ")")
 	}
 	if !in.connected {
 		b.WriteString("\nNot connected")

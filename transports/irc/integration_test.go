@@ -1201,6 +1201,116 @@ func TestNetworkCharset(t *testing.T) {
 	}
 }
 
+// Configure channel sets one channel apart from its network (a KOI8-R
+// channel on a UTF-8 network): its lines read right and the user's are
+// written in KOI8-R, at once, while the other channel keeps the
+// network's; Configure network keeps the setting; "As the network" undoes
+// it.
+func TestChannelCharset(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), nil)
+	const (
+		cyr, other = "#it-chancyr", "#it-chanother"
+		roomCyr    = cyr + "%127.0.0.1@" + gwJID
+		roomOther  = other + "%127.0.0.1@" + gwJID
+		koi        = "\xf0\xd2\xc9\xd7\xc5\xd4" // Привет in KOI8-R
+	)
+	c := onlineUser(t, e, "user7@b.test")
+	register(t, c, map[string]string{"nick": "chcs", "network": "127.0.0.1", "auth": "none"})
+	for _, room := range []string{roomCyr, roomOther} {
+		if self := joinRoom(t, c, room, "chcs"); self.Get("type") == "error" {
+			t.Fatalf("join %s: %s", room, self)
+		}
+	}
+	r := dialRaw(t, e.irc, "olga")
+	r.join(cyr)
+	r.join(other)
+	c.Expect(xwait, "olga's presence", xmpptest.IsFrom("presence", roomCyr+"/olga", ""))
+	c.Expect(xwait, "olga's presence", xmpptest.IsFrom("presence", roomOther+"/olga", ""))
+
+	body := func(room, what string) string {
+		return c.Expect(xwait, what, xmpptest.IsFrom("message", room+"/olga", "groupchat")).ChildText("", "body")
+	}
+	say := func(room, text string) string {
+		msg := core.NewElement("", "message", "to", room, "type", "groupchat", "id", xmpptest.RandomID())
+		c.Send(msg.AddText("", "body", text))
+		return last(r.expect("chcs's line to "+room, cmdFrom("PRIVMSG", "chcs")).Params)
+	}
+	configure := func(fields map[string]string) *core.Element {
+		t.Helper()
+		sid := command(t, c, "configure-channel", "", nil).Child(nsCommands, "command").Get("sessionid")
+		res := command(t, c, "configure-channel", sid, map[string]string{"channel": "#it-chanCyr%127.0.0.1"}) // any case
+		if !strings.Contains(res.String(), "As the network (UTF-8)") || !strings.Contains(res.String(), "KOI8-R") {
+			t.Fatalf("channel form: %s", res)
+		}
+		form := res
+		res = command(t, c, "configure-channel", sid, fields)
+		if cmd := res.Child(nsCommands, "command"); cmd.Get("status") != "completed" {
+			t.Fatalf("configure channel: %s", res)
+		}
+		return form
+	}
+
+	// Before: the network's UTF-8, with Windows-1252 for what is not.
+	r.send("PRIVMSG", cyr, koi)
+	if got := body(roomCyr, "olga's line before"); got == "Привет" {
+		t.Fatalf("read as KOI8-R before the channel was set: %q", got)
+	}
+	configure(map[string]string{"encoding": "koi8-r"})
+	r.send("PRIVMSG", cyr, koi)
+	if got := body(roomCyr, "olga's KOI8-R line"); got != "Привет" {
+		t.Errorf("KOI8-R line in %s read as %q", cyr, got)
+	}
+	r.send("PRIVMSG", cyr, "héllo ☺")
+	if got := body(roomCyr, "olga's UTF-8 line"); got != "héllo ☺" {
+		t.Errorf("UTF-8 line in %s read as %q", cyr, got)
+	}
+	r.send("PRIVMSG", other, koi)
+	if got := body(roomOther, "olga's line in the other channel"); got == "Привет" || got == "" {
+		t.Errorf("the other channel read KOI8-R: %q", got)
+	}
+	if got := say(roomCyr, "Да, мир"); got != "\xe4\xc1, \xcd\xc9\xd2" {
+		t.Errorf("line to %s written as %q, want KOI8-R", cyr, got)
+	}
+	if got := say(roomOther, "Да, мир"); got != "Да, мир" {
+		t.Errorf("line to %s written as %q, want UTF-8", other, got)
+	}
+	info := command(t, c, "irc-connections", "", nil).Child(nsCommands, "command").ChildText("", "note")
+	if !strings.Contains(info, "(channels: #it-chancyr koi8-r)") {
+		t.Errorf("IRC connections does not show the channel's character set: %q", info)
+	}
+
+	// Configure network, saved again, keeps it; the form shows it.
+	sid := command(t, c, "configure-network", "", nil).Child(nsCommands, "command").Get("sessionid")
+	command(t, c, "configure-network", sid, map[string]string{"network": "127.0.0.1"})
+	if res := command(t, c, "configure-network", sid, map[string]string{"nick": "chcs", "tls": "default", "encoding": "default"}); res.Child(nsCommands, "command").Get("status") != "completed" {
+		t.Fatalf("configure network: %s", res)
+	}
+	form := configure(map[string]string{"encoding": "default"})
+	for _, f := range form.Child(nsCommands, "command").Child("jabber:x:data", "x").Children {
+		if f.Get("var") == "encoding" && f.ChildText("", "value") != "koi8-r" {
+			t.Errorf("channel form's character set after Configure network = %s", f)
+		}
+	}
+	// Back to the network's.
+	r.send("PRIVMSG", cyr, koi)
+	if got := body(roomCyr, "olga's line after"); got == "Привет" {
+		t.Errorf("still read as KOI8-R after going back to the network's: %q", got)
+	}
+	if got := say(roomCyr, "Да"); got != "Да" {
+		t.Errorf("line written as %q after going back, want UTF-8", got)
+	}
+
+	// Bad input is refused naming the field.
+	sid = command(t, c, "configure-channel", "", nil).Child(nsCommands, "command").Get("sessionid")
+	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	x := core.NewElement("jabber:x:data", "x", "type", "submit").Add(core.NewElement("", "field", "var", "channel").AddText("", "value", "nochan"))
+	res := c.IQ(iq.Add(core.NewElement(nsCommands, "command", "node", "configure-channel", "sessionid", sid, "action", "complete").Add(x)))
+	if res.Get("type") != "error" || !strings.Contains(res.String(), "channel") || !strings.Contains(res.String(), "bad-request") && !strings.Contains(res.String(), "not-acceptable") {
+		t.Errorf("a bad channel's error: %s", res)
+	}
+}
+
 // The "IRC connections" command shows each network's connection (nick,
 // channels, capabilities); "Disconnect from a network" leaves its rooms
 // and quits with the user's message.

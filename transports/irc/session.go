@@ -535,6 +535,9 @@ func (s *session) handle(ev event) {
 		}
 		if n := s.nets.get(ev.server); n != nil {
 			n.cfg = s.configFor(ev.server)
+			if n.conn != nil { // character sets apply at once
+				n.conn.charsets.Store(newLineCharsets(n.cfg.charset, n.cfg.chanCharsets))
+			}
 		}
 	case evConnected:
 		if ev.gen != ev.n.gen || s.nets.get(ev.n.server) != ev.n {

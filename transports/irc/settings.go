@@ -258,6 +258,9 @@ type netSettings struct {
 	// Auth is how the network's password (kept sealed, apart: see
 	// netPasswordKey) is used: authSASL, authNickServ or authPass.
 	Auth string `json:"auth,omitempty"`
+	// Channels are the channels' character sets where they differ from
+	// the network's (Configure channel), by lower-cased name.
+	Channels map[string]string `json:"channels,omitempty"`
 }
 
 // netPasswordKey is the sealed-state key of a network's password (only
@@ -344,6 +347,8 @@ type netConfig struct {
 	fingerprint []byte
 	commands    []ircmsg.Message // after-connect commands (fCommands)
 	charset     string           // fEncoding; "" for UTF-8
+	// chanCharsets are netSettings.Channels.
+	chanCharsets map[string]string
 }
 
 // configFor merges the operator's options, the account's values and the
@@ -405,6 +410,7 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 	case charsetOf(ns.Encoding) != nil:
 		c.charset = ns.Encoding
 	}
+	c.chanCharsets = ns.Channels
 	if password != "" && passwordAuth(ns.Auth) {
 		c.auth, c.password = ns.Auth, password
 	}

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ergochat/irc-go/ircfmt"
+	"github.com/ergochat/irc-go/ircmsg"
 	"golang.org/x/text/encoding"
 	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/japanese"
@@ -89,17 +90,7 @@ func decodeLine(cs encoding.Encoding, b []byte) []byte {
 // what the set lacks becomes "?" (the encoders' own substitute is the
 // control character SUB, which never stands for text in these sets).
 func encodeLine(cs encoding.Encoding, b []byte) []byte {
-	if cs == nil {
-		return b
-	}
-	ascii := true
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
+	if cs == nil || isASCII(b) {
 		return b
 	}
 	out, err := encoding.ReplaceUnsupported(cs.NewEncoder()).Bytes(b)
@@ -107,6 +98,88 @@ func encodeLine(cs encoding.Encoding, b []byte) []byte {
 		return b
 	}
 	return bytes.ReplaceAll(out, []byte{0x1a}, []byte{'?'})
+}
+
+// lineCharsets are the character sets of one connection: the network's
+// and its channels' (biboumi's per-channel encodings), for lines that are
+// not UTF-8 (decode) and the user's lines (encode). Immutable: a change
+// makes a new one, which the connection swaps in while it reads.
+type lineCharsets struct {
+	net encoding.Encoding // nil: UTF-8
+	// chans are the channels set apart from the network, by
+	// strings.ToLower of the name; a nil value is UTF-8.
+	chans map[string]encoding.Encoding
+}
+
+// newLineCharsets makes a connection's character sets from their names
+// (charsetUTF8, a name of charsets, or "" for the network's); nil when
+// every line is UTF-8.
+func newLineCharsets(network string, chans map[string]string) *lineCharsets {
+	l := &lineCharsets{net: charsetOf(network)}
+	for ch, name := range chans {
+		enc := charsetOf(name)
+		if name != charsetUTF8 && enc == nil || enc == l.net {
+			continue // the network's
+		}
+		if l.chans == nil {
+			l.chans = map[string]encoding.Encoding{}
+		}
+		l.chans[strings.ToLower(ch)] = enc
+	}
+	if l.net == nil && l.chans == nil {
+		return nil
+	}
+	return l
+}
+
+// forLine is the character set of a line: its channel's, else the
+// network's. The channel is the first parameter but the text (the last)
+// that names one set apart: "PRIVMSG #c :text", "JOIN #c", "332 me #c
+// :topic", "353 me = #c :names". Only lines that need it are parsed (not
+// UTF-8 in, not ASCII out) and only when channels are set apart.
+func (l *lineCharsets) forLine(b []byte) encoding.Encoding {
+	if l.chans == nil {
+		return l.net
+	}
+	m, err := ircmsg.ParseLine(string(bytes.TrimRight(b, "\r\n")))
+	if err != nil {
+		return l.net
+	}
+	ps := m.Params
+	if len(ps) > 1 {
+		ps = ps[:len(ps)-1]
+	}
+	for _, p := range ps {
+		if enc, ok := l.chans[strings.ToLower(p)]; ok {
+			return enc
+		}
+	}
+	return l.net
+}
+
+// decode decodes a line read (see decodeLine).
+func (l *lineCharsets) decode(b []byte) []byte {
+	if l == nil || utf8.Valid(b) {
+		return b
+	}
+	return decodeLine(l.forLine(b), b)
+}
+
+// encode encodes a serialised line to write (see encodeLine).
+func (l *lineCharsets) encode(b []byte) []byte {
+	if l == nil || isASCII(b) {
+		return b
+	}
+	return encodeLine(l.forLine(b), b)
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // cleanText makes text from IRC fit for XMPP: tabs become spaces, every

@@ -264,3 +264,58 @@ func TestCharset(t *testing.T) {
 		t.Errorf("another network's charset: %q", c.charset)
 	}
 }
+
+// A channel set apart from its network: its lines that are not UTF-8 are
+// read in its set, the user's lines to it written in it; other channels
+// and private messages keep the network's.
+func TestChannelCharsets(t *testing.T) {
+	if newLineCharsets("", nil) != nil || newLineCharsets("utf-8", map[string]string{"#a": "utf-8", "#b": ""}) != nil {
+		t.Error("all UTF-8 should need no character sets")
+	}
+	l := newLineCharsets("windows-1252", map[string]string{"#Cyr": "koi8-r", "#u": "utf-8", "#same": "windows-1252", "#x": "ebcdic"})
+	if len(l.chans) != 2 {
+		t.Errorf("channels kept: %v (want #cyr and #u)", l.chans)
+	}
+	koi := "\xf0\xd2\xc9\xd7\xc5\xd4" // Привет in KOI8-R
+	for _, c := range []struct{ in, want string }{
+		{":ivan!i@h PRIVMSG #cyr :" + koi, ":ivan!i@h PRIVMSG #cyr :Привет"},
+		{":ivan!i@h PRIVMSG #CYR :" + koi, ":ivan!i@h PRIVMSG #CYR :Привет"},
+		{"@time=x :ivan!i@h TOPIC #cyr :" + koi, "@time=x :ivan!i@h TOPIC #cyr :Привет"},
+		{":srv 332 me #cyr :" + koi, ":srv 332 me #cyr :Привет"},
+		{":ivan!i@h KICK #cyr bob :" + koi, ":ivan!i@h KICK #cyr bob :Привет"},
+		{":ivan!i@h PRIVMSG #other :caf\xe9", ":ivan!i@h PRIVMSG #other :café"},     // the network's
+		{":ivan!i@h PRIVMSG me :caf\xe9", ":ivan!i@h PRIVMSG me :café"},             // the network's
+		{":ivan!i@h PRIVMSG #other :#cyr \xe9", ":ivan!i@h PRIVMSG #other :#cyr é"}, // the text names no channel
+		{":ivan!i@h PRIVMSG #u :caf\xe9", ":ivan!i@h PRIVMSG #u :caf\xe9"},          // UTF-8: left to decodeIRC
+		{":ivan!i@h PRIVMSG #cyr :héllo", ":ivan!i@h PRIVMSG #cyr :héllo"},          // UTF-8 stays
+	} {
+		if got := string(l.decode([]byte(c.in))); got != c.want {
+			t.Errorf("decode %q = %q, want %q", c.in, got, c.want)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"PRIVMSG #cyr :Привет\r\n", "PRIVMSG #cyr :" + koi + "\r\n"},
+		{"@+draft/reply=1 PRIVMSG #Cyr :Привет\r\n", "@+draft/reply=1 PRIVMSG #Cyr :" + koi + "\r\n"},
+		{"PRIVMSG #other :café\r\n", "PRIVMSG #other :caf\xe9\r\n"},
+		{"PRIVMSG #u :café\r\n", "PRIVMSG #u :café\r\n"},
+		{"PART #cyr :пока\r\n", "PART #cyr :\xd0\xcf\xcb\xc1\r\n"},
+	} {
+		if got := string(l.encode([]byte(c.in))); got != c.want {
+			t.Errorf("encode %q = %q, want %q", c.in, got, c.want)
+		}
+	}
+	// A UTF-8 network with one channel set apart leaves the rest alone.
+	u := newLineCharsets("", map[string]string{"#cyr": "koi8-r"})
+	if got := string(u.encode([]byte("PRIVMSG #other :Привет\r\n"))); got != "PRIVMSG #other :Привет\r\n" {
+		t.Errorf("another channel's line encoded: %q", got)
+	}
+	var none *lineCharsets
+	if got := string(none.decode([]byte(koi))); got != koi {
+		t.Errorf("nil charsets changed a line: %q", got)
+	}
+	// Configure network keeps the channels; configFor hands them on.
+	o := parseOptions(nil)
+	if c := configFor(&o, nil, "irc.example.org", netSettings{Channels: map[string]string{"#cyr": "koi8-r"}}, "", ""); c.chanCharsets["#cyr"] != "koi8-r" {
+		t.Errorf("configFor's channels: %v", c.chanCharsets)
+	}
+}

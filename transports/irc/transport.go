@@ -177,7 +177,7 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 	}
 	dc := dialConfig{
 		server: server, addr: net.JoinHostPort(server, strconv.Itoa(cfg.port)),
-		tls: cfg.tls, tlsInsecure: o.tlsInsecure, tlsTrusted: cfg.fingerprint, charset: charsetOf(cfg.charset),
+		tls: cfg.tls, tlsInsecure: o.tlsInsecure, tlsTrusted: cfg.fingerprint, charsets: newLineCharsets(cfg.charset, nil),
 		nick: nick, username: username, realname: cfg.realname,
 		saslUser: cfg.account, saslPass: cfg.password,
 		timeout: o.connectTimeout, floodBurst: o.floodBurst, floodRate: o.floodRate,
