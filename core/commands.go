@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +26,11 @@ type Command struct {
 	Admin bool
 	// Registered restricts the command to registered users.
 	Registered bool
+	// Room offers the command on the rooms' JIDs (XEP-0050 on a MUC room,
+	// as biboumi's channel configuration) instead of the gateway's: the
+	// request's Room is the room's address and its Account the account
+	// the room's JID names (its label).
+	Room bool
 	// Execute runs one stage. On the first stage req.Form is nil. It runs
 	// on its own goroutine and may do I/O.
 	Execute func(ctx context.Context, req *CommandRequest) *CommandResponse
@@ -37,6 +43,8 @@ type CommandRequest struct {
 	Accounts []*store.Account // all of the user's accounts, main first
 	Form     *registration.Submission
 	Stage    int
+	// Room is the room's address for a Room command; "" otherwise.
+	Room string
 	// State is what the previous stage returned in CommandResponse.State.
 	State any
 }
@@ -62,6 +70,7 @@ type Commander interface {
 type cmdSession struct {
 	node    string
 	from    string
+	to      string // the JID the command runs on: the gateway's or a room's
 	stage   int
 	state   any
 	expires time.Time
@@ -97,28 +106,37 @@ func (r *commandRegistry) allowed(cmd *Command, from jid.JID) bool {
 	return true
 }
 
-func (r *commandRegistry) visible(from jid.JID) []*Command {
+// visible are the commands offered to from on the gateway's JID or
+// (room) on the rooms'.
+func (r *commandRegistry) visible(from jid.JID, room bool) []*Command {
 	var out []*Command
 	for i := range r.cmds {
-		if r.allowed(&r.cmds[i], from) {
+		if r.cmds[i].Room == room && r.allowed(&r.cmds[i], from) {
 			out = append(out, &r.cmds[i])
 		}
 	}
 	return out
 }
 
-func (r *commandRegistry) lookup(node string, from jid.JID) *Command {
+// hasRoom: some command runs on the rooms' JIDs.
+func (r *commandRegistry) hasRoom() bool {
+	return slices.ContainsFunc(r.cmds, func(c Command) bool { return c.Room })
+}
+
+func (r *commandRegistry) lookup(node string, room bool) *Command {
 	for i := range r.cmds {
-		if r.cmds[i].Node == node {
+		if r.cmds[i].Node == node && r.cmds[i].Room == room {
 			return &r.cmds[i]
 		}
 	}
 	return nil
 }
 
-func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
+// handle runs a stage of a command sent to the gateway's JID (room "") or
+// to a room's (to, its address room).
+func (r *commandRegistry) handle(rep *iqReply, from, to jid.JID, room string, payload *Element) {
 	node := payload.Get("node")
-	cmd := r.lookup(node, from)
+	cmd := r.lookup(node, room != "")
 	if cmd == nil {
 		rep.error(NewError(stanza.ItemNotFound, "no such command: "+quote(node)))
 		return
@@ -143,7 +161,7 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 	var sess *cmdSession
 	if sid != "" {
 		sess = r.sessions[sid]
-		if sess == nil || sess.from != from.String() || sess.node != node {
+		if sess == nil || sess.from != from.String() || sess.node != node || sess.to != to.Bare().String() {
 			r.mu.Unlock()
 			rep.error(NewError(stanza.BadRequest, "unknown or expired command session"))
 			return
@@ -155,7 +173,7 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 			return
 		}
 		sid = randomID()
-		sess = &cmdSession{node: node, from: from.String()}
+		sess = &cmdSession{node: node, from: from.String(), to: to.Bare().String()}
 		r.sessions[sid] = sess
 	}
 	sess.expires = now.Add(10 * time.Minute)
@@ -212,10 +230,17 @@ func (r *commandRegistry) handle(rep *iqReply, from jid.JID, payload *Element) {
 		}
 		sub = s
 	}
-	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state}
+	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state, Room: room}
 	r.c.g.goWork("command", 60*time.Second, func(ctx context.Context) {
 		if accts, err := r.c.accountsOf(from.Bare().String()); err == nil && len(accts) > 0 {
 			req.Accounts, req.Account = accts, accts[0]
+			if room != "" { // the account the room's JID names
+				label, _ := splitLabel(to.Localpart())
+				req.Account = nil
+				if i := slices.IndexFunc(accts, func(a *store.Account) bool { return a.Label == label }); i >= 0 {
+					req.Account = accts[i]
+				}
+			}
 		}
 		if cmd.Registered && req.Account == nil {
 			end()

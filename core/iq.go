@@ -102,6 +102,14 @@ func (c *component) handleIQ(el *Element) {
 			c.roomInfoIQ(r, from, to, addr)
 		case key == "get "+nsMAM+" query", key == "set "+nsMAM+" query":
 			c.roomMAM(r, typ, from, to, addr, payload)
+		case key == "set "+commands.NS+" command":
+			c.cmds.handle(r, from, to, addr, payload)
+		case key == "get "+disco.NSItems+" query" && payload.Get("node") == commands.NS:
+			q := NewElement(disco.NSItems, "query", "node", commands.NS)
+			for _, cmd := range c.cmds.visible(from, true) {
+				q.Add(NewElement("", "item", "jid", to.Bare().String(), "node", cmd.Node, "name", cmd.Name))
+			}
+			r.result(q)
 		default:
 			c.handleRoomIQ(r, key, addr)
 		}
@@ -129,7 +137,7 @@ func (c *component) handleIQ(el *Element) {
 	case "get " + nsGateway + " query", "set " + nsGateway + " query":
 		c.handleGateway(r, from, payload)
 	case "set " + commands.NS + " command":
-		c.cmds.handle(r, from, payload)
+		c.cmds.handle(r, from, to, "", payload)
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported: "+payload.Name.Space+" "+payload.Name.Local))
 	}
@@ -450,7 +458,7 @@ func (c *component) discoInfo(r *iqReply, from jid.JID, node string) {
 		q.SetAttr("node", node)
 		q.Add(NewElement("", "identity", "category", "automation", "type", "command-list", "name", "Commands"))
 	default:
-		cmd := c.cmds.lookup(node, from)
+		cmd := c.cmds.lookup(node, false)
 		if cmd == nil {
 			r.error(NewError(stanza.ItemNotFound, "no such node"))
 			return
@@ -469,7 +477,7 @@ func (c *component) discoItems(r *iqReply, from jid.JID, node string) {
 	case "":
 	case commands.NS:
 		q.SetAttr("node", node)
-		for _, cmd := range c.cmds.visible(from) {
+		for _, cmd := range c.cmds.visible(from, false) {
 			q.Add(NewElement("", "item", "jid", c.jid.String(), "node", cmd.Node, "name", cmd.Name))
 		}
 	default:

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"mellium.im/xmpp/commands"
 	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
@@ -299,6 +300,9 @@ func (c *component) roomInfo(addr string, cfg *RoomConfig, st *roomState) *Eleme
 	}
 	if c.archiveDays() > 0 {
 		features = append(features, nsMAM, nsStanzaID)
+	}
+	if c.cmds != nil && c.cmds.hasRoom() {
+		features = append(features, commands.NS)
 	}
 	for _, f := range features {
 		q.Add(NewElement("", "feature", "var", f))

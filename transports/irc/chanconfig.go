@@ -21,7 +21,9 @@ import (
 
 const (
 	nodeConfigureChannel = "configure-channel"
-	fChannel             = "channel"
+	// nodeConfigureRoom is Configure on a room's JID, biboumi's node name.
+	nodeConfigureRoom = "configure"
+	fChannel          = "channel"
 	// maxChanCharsets bounds the channels set apart on one network.
 	maxChanCharsets = 100
 	// charsetNetwork is the form's value for "as the network".
@@ -104,57 +106,90 @@ func (t *Transport) configureChannel(ctx context.Context, req *core.CommandReque
 			return &core.CommandResponse{Err: err}
 		}
 		ch, server := splitChannelArg(vals[fChannel], vals[fNetwork])
-		switch {
-		case server == "":
+		if server == "" {
 			return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "channel: name its server (#chan%irc.example.org) or fill in the IRC server")}
-		case !o.allowedServer(server):
-			return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server)}
 		}
-		ns, err := loadNetSettings(ctx, s.sink.Store(), server)
-		if err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		cur := registration.Values{fEncoding: cmp.Or(ns.Channels[strings.ToLower(ch)], charsetNetwork)}
-		form = chanSettingsForm(ch, server, configFor(&o, req.Account.Fields, server, ns, "", "").charset)
-		return &core.CommandResponse{Form: form.RenderForm(cur), State: chanState{ch, server}}
+		return chanSettingsStage(ctx, s, &o, req, ch, server)
 	default:
-		st, ok := req.State.(chanState)
-		if !ok {
-			return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "start the command again")}
-		}
-		ns, err := loadNetSettings(ctx, s.sink.Store(), st.server)
-		if err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		form := chanSettingsForm(st.ch, st.server, "")
-		vals, err := form.Validate(req.Form)
-		if err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		key := strings.ToLower(st.ch)
-		chans := maps.Clone(ns.Channels)
-		switch v := vals[fEncoding]; {
-		case v == charsetUTF8 || charsetOf(v) != nil:
-			if _, had := chans[key]; !had && len(chans) >= maxChanCharsets {
-				return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, fmt.Sprintf("at most %d channels of %s have their own character set: set one of them back to the network's first", maxChanCharsets, st.server))}
-			}
-			if chans == nil {
-				chans = map[string]string{}
-			}
-			chans[key] = v
-		default:
-			delete(chans, key)
-		}
-		if len(chans) == 0 {
-			chans = nil
-		}
-		ns.Channels = chans
-		if err := saveNetSettings(ctx, s.sink.Store(), st.server, ns); err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		_ = s.postCtl(evNetConfig{server: st.server, ns: ns})
-		return &core.CommandResponse{Note: "Settings for " + st.ch + " on " + st.server + " saved."}
+		return chanSaveStage(ctx, s, req)
 	}
+}
+
+// configureRoom is Configure on a channel's room JID (biboumi's
+// "configure" node there): the same settings without asking which
+// channel.
+func (t *Transport) configureRoom(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
+	s := t.session(req.Account.ID)
+	if s == nil {
+		return noSession()
+	}
+	o := t.options()
+	a, err := parseAddress(req.Room, t.chanTypesOf)
+	if err != nil || a.kind != kindChannel {
+		return &core.CommandResponse{Err: core.NewError(stanza.ItemNotFound, "not an IRC channel's room")}
+	}
+	if req.Stage == 0 {
+		return chanSettingsStage(ctx, s, &o, req, a.name, cmp.Or(a.server, o.defaultServer))
+	}
+	return chanSaveStage(ctx, s, req)
+}
+
+// chanSettingsStage shows a channel's settings form.
+func chanSettingsStage(ctx context.Context, s *session, o *options, req *core.CommandRequest, ch, server string) *core.CommandResponse {
+	if server == "" {
+		return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "this gateway has no default IRC server: name the channel's")}
+	}
+	if !o.allowedServer(server) {
+		return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server)}
+	}
+	ns, err := loadNetSettings(ctx, s.sink.Store(), server)
+	if err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	cur := registration.Values{fEncoding: cmp.Or(ns.Channels[strings.ToLower(ch)], charsetNetwork)}
+	form := chanSettingsForm(ch, server, configFor(o, req.Account.Fields, server, ns, "", "").charset)
+	return &core.CommandResponse{Form: form.RenderForm(cur), State: chanState{ch, server}}
+}
+
+// chanSaveStage saves a channel's settings form and hands them to the
+// session.
+func chanSaveStage(ctx context.Context, s *session, req *core.CommandRequest) *core.CommandResponse {
+	st, ok := req.State.(chanState)
+	if !ok {
+		return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "start the command again")}
+	}
+	form := chanSettingsForm(st.ch, st.server, "")
+	vals, err := form.Validate(req.Form)
+	if err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	ns, err := loadNetSettings(ctx, s.sink.Store(), st.server)
+	if err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	key := strings.ToLower(st.ch)
+	chans := maps.Clone(ns.Channels)
+	switch v := vals[fEncoding]; {
+	case v == charsetUTF8 || charsetOf(v) != nil:
+		if _, had := chans[key]; !had && len(chans) >= maxChanCharsets {
+			return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, fmt.Sprintf("at most %d channels of %s have their own character set: set one of them back to the network's first", maxChanCharsets, st.server))}
+		}
+		if chans == nil {
+			chans = map[string]string{}
+		}
+		chans[key] = v
+	default:
+		delete(chans, key)
+	}
+	if len(chans) == 0 {
+		chans = nil
+	}
+	ns.Channels = chans
+	if err := saveNetSettings(ctx, s.sink.Store(), st.server, ns); err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	_ = s.postCtl(evNetConfig{server: st.server, ns: ns})
+	return &core.CommandResponse{Note: "Settings for " + st.ch + " on " + st.server + " saved."}
 }
 
 // channelCharsets describes a network's channels set apart, for the

@@ -32,6 +32,9 @@ func (t *Transport) Commands() []core.Command {
 		Node: nodeConfigureChannel, Name: "Configure channel", Registered: true,
 		Execute: t.configureChannel,
 	}, {
+		Node: nodeConfigureRoom, Name: "Configure", Registered: true, Room: true,
+		Execute: t.configureRoom,
+	}, {
 		Node: nodeConnections, Name: "IRC connections", Registered: true,
 		Execute: t.connections,
 	}, {

@@ -509,7 +509,13 @@ const nsCommands = "http://jabber.org/protocol/commands"
 // command runs one stage of an ad-hoc command on the gateway.
 func command(t testing.TB, c *xmpptest.Client, node, sid string, fields map[string]string) *core.Element {
 	t.Helper()
-	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
+	return commandTo(t, c, gwJID, node, sid, fields)
+}
+
+// commandTo runs one stage of an ad-hoc command on a JID.
+func commandTo(t testing.TB, c *xmpptest.Client, to, node, sid string, fields map[string]string) *core.Element {
+	t.Helper()
+	iq := core.NewElement("", "iq", "type", "set", "to", to)
 	cmd := core.NewElement(nsCommands, "command", "node", node, "action", "execute")
 	if sid != "" {
 		cmd.SetAttr("sessionid", sid)
@@ -1301,11 +1307,39 @@ func TestChannelCharset(t *testing.T) {
 		t.Errorf("line written as %q after going back, want UTF-8", got)
 	}
 
+	// Configure on the other channel's room JID, as with biboumi: the
+	// room lists it and runs it without asking which channel.
+	info2 := c.IQ(core.NewElement("", "iq", "type", "get", "to", roomOther).Add(core.NewElement("http://jabber.org/protocol/disco#info", "query")))
+	if !strings.Contains(info2.String(), `var="`+nsCommands+`"`) {
+		t.Errorf("the room's disco#info lacks commands: %s", info2)
+	}
+	items := c.IQ(core.NewElement("", "iq", "type", "get", "to", roomOther).Add(core.NewElement("http://jabber.org/protocol/disco#items", "query", "node", nsCommands)))
+	if !strings.Contains(items.String(), `node="configure"`) || strings.Contains(items.String(), "configure-network") {
+		t.Errorf("the room's commands: %s", items)
+	}
+	res := commandTo(t, c, roomOther, "configure", "", nil)
+	sid = res.Child(nsCommands, "command").Get("sessionid")
+	if !strings.Contains(res.String(), "IRC channel "+other+" on 127.0.0.1") {
+		t.Fatalf("the room's Configure: %s", res)
+	}
+	if res := commandTo(t, c, roomOther, "configure", sid, map[string]string{"encoding": "koi8-r"}); res.Child(nsCommands, "command").Get("status") != "completed" {
+		t.Fatalf("the room's Configure: %s", res)
+	}
+	r.send("PRIVMSG", other, koi)
+	if got := body(roomOther, "olga's KOI8-R line in the other channel"); got != "Привет" {
+		t.Errorf("KOI8-R line in %s read as %q after the room's Configure", other, got)
+	}
+	// A command of the gateway's is not run on a room's JID.
+	iq0 := core.NewElement("", "iq", "type", "set", "to", roomOther)
+	if res := c.IQ(iq0.Add(core.NewElement(nsCommands, "command", "node", "configure-network", "action", "execute"))); res.Get("type") != "error" || !strings.Contains(res.String(), "item-not-found") {
+		t.Errorf("configure-network on a room: %s", res)
+	}
+
 	// Bad input is refused naming the field.
 	sid = command(t, c, "configure-channel", "", nil).Child(nsCommands, "command").Get("sessionid")
 	iq := core.NewElement("", "iq", "type", "set", "to", gwJID)
 	x := core.NewElement("jabber:x:data", "x", "type", "submit").Add(core.NewElement("", "field", "var", "channel").AddText("", "value", "nochan"))
-	res := c.IQ(iq.Add(core.NewElement(nsCommands, "command", "node", "configure-channel", "sessionid", sid, "action", "complete").Add(x)))
+	res = c.IQ(iq.Add(core.NewElement(nsCommands, "command", "node", "configure-channel", "sessionid", sid, "action", "complete").Add(x)))
 	if res.Get("type") != "error" || !strings.Contains(res.String(), "channel") || !strings.Contains(res.String(), "bad-request") && !strings.Contains(res.String(), "not-acceptable") {
 		t.Errorf("a bad channel's error: %s", res)
 	}
