@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"mellium.im/xmpp/jid"
 
 	"transportd/core/config"
@@ -84,6 +86,9 @@ func New(cfg *config.Config, st store.Store, opts Options) (*Gateway, error) {
 		mux:        http.NewServeMux(),
 		components: map[string]*component{},
 		started:    time.Now(),
+	}
+	if db, ok := st.(interface{ DB() *sql.DB }); ok { // go_sql_* of the store's connection pool
+		g.metrics.reg.MustRegister(collectors.NewDBStatsCollector(db.DB(), "transportd"))
 	}
 	g.cfgNow.Store(cfg)
 	g.bg, g.bgCancel = context.WithCancel(context.Background())

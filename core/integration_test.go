@@ -610,6 +610,9 @@ func TestHealthAndMetrics(t *testing.T) {
 	if !strings.Contains(before, `transportd_component_up{domain="a.test",transport="echo"} 1`) {
 		t.Errorf("metrics lack the component's up gauge:\n%s", grepLines(before, "transportd_"))
 	}
+	if !strings.Contains(before, `go_sql_open_connections{db_name="transportd"}`) {
+		t.Errorf("metrics lack the store's connection pool:\n%s", grepLines(before, "go_sql"))
+	}
 	ping := core.NewElement("", "iq", "type", "get", "to", "echo3.a.test")
 	ping.Add(core.NewElement("urn:xmpp:ping", "ping"))
 	c.IQ(ping)

@@ -181,6 +181,9 @@ func (s *SQLite) Ping(ctx context.Context) error {
 	return wrap("ping", err)
 }
 
+// DB is the database handle, for its statistics (the gateway's metrics).
+func (s *SQLite) DB() *sql.DB { return s.db }
+
 // Close closes the database. Writes in progress finish first; later ones
 // fail.
 func (s *SQLite) Close() error {
