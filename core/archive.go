@@ -391,7 +391,7 @@ func (u *user) sendArchiveHistory(r *room, resource string, h HistoryRequest) {
 	if max <= 0 {
 		max = joinHistoryDefault
 	}
-	q := store.ArchiveQuery{AccountID: u.acctID(), Room: r.address, Last: true, Max: min(max, mamMaxPage)}
+	q := store.ArchiveQuery{AccountID: u.acctID(), Room: r.address, Last: true, Max: min(max, mamMaxPage), NoCount: true}
 	if !h.Since.IsZero() {
 		q.Start = h.Since.Add(time.Nanosecond) // since is exclusive
 	}

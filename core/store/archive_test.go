@@ -63,6 +63,11 @@ func TestRoomArchive(t *testing.T) {
 	check("after m7", q, "[m8 m9]", true, 10)
 	q.After, q.Last = "", true
 	check("last page", q, "[m6 m7 m8 m9]", false, 10)
+	q.NoCount = true // a join's history (the prepared query)
+	check("last page without the count", q, "[m6 m7 m8 m9]", false, 0)
+	q.Max = 20
+	check("all, last first, without the count", q, "[m0 m1 m2 m3 m4 m5 m6 m7 m8 m9]", true, 0)
+	q.NoCount, q.Max = false, 4
 	q.Last, q.Before = false, "m4"
 	check("before m4", q, "[m0 m1 m2 m3]", true, 10)
 	q.Before, q.Nick = "", "dave"

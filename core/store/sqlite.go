@@ -60,7 +60,7 @@ type sqliteStmts struct {
 	retry, postpone                                *sql.Stmt
 	due, nextDue, pending                          *sql.Stmt
 	putMapping, accountByID                        *sql.Stmt
-	archiveInsert                                  *sql.Stmt
+	archiveInsert, archiveLast                     *sql.Stmt
 }
 
 // prepare prepares s.q.
@@ -79,6 +79,7 @@ func (s *SQLite) prepare(ctx context.Context) error {
 		&s.q.putMapping:       sqlPutMapping,
 		&s.q.accountByID:      sqlAccountByID,
 		&s.q.archiveInsert:    sqlArchiveInsert,
+		&s.q.archiveLast:      sqlArchiveLast,
 	} {
 		st, err := s.db.PrepareContext(ctx, query)
 		if err != nil {

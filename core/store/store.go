@@ -91,6 +91,9 @@ type ArchiveQuery struct {
 	After, Before string
 	Last          bool
 	Max           int // the page's size; 0 asks only for the count
+	// NoCount leaves ArchivePage.Count 0: a join's history needs no
+	// count, and one query fewer runs.
+	NoCount bool
 }
 
 // ArchivePage is a page of a room's archive.
