@@ -181,3 +181,35 @@ func BenchmarkArchiveRoomMessages(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/msg")
 	b.ReportMetric(float64((cputime.Process()-cpu0).Nanoseconds())/float64(n), "cpu-ns/msg")
 }
+
+// BenchmarkJoinHistory is a join's read of the archive: the latest 20
+// messages of a room holding 100 (join) or none (join-empty), and the
+// same read with the count MAM queries add (mam).
+func BenchmarkJoinHistory(b *testing.B) {
+	s, a := benchStore(b, "irc")
+	ms := make([]ArchivedMessage, 100)
+	for i := range ms {
+		ms[i] = ArchivedMessage{AccountID: a.ID, Room: "#bench%irc.example.org", ID: fmt.Sprintf("m%d", i),
+			Time: time.Now(), Nick: "speaker", Body: "a line of about the length people write on IRC, give or take"}
+	}
+	if err := s.ArchiveRoomMessages(ctx, ms); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, room string
+		noCount    bool
+		want       int
+	}{{"join", "#bench", true, 20}, {"mam", "#bench", false, 20}, {"join-empty", "#new", true, 0}, {"mam-empty", "#new", false, 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			q := ArchiveQuery{AccountID: a.ID, Room: c.room + "%irc.example.org", Last: true, Max: 20, NoCount: c.noCount}
+			cpu0 := cputime.Process()
+			for b.Loop() {
+				if p, err := s.QueryRoomArchive(ctx, q); err != nil || len(p.Messages) != c.want {
+					b.Fatal(len(p.Messages), err)
+				}
+			}
+			b.ReportMetric(float64((cputime.Process()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
