@@ -373,7 +373,9 @@ type resourceHistory struct {
 func (r *room) takeHist(resource string) HistoryRequest {
 	for i, rh := range r.hist {
 		if rh.resource == resource {
-			r.hist = slices.Delete(r.hist, i, i+1)
+			if r.hist = slices.Delete(r.hist, i, i+1); len(r.hist) == 0 {
+				r.hist = nil // a joined room keeps no array
+			}
 			return rh.h
 		}
 	}
