@@ -171,7 +171,7 @@ type conn struct {
 
 	pingEvery, pingWait time.Duration
 	// charsets: nil when UTF-8; swapped by the session while the
-	// connection reads and writes (setCharsets).
+	// connection reads and writes (netConfig.lineCharsets).
 	charsets atomic.Pointer[lineCharsets]
 
 	// backlog holds lines read during registration after it ended; the

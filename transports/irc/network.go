@@ -379,7 +379,7 @@ func (n *network) connect() {
 		tls:         n.cfg.tls,
 		tlsInsecure: n.s.opts.tlsInsecure,
 		tlsTrusted:  n.cfg.fingerprint,
-		charsets:    newLineCharsets(n.cfg.charset, n.cfg.chanCharsets),
+		charsets:    n.cfg.lineCharsets(),
 		nick:        nick,
 		username:    n.cfg.username,
 		realname:    n.cfg.realname,
@@ -435,7 +435,7 @@ func usernameFrom(nick string) string {
 func (n *network) connected(c *conn, w *welcome) {
 	n.dialing = false
 	n.conn = c
-	c.charsets.Store(newLineCharsets(n.cfg.charset, n.cfg.chanCharsets)) // changed while dialing
+	c.charsets.Store(n.cfg.lineCharsets()) // changed while dialing
 	c.upAt = time.Now().Unix()
 	n.everUp = true
 	n.failures = 0

@@ -536,7 +536,7 @@ func (s *session) handle(ev event) {
 		if n := s.nets.get(ev.server); n != nil {
 			n.cfg = s.configFor(ev.server)
 			if n.conn != nil { // character sets apply at once
-				n.conn.charsets.Store(newLineCharsets(n.cfg.charset, n.cfg.chanCharsets))
+				n.conn.charsets.Store(n.cfg.lineCharsets())
 			}
 		}
 	case evConnected:

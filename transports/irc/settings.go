@@ -351,6 +351,12 @@ type netConfig struct {
 	chanCharsets map[string]string
 }
 
+// lineCharsets are the character sets of a connection with this
+// configuration.
+func (c netConfig) lineCharsets() *lineCharsets {
+	return newLineCharsets(c.charset, c.chanCharsets)
+}
+
 // configFor merges the operator's options, the account's values and the
 // network's own settings (and password) for one server.
 func configFor(o *options, values map[string]string, server string, ns netSettings, password, commands string) netConfig {
