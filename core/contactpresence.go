@@ -2,7 +2,10 @@ package core
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"transportd/core/store"
 )
 
 // Contacts' presence (XEP-0100 §4.4: a gateway shows its legacy contacts'
@@ -70,7 +73,7 @@ func (u *user) watchContacts() {
 	}
 	addrs := []string{}
 	for _, ct := range cs {
-		if ct.Pushed {
+		if ct.Pushed && !ct.Removed {
 			addrs = append(addrs, ct.Address)
 		}
 	}
@@ -132,11 +135,8 @@ func (u *user) contactsOffline() {
 }
 
 // subscribed records that the user subscribed to a contact (it is in
-// their roster, as if the gateway had put it there), so that it is
-// watched, off the stanza reader. An unsubscription changes nothing: the
-// contact stays known as one the user removed from the roster, not to be
-// put back (noteContact), and its presence, if the network still tells
-// it, is dropped by the user's server.
+// their roster, as if the gateway had put it there, and no longer
+// removed), so that it is watched, off the stanza reader.
 func (c *component) subscribed(u *user, addr string) {
 	c.g.goWork("subscription", watchWait, func(ctx context.Context) {
 		if _, err := c.g.store.PutContact(ctx, u.id, addr, ""); err != nil {
@@ -145,6 +145,31 @@ func (c *component) subscribed(u *user, addr string) {
 		}
 		if err := c.g.store.SetContactPushed(ctx, u.id, addr, true); err != nil {
 			c.log.Warn("recording a subscription", "error", err)
+			return
+		}
+		if err := c.g.store.SetContactRemoved(ctx, u.id, addr, false); err != nil {
+			c.log.Warn("recording a subscription", "error", err)
+			return
+		}
+		u.post(evWatchChanged{})
+	})
+}
+
+// unsubscribed records that the user unsubscribed from a contact's
+// presence (removed it from the roster): it is no longer watched, which
+// frees its place on the network's list (IRC's MONITOR has a limit) and
+// shows it offline (RFC 6121 3.3.3: the contact's unavailable presence
+// follows an unsubscribe), and the gateway does not put it back in the
+// roster when it writes again. A contact the gateway never recorded has
+// nothing to undo.
+func (c *component) unsubscribed(u *user, addr string) {
+	c.g.goWork("unsubscription", watchWait, func(ctx context.Context) {
+		err := c.g.store.SetContactRemoved(ctx, u.id, addr, true)
+		if errors.Is(err, store.ErrNotFound) {
+			return
+		}
+		if err != nil {
+			c.log.Warn("recording an unsubscription", "error", err)
 			return
 		}
 		u.post(evWatchChanged{})

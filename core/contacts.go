@@ -187,7 +187,7 @@ func (c *component) pushContact(a *store.Account, address string) {
 	ctx, cancel := c.g.workCtx(20 * time.Second)
 	defer cancel()
 	ct, err := c.g.store.GetContact(ctx, a.ID, address)
-	if err != nil {
+	if err != nil || ct.Removed { // the user took it out: not put back
 		return
 	}
 	key := strconv.FormatInt(a.ID, 10) + "|" + address

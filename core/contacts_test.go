@@ -84,6 +84,28 @@ func TestContactsWithPrivilege(t *testing.T) {
 	if v := c.IQ(vq).Child(nsVCardTmp, "vCard"); v.ChildText("", "FN") != "Echo carol" {
 		t.Errorf("vCard = %s", v)
 	}
+
+	// The user removes the contact from the roster (their server
+	// unsubscribes from it): a new name the contact tells later does not
+	// put it back.
+	remove := core.NewElement("", "iq", "type", "set")
+	remove.Add(core.NewElement(nsRoster, "query").Add(core.NewElement("", "item", "jid", "carol@"+gw, "subscription", "remove")))
+	if res := c.IQ(remove); res.Get("type") != "result" {
+		t.Fatalf("removing carol from the roster: %s", res)
+	}
+	// The gateway records it off its stanza reader: nothing the client can
+	// see says when (the echo network tells no presence to take back).
+	time.Sleep(time.Second)
+	msg = core.NewElement("", "message", "to", "carol@"+gw, "type", "chat")
+	msg.AddText("", "body", "rename:Caroline")
+	c.Send(msg)
+	c.Expect(wait, "echo of the rename", func(el *core.Element) bool { return el.ChildText("", "body") == "echo: rename:Caroline" })
+	if el, err := c.Next(time.Second, func(el *core.Element) bool {
+		q := el.Child(nsRoster, "query")
+		return el.Name.Local == "iq" && q != nil && q.Child("", "item").Get("jid") == "carol@"+gw && q.Child("", "item").Get("name") == "Caroline"
+	}); err == nil {
+		t.Errorf("the removed contact was put back in the roster: %s", el)
+	}
 }
 
 // TestContactsWithoutPrivilege: b.test grants nothing, so a new contact

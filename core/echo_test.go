@@ -107,7 +107,11 @@ func (s *echoSession) Send(ctx context.Context, m *core.Message) (string, error)
 		// Pretend the user also wrote this from another client of the network.
 		return id, s.sink.(core.ContactSink).Sent(ctx, &core.Message{Contact: m.Contact, Body: rest, LegacyID: id + "-sent", Time: time.Now()})
 	}
-	reply := &core.Message{Contact: m.Contact, Nick: "Echo " + m.Contact, Body: "echo: " + m.Body, Subject: m.Subject, Thread: m.Thread, LegacyID: id + "-reply", Time: time.Now()}
+	nick := "Echo " + m.Contact
+	if rest, ok := strings.CutPrefix(m.Body, "rename:"); ok {
+		nick = rest // the contact tells a new name
+	}
+	reply := &core.Message{Contact: m.Contact, Nick: nick, Body: "echo: " + m.Body, Subject: m.Subject, Thread: m.Thread, LegacyID: id + "-reply", Time: time.Now()}
 	if err := s.sink.Deliver(ctx, reply); err != nil {
 		return "", err
 	}

@@ -74,6 +74,7 @@ func (c *component) contactPresence(u *user, from, to jid.JID, typ string) {
 		c.subscribed(u, addr)
 	case "unsubscribe":
 		_ = c.send(c.stanza("presence", to.Localpart(), "", from.Bare().String(), "unsubscribed"))
+		c.unsubscribed(u, addr)
 	case "probe":
 		u.post(evContactProbe{addr: addr})
 	}

@@ -114,45 +114,96 @@ func TestRoomArchive(t *testing.T) {
 	check("account deleted", ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Max: 10}, "[]", true, 0)
 }
 
-// TestRoomArchiveMigration: a database of schema 1 (before the archive)
-// gets the same tables and indexes as a new one, and keeps its accounts.
-func TestRoomArchiveMigration(t *testing.T) {
-	schema := func(s *SQLite) string {
-		rows, err := s.db.Query(`SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name`)
+// schemaOf describes a database's schema: each table's columns (as
+// PRAGMA table_info reads them: ALTER TABLE ADD COLUMN rewrites a table's
+// text otherwise than a new table's) and each index's text.
+func schemaOf(t *testing.T, s *SQLite) string {
+	t.Helper()
+	rows, err := s.db.Query(`SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type object struct{ typ, name, sql string }
+	var objs []object
+	for rows.Next() {
+		var o object
+		rows.Scan(&o.typ, &o.name, &o.sql)
+		objs = append(objs, o)
+	}
+	rows.Close()
+	var b strings.Builder
+	for _, o := range objs {
+		if o.typ != "table" {
+			fmt.Fprintf(&b, "%s %s: %s\n", o.typ, o.name, strings.Join(strings.Fields(o.sql), " "))
+			continue
+		}
+		cols, err := s.db.Query(`SELECT name, type, "notnull", COALESCE(dflt_value, ''), pk FROM pragma_table_info(?) ORDER BY name`, o.name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
-		var b strings.Builder
-		for rows.Next() {
-			var name, sql string
-			rows.Scan(&name, &sql)
-			fmt.Fprintf(&b, "%s: %s\n", name, strings.Join(strings.Fields(sql), " "))
+		for cols.Next() {
+			var name, typ, dflt string
+			var notNull, pk int
+			cols.Scan(&name, &typ, &notNull, &dflt, &pk)
+			fmt.Fprintf(&b, "table %s: %s %s notnull=%d default=%q pk=%d\n", o.name, name, typ, notNull, dflt, pk)
 		}
-		return b.String()
+		cols.Close()
 	}
+	return b.String()
+}
+
+// migrateFrom makes a database of an earlier schema version with undo
+// (the statements that take the later versions' changes out), reopens it
+// and checks that it got the same schema as a new database.
+func migrateFrom(t *testing.T, version int, undo ...string) (*SQLite, *Account) {
+	t.Helper()
 	fresh, _ := openMemory(t)
-	want := schema(fresh)
+	want := schemaOf(t, fresh)
 
 	path := filepath.Join(t.TempDir(), "transportd.db")
 	s := openFile(t, path)
 	a := putAccount(t, s, "alice@example.net")
-	for _, q := range []string{`DROP TABLE room_archive`, `PRAGMA user_version = 1`} {
+	if _, err := s.PutContact(ctx, a.ID, "bob%irc.example.org", "Bob"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range append(undo, fmt.Sprintf(`PRAGMA user_version = %d`, version)) {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
 	}
 	s.Close()
 	s = openFile(t, path)
-	defer s.Close()
-	if got := schema(s); got != want {
+	t.Cleanup(func() { s.Close() })
+	if got := schemaOf(t, s); got != want {
 		t.Errorf("migrated schema:\n%s\nnew database's:\n%s", got, want)
 	}
-	if _, err := s.GetAccountByID(context.Background(), a.ID); err != nil {
+	if _, err := s.GetAccountByID(ctx, a.ID); err != nil {
 		t.Errorf("account after the migration: %v", err)
 	}
-	if err := s.ArchiveRoomMessages(context.Background(), []ArchivedMessage{{AccountID: a.ID, Room: "#go", ID: "x", Body: "hi"}}); err != nil {
+	if c, err := s.GetContact(ctx, a.ID, "bob%irc.example.org"); err != nil || c.Name != "Bob" || c.Removed {
+		t.Errorf("contact after the migration: %+v, %v", c, err)
+	}
+	return s, a
+}
+
+// TestRoomArchiveMigration: a database of schema 1 (before the archive)
+// gets the same tables and indexes as a new one, and keeps its accounts.
+func TestRoomArchiveMigration(t *testing.T) {
+	s, a := migrateFrom(t, 1, `DROP TABLE room_archive`, `ALTER TABLE contact DROP COLUMN removed`)
+	if err := s.ArchiveRoomMessages(ctx, []ArchivedMessage{{AccountID: a.ID, Room: "#go", ID: "x", Body: "hi"}}); err != nil {
 		t.Errorf("archive after the migration: %v", err)
+	}
+}
+
+// TestContactRemovedMigration: a database of schema 2 gets the contacts'
+// removed flag, false for those it has.
+func TestContactRemovedMigration(t *testing.T) {
+	s, a := migrateFrom(t, 2, `ALTER TABLE contact DROP COLUMN removed`)
+	if err := s.SetContactRemoved(ctx, a.ID, "bob%irc.example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.GetContact(ctx, a.ID, "bob%irc.example.org"); err != nil || !c.Removed {
+		t.Errorf("contact removed after the migration: %+v, %v", c, err)
 	}
 }
 

@@ -24,6 +24,7 @@ var sqliteSchema string
 var sqliteMigrations = []string{
 	"",                   // 0 → 1: sqliteSchema
 	sqlRoomArchiveSchema, // 1 → 2: rooms' message archive
+	sqlContactRemoved,    // 2 → 3: contacts the user removed from the roster
 }
 
 // sqliteOptions go-sqlite3 applies to every connection. synchronous=FULL (set

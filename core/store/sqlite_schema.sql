@@ -86,6 +86,9 @@ CREATE TABLE contact (
 	name TEXT NOT NULL DEFAULT '',
 	pushed INTEGER NOT NULL DEFAULT 0, -- added to the user's roster
 	last_seen INTEGER NOT NULL,
+	-- the user removed it from the roster (unsubscribed): its presence is
+	-- not watched, and the gateway does not put it back (migration 2 -> 3)
+	removed INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY(account, address)
 );
 

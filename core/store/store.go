@@ -38,6 +38,7 @@ type Contact struct {
 	Address   string
 	Name      string // display name, if the network told one
 	Pushed    bool   // added to the user's roster
+	Removed   bool   // removed from the roster by the user (unsubscribed): not watched, not put back
 	LastSeen  time.Time
 }
 
@@ -224,6 +225,9 @@ type Store interface {
 	ListContacts(ctx context.Context, accountID int64, limit int) ([]*Contact, error)
 	// SetContactPushed records whether the contact is in the user's roster.
 	SetContactPushed(ctx context.Context, accountID int64, address string, pushed bool) error // ErrNotFound
+	// SetContactRemoved records whether the user removed the contact from
+	// their roster (unsubscribed from its presence).
+	SetContactRemoved(ctx context.Context, accountID int64, address string, removed bool) error // ErrNotFound
 
 	// Rooms' message archive.
 

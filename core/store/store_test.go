@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -923,6 +924,25 @@ func TestContacts(t *testing.T) {
 	}
 	if err := s.SetContactPushed(ctx, a.ID, "nobody", true); err != ErrNotFound {
 		t.Errorf("unknown contact: %v", err)
+	}
+	// Removed from the roster, and added again.
+	if err := s.SetContactRemoved(ctx, a.ID, "jane@example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.GetContact(ctx, a.ID, "jane@example.org"); !c.Removed || !c.Pushed {
+		t.Errorf("removed: %+v (removed and still known as pushed)", c)
+	}
+	if list, _ := s.ListContacts(ctx, a.ID, 0); len(list) != 2 || !slices.ContainsFunc(list, func(c *Contact) bool { return c.Address == "jane@example.org" && c.Removed }) {
+		t.Errorf("list after removal: %+v", list)
+	}
+	if err := s.SetContactRemoved(ctx, a.ID, "jane@example.org", false); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.GetContact(ctx, a.ID, "jane@example.org"); c.Removed {
+		t.Errorf("added again: %+v", c)
+	}
+	if err := s.SetContactRemoved(ctx, a.ID, "nobody", true); err != ErrNotFound {
+		t.Errorf("removing an unknown contact: %v", err)
 	}
 	if err := s.DeleteAccount(ctx, a.ID); err != nil {
 		t.Fatal(err)

@@ -41,6 +41,9 @@ type netInfo struct {
 	queued     int      // lines waiting for the flood limiter
 	lastErr    string
 	persistent bool
+	contacts   int    // the user's contacts on this network (in the roster)
+	watched    int    // of those, how many the server is asked about
+	watchLimit string // the server's MONITOR limit; "ison" without MONITOR
 }
 
 type evNetInfo struct{ reply chan []netInfo }
@@ -84,6 +87,11 @@ func (s *session) infos() []netInfo {
 			in.since = time.Unix(c.upAt, 0)
 			in.queued = c.queued()
 			in.caps = n.caps.names()
+			in.contacts, in.watched = len(s.watch[n.server]), len(n.monitored)
+			in.watchLimit = "ison"
+			if limit, ok := n.feat.m["MONITOR"]; ok {
+				in.watchLimit = limit
+			}
 		}
 		for _, ch := range n.sortedChannels() {
 			if !ch.joined {
@@ -146,6 +154,15 @@ func (in netInfo) text(now time.Time) string {
 	}
 	if len(in.caps) > 0 {
 		b.WriteString("\nIRCv3: " + strings.Join(in.caps, ", "))
+	}
+	switch {
+	case in.contacts == 0:
+	case in.watchLimit == "ison":
+		fmt.Fprintf(&b, "\nContacts watched: %d (ISON once a minute: the server has no MONITOR)", in.contacts)
+	case in.watched < in.contacts:
+		fmt.Fprintf(&b, "\nContacts watched: %d of %d (the server's MONITOR limit is %s)", in.watched, in.contacts, in.watchLimit)
+	default:
+		fmt.Fprintf(&b, "\nContacts watched: %d", in.watched)
 	}
 	if in.queued > 0 {
 		fmt.Fprintf(&b, "\nLines waiting for flood control: %d", in.queued)

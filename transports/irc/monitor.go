@@ -65,12 +65,7 @@ func (n *network) poll(now time.Time) {
 	}
 	n.polledAt = now
 	want := n.s.watch[n.server]
-	for _, nick := range slices.Clone(n.monOnline) {
-		if !slices.Contains(want, nick) { // no longer watched
-			n.monOnline.del(nick)
-			n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
-		}
-	}
+	n.unwatched(want)
 	n.monitored = append(nameList(nil), want...)
 	for len(want) > 0 {
 		i, size := 0, 0
@@ -106,7 +101,8 @@ func (n *network) monitor() {
 		return
 	}
 	if !ok {
-		n.polledAt = time.Time{} // at the next tick
+		n.unwatched(n.s.watch[n.server]) // at once: with none left, no poll follows
+		n.polledAt = time.Time{}         // at the next tick
 		return
 	}
 	want := n.s.watch[n.server]
@@ -131,6 +127,17 @@ func (n *network) monitor() {
 	n.sendMonitor("-", del)
 	n.sendMonitor("+", add)
 	n.monitored = append(nameList(nil), want...)
+}
+
+// unwatched shows offline the contacts last seen online that are no
+// longer among those to watch (want).
+func (n *network) unwatched(want []string) {
+	for _, nick := range slices.Clone(n.monOnline) {
+		if !slices.Contains(want, nick) {
+			n.monOnline.del(nick)
+			n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
+		}
+	}
 }
 
 // sendMonitor sends MONITOR + or - for nicks, as many to a line as fit.

@@ -1,6 +1,7 @@
 package irc
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,38 @@ func contactPresence(t *testing.T, e ircEnv, server, user string, away bool) {
 	c.Expect(xwait, "buddy offline", xmpptest.IsFrom("presence", buddy, "unavailable"))
 
 	// Back: online again.
-	dialRaw(t, server, "buddy")
+	r = dialRaw(t, server, "buddy")
 	c.Expect(xwait, "buddy online again", xmpptest.IsFrom("presence", buddy, ""))
+	watched := func() string {
+		t.Helper()
+		info := command(t, c, "irc-connections", "", nil).Child(nsCommands, "command").ChildText("", "note")
+		_, line, _ := strings.Cut(info, "Contacts watched")
+		line, _, _ = strings.Cut(line, "\n")
+		return line
+	}
+	if w := watched(); !strings.HasPrefix(w, ": 1") {
+		t.Errorf("IRC connections says contacts watched%q, want 1", w)
+	}
+
+	// Removed from the roster (the user's server unsubscribes): no longer
+	// watched, shown offline at once (RFC 6121 3.3.3), and the server's
+	// list no longer holds it.
+	c.Send(core.NewElement("", "presence", "to", buddy, "type", "unsubscribe"))
+	c.Expect(xwait, "buddy offline once unsubscribed", xmpptest.IsFrom("presence", buddy, "unavailable"))
+	if w := watched(); w != "" {
+		t.Errorf("IRC connections after the unsubscription says contacts watched%q", w)
+	}
+	if away {
+		// The server no longer tells: an away change of a contact in no
+		// channel with the user reaches the gateway only through MONITOR.
+		r.send("AWAY", "not watched")
+	}
+	// Added again: watched again, shown online (the server's answer to
+	// the new MONITOR or ISON), not away as it would be had the away
+	// change come through.
+	c.Send(core.NewElement("", "presence", "to", buddy, "type", "subscribe"))
+	p := c.Expect(xwait, "buddy online after the new subscription", xmpptest.IsFrom("presence", buddy, ""))
+	if p.Get("type") != "" || p.Child("", "show") != nil {
+		t.Errorf("first presence of buddy after the new subscription: %s (an away one means it was still watched)", p)
+	}
 }
