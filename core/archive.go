@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -197,8 +198,12 @@ func (c *component) pruneArchive(ctx context.Context) {
 // mamFormFields are the query's fields (XEP-0313 §5.1), offered by a get.
 var mamFormFields = []struct{ name, typ string }{
 	{"with", "jid-single"}, {"start", "text-single"}, {"end", "text-single"},
-	{"before-id", "text-single"}, {"after-id", "text-single"},
+	{"before-id", "text-single"}, {"after-id", "text-single"}, {"ids", "list-multi"},
 }
+
+// nsMAMExtended: the room takes before-id, after-id, ids and flip-page
+// (XEP-0313 §7.1).
+const nsMAMExtended = nsMAM + "#extended"
 
 // roomMAM answers a XEP-0313 query to a room: a get for the form, a set
 // for a page of the user's archive of the room, each message sent to the
@@ -206,6 +211,10 @@ var mamFormFields = []struct{ name, typ string }{
 func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr string, q *Element) {
 	if c.archiveDays() == 0 {
 		r.error(NewError(stanza.ServiceUnavailable, "this gateway keeps no archive of its rooms"))
+		return
+	}
+	if typ == "get" && q.Name.Local == "metadata" {
+		c.roomMAMMetadata(r, from, to, addr)
 		return
 	}
 	if typ == "get" {
@@ -235,6 +244,7 @@ func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr strin
 	aq.AccountID, aq.Room = u.acctID(), addr
 	queryID := q.Get("queryid")
 	room := to.Bare().String()
+	flip := q.Child(nsMAM, "flip-page") != nil
 	c.g.goWork("room-archive", 30*time.Second, func(ctx context.Context) {
 		if err := c.archive.flush(ctx, c); err != nil {
 			c.log.Warn("archiving room messages", "error", err)
@@ -249,7 +259,11 @@ func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr strin
 			r.error(err)
 			return
 		}
-		for _, m := range page.Messages {
+		for i := range page.Messages {
+			m := page.Messages[i]
+			if flip { // the page newest first; <first/> and <last/> stay the oldest and newest
+				m = page.Messages[len(page.Messages)-1-i]
+			}
 			if c.send(mamResult(from.String(), room, queryID, m)) != nil {
 				return // the link is down: the IQ goes unanswered as well
 			}
@@ -267,6 +281,45 @@ func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr strin
 		}
 		set.AddText("", "count", strconv.Itoa(page.Count))
 		r.result(fin.Add(set))
+	})
+}
+
+// roomMAMMetadata answers a query for the archive's metadata (XEP-0313
+// §6: the id and time of the room's first and last archived messages;
+// none when it has none), with which a client decides how far back to
+// page.
+func (c *component) roomMAMMetadata(r *iqReply, from, to jid.JID, addr string) {
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(from.Bare().String(), label)
+	if u == nil {
+		r.error(NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first: the archive is of what your own connection saw"))
+		return
+	}
+	if !u.archived() {
+		r.error(NewError(stanza.ServiceUnavailable, "you turned the archive of your rooms off (the gateway's Settings command)"))
+		return
+	}
+	q := store.ArchiveQuery{AccountID: u.acctID(), Room: addr, Max: 1, NoCount: true}
+	c.g.goWork("room-archive", 30*time.Second, func(ctx context.Context) {
+		if err := c.archive.flush(ctx, c); err != nil {
+			c.log.Warn("archiving room messages", "error", err)
+		}
+		md := NewElement(nsMAM, "metadata")
+		for _, end := range []string{"start", "end"} {
+			q.Last = end == "end"
+			page, err := c.g.store.QueryRoomArchive(ctx, q)
+			if err != nil {
+				c.log.Error("reading the rooms' archive", "error", err)
+				r.error(err)
+				return
+			}
+			if len(page.Messages) == 0 {
+				break // an empty archive: <metadata/>
+			}
+			m := page.Messages[0]
+			md.Add(NewElement("", end, "id", m.ID, "timestamp", m.Time.UTC().Format(time.RFC3339Nano)))
+		}
+		r.result(md)
 	})
 }
 
@@ -312,6 +365,14 @@ func (c *component) parseMAMQuery(room jid.JID, q *Element) (store.ArchiveQuery,
 			}
 		}
 		aq.After, aq.Before = one("after-id"), one("before-id")
+		for _, id := range sub.Raw["ids"] {
+			if id != "" {
+				aq.IDs = append(aq.IDs, id)
+			}
+		}
+		if len(aq.IDs) > mamMaxPage {
+			return aq, NewError(stanza.PolicyViolation, fmt.Sprintf("ids: at most %d messages a query, not %d", mamMaxPage, len(aq.IDs)))
+		}
 	}
 	if set := q.Child(nsRSM, "set"); set != nil {
 		if el := set.Child("", "max"); el != nil {

@@ -100,7 +100,7 @@ func (c *component) handleIQ(el *Element) {
 			c.roomOwnerIQ(r, typ, from, to, addr, payload)
 		case key == "get "+disco.NSInfo+" query" && payload.Get("node") == "":
 			c.roomInfoIQ(r, from, to, addr)
-		case key == "get "+nsMAM+" query", key == "set "+nsMAM+" query":
+		case key == "get "+nsMAM+" query", key == "set "+nsMAM+" query", key == "get "+nsMAM+" metadata":
 			c.roomMAM(r, typ, from, to, addr, payload)
 		case key == "set "+commands.NS+" command":
 			c.cmds.handle(r, from, to, addr, payload)

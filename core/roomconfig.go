@@ -299,7 +299,7 @@ func (c *component) roomInfo(addr string, cfg *RoomConfig, st *roomState) *Eleme
 		features = append(features, pick(rc.Moderated, "muc_moderated", "muc_unmoderated"))
 	}
 	if c.archiveDays() > 0 {
-		features = append(features, nsMAM, nsStanzaID)
+		features = append(features, nsMAM, nsMAMExtended, nsStanzaID)
 	}
 	if c.cmds != nil && c.cmds.hasRoom() {
 		features = append(features, commands.NS)

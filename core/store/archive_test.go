@@ -76,6 +76,18 @@ func TestRoomArchive(t *testing.T) {
 	check("between", q, "[m2 m3 m4]", true, 3)
 	q.Start, q.End, q.Max = time.Time{}, time.Time{}, 0
 	check("count only", q, "[]", false, 10)
+	q.Max, q.IDs = 4, []string{"m7", "m2", "m2", "m9"}
+	check("by ids, in the archive's order", q, "[m2 m7 m9]", true, 3)
+	q.NoCount = true
+	check("by ids, counted all the same", q, "[m2 m7 m9]", true, 3)
+	q.Max = 2
+	check("by ids, paged", q, "[m2 m7]", false, 3)
+	q.NoCount, q.IDs = false, nil
+	for _, ids := range [][]string{{"m1", "nosuch"}, {"m1", "r0"}} {
+		if _, err := s.QueryRoomArchive(ctx, ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", IDs: ids, Max: 5}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("ids %v: %v, want ErrNotFound", ids, err)
+		}
+	}
 
 	p, err := s.QueryRoomArchive(ctx, ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Max: 1})
 	if err != nil || len(p.Messages) != 1 {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"strings"
 	"time"
 )
@@ -61,10 +62,21 @@ func (s *SQLite) QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchiveP
 	if !q.End.IsZero() {
 		where, args = append(where, "at <= ?"), append(args, unixNano(q.End))
 	}
+	if len(q.IDs) > 0 {
+		q.IDs = slices.Compact(slices.Sorted(slices.Values(q.IDs)))
+		where = append(where, "id IN (?"+strings.Repeat(", ?", len(q.IDs)-1)+")")
+		for _, id := range q.IDs {
+			args = append(args, id)
+		}
+		q.NoCount = false // the count says whether each was found
+	}
 	filter := strings.Join(where, " AND ")
 	if !q.NoCount {
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM room_archive WHERE `+filter, args...).Scan(&page.Count); err != nil {
 			return page, wrap("count room archive", err)
+		}
+		if len(q.IDs) > 0 && page.Count < len(q.IDs) {
+			return page, wrap("room archive: ids", ErrNotFound)
 		}
 	}
 	bound := func(id, op string) error {

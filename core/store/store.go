@@ -90,8 +90,11 @@ type ArchiveQuery struct {
 	Nick          string
 	Start, End    time.Time // inclusive; zero for no limit
 	After, Before string
-	Last          bool
-	Max           int // the page's size; 0 asks only for the count
+	// IDs asks for those messages only (XEP-0313's ids field): all of
+	// them must be in the archive (ErrNotFound otherwise).
+	IDs  []string
+	Last bool
+	Max  int // the page's size; 0 asks only for the count
 	// NoCount leaves ArchivePage.Count 0: a join's history needs no
 	// count, and one query fewer runs.
 	NoCount bool

@@ -28,9 +28,10 @@ type mamPage struct {
 }
 
 // queryArchive sends a XEP-0313 query to a room: fields of its form
-// (with, start, end) and RSM paging (max, after, before; before "<last>"
-// for the last page), and collects the results sent before the IQ's
-// answer.
+// (with, start, end, after-id, before-id; ids as a comma-separated list)
+// and RSM paging (max, after, before; before "<last>" for the last page;
+// "flip-page" adds the query's <flip-page/> instead), and collects the
+// results sent before the IQ's answer.
 func queryArchive(t *testing.T, c *xmpptest.Client, room string, form map[string]string, rsm map[string]string) mamPage {
 	t.Helper()
 	qid := xmpptest.RandomID()
@@ -39,13 +40,25 @@ func queryArchive(t *testing.T, c *xmpptest.Client, room string, form map[string
 		x := core.NewElement("jabber:x:data", "x", "type", "submit")
 		x.Add(core.NewElement("", "field", "var", "FORM_TYPE", "type", "hidden").AddText("", "value", nsMAM))
 		for k, v := range form {
-			x.Add(core.NewElement("", "field", "var", k).AddText("", "value", v))
+			f := core.NewElement("", "field", "var", k)
+			values := []string{v}
+			if k == "ids" {
+				values = strings.Split(v, ",")
+			}
+			for _, v := range values {
+				f.AddText("", "value", v)
+			}
+			x.Add(f)
 		}
 		q.Add(x)
 	}
 	if len(rsm) > 0 {
 		set := core.NewElement(nsRSM, "set")
 		for k, v := range rsm {
+			if k == "flip-page" {
+				q.Add(core.NewElement(nsMAM, "flip-page"))
+				continue
+			}
 			if v == "<last>" {
 				v = ""
 			}
@@ -99,6 +112,17 @@ func queryArchive(t *testing.T, c *xmpptest.Client, room string, form map[string
 	return p
 }
 
+// mamMetadata asks a room for its archive's metadata (XEP-0313 §6).
+func mamMetadata(t *testing.T, c *xmpptest.Client, room string) *core.Element {
+	t.Helper()
+	res := c.IQ(core.NewElement("", "iq", "type", "get", "to", room).Add(core.NewElement(nsMAM, "metadata")))
+	md := res.Child(nsMAM, "metadata")
+	if res.Get("type") != "result" || md == nil {
+		t.Fatalf("archive metadata: %s", res)
+	}
+	return md
+}
+
 // TestRoomArchive: a client fetches a room's history from the gateway's
 // archive (XEP-0313 on the room, as Conversations, Gajim and Dino do on
 // a room that offers it): pages both ways, by occupant and time; live
@@ -120,8 +144,8 @@ func TestRoomArchive(t *testing.T) {
 			features = append(features, f.Get("var"))
 		}
 	}
-	if !slices.Contains(features, nsMAM) || !slices.Contains(features, nsSID) {
-		t.Errorf("room's features %v lack %s and %s", features, nsMAM, nsSID)
+	if !slices.Contains(features, nsMAM) || !slices.Contains(features, nsSID) || !slices.Contains(features, nsMAM+"#extended") {
+		t.Errorf("room's features %v lack %s, %s#extended or %s", features, nsMAM, nsMAM, nsSID)
 	}
 
 	if self := joinRoom(t, c, room, "keeper"); self.Get("type") == "error" {
@@ -129,6 +153,10 @@ func TestRoomArchive(t *testing.T) {
 	}
 	isSubject := func(el *core.Element) bool { return el.Name.Local == "message" && el.Child("", "subject") != nil }
 	c.Expect(xwait, "subject", isSubject)
+	// An archive with nothing yet: metadata without start and end.
+	if md := mamMetadata(t, c, room); md == nil || len(md.Children) != 0 {
+		t.Errorf("metadata of an empty archive: %v", md)
+	}
 	r := dialRaw(t, e.irc, "archivist")
 	r.join(ch)
 	c.Expect(xwait, "archivist's presence", xmpptest.IsFrom("presence", room+"/archivist", ""))
@@ -193,6 +221,24 @@ func TestRoomArchive(t *testing.T) {
 	if p = queryArchive(t, c, room, map[string]string{"after-id": live["two"]}, nil); fmt.Sprint(p.bodies) != "[three mine]" {
 		t.Errorf("after-id two: %+v", p)
 	}
+	// The extended features (XEP-0313 §7.1): messages by id, in the
+	// archive's order, and a page flipped (newest first; <first/> and
+	// <last/> still the oldest and newest).
+	if p = queryArchive(t, c, room, map[string]string{"ids": live["mine"] + "," + live["one"]}, nil); fmt.Sprint(p.bodies) != "[one mine]" || !p.complete {
+		t.Errorf("ids mine and one: %+v", p)
+	}
+	p = queryArchive(t, c, room, nil, map[string]string{"max": "3", "before": "<last>", "flip-page": ""})
+	if fmt.Sprint(p.bodies) != "[mine three two]" || p.first != live["two"] || p.last != live["mine"] || p.complete {
+		t.Errorf("last page flipped: %+v", p)
+	}
+	// Metadata: the first and last message's id and time.
+	md := mamMetadata(t, c, room)
+	if md.Child("", "start").Get("id") != live["one"] || md.Child("", "end").Get("id") != live["mine"] {
+		t.Errorf("metadata: %s, want start %s and end %s", md, live["one"], live["mine"])
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, md.Child("", "start").Get("timestamp")); err != nil || ts.Before(before) || ts.After(middle) {
+		t.Errorf("metadata's start time: %v, %v", ts, err)
+	}
 
 	// What a client gets wrong is answered precisely.
 	for _, tc := range []struct {
@@ -204,6 +250,7 @@ func TestRoomArchive(t *testing.T) {
 		{map[string]string{"start": "yesterday"}, nil, "bad-request"},
 		{map[string]string{"colour": "red"}, nil, "bad-request"},
 		{nil, map[string]string{"max": "-1"}, "bad-request"},
+		{map[string]string{"ids": live["one"] + ",no-such-id"}, nil, "item-not-found"},
 	} {
 		p := queryArchive(t, c, room, tc.form, tc.rsm)
 		if p.err == nil || p.err.Child("", "error") == nil || p.err.Child("", "error").Child("urn:ietf:params:xml:ns:xmpp-stanzas", tc.cond) == nil {
