@@ -31,6 +31,11 @@ type Command struct {
 	// request's Room is the room's address and its Account the account
 	// the room's JID names (its label).
 	Room bool
+	// Contact offers the command on the JIDs of the legacy addresses it
+	// accepts instead of the gateway's (biboumi's IRC server JIDs, whose
+	// Configure sets up that server): the request's Contact is the
+	// address, its Account the account the JID names (its label).
+	Contact func(address string) bool
 	// Execute runs one stage. On the first stage req.Form is nil. It runs
 	// on its own goroutine and may do I/O.
 	Execute func(ctx context.Context, req *CommandRequest) *CommandResponse
@@ -45,6 +50,8 @@ type CommandRequest struct {
 	Stage    int
 	// Room is the room's address for a Room command; "" otherwise.
 	Room string
+	// Contact is the address for a Contact command; "" otherwise.
+	Contact string
 	// State is what the previous stage returned in CommandResponse.State.
 	State any
 }
@@ -96,6 +103,21 @@ func newCommandRegistry(c *component) *commandRegistry {
 	return r
 }
 
+// cmdTarget is the JID a command runs on: a room's (room, its address),
+// a legacy address's (contact), or the gateway's (neither).
+type cmdTarget struct{ room, contact string }
+
+// runsOn says whether cmd is offered on t's JID.
+func (cmd *Command) runsOn(t cmdTarget) bool {
+	switch {
+	case t.room != "":
+		return cmd.Room
+	case t.contact != "":
+		return cmd.Contact != nil && cmd.Contact(t.contact)
+	}
+	return !cmd.Room && cmd.Contact == nil
+}
+
 func (r *commandRegistry) allowed(cmd *Command, from jid.JID) bool {
 	if cmd.Admin && !r.c.dom().IsAdmin(from.Bare().String()) {
 		return false
@@ -106,12 +128,11 @@ func (r *commandRegistry) allowed(cmd *Command, from jid.JID) bool {
 	return true
 }
 
-// visible are the commands offered to from on the gateway's JID or
-// (room) on the rooms'.
-func (r *commandRegistry) visible(from jid.JID, room bool) []*Command {
+// visible are the commands offered to from on t's JID.
+func (r *commandRegistry) visible(from jid.JID, t cmdTarget) []*Command {
 	var out []*Command
 	for i := range r.cmds {
-		if r.cmds[i].Room == room && r.allowed(&r.cmds[i], from) {
+		if r.cmds[i].runsOn(t) && r.allowed(&r.cmds[i], from) {
 			out = append(out, &r.cmds[i])
 		}
 	}
@@ -123,20 +144,25 @@ func (r *commandRegistry) hasRoom() bool {
 	return slices.ContainsFunc(r.cmds, func(c Command) bool { return c.Room })
 }
 
-func (r *commandRegistry) lookup(node string, room bool) *Command {
+// hasContact: some command runs on addr's JID.
+func (r *commandRegistry) hasContact(addr string) bool {
+	return slices.ContainsFunc(r.cmds, func(c Command) bool { return c.Contact != nil && c.Contact(addr) })
+}
+
+func (r *commandRegistry) lookup(node string, t cmdTarget) *Command {
 	for i := range r.cmds {
-		if r.cmds[i].Node == node && r.cmds[i].Room == room {
+		if r.cmds[i].Node == node && r.cmds[i].runsOn(t) {
 			return &r.cmds[i]
 		}
 	}
 	return nil
 }
 
-// handle runs a stage of a command sent to the gateway's JID (room "") or
-// to a room's (to, its address room).
-func (r *commandRegistry) handle(rep *iqReply, from, to jid.JID, room string, payload *Element) {
+// handle runs a stage of a command sent to the gateway's JID, a room's
+// or a legacy address's (to, which t names).
+func (r *commandRegistry) handle(rep *iqReply, from, to jid.JID, t cmdTarget, payload *Element) {
 	node := payload.Get("node")
-	cmd := r.lookup(node, room != "")
+	cmd := r.lookup(node, t)
 	if cmd == nil {
 		rep.error(NewError(stanza.ItemNotFound, "no such command: "+quote(node)))
 		return
@@ -230,11 +256,11 @@ func (r *commandRegistry) handle(rep *iqReply, from, to jid.JID, room string, pa
 		}
 		sub = s
 	}
-	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state, Room: room}
+	req := &CommandRequest{From: from, Form: sub, Stage: sess.stage, State: sess.state, Room: t.room, Contact: t.contact}
 	r.c.g.goWork("command", 60*time.Second, func(ctx context.Context) {
 		if accts, err := r.c.accountsOf(from.Bare().String()); err == nil && len(accts) > 0 {
 			req.Accounts, req.Account = accts, accts[0]
-			if room != "" { // the account the room's JID names
+			if t != (cmdTarget{}) { // the account the room's or contact's JID names
 				label, _ := splitLabel(to.Localpart())
 				req.Account = nil
 				if i := slices.IndexFunc(accts, func(a *store.Account) bool { return a.Label == label }); i >= 0 {

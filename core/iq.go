@@ -103,10 +103,10 @@ func (c *component) handleIQ(el *Element) {
 		case key == "get "+nsMAM+" query", key == "set "+nsMAM+" query", key == "get "+nsMAM+" metadata":
 			c.roomMAM(r, typ, from, to, addr, payload)
 		case key == "set "+commands.NS+" command":
-			c.cmds.handle(r, from, to, addr, payload)
+			c.cmds.handle(r, from, to, cmdTarget{room: addr}, payload)
 		case key == "get "+disco.NSItems+" query" && payload.Get("node") == commands.NS:
 			q := NewElement(disco.NSItems, "query", "node", commands.NS)
-			for _, cmd := range c.cmds.visible(from, true) {
+			for _, cmd := range c.cmds.visible(from, cmdTarget{room: addr}) {
 				q.Add(NewElement("", "item", "jid", to.Bare().String(), "node", cmd.Node, "name", cmd.Name))
 			}
 			r.result(q)
@@ -137,7 +137,7 @@ func (c *component) handleIQ(el *Element) {
 	case "get " + nsGateway + " query", "set " + nsGateway + " query":
 		c.handleGateway(r, from, payload)
 	case "set " + commands.NS + " command":
-		c.cmds.handle(r, from, to, "", payload)
+		c.cmds.handle(r, from, to, cmdTarget{}, payload)
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported: "+payload.Name.Space+" "+payload.Name.Local))
 	}
@@ -162,6 +162,9 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 		}
 		q.Add(NewElement("", "identity", "category", "client", "type", "pc", "name", to.Localpart()))
 		features := []string{disco.NSInfo, nsReceipts, nsVCard}
+		if c.cmds != nil && c.cmds.hasContact(addr) {
+			features = append(features, commands.NS)
+		}
 		// What the user's session relays to the contact's client.
 		s := c.liveSession(from.Bare().String(), label)
 		if _, ok := s.(ContactPinger); ok {
@@ -188,7 +191,17 @@ func (c *component) handleContactIQ(r *iqReply, key string, from, to jid.JID, pa
 			c.listRooms(r, from, label, addr, payload)
 			return
 		}
+		if payload.Get("node") == commands.NS {
+			q := NewElement(disco.NSItems, "query", "node", commands.NS)
+			for _, cmd := range c.cmds.visible(from, cmdTarget{contact: addr}) {
+				q.Add(NewElement("", "item", "jid", to.Bare().String(), "node", cmd.Node, "name", cmd.Name))
+			}
+			r.result(q)
+			return
+		}
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
+	case "set " + commands.NS + " command":
+		c.cmds.handle(r, from, to, cmdTarget{contact: addr}, payload)
 	default:
 		r.error(NewError(stanza.ServiceUnavailable, "not supported by legacy contacts"))
 	}
@@ -458,7 +471,7 @@ func (c *component) discoInfo(r *iqReply, from jid.JID, node string) {
 		q.SetAttr("node", node)
 		q.Add(NewElement("", "identity", "category", "automation", "type", "command-list", "name", "Commands"))
 	default:
-		cmd := c.cmds.lookup(node, false)
+		cmd := c.cmds.lookup(node, cmdTarget{})
 		if cmd == nil {
 			r.error(NewError(stanza.ItemNotFound, "no such node"))
 			return
@@ -477,7 +490,7 @@ func (c *component) discoItems(r *iqReply, from jid.JID, node string) {
 	case "":
 	case commands.NS:
 		q.SetAttr("node", node)
-		for _, cmd := range c.cmds.visible(from, false) {
+		for _, cmd := range c.cmds.visible(from, cmdTarget{}) {
 			q.Add(NewElement("", "item", "jid", c.jid.String(), "node", cmd.Node, "name", cmd.Name))
 		}
 	default:

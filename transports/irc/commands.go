@@ -35,6 +35,9 @@ func (t *Transport) Commands() []core.Command {
 		Node: nodeConfigureRoom, Name: "Configure", Registered: true, Room: true,
 		Execute: t.configureRoom,
 	}, {
+		Node: nodeConfigureRoom, Name: "Configure", Registered: true, Contact: t.isServer,
+		Execute: t.configureServer,
+	}, {
 		Node: nodeConnections, Name: "IRC connections", Registered: true,
 		Execute: t.connections,
 	}, {
@@ -103,88 +106,122 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 		if err != nil {
 			return &core.CommandResponse{Err: err}
 		}
-		server := strings.ToLower(vals[fNetwork])
-		if !o.allowedServer(server) {
-			return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server)}
-		}
-		ns, err := loadNetSettings(ctx, s.sink.Store(), server)
-		if err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		current := registration.Values{fNick: ns.Nick, fUsername: ns.Username, fRealname: ns.Realname, fTLS: ns.TLS, fAutojoin: strings.Join(ns.Autojoin, ", "), fAuth: ns.Auth}
-		if fp, ok := parseFingerprint(ns.Fingerprint); ok {
-			current[fFingerprint] = fingerprintText(fp)
-		}
-		current[fEncoding] = cmp.Or(ns.Encoding, "default")
-		if ns.TLS == "" {
-			current[fTLS] = "default"
-		}
-		if ns.Port > 0 {
-			current[fPort] = strconv.Itoa(ns.Port)
-		}
-		form = netSettingsForm(server, s.secrets() != nil)
-		return &core.CommandResponse{Form: form.RenderForm(current), State: server}
+		return netSettingsStage(ctx, s, &o, strings.ToLower(vals[fNetwork]))
 	default:
-		server, _ := req.State.(string)
-		if server == "" {
-			return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "start the command again")}
-		}
-		sec := s.secrets()
-		form := netSettingsForm(server, sec != nil)
-		vals, err := form.Validate(req.Form)
-		if err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		old, err := loadNetSettings(ctx, s.sink.Store(), server)
-		if err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		ns := netSettings{Nick: vals[fNick], Username: vals[fUsername], Realname: oneLine(vals[fRealname]), Autojoin: splitChannels(vals[fAutojoin]), Channels: old.Channels}
-		if v := vals[fTLS]; v == "true" || v == "false" {
-			ns.TLS = v
-		}
-		ns.Port, _ = strconv.Atoi(vals[fPort])
-		if fp, ok := parseFingerprint(vals[fFingerprint]); ok {
-			ns.Fingerprint = hex.EncodeToString(fp)
-		}
-		if v := vals[fEncoding]; v == charsetUTF8 || charsetOf(v) != nil {
-			ns.Encoding = v
-		}
-		ev := evNetConfig{server: server}
-		if sec != nil {
-			switch ns.Auth = vals[fAuth]; {
-			case ns.Auth == authNone || ns.Auth == "":
-				ns.Auth, ev.clearPw = "", true
-				if err := sec.Delete(ctx, netPasswordKey(server)); err != nil {
-					return &core.CommandResponse{Err: err}
-				}
-			case vals[fPassword] != "":
-				if err := sec.Set(ctx, netPasswordKey(server), vals[fPassword]); err != nil {
-					return &core.CommandResponse{Err: err}
-				}
-				ev.password = vals[fPassword]
-			}
-			switch cmds := strings.TrimSpace(vals[fCommands]); cmds {
-			case "":
-			case "-":
-				ev.clearCmd = true
-				if err := sec.Delete(ctx, netCommandsKey(server)); err != nil {
-					return &core.CommandResponse{Err: err}
-				}
-			default:
-				if err := sec.Set(ctx, netCommandsKey(server), cmds); err != nil {
-					return &core.CommandResponse{Err: err}
-				}
-				ev.commands = cmds
-			}
-		}
-		if err := saveNetSettings(ctx, s.sink.Store(), server, ns); err != nil {
-			return &core.CommandResponse{Err: err}
-		}
-		ev.ns = ns
-		_ = s.postCtl(ev) // in order with joins; a session that ended reads them at its start
-		return &core.CommandResponse{Note: "Settings for " + server + " saved."}
+		return netSaveStage(ctx, s, req)
 	}
+}
+
+// configureServer is Configure on an IRC server's JID (biboumi's
+// "configure" node there): the network's settings without asking which.
+func (t *Transport) configureServer(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
+	s := t.session(req.Account.ID)
+	if s == nil {
+		return noSession()
+	}
+	o := t.options()
+	a, err := parseAddress(req.Contact, t.chanTypesOf)
+	if err != nil || a.kind != kindServer {
+		return &core.CommandResponse{Err: core.NewError(stanza.ItemNotFound, "not an IRC server's JID")}
+	}
+	if req.Stage == 0 {
+		return netSettingsStage(ctx, s, &o, a.server)
+	}
+	return netSaveStage(ctx, s, req)
+}
+
+// isServer says whether a legacy address is an IRC server's.
+func (t *Transport) isServer(addr string) bool {
+	a, err := parseAddress(addr, nil) // a server's address needs no channel types
+	return err == nil && a.kind == kindServer
+}
+
+// netSettingsStage shows a network's settings form.
+func netSettingsStage(ctx context.Context, s *session, o *options, server string) *core.CommandResponse {
+	if !o.allowedServer(server) {
+		return &core.CommandResponse{Err: core.NewError(stanza.NotAllowed, "this gateway does not connect to "+server)}
+	}
+	ns, err := loadNetSettings(ctx, s.sink.Store(), server)
+	if err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	current := registration.Values{fNick: ns.Nick, fUsername: ns.Username, fRealname: ns.Realname, fTLS: ns.TLS, fAutojoin: strings.Join(ns.Autojoin, ", "), fAuth: ns.Auth}
+	if fp, ok := parseFingerprint(ns.Fingerprint); ok {
+		current[fFingerprint] = fingerprintText(fp)
+	}
+	current[fEncoding] = cmp.Or(ns.Encoding, "default")
+	if ns.TLS == "" {
+		current[fTLS] = "default"
+	}
+	if ns.Port > 0 {
+		current[fPort] = strconv.Itoa(ns.Port)
+	}
+	form := netSettingsForm(server, s.secrets() != nil)
+	return &core.CommandResponse{Form: form.RenderForm(current), State: server}
+}
+
+// netSaveStage saves a network's settings form and hands them to the
+// session.
+func netSaveStage(ctx context.Context, s *session, req *core.CommandRequest) *core.CommandResponse {
+	server, _ := req.State.(string)
+	if server == "" {
+		return &core.CommandResponse{Err: core.NewError(stanza.BadRequest, "start the command again")}
+	}
+	sec := s.secrets()
+	form := netSettingsForm(server, sec != nil)
+	vals, err := form.Validate(req.Form)
+	if err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	old, err := loadNetSettings(ctx, s.sink.Store(), server)
+	if err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	ns := netSettings{Nick: vals[fNick], Username: vals[fUsername], Realname: oneLine(vals[fRealname]), Autojoin: splitChannels(vals[fAutojoin]), Channels: old.Channels}
+	if v := vals[fTLS]; v == "true" || v == "false" {
+		ns.TLS = v
+	}
+	ns.Port, _ = strconv.Atoi(vals[fPort])
+	if fp, ok := parseFingerprint(vals[fFingerprint]); ok {
+		ns.Fingerprint = hex.EncodeToString(fp)
+	}
+	if v := vals[fEncoding]; v == charsetUTF8 || charsetOf(v) != nil {
+		ns.Encoding = v
+	}
+	ev := evNetConfig{server: server}
+	if sec != nil {
+		switch ns.Auth = vals[fAuth]; {
+		case ns.Auth == authNone || ns.Auth == "":
+			ns.Auth, ev.clearPw = "", true
+			if err := sec.Delete(ctx, netPasswordKey(server)); err != nil {
+				return &core.CommandResponse{Err: err}
+			}
+		case vals[fPassword] != "":
+			if err := sec.Set(ctx, netPasswordKey(server), vals[fPassword]); err != nil {
+				return &core.CommandResponse{Err: err}
+			}
+			ev.password = vals[fPassword]
+		}
+		switch cmds := strings.TrimSpace(vals[fCommands]); cmds {
+		case "":
+		case "-":
+			ev.clearCmd = true
+			if err := sec.Delete(ctx, netCommandsKey(server)); err != nil {
+				return &core.CommandResponse{Err: err}
+			}
+		default:
+			if err := sec.Set(ctx, netCommandsKey(server), cmds); err != nil {
+				return &core.CommandResponse{Err: err}
+			}
+			ev.commands = cmds
+		}
+	}
+	if err := saveNetSettings(ctx, s.sink.Store(), server, ns); err != nil {
+		return &core.CommandResponse{Err: err}
+	}
+	ev.ns = ns
+	_ = s.postCtl(ev) // in order with joins; a session that ended reads them at its start
+	return &core.CommandResponse{Note: "Settings for " + server + " saved."}
 }
 
 func loadNetSettings(ctx context.Context, st core.StateStore, server string) (netSettings, error) {

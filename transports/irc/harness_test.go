@@ -30,11 +30,12 @@ import (
 // test Prosody, and raw IRC clients on the test InspIRCd (or ngIRCd).
 
 const (
-	gwJID   = "irc.b.test"
-	xwait   = 15 * time.Second
-	nsMUC   = "http://jabber.org/protocol/muc"
-	nsMUCU  = "http://jabber.org/protocol/muc#user"
-	nsDiscI = "http://jabber.org/protocol/disco#info"
+	gwJID       = "irc.b.test"
+	xwait       = 15 * time.Second
+	nsMUC       = "http://jabber.org/protocol/muc"
+	nsMUCU      = "http://jabber.org/protocol/muc#user"
+	nsDiscI     = "http://jabber.org/protocol/disco#info"
+	nsDiscItems = "http://jabber.org/protocol/disco#items"
 )
 
 type ircEnv struct {

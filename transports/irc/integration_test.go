@@ -502,6 +502,42 @@ func TestRegistrationPersistence(t *testing.T) {
 	if !strings.Contains(res.String(), "ISO-8859-15") {
 		t.Errorf("configure form without the character sets: %s", res)
 	}
+
+	// The same on the server's JID, as biboumi offers it: "Configure"
+	// there shows the network's settings without asking which.
+	const server = "127.0.0.1@" + gwJID
+	info := c.IQ(core.NewElement("", "iq", "type", "get", "to", server).Add(core.NewElement(nsDiscI, "query")))
+	if !strings.Contains(info.String(), `var="`+nsCommands+`"`) {
+		t.Errorf("server JID's disco#info without commands: %s", info)
+	}
+	items := c.IQ(core.NewElement("", "iq", "type", "get", "to", server).Add(core.NewElement(nsDiscItems, "query", "node", nsCommands)))
+	var nodes []string
+	for _, it := range items.Child(nsDiscItems, "query").Children {
+		nodes = append(nodes, it.Get("node"))
+	}
+	if !slices.Equal(nodes, []string{"configure"}) {
+		t.Errorf("server JID's commands: %v (%s), want configure alone", nodes, items)
+	}
+	res = commandTo(t, c, server, "configure", "", nil)
+	if !strings.Contains(res.String(), "IRC network 127.0.0.1") || !strings.Contains(res.String(), "cfgnick") {
+		t.Fatalf("Configure on the server's JID: %s", res)
+	}
+	sid = res.Child(nsCommands, "command").Get("sessionid")
+	res = commandTo(t, c, server, "configure", sid, map[string]string{"nick": "srvnick", "autojoin": "#it-cfg", "tls": "default", "encoding": "iso-8859-15"})
+	if cmd := res.Child(nsCommands, "command"); cmd.Get("status") != "completed" {
+		t.Fatalf("Configure on the server's JID, saving: %s", res)
+	}
+	command(t, c, "reconnect", "", nil)
+	w.expect("autojoin with the nick set on the server's JID", func(m ircmsg.Message) bool {
+		return m.Command == "JOIN" && m.Nick() == "srvnick" && m.Params[0] == "#it-cfg"
+	})
+	// Commands of another JID are not found there.
+	for _, tc := range []struct{ to, node string }{{server, "configure-network"}, {"someone%127.0.0.1@" + gwJID, "configure"}} {
+		iq := core.NewElement("", "iq", "type", "set", "to", tc.to).Add(core.NewElement(nsCommands, "command", "node", tc.node, "action", "execute"))
+		if res := c.IQ(iq); !strings.Contains(res.String(), "item-not-found") {
+			t.Errorf("command %s on %s: %s, want item-not-found", tc.node, tc.to, res)
+		}
+	}
 }
 
 const nsCommands = "http://jabber.org/protocol/commands"
