@@ -226,14 +226,8 @@ func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr strin
 		r.result(NewElement(nsMAM, "query").Add(x))
 		return
 	}
-	label, _ := splitLabel(to.Localpart())
-	u := c.lookupLabel(from.Bare().String(), label)
+	u := c.archiveUser(r, from, to)
 	if u == nil {
-		r.error(NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first: the archive is of what your own connection saw"))
-		return
-	}
-	if !u.archived() {
-		r.error(NewError(stanza.ServiceUnavailable, "you turned the archive of your rooms off (the gateway's Settings command)"))
 		return
 	}
 	aq, err := c.parseMAMQuery(to, q)
@@ -284,19 +278,29 @@ func (c *component) roomMAM(r *iqReply, typ string, from, to jid.JID, addr strin
 	})
 }
 
+// archiveUser is the user whose archive a query to the room to reads;
+// nil, with the error answered, when there is none.
+func (c *component) archiveUser(r *iqReply, from, to jid.JID) *user {
+	label, _ := splitLabel(to.Localpart())
+	u := c.lookupLabel(from.Bare().String(), label)
+	if u == nil {
+		r.error(NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first: the archive is of what your own connection saw"))
+		return nil
+	}
+	if !u.archived() {
+		r.error(NewError(stanza.ServiceUnavailable, "you turned the archive of your rooms off (the gateway's Settings command)"))
+		return nil
+	}
+	return u
+}
+
 // roomMAMMetadata answers a query for the archive's metadata (XEP-0313
 // §6: the id and time of the room's first and last archived messages;
 // none when it has none), with which a client decides how far back to
 // page.
 func (c *component) roomMAMMetadata(r *iqReply, from, to jid.JID, addr string) {
-	label, _ := splitLabel(to.Localpart())
-	u := c.lookupLabel(from.Bare().String(), label)
+	u := c.archiveUser(r, from, to)
 	if u == nil {
-		r.error(NewError(stanza.RegistrationRequired, "register with "+c.jid.String()+" first: the archive is of what your own connection saw"))
-		return
-	}
-	if !u.archived() {
-		r.error(NewError(stanza.ServiceUnavailable, "you turned the archive of your rooms off (the gateway's Settings command)"))
 		return
 	}
 	q := store.ArchiveQuery{AccountID: u.acctID(), Room: addr, Max: 1, NoCount: true}
