@@ -57,7 +57,7 @@
 #   TESTENV_DOVECOT_IMAP_PORT, TESTENV_DOVECOT_LMTP_PORT,
 #   TESTENV_DOVECOT_SUBMISSION_PORT, TESTENV_DOVECOT_PUSH_PORT, TESTENV_SMTPD_PORT,
 #   TESTENV_INSPIRCD_PORT, TESTENV_INSPIRCD_TLS_PORT,
-#   TESTENV_INSPIRCD_PASS_PORT, TESTENV_NGIRCD_PORT,
+#   TESTENV_INSPIRCD_PASS_PORT, TESTENV_INSPIRCD_IDENT_PORT, TESTENV_NGIRCD_PORT,
 #   TESTENV_ATHEME_IRC_PORT, TESTENV_ATHEME_LINK_PORT,
 #   TESTENV_USER_COUNT (Prosody accounts per domain, default 30; the env
 #   output reports the count of the shell that runs it),
@@ -819,13 +819,14 @@ settings_inspircd() {
 	I_LOG=$I_DIR/inspircd.log
 	I_CONSOLE=$I_DIR/console.log
 	I_PIDFILE=$I_DIR/inspircd.pid
-	local SAVED_PORT='' SAVED_TLS_PORT='' SAVED_PASS_PORT=''
+	local SAVED_PORT='' SAVED_TLS_PORT='' SAVED_PASS_PORT='' SAVED_IDENT_PORT=''
 	# shellcheck disable=SC1091
 	[[ -f $I_DIR/settings ]] && . "$I_DIR/settings"
 	I_PORT=${TESTENV_INSPIRCD_PORT:-${SAVED_PORT:-26667}}
 	I_TLS_PORT=${TESTENV_INSPIRCD_TLS_PORT:-${SAVED_TLS_PORT:-26697}}
 	I_PASS_PORT=${TESTENV_INSPIRCD_PASS_PORT:-${SAVED_PASS_PORT:-26670}}
-	check_ports inspircd "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
+	I_IDENT_PORT=${TESTENV_INSPIRCD_IDENT_PORT:-${SAVED_IDENT_PORT:-26671}}
+	check_ports inspircd "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT" "$I_IDENT_PORT"
 }
 
 inspircd_pid() { exe_pid "$I_PIDFILE" /usr/sbin/inspircd; }
@@ -841,7 +842,7 @@ up_inspircd() {
 	pid=$(inspircd_pid)
 	LOGS=("$I_LOG" "$I_CONSOLE")
 	if [[ -n $pid ]]; then
-		wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
+		wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT" "$I_IDENT_PORT"
 		log "inspircd already up (pid $pid)"
 		return 0
 	fi
@@ -851,11 +852,11 @@ up_inspircd() {
 	if grep -qs '^/usr/sbin/inspircd (enforce)' /sys/kernel/security/apparmor/profiles; then
 		die "AppArmor enforces /usr/sbin/inspircd's profile, which blocks a config outside /etc: run 'aa-complain /usr/sbin/inspircd' (apparmor-utils) first"
 	fi
-	ports_free inspircd TESTENV_INSPIRCD_ "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
+	ports_free inspircd TESTENV_INSPIRCD_ "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT" "$I_IDENT_PORT"
 
 	mkdir -p "$I_DIR"
 	chmod 0755 "$I_DIR"
-	save_settings "$I_DIR/settings" SAVED_PORT="$I_PORT" SAVED_TLS_PORT="$I_TLS_PORT" SAVED_PASS_PORT="$I_PASS_PORT"
+	save_settings "$I_DIR/settings" SAVED_PORT="$I_PORT" SAVED_TLS_PORT="$I_TLS_PORT" SAVED_PASS_PORT="$I_PASS_PORT" SAVED_IDENT_PORT="$I_IDENT_PORT"
 	if [[ ! -s $I_CERT || ! -s $I_KEY ]]; then
 		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$BIND" \
 			-addext "subjectAltName=IP:$BIND,DNS:localhost" \
@@ -867,7 +868,7 @@ up_inspircd() {
 	fi
 	echo "transportd test server" >"$I_MOTD"
 	render "$TEMPLATES/inspircd.conf.in" "$I_CONF" \
-		BIND="$BIND" PORT="$I_PORT" TLS_PORT="$I_TLS_PORT" PASS_PORT="$I_PASS_PORT" PIDFILE="$I_PIDFILE" \
+		BIND="$BIND" PORT="$I_PORT" TLS_PORT="$I_TLS_PORT" PASS_PORT="$I_PASS_PORT" IDENT_PORT="$I_IDENT_PORT" PIDFILE="$I_PIDFILE" \
 		MOTD="$I_MOTD" LOG_FILE="$I_LOG" CERT_FILE="$I_CERT" KEY_FILE="$I_KEY"
 	chown -R irc:irc "$I_DIR"
 	chmod 0644 "$I_CONF" "$I_MOTD" "$I_CERT"
@@ -884,8 +885,8 @@ up_inspircd() {
 			/usr/sbin/inspircd --config "$I_CONF" --nofork </dev/null >>"$I_CONSOLE" 2>&1 9>&-
 	) &
 	pid=$!
-	wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"
-	log "inspircd up (pid $pid): irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, irc with a server password $BIND:$I_PASS_PORT"
+	wait_ports inspircd "$pid" "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT" "$I_IDENT_PORT"
+	log "inspircd up (pid $pid): irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, irc with a server password $BIND:$I_PASS_PORT, irc with ident lookups $BIND:$I_IDENT_PORT"
 }
 
 down_inspircd() {
@@ -906,10 +907,10 @@ status_inspircd() {
 		echo "inspircd: down"
 		return 1
 	fi
-	for p in "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT"; do
+	for p in "$I_PORT" "$I_TLS_PORT" "$I_PASS_PORT" "$I_IDENT_PORT"; do
 		port_open "$p" || state+=" (port $p closed)"
 	done
-	echo "inspircd: up, pid $pid, irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, irc with a server password $BIND:$I_PASS_PORT, log $I_LOG$state"
+	echo "inspircd: up, pid $pid, irc $BIND:$I_PORT, irc+tls $BIND:$I_TLS_PORT, irc with a server password $BIND:$I_PASS_PORT, irc with ident lookups $BIND:$I_IDENT_PORT, log $I_LOG$state"
 	[[ -z $state ]]
 }
 
@@ -919,6 +920,7 @@ env_inspircd() {
 		export TRANSPORTD_TEST_IRC_ADDR=$BIND:$I_PORT
 		export TRANSPORTD_TEST_IRC_TLS_ADDR=$BIND:$I_TLS_PORT
 		export TRANSPORTD_TEST_IRC_PASS_ADDR=$BIND:$I_PASS_PORT
+		export TRANSPORTD_TEST_IRC_IDENT_ADDR=$BIND:$I_IDENT_PORT
 		export TRANSPORTD_TEST_IRC_TLS_CERT=$(q "$I_CERT")
 		export TRANSPORTD_TEST_IRC_LOG=$(q "$I_LOG")
 	EOF2

@@ -115,7 +115,10 @@ type dialConfig struct {
 	pingEvery  time.Duration
 	pingWait   time.Duration
 	charsets   *lineCharsets // nil: UTF-8
-	log        *slog.Logger  // for the wire trace, which names the server
+	// ident is what the ident server answers for the connection (the
+	// user's identName); "" when none runs.
+	ident string
+	log   *slog.Logger // for the wire trace, which names the server
 	trace      bool
 	// dial, when set, replaces net.Dialer (tests).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -170,6 +173,7 @@ type conn struct {
 	lim *rate.Limiter
 
 	pingEvery, pingWait time.Duration
+	ident               identKey // the ident server's entry; zero if none
 	// charsets: nil when UTF-8; swapped by the session while the
 	// connection reads and writes (netConfig.lineCharsets).
 	charsets atomic.Pointer[lineCharsets]
@@ -299,10 +303,19 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		done(nil, nil, &connError{text: "cannot connect to " + cfg.server + ": " + netErrText(err), err: err})
 		return
 	}
+	var ik identKey
+	if cfg.ident != "" {
+		// Before the first line: the server asks as soon as it accepts.
+		if k, ok := identKeyOf(nc); ok {
+			ik = k
+			addIdent(ik, cfg.ident)
+		}
+	}
 	if cfg.tls {
 		tc := tls.Client(pollableBase(nc), tlsConfig(cfg))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
+			delIdent(ik)
 			var ue *untrustedError
 			if errors.As(err, &ue) {
 				done(nil, nil, &connError{permanent: true, text: ue.Error(), err: err})
@@ -321,6 +334,7 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		lim:       rate.NewLimiter(rate.Limit(cfg.floodRate), cfg.floodBurst),
 		pingEvery: cfg.pingEvery,
 		pingWait:  cfg.pingWait,
+		ident:     ik,
 	}
 	c.charsets.Store(cfg.charsets)
 	r := newRegistrar(c, cfg)
@@ -334,6 +348,7 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 	stop()
 	if err != nil {
 		nc.Close()
+		delIdent(ik)
 		if ctx.Err() != nil && !isConnError(err) {
 			err = errRegistrationTime(cfg.server, err)
 		}
@@ -594,6 +609,7 @@ func (r *registrar) fail(err error) {
 		r.p.remove(r.c)
 	}
 	_ = r.c.nc.Close()
+	delIdent(r.c.ident)
 	workers.Go(func() { r.done(nil, nil, err) })
 }
 
@@ -1675,6 +1691,7 @@ func (c *conn) closeWith(why error) {
 			c.notifyClosed(why)
 		}
 		_ = c.nc.Close()
+		delIdent(c.ident)
 	})
 	c.mu.Lock()
 	idle := !c.writing

@@ -394,6 +394,9 @@ func (n *network) connect() {
 	if cfg.trace {
 		cfg.log = n.s.logger()
 	}
+	if n.s.opts.identd {
+		cfg.ident = identName(n.s.acct.JID)
+	}
 	if cfg.username == "" {
 		cfg.username = usernameFrom(nick)
 	}

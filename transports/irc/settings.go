@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +94,7 @@ const (
 	dQuitMessage    = "quit_message"    // QUIT reason when the session ends
 	dTrace          = "trace"           // "true": IRC wire trace at debug level (passwords redacted)
 	dRealname       = "realname"        // default real name
+	dIdentdListen   = "identd_listen"   // host:port of the ident server (RFC 1413; port 113); "" = none
 )
 
 // defaultAllowed is allowed_servers when the operator says nothing.
@@ -116,6 +118,7 @@ type options struct {
 	quitMessage    string
 	trace          bool
 	realname       string
+	identd         bool // an ident server answers for the connections
 }
 
 // parseOptions reads the operator defaults; a value that does not parse
@@ -175,6 +178,7 @@ func parseOptions(d map[string]string) options {
 		o.quitMessage = v
 	}
 	o.realname = oneLine(d[dRealname])
+	o.identd = strings.TrimSpace(d[dIdentdListen]) != ""
 	return o
 }
 
@@ -196,6 +200,11 @@ func checkOptions(d map[string]string) error {
 	}
 	if v := d[dPort]; v != "" && checkPort(v) != nil {
 		bad(dPort, "must be a port number")
+	}
+	if v := strings.TrimSpace(d[dIdentdListen]); v != "" {
+		if _, p, err := net.SplitHostPort(v); err != nil || checkPort(p) != nil {
+			bad(dIdentdListen, "must be host:port, like 0.0.0.0:113 (IRC servers ask port 113)")
+		}
 	}
 	for _, k := range []string{dTLS, dTLSInsecure, dTrace} {
 		if v := d[k]; v != "" {

@@ -100,6 +100,13 @@ func (t *Transport) Start(ctx context.Context, h core.Host) error {
 	if err := checkOptions(h.Defaults()); err != nil {
 		return fmt.Errorf("irc transport of %s: %w", h.Domain(), err)
 	}
+	if addr := strings.TrimSpace(h.Defaults()[dIdentdListen]); addr != "" {
+		stop, err := startIdentd(addr, h.Logger())
+		if err != nil {
+			return fmt.Errorf("irc transport of %s: %w", h.Domain(), err)
+		}
+		context.AfterFunc(ctx, stop)
+	}
 	t.mu.Lock()
 	t.host = h
 	t.mu.Unlock()
@@ -183,6 +190,9 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 		timeout: o.connectTimeout, floodBurst: o.floodBurst, floodRate: o.floodRate,
 		pingEvery: o.pingInterval, pingWait: o.pingTimeout,
 		log: slog.New(slog.DiscardHandler), dial: t.dial,
+	}
+	if o.identd {
+		dc.ident = identName(a.JID)
 	}
 	c, _, err := dialIRCWait(ctx, dc)
 	if err != nil {
