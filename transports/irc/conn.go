@@ -119,7 +119,7 @@ type dialConfig struct {
 	// user's identName); "" when none runs.
 	ident string
 	log   *slog.Logger // for the wire trace, which names the server
-	trace      bool
+	trace bool
 	// dial, when set, replaces net.Dialer (tests).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
