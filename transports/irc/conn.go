@@ -12,6 +12,7 @@ import (
 	"maps"
 	"math/bits"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,6 +119,9 @@ type dialConfig struct {
 	// ident is what the ident server answers for the connection (the
 	// user's identName); "" when none runs.
 	ident string
+	// bind is the local address to connect from; invalid for the
+	// system's choice.
+	bind  netip.Addr
 	log   *slog.Logger // for the wire trace, which names the server
 	trace bool
 	// dial, when set, replaces net.Dialer (tests).
@@ -296,7 +300,11 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 	defer afterFunc(parent, cancel)()
 	dial := cfg.dial
 	if dial == nil {
-		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		if cfg.bind.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: cfg.bind.AsSlice()}
+		}
+		dial = d.DialContext
 	}
 	nc, err := dial(ctx, "tcp", cfg.addr)
 	if err != nil {

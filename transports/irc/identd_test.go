@@ -170,3 +170,22 @@ func FuzzIdentQuery(f *testing.F) {
 		}
 	})
 }
+
+// TestOutgoingBind: with outgoing_bind, the connections to IRC servers
+// leave from that address (an operator with several, or one set aside
+// for the gateway): InspIRCd shows the user at 127.0.0.2.
+func TestOutgoingBind(t *testing.T) {
+	e := testIRCEnv(t)
+	startGW(t, e.xmpp, port(e.irc), map[string]string{"outgoing_bind": "127.0.0.2"})
+	w := dialRaw(t, e.irc, "bwatch")
+	w.join("#it-bind")
+	const room = "#it-bind%127.0.0.1@" + gwJID
+	c := onlineUser(t, e, "user9@b.test")
+	if self := joinRoom(t, c, room, "bound"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	join := w.expect("the user's JOIN", cmdFrom("JOIN", "bound"))
+	if _, host, _ := strings.Cut(join.Source, "@"); host != "127.0.0.2" {
+		t.Errorf("the user joined as %q, want from 127.0.0.2", join.Source)
+	}
+}

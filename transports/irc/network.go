@@ -390,6 +390,7 @@ func (n *network) connect() {
 		pingWait:    n.s.opts.pingTimeout,
 		trace:       n.s.opts.trace,
 		dial:        n.s.t.dial,
+		bind:        n.s.opts.bind,
 	}
 	if cfg.trace {
 		cfg.log = n.s.logger()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,7 @@ const (
 	dTrace          = "trace"           // "true": IRC wire trace at debug level (passwords redacted)
 	dRealname       = "realname"        // default real name
 	dIdentdListen   = "identd_listen"   // host:port of the ident server (RFC 1413; port 113); "" = none
+	dOutgoingBind   = "outgoing_bind"   // local address the connections to IRC servers leave from; "" = the system's choice
 )
 
 // defaultAllowed is allowed_servers when the operator says nothing.
@@ -118,7 +120,8 @@ type options struct {
 	quitMessage    string
 	trace          bool
 	realname       string
-	identd         bool // an ident server answers for the connections
+	identd         bool       // an ident server answers for the connections
+	bind           netip.Addr // outgoing_bind; invalid when unset
 }
 
 // parseOptions reads the operator defaults; a value that does not parse
@@ -179,6 +182,7 @@ func parseOptions(d map[string]string) options {
 	}
 	o.realname = oneLine(d[dRealname])
 	o.identd = strings.TrimSpace(d[dIdentdListen]) != ""
+	o.bind, _ = netip.ParseAddr(strings.TrimSpace(d[dOutgoingBind]))
 	return o
 }
 
@@ -204,6 +208,11 @@ func checkOptions(d map[string]string) error {
 	if v := strings.TrimSpace(d[dIdentdListen]); v != "" {
 		if _, p, err := net.SplitHostPort(v); err != nil || checkPort(p) != nil {
 			bad(dIdentdListen, "must be host:port, like 0.0.0.0:113 (IRC servers ask port 113)")
+		}
+	}
+	if v := strings.TrimSpace(d[dOutgoingBind]); v != "" {
+		if _, err := netip.ParseAddr(v); err != nil {
+			bad(dOutgoingBind, "must be an IP address of this host, like 192.0.2.7 or 2001:db8::7")
 		}
 	}
 	for _, k := range []string{dTLS, dTLSInsecure, dTrace} {

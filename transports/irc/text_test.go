@@ -137,11 +137,11 @@ func TestAddresses(t *testing.T) {
 }
 
 func TestCheckOptions(t *testing.T) {
-	if err := checkOptions(map[string]string{dAllowedServers: "irc.libera.chat, *.oftc.net 127.0.0.1", dFloodRate: "0.5", dPingInterval: "90s", dIdentdListen: "[::]:113"}); err != nil {
+	if err := checkOptions(map[string]string{dAllowedServers: "irc.libera.chat, *.oftc.net 127.0.0.1", dFloodRate: "0.5", dPingInterval: "90s", dIdentdListen: "[::]:113", dOutgoingBind: "2001:db8::7"}); err != nil {
 		t.Errorf("good defaults refused: %v", err)
 	}
-	err := checkOptions(map[string]string{dAllowedServers: "irc libera!", dPort: "99999", dTLS: "maybe", dFloodBurst: "0", dReconnectMax: "soon", dIdentdListen: "113"})
-	for _, key := range []string{dAllowedServers, dPort, dTLS, dFloodBurst, dReconnectMax, dIdentdListen} {
+	err := checkOptions(map[string]string{dAllowedServers: "irc libera!", dPort: "99999", dTLS: "maybe", dFloodBurst: "0", dReconnectMax: "soon", dIdentdListen: "113", dOutgoingBind: "gw.example.net"})
+	for _, key := range []string{dAllowedServers, dPort, dTLS, dFloodBurst, dReconnectMax, dIdentdListen, dOutgoingBind} {
 		if err == nil || !strings.Contains(err.Error(), "defaults."+key) {
 			t.Errorf("no error naming %s: %v", key, err)
 		}

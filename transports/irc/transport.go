@@ -189,7 +189,7 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 		saslUser: cfg.account, saslPass: cfg.password,
 		timeout: o.connectTimeout, floodBurst: o.floodBurst, floodRate: o.floodRate,
 		pingEvery: o.pingInterval, pingWait: o.pingTimeout,
-		log: slog.New(slog.DiscardHandler), dial: t.dial,
+		log: slog.New(slog.DiscardHandler), dial: t.dial, bind: o.bind,
 	}
 	if o.identd {
 		dc.ident = identName(a.JID)
