@@ -36,6 +36,11 @@ const identTimeout = 30 * time.Second
 // identMaxQueries is how many queries one connection may ask.
 const identMaxQueries = 16
 
+// identMaxClients is how many clients are served at once; more are
+// closed unanswered (a flood of connections to port 113 costs a
+// goroutine each for up to identTimeout otherwise).
+const identMaxClients = 64
+
 // identKey names one of the gateway's IRC connections as an ident query
 // does: the gateway's port, the server's port, and the server's address
 // (only the server a connection goes to may ask about it).
@@ -94,8 +99,9 @@ var identServers = struct {
 }{m: map[string]*identServer{}}
 
 type identServer struct {
-	ln   net.Listener
-	refs int
+	ln      net.Listener
+	refs    int
+	clients chan struct{} // a slot per client served
 }
 
 // startIdentd listens on addr, or shares the listener already there; stop
@@ -109,7 +115,7 @@ func startIdentd(addr string, log *slog.Logger) (stop func(), err error) {
 		if err != nil {
 			return nil, fmt.Errorf("identd_listen: %w", err)
 		}
-		s = &identServer{ln: ln}
+		s = &identServer{ln: ln, clients: make(chan struct{}, identMaxClients)}
 		identServers.m[addr] = s
 		log.Info("ident server listening", "addr", ln.Addr().String())
 		go s.serve(log)
@@ -137,7 +143,16 @@ func (s *identServer) serve(log *slog.Logger) {
 			}
 			return
 		}
-		go serveIdent(c, log)
+		select {
+		case s.clients <- struct{}{}:
+			go func() {
+				defer func() { <-s.clients }()
+				serveIdent(c, log)
+			}()
+		default:
+			_ = c.Close()
+			log.Warn("ident client refused: too many at once", "limit", identMaxClients)
+		}
 	}
 }
 

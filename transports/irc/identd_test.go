@@ -3,6 +3,7 @@ package irc
 import (
 	"bufio"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -187,5 +188,64 @@ func TestOutgoingBind(t *testing.T) {
 	join := w.expect("the user's JOIN", cmdFrom("JOIN", "bound"))
 	if _, host, _ := strings.Cut(join.Source, "@"); host != "127.0.0.2" {
 		t.Errorf("the user joined as %q, want from 127.0.0.2", join.Source)
+	}
+}
+
+// TestIdentdClients: at most identMaxClients are served at once; one
+// more is closed unanswered, and served again once a place is free.
+func TestIdentdClients(t *testing.T) {
+	const addr = "127.0.0.1:0"
+	stop, err := startIdentd(addr, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	identServers.Lock()
+	srv := identServers.m[addr].ln.Addr().String()
+	identServers.Unlock()
+	ask := func(c net.Conn) (string, error) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("1, 2\r\n")); err != nil {
+			return "", err
+		}
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	var idle []net.Conn
+	for range identMaxClients {
+		c, err := net.Dial("tcp", srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	// The last of them is served: all have their place.
+	if a, err := ask(idle[len(idle)-1]); err != nil || a != "1 , 2 : ERROR : NO-USER\r\n" {
+		t.Fatalf("client %d: %q, %v", identMaxClients, a, err)
+	}
+	over, err := net.Dial("tcp", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if a, err := ask(over); err == nil {
+		t.Errorf("a client over the limit was answered: %q", a)
+	}
+	idle[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := ask(c)
+		c.Close()
+		if err == nil && a == "1 , 2 : ERROR : NO-USER\r\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no client served once a place was free: %q, %v", a, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
