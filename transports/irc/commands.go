@@ -73,7 +73,7 @@ func netSettingsFields(server string) registration.Schema {
 	return registration.Schema{
 		Title: "IRC network " + server,
 		Instructions: "Settings for " + server + "; empty fields use your registration's defaults. " +
-			"They apply from the next connection (the Reconnect command starts one now), the character set at once. " +
+			"They apply from the next connection (the Reconnect command starts one now), the character set and flood control at once. " +
 			"Passwords are kept encrypted: here where the gateway offers it, else in the registration (one network).",
 		Fields: []registration.Field{
 			{Var: fNick, Label: "Nick", Type: registration.TextSingle, Validate: checkNick, MaxLen: 64},
@@ -86,6 +86,8 @@ func netSettingsFields(server string) registration.Schema {
 			{Var: fFingerprint, Label: "Trusted TLS certificate (SHA-256 fingerprint), for a server whose certificate no authority signed", Type: registration.TextSingle, Validate: checkFingerprint, MaxLen: 100},
 			{Var: fEncoding, Label: "Character set", Desc: "For a network whose users do not write UTF-8: their lines are read in it, yours written in it", Type: registration.ListSingle, Default: "default",
 				Options: charsetOptions(registration.Option{Label: "As registered (UTF-8 unless set there)", Value: "default"})},
+			{Var: fFloodBurst, Label: "Flood control: lines sent at once (empty: the gateway's)", Type: registration.TextSingle, Validate: checkFloodBurst, MaxLen: 5},
+			{Var: fFloodRate, Label: "Flood control: lines a second after them (empty: the gateway's)", Desc: "More than a network allows gets you disconnected for flooding; a bouncer of your own takes more", Type: registration.TextSingle, Validate: checkFloodRate, MaxLen: 10},
 		},
 	}
 }
@@ -156,6 +158,12 @@ func netSettingsStage(ctx context.Context, s *session, o *options, server string
 	if ns.Port > 0 {
 		current[fPort] = strconv.Itoa(ns.Port)
 	}
+	if ns.FloodBurst > 0 {
+		current[fFloodBurst] = strconv.Itoa(ns.FloodBurst)
+	}
+	if ns.FloodRate > 0 {
+		current[fFloodRate] = strconv.FormatFloat(ns.FloodRate, 'g', -1, 64)
+	}
 	form := netSettingsForm(server, s.secrets() != nil)
 	return &core.CommandResponse{Form: form.RenderForm(current), State: server}
 }
@@ -182,6 +190,8 @@ func netSaveStage(ctx context.Context, s *session, req *core.CommandRequest) *co
 		ns.TLS = v
 	}
 	ns.Port, _ = strconv.Atoi(vals[fPort])
+	ns.FloodBurst, _ = strconv.Atoi(vals[fFloodBurst])
+	ns.FloodRate, _ = strconv.ParseFloat(vals[fFloodRate], 64)
 	if fp, ok := parseFingerprint(vals[fFingerprint]); ok {
 		ns.Fingerprint = hex.EncodeToString(fp)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,8 @@ type netInfo struct {
 	contacts   int    // the user's contacts on this network (in the roster)
 	watched    int    // of those, how many the server is asked about
 	watchLimit string // the server's MONITOR limit; "ison" without MONITOR
+	floodBurst int
+	floodRate  float64
 }
 
 type evNetInfo struct{ reply chan []netInfo }
@@ -81,6 +84,7 @@ func (s *session) infos() []netInfo {
 			server: n.server, port: n.cfg.port, tls: n.cfg.tls, pinned: n.cfg.fingerprint != nil,
 			charset: n.cfg.charset, chanSets: channelCharsets(n.cfg.chanCharsets), auth: n.cfg.auth, nick: n.me.nick, host: n.me.host,
 			lastErr: n.lastErr, persistent: s.persistent(),
+			floodBurst: n.cfg.floodBurst, floodRate: n.cfg.floodRate,
 		}
 		if c := n.conn; c != nil {
 			in.connected = true
@@ -164,6 +168,7 @@ func (in netInfo) text(now time.Time) string {
 	default:
 		fmt.Fprintf(&b, "\nContacts watched: %d", in.watched)
 	}
+	fmt.Fprintf(&b, "\nFlood control: %d lines at once, then %s a second", in.floodBurst, strconv.FormatFloat(in.floodRate, 'g', -1, 64))
 	if in.queued > 0 {
 		fmt.Fprintf(&b, "\nLines waiting for flood control: %d", in.queued)
 	}

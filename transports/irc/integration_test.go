@@ -551,6 +551,15 @@ func command(t testing.TB, c *xmpptest.Client, node, sid string, fields map[stri
 // commandTo runs one stage of an ad-hoc command on a JID.
 func commandTo(t testing.TB, c *xmpptest.Client, to, node, sid string, fields map[string]string) *core.Element {
 	t.Helper()
+	res := c.IQ(commandIQ(to, node, sid, fields))
+	if res.Get("type") != "result" {
+		t.Fatalf("command %s: %s", node, res)
+	}
+	return res
+}
+
+// commandIQ is the IQ of one stage of an ad-hoc command on a JID.
+func commandIQ(to, node, sid string, fields map[string]string) *core.Element {
 	iq := core.NewElement("", "iq", "type", "set", "to", to)
 	cmd := core.NewElement(nsCommands, "command", "node", node, "action", "execute")
 	if sid != "" {
@@ -564,11 +573,7 @@ func commandTo(t testing.TB, c *xmpptest.Client, to, node, sid string, fields ma
 		}
 		cmd.Add(x)
 	}
-	res := c.IQ(iq.Add(cmd))
-	if res.Get("type") != "result" {
-		t.Fatalf("command %s: %s", node, res)
-	}
-	return res
+	return iq.Add(cmd)
 }
 
 // register registers with the gateway and completes the XEP-0100

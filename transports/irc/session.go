@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ergochat/irc-go/ircmsg"
+	"golang.org/x/time/rate"
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core"
@@ -535,8 +536,10 @@ func (s *session) handle(ev event) {
 		}
 		if n := s.nets.get(ev.server); n != nil {
 			n.cfg = s.configFor(ev.server)
-			if n.conn != nil { // character sets apply at once
+			if n.conn != nil { // character sets and flood control apply at once
 				n.conn.charsets.Store(n.cfg.lineCharsets())
+				n.conn.lim.SetBurst(n.cfg.floodBurst)
+				n.conn.lim.SetLimit(rate.Limit(n.cfg.floodRate))
 			}
 		}
 	case evConnected:

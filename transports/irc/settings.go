@@ -42,6 +42,11 @@ const (
 	// fEncoding is the network's character set when it is not UTF-8
 	// (charsets; biboumi's per-server encoding).
 	fEncoding = "encoding"
+	// fFloodBurst and fFloodRate are the network's own flood control
+	// (biboumi's per-server throttle limit): a bouncer the user runs
+	// takes more than a public network; empty for the operator's.
+	fFloodBurst = "flood_burst"
+	fFloodRate  = "flood_rate"
 )
 
 // charsetOptions are the forms' choices of fEncoding, first.
@@ -279,6 +284,9 @@ type netSettings struct {
 	// Channels are the channels' character sets where they differ from
 	// the network's (Configure channel), by lower-cased name.
 	Channels map[string]string `json:"channels,omitempty"`
+	// FloodBurst and FloodRate: see fFloodBurst; 0 for the operator's.
+	FloodBurst int     `json:"flood_burst,omitempty"`
+	FloodRate  float64 `json:"flood_rate,omitempty"`
 }
 
 // netPasswordKey is the sealed-state key of a network's password (only
@@ -367,6 +375,10 @@ type netConfig struct {
 	charset     string           // fEncoding; "" for UTF-8
 	// chanCharsets are netSettings.Channels.
 	chanCharsets map[string]string
+	// floodBurst and floodRate: the network's flood control (the
+	// operator's, unless netSettings says otherwise).
+	floodBurst int
+	floodRate  float64
 }
 
 // lineCharsets are the character sets of a connection with this
@@ -378,7 +390,7 @@ func (c netConfig) lineCharsets() *lineCharsets {
 // configFor merges the operator's options, the account's values and the
 // network's own settings (and password) for one server.
 func configFor(o *options, values map[string]string, server string, ns netSettings, password, commands string) netConfig {
-	c := netConfig{server: server, tls: o.tls, port: o.port, auth: authNone}
+	c := netConfig{server: server, tls: o.tls, port: o.port, auth: authNone, floodBurst: o.floodBurst, floodRate: o.floodRate}
 	c.username = values[fUsername]
 	c.realname = values[fRealname]
 	if strings.EqualFold(values[fNetwork], server) {
@@ -435,6 +447,12 @@ func configFor(o *options, values map[string]string, server string, ns netSettin
 		c.charset = ns.Encoding
 	}
 	c.chanCharsets = ns.Channels
+	if ns.FloodBurst > 0 {
+		c.floodBurst = ns.FloodBurst
+	}
+	if ns.FloodRate > 0 {
+		c.floodRate = ns.FloodRate
+	}
 	if password != "" && passwordAuth(ns.Auth) {
 		c.auth, c.password = ns.Auth, password
 	}
@@ -476,6 +494,23 @@ func checkUsername(v string) error {
 		if r <= ' ' || r == '@' || r == '!' || r == ':' || r > '~' {
 			return fmt.Errorf("letters, digits and punctuation only, no spaces")
 		}
+	}
+	return nil
+}
+
+// maxFlood bounds a user's flood control settings (lines).
+const maxFlood = 10000
+
+func checkFloodBurst(v string) error {
+	if n, err := strconv.Atoi(v); err != nil || n < 1 || n > maxFlood {
+		return fmt.Errorf("must be a number of lines between 1 and %d", maxFlood)
+	}
+	return nil
+}
+
+func checkFloodRate(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err != nil || !(f > 0 && f <= maxFlood) {
+		return fmt.Errorf("must be a number of lines per second above 0 and at most %d, like 2 or 0.5", maxFlood)
 	}
 	return nil
 }
