@@ -42,11 +42,12 @@ const identMaxQueries = 16
 const identMaxClients = 64
 
 // identKey names one of the gateway's IRC connections as an ident query
-// does: the gateway's port, the server's port, and the server's address
-// (only the server a connection goes to may ask about it).
+// does: the gateway's port and address (the one the server asks at), the
+// server's port and address (only the server a connection goes to may
+// ask about it).
 type identKey struct {
 	local, remote uint16
-	peer          netip.Addr
+	self, peer    netip.Addr
 }
 
 // identKeyOf is a TCP connection's identKey.
@@ -56,7 +57,7 @@ func identKeyOf(nc net.Conn) (identKey, bool) {
 	if !lok || !rok {
 		return identKey{}, false
 	}
-	return identKey{local: uint16(l.Port), remote: uint16(r.Port), peer: r.AddrPort().Addr().Unmap()}, true
+	return identKey{local: uint16(l.Port), remote: uint16(r.Port), self: l.AddrPort().Addr().Unmap(), peer: r.AddrPort().Addr().Unmap()}, true
 }
 
 // identName is the name the ident server gives for a user (biboumi's).
@@ -160,9 +161,12 @@ func (s *identServer) serve(log *slog.Logger) {
 func serveIdent(c net.Conn, log *slog.Logger) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(identTimeout))
-	var peer netip.Addr
+	var self, peer netip.Addr
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		peer = ra.AddrPort().Addr().Unmap()
+	}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		self = la.AddrPort().Addr().Unmap()
 	}
 	br := bufio.NewReaderSize(c, 128) // a query is a dozen bytes
 	for range identMaxQueries {
@@ -175,7 +179,7 @@ func serveIdent(c net.Conn, log *slog.Logger) {
 		if err != nil {
 			return
 		}
-		answer := identAnswer(string(line), peer)
+		answer := identAnswer(string(line), self, peer)
 		if _, err := c.Write([]byte(answer)); err != nil {
 			return
 		}
@@ -183,14 +187,14 @@ func serveIdent(c net.Conn, log *slog.Logger) {
 	}
 }
 
-// identAnswer is the reply to one query line from peer.
-func identAnswer(line string, peer netip.Addr) string {
+// identAnswer is the reply to one query line from peer, asked at self.
+func identAnswer(line string, self, peer netip.Addr) string {
 	local, remote, ok := parseIdentQuery(line)
 	if !ok {
 		return "0 , 0 : ERROR : INVALID-PORT\r\n"
 	}
 	pair := strconv.Itoa(int(local)) + " , " + strconv.Itoa(int(remote))
-	if name, ok := lookupIdent(identKey{local: local, remote: remote, peer: peer}); ok {
+	if name, ok := lookupIdent(identKey{local: local, remote: remote, self: self, peer: peer}); ok {
 		return pair + " : USERID : OTHER : " + name + "\r\n"
 	}
 	return pair + " : ERROR : NO-USER\r\n"

@@ -136,15 +136,18 @@ func TestIdentQuery(t *testing.T) {
 			t.Errorf("parseIdentQuery(%q) = %d, %d, %v; want %d, %d, %v", tc.line, l, r, ok, tc.local, tc.remote, tc.ok)
 		}
 	}
-	peer := netip.MustParseAddr("192.0.2.1")
-	k := identKey{local: 40000, remote: 6667, peer: peer}
+	self, peer := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.1")
+	k := identKey{local: 40000, remote: 6667, self: self, peer: peer}
 	addIdent(k, "abc")
 	defer delIdent(k)
-	if got := identAnswer("40000 , 6667\r\n", peer); got != "40000 , 6667 : USERID : OTHER : abc\r\n" {
+	if got := identAnswer("40000 , 6667\r\n", self, peer); got != "40000 , 6667 : USERID : OTHER : abc\r\n" {
 		t.Errorf("answer = %q", got)
 	}
-	if got := identAnswer("40000 , 6667\r\n", netip.MustParseAddr("192.0.2.2")); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
+	if got := identAnswer("40000 , 6667\r\n", self, netip.MustParseAddr("192.0.2.2")); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
 		t.Errorf("answer to another host = %q", got)
+	}
+	if got := identAnswer("40000 , 6667\r\n", netip.MustParseAddr("198.51.100.2"), peer); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
+		t.Errorf("answer about another of the gateway's addresses = %q", got)
 	}
 	if got := identName("alice@example.org"); len(got) != 40 || got != identName("alice@example.org") || got == identName("bob@example.org") {
 		t.Errorf("identName = %q", got)
@@ -157,9 +160,9 @@ func FuzzIdentQuery(f *testing.F) {
 	for _, s := range []string{"6191, 23\r\n", "0,0", "65535 , 65535\n", "a,b", ",", "1,\x00"} {
 		f.Add(s)
 	}
-	peer := netip.MustParseAddr("192.0.2.1")
+	self, peer := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.1")
 	f.Fuzz(func(t *testing.T, line string) {
-		a := identAnswer(line, peer)
+		a := identAnswer(line, self, peer)
 		if !strings.HasSuffix(a, "\r\n") || strings.Count(a, "\n") != 1 || strings.ContainsAny(a[:len(a)-2], "\r\x00") {
 			t.Fatalf("answer %q to %q is not one line", a, line)
 		}
