@@ -151,9 +151,9 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		if len(p) >= 7 {
 			n.handleWho(p[1], p[2], p[3], p[5], p[6])
 		}
-	case "303": // RPL_ISON: me :nicks online
+	case "302": // RPL_USERHOST: me :nick=+user@host ...
 		if len(p) >= 2 {
-			n.isonReply(p[len(p)-1])
+			n.userhostReply(p[len(p)-1])
 		}
 	case "730", "731": // RPL_MONONLINE, RPL_MONOFFLINE: me :targets
 		if len(p) >= 2 {

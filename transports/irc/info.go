@@ -162,7 +162,7 @@ func (in netInfo) text(now time.Time) string {
 	switch {
 	case in.contacts == 0:
 	case in.watchLimit == "ison":
-		fmt.Fprintf(&b, "\nContacts watched: %d (ISON once a minute: the server has no MONITOR)", in.contacts)
+		fmt.Fprintf(&b, "\nContacts watched: %d (asked with USERHOST once a minute: the server has no MONITOR)", in.contacts)
 	case in.watched < in.contacts:
 		fmt.Fprintf(&b, "\nContacts watched: %d of %d (the server's MONITOR limit is %s)", in.watched, in.contacts, in.watchLimit)
 	default:

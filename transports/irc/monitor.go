@@ -16,8 +16,9 @@ import (
 // user's roster (core.ContactWatcher); each connection asks its server to
 // tell when those of its nicks come online (730) and go offline (731),
 // and core shows them as the contacts' presence. A server without
-// MONITOR (ngIRCd) is asked with ISON every isonEvery instead, while the
-// connection is up and has contacts to watch.
+// MONITOR (ngIRCd) is asked with USERHOST every isonEvery instead, while
+// the connection is up and has contacts to watch: its answer says who is
+// online and who of them is away (ISON says only the first).
 
 // evWatch is WatchContacts' request.
 type evWatch struct{ addrs []string }
@@ -51,14 +52,15 @@ func (s *session) setWatch(addrs []string) {
 var isonEvery = time.Minute
 
 // polled says whether the contacts of this network are watched with
-// ISON: connected, contacts to watch, and no MONITOR.
+// USERHOST: connected, contacts to watch, and no MONITOR.
 func (n *network) polled() bool {
 	_, mon := n.feat.m["MONITOR"]
 	return n.conn != nil && !mon && len(n.s.watch[n.server]) > 0
 }
 
-// poll asks for the watched contacts with ISON when it is time (tick).
-// Each line asks for up to 15; its 303 answer names those online.
+// poll asks for the watched contacts with USERHOST when it is time
+// (tick). Each line asks for up to 5 (RFC 2812); its 302 answer names
+// those online, each marked away or not.
 func (n *network) poll(now time.Time) {
 	if !n.polled() || now.Sub(n.polledAt) < isonEvery {
 		return
@@ -68,27 +70,48 @@ func (n *network) poll(now time.Time) {
 	n.unwatched(want)
 	n.monitored = append(nameList(nil), want...)
 	for len(want) > 0 {
-		i, size := 0, 0
-		for ; i < len(want) && i < 15 && (i == 0 || size+len(want[i]) < 400); i++ { // 15: IRC's most parameters
-			size += len(want[i]) + 1
-		}
-		_ = n.send(ircmsg.MakeMessage(nil, "", "ISON", want[:i]...))
+		i := min(len(want), 5)
+		_ = n.send(ircmsg.MakeMessage(nil, "", "USERHOST", want[:i]...))
 		n.isons = append(n.isons, want[:i:i])
 		want = want[i:]
 	}
 }
 
-// isonReply takes a 303: of the nicks the oldest ISON asked for, those
-// named are online, the others not.
-func (n *network) isonReply(online string) {
+// userhostReply takes a 302 ("nick=+user@host nick*=-user@host": '*' an
+// operator, '-' away): of the nicks the oldest USERHOST asked for, those
+// named are online, away when so marked; the others are not online.
+func (n *network) userhostReply(text string) {
 	if len(n.isons) == 0 {
 		return
 	}
 	asked := n.isons[0]
 	n.isons = n.isons[1:]
-	on := strings.Fields(strings.ToLower(online))
+	replies := strings.Fields(text)
 	for _, nick := range asked {
-		n.monitorReply(slices.Contains(on, nick), nick)
+		online, away := false, false
+		for _, r := range replies {
+			name, rest, ok := strings.Cut(r, "=")
+			if ok && strings.EqualFold(strings.TrimSuffix(name, "*"), nick) {
+				online, away = true, strings.HasPrefix(rest, "-")
+				break
+			}
+		}
+		if online == n.monOnline.has(nick) && away == n.monAway.has(nick) {
+			continue
+		}
+		if online {
+			if !n.monOnline.has(nick) {
+				n.monOnline = append(n.monOnline, nick)
+			}
+		} else {
+			n.monOnline.del(nick)
+		}
+		if away {
+			n.monAway = append(n.monAway, nick)
+		} else {
+			n.monAway.del(nick)
+		}
+		n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{Online: online, Away: away})
 	}
 }
 
@@ -135,6 +158,7 @@ func (n *network) unwatched(want []string) {
 	for _, nick := range slices.Clone(n.monOnline) {
 		if !slices.Contains(want, nick) {
 			n.monOnline.del(nick)
+			n.monAway.del(nick)
 			n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
 		}
 	}
@@ -196,7 +220,7 @@ func (n *network) monitorLost() {
 	for _, nick := range n.monOnline {
 		n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{})
 	}
-	n.monitored, n.monOnline, n.isons = nil, nil, nil
+	n.monitored, n.monOnline, n.monAway, n.isons = nil, nil, nil, nil
 }
 
 // contactPresence reports a contact's presence to core.

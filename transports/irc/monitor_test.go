@@ -15,8 +15,8 @@ import (
 func TestContactPresence(t *testing.T) {
 	e := testIRCEnv(t)
 	t.Run("InspIRCd", func(t *testing.T) { contactPresence(t, e, e.irc, "user5@b.test", true) })
-	// ngIRCd has no MONITOR: the gateway asks with ISON (here every 200
-	// ms instead of a minute), and away is not told.
+	// ngIRCd has no MONITOR: the gateway asks with USERHOST (here every
+	// 200 ms instead of a minute), which says away without the message.
 	if e.ngircd == "" {
 		xmpptest.Missing(t, "ngIRCd not running")
 	}
@@ -26,7 +26,10 @@ func TestContactPresence(t *testing.T) {
 	t.Run("ngIRCd", func(t *testing.T) { contactPresence(t, e, e.ngircd, "user6@b.test", false) })
 }
 
-func contactPresence(t *testing.T, e ircEnv, server, user string, away bool) {
+// contactPresence runs the test against one server; monitor says it
+// has MONITOR (with extended-monitor: away told with its message, as it
+// changes), else it is polled.
+func contactPresence(t *testing.T, e ircEnv, server, user string, monitor bool) {
 	startGW(t, e.xmpp, port(server), nil)
 	const (
 		room  = "#it-monitor%127.0.0.1@" + gwJID
@@ -44,16 +47,15 @@ func contactPresence(t *testing.T, e ircEnv, server, user string, away bool) {
 	if p := c.Expect(xwait, "buddy online", xmpptest.IsFrom("presence", buddy, "")); p.Get("type") != "" {
 		t.Fatalf("buddy's presence: %s", p)
 	}
-	if away {
-		// Away and back (extended-monitor: no channel in common).
-		r.send("AWAY", "gone fishing")
-		if p := c.Expect(xwait, "buddy away", xmpptest.IsFrom("presence", buddy, "")); p.ChildText("", "show") != "away" || p.ChildText("", "status") != "gone fishing" {
-			t.Errorf("buddy away: %s", p)
-		}
-		r.send("AWAY")
-		if p := c.Expect(xwait, "buddy back", xmpptest.IsFrom("presence", buddy, "")); p.Child("", "show") != nil {
-			t.Errorf("buddy back: %s", p)
-		}
+	// Away and back (no channel in common: extended-monitor, or the
+	// poll's USERHOST, which tells no message).
+	r.send("AWAY", "gone fishing")
+	if p := c.Expect(xwait, "buddy away", xmpptest.IsFrom("presence", buddy, "")); p.ChildText("", "show") != "away" || (monitor && p.ChildText("", "status") != "gone fishing") {
+		t.Errorf("buddy away: %s", p)
+	}
+	r.send("AWAY")
+	if p := c.Expect(xwait, "buddy back", xmpptest.IsFrom("presence", buddy, "")); p.Child("", "show") != nil {
+		t.Errorf("buddy back: %s", p)
 	}
 	r.send("QUIT", "bye")
 	c.Expect(xwait, "buddy offline", xmpptest.IsFrom("presence", buddy, "unavailable"))
@@ -80,14 +82,14 @@ func contactPresence(t *testing.T, e ircEnv, server, user string, away bool) {
 	if w := watched(); w != "" {
 		t.Errorf("IRC connections after the unsubscription says contacts watched%q", w)
 	}
-	if away {
+	if monitor {
 		// The server no longer tells: an away change of a contact in no
 		// channel with the user reaches the gateway only through MONITOR.
 		r.send("AWAY", "not watched")
 	}
 	// Added again: watched again, shown online (the server's answer to
-	// the new MONITOR or ISON), not away as it would be had the away
-	// change come through.
+	// the new MONITOR or USERHOST), not away as it would be with MONITOR
+	// had the away change come through.
 	c.Send(core.NewElement("", "presence", "to", buddy, "type", "subscribe"))
 	p := c.Expect(xwait, "buddy online after the new subscription", xmpptest.IsFrom("presence", buddy, ""))
 	if p.Get("type") != "" || p.Child("", "show") != nil {

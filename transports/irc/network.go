@@ -48,11 +48,12 @@ type network struct {
 	server string
 	cfg    netConfig
 	// monitored: the nicks on the server's MONITOR list (or polled with
-	// ISON); monOnline those it said are online; isons the nicks of each
-	// ISON not answered yet, polledAt when the last was sent (monitor.go).
-	monitored, monOnline nameList
-	isons                [][]string
-	polledAt             time.Time
+	// USERHOST); monOnline those it said are online, monAway those of
+	// them a poll found away; isons the nicks of each USERHOST not
+	// answered yet, polledAt when the last was sent (monitor.go).
+	monitored, monOnline, monAway nameList
+	isons                         [][]string
+	polledAt                      time.Time
 
 	conn     *conn
 	gen      int // connection attempt; events of older ones are stale
