@@ -67,16 +67,47 @@ func identName(bareJID string) string {
 }
 
 // idents are the connections the ident servers answer for, of every IRC
-// transport of the process.
+// transport of the process; added is closed (and renewed) at every
+// entry, for a query that came first (waitIdent).
 var idents = struct {
 	sync.Mutex
-	m map[identKey]string
-}{m: map[identKey]string{}}
+	m     map[identKey]string
+	added chan struct{}
+}{m: map[identKey]string{}, added: make(chan struct{})}
 
 func addIdent(k identKey, name string) {
 	idents.Lock()
 	idents.m[k] = name
+	close(idents.added)
+	idents.added = make(chan struct{})
 	idents.Unlock()
+}
+
+// identWait is how long a query about a connection the gateway does not
+// know waits for it: the server asks as soon as it accepted the
+// connection, which the dialling goroutine enters a moment later (under
+// load, the server asked first and got NO-USER: TestIdentd).
+var identWait = time.Second
+
+// waitIdent is lookupIdent waiting up to wait for the entry.
+func waitIdent(k identKey, wait time.Duration) (string, bool) {
+	deadline := time.Now().Add(wait)
+	for {
+		idents.Lock()
+		name, ok := idents.m[k]
+		added := idents.added
+		idents.Unlock()
+		d := time.Until(deadline)
+		if ok || d <= 0 {
+			return name, ok
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-added:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
 
 func delIdent(k identKey) {
@@ -179,7 +210,7 @@ func serveIdent(c net.Conn, log *slog.Logger) {
 		if err != nil {
 			return
 		}
-		answer := identAnswer(string(line), self, peer)
+		answer := identAnswer(string(line), self, peer, identWait)
 		if _, err := c.Write([]byte(answer)); err != nil {
 			return
 		}
@@ -187,14 +218,15 @@ func serveIdent(c net.Conn, log *slog.Logger) {
 	}
 }
 
-// identAnswer is the reply to one query line from peer, asked at self.
-func identAnswer(line string, self, peer netip.Addr) string {
+// identAnswer is the reply to one query line from peer, asked at self,
+// waiting up to wait for a connection not entered yet.
+func identAnswer(line string, self, peer netip.Addr, wait time.Duration) string {
 	local, remote, ok := parseIdentQuery(line)
 	if !ok {
 		return "0 , 0 : ERROR : INVALID-PORT\r\n"
 	}
 	pair := strconv.Itoa(int(local)) + " , " + strconv.Itoa(int(remote))
-	if name, ok := lookupIdent(identKey{local: local, remote: remote, self: self, peer: peer}); ok {
+	if name, ok := waitIdent(identKey{local: local, remote: remote, self: self, peer: peer}, wait); ok {
 		return pair + " : USERID : OTHER : " + name + "\r\n"
 	}
 	return pair + " : ERROR : NO-USER\r\n"

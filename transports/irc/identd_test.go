@@ -140,14 +140,21 @@ func TestIdentQuery(t *testing.T) {
 	k := identKey{local: 40000, remote: 6667, self: self, peer: peer}
 	addIdent(k, "abc")
 	defer delIdent(k)
-	if got := identAnswer("40000 , 6667\r\n", self, peer); got != "40000 , 6667 : USERID : OTHER : abc\r\n" {
+	if got := identAnswer("40000 , 6667\r\n", self, peer, 0); got != "40000 , 6667 : USERID : OTHER : abc\r\n" {
 		t.Errorf("answer = %q", got)
 	}
-	if got := identAnswer("40000 , 6667\r\n", self, netip.MustParseAddr("192.0.2.2")); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
+	if got := identAnswer("40000 , 6667\r\n", self, netip.MustParseAddr("192.0.2.2"), 0); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
 		t.Errorf("answer to another host = %q", got)
 	}
-	if got := identAnswer("40000 , 6667\r\n", netip.MustParseAddr("198.51.100.2"), peer); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
+	if got := identAnswer("40000 , 6667\r\n", netip.MustParseAddr("198.51.100.2"), peer, 0); got != "40000 , 6667 : ERROR : NO-USER\r\n" {
 		t.Errorf("answer about another of the gateway's addresses = %q", got)
+	}
+	// A query that came before the connection was entered waits for it.
+	k2 := identKey{local: 40001, remote: 6667, self: self, peer: peer}
+	time.AfterFunc(50*time.Millisecond, func() { addIdent(k2, "late") })
+	defer delIdent(k2)
+	if got := identAnswer("40001 , 6667\r\n", self, peer, 5*time.Second); got != "40001 , 6667 : USERID : OTHER : late\r\n" {
+		t.Errorf("answer about a connection entered later = %q", got)
 	}
 	if got := identName("alice@example.org"); len(got) != 40 || got != identName("alice@example.org") || got == identName("bob@example.org") {
 		t.Errorf("identName = %q", got)
@@ -162,7 +169,7 @@ func FuzzIdentQuery(f *testing.F) {
 	}
 	self, peer := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.1")
 	f.Fuzz(func(t *testing.T, line string) {
-		a := identAnswer(line, self, peer)
+		a := identAnswer(line, self, peer, 0)
 		if !strings.HasSuffix(a, "\r\n") || strings.Count(a, "\n") != 1 || strings.ContainsAny(a[:len(a)-2], "\r\x00") {
 			t.Fatalf("answer %q to %q is not one line", a, line)
 		}
