@@ -177,7 +177,7 @@ type conn struct {
 	lim *rate.Limiter
 
 	pingEvery, pingWait time.Duration
-	ident               identKey // the ident server's entry; zero if none
+	ident               *identKey // the ident server's entry; nil if none (a pointer: most gateways run none, and the key is 56 bytes)
 	// charsets: nil when UTF-8; swapped by the session while the
 	// connection reads and writes (netConfig.lineCharsets).
 	charsets atomic.Pointer[lineCharsets]
@@ -311,12 +311,12 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		done(nil, nil, &connError{text: "cannot connect to " + cfg.server + ": " + netErrText(err), err: err})
 		return
 	}
-	var ik identKey
+	var ik *identKey
 	if cfg.ident != "" {
 		// Before the first line: the server asks as soon as it accepts.
 		if k, ok := identKeyOf(nc); ok {
-			ik = k
-			addIdent(ik, cfg.ident)
+			ik = &k
+			addIdent(k, cfg.ident)
 		}
 	}
 	if cfg.tls {

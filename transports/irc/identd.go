@@ -110,9 +110,13 @@ func waitIdent(k identKey, wait time.Duration) (string, bool) {
 	}
 }
 
-func delIdent(k identKey) {
+// delIdent removes an entry; nil is none.
+func delIdent(k *identKey) {
+	if k == nil {
+		return
+	}
 	idents.Lock()
-	delete(idents.m, k)
+	delete(idents.m, *k)
 	idents.Unlock()
 }
 

@@ -139,7 +139,7 @@ func TestIdentQuery(t *testing.T) {
 	self, peer := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.1")
 	k := identKey{local: 40000, remote: 6667, self: self, peer: peer}
 	addIdent(k, "abc")
-	defer delIdent(k)
+	defer delIdent(&k)
 	if got := identAnswer("40000 , 6667\r\n", self, peer, 0); got != "40000 , 6667 : USERID : OTHER : abc\r\n" {
 		t.Errorf("answer = %q", got)
 	}
@@ -152,7 +152,7 @@ func TestIdentQuery(t *testing.T) {
 	// A query that came before the connection was entered waits for it.
 	k2 := identKey{local: 40001, remote: 6667, self: self, peer: peer}
 	time.AfterFunc(50*time.Millisecond, func() { addIdent(k2, "late") })
-	defer delIdent(k2)
+	defer delIdent(&k2)
 	if got := identAnswer("40001 , 6667\r\n", self, peer, 5*time.Second); got != "40001 , 6667 : USERID : OTHER : late\r\n" {
 		t.Errorf("answer about a connection entered later = %q", got)
 	}

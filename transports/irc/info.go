@@ -91,7 +91,10 @@ func (s *session) infos() []netInfo {
 			in.since = time.Unix(c.upAt, 0)
 			in.queued = c.queued()
 			in.caps = n.caps.names()
-			in.contacts, in.watched = len(s.watch[n.server]), len(n.monitored)
+			in.contacts = len(s.watch[n.server])
+			if n.watchState != nil {
+				in.watched = len(n.monitored)
+			}
 			in.watchLimit = "ison"
 			if limit, ok := n.feat.m["MONITOR"]; ok {
 				in.watchLimit = limit

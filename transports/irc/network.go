@@ -47,13 +47,9 @@ type network struct {
 	s      *session
 	server string
 	cfg    netConfig
-	// monitored: the nicks on the server's MONITOR list (or polled with
-	// USERHOST); monOnline those it said are online, monAway those of
-	// them a poll found away; isons the nicks of each USERHOST not
-	// answered yet, polledAt when the last was sent (monitor.go).
-	monitored, monOnline, monAway nameList
-	isons                         [][]string
-	polledAt                      time.Time
+	// *watchState: the contacts' presence on this network (monitor.go);
+	// nil while the network has no contacts to watch.
+	*watchState
 
 	conn     *conn
 	gen      int // connection attempt; events of older ones are stale
