@@ -119,14 +119,9 @@ func (t *Transport) configureChannel(ctx context.Context, req *core.CommandReque
 // "configure" node there): the same settings without asking which
 // channel.
 func (t *Transport) configureRoom(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
-	s := t.session(req.Account.ID)
-	if s == nil {
-		return noSession()
-	}
-	o := t.options()
-	a, err := parseAddress(req.Room, t.chanTypesOf)
-	if err != nil || a.kind != kindChannel {
-		return &core.CommandResponse{Err: core.NewError(stanza.ItemNotFound, "not an IRC channel's room")}
+	s, o, a, resp := t.commandTarget(req, req.Room, kindChannel, "not an IRC channel's room")
+	if resp != nil {
+		return resp
 	}
 	if req.Stage == 0 {
 		return chanSettingsStage(ctx, s, &o, req, a.name, cmp.Or(a.server, o.defaultServer))

@@ -117,19 +117,30 @@ func (t *Transport) configureNetwork(ctx context.Context, req *core.CommandReque
 // configureServer is Configure on an IRC server's JID (biboumi's
 // "configure" node there): the network's settings without asking which.
 func (t *Transport) configureServer(ctx context.Context, req *core.CommandRequest) *core.CommandResponse {
-	s := t.session(req.Account.ID)
-	if s == nil {
-		return noSession()
-	}
-	o := t.options()
-	a, err := parseAddress(req.Contact, t.chanTypesOf)
-	if err != nil || a.kind != kindServer {
-		return &core.CommandResponse{Err: core.NewError(stanza.ItemNotFound, "not an IRC server's JID")}
+	s, o, a, resp := t.commandTarget(req, req.Contact, kindServer, "not an IRC server's JID")
+	if resp != nil {
+		return resp
 	}
 	if req.Stage == 0 {
 		return netSettingsStage(ctx, s, &o, a.server)
 	}
 	return netSaveStage(ctx, s, req)
+}
+
+// commandTarget is what a command on a room's or a server's JID works
+// with: the user's session, the operator's options, and the JID's
+// address (addr), which must be of kind (item-not-found, notIt, else); a
+// response when the command ends there.
+func (t *Transport) commandTarget(req *core.CommandRequest, addr string, kind addrKind, notIt string) (*session, options, address, *core.CommandResponse) {
+	s := t.session(req.Account.ID)
+	if s == nil {
+		return nil, options{}, address{}, noSession()
+	}
+	a, err := parseAddress(addr, t.chanTypesOf)
+	if err != nil || a.kind != kind {
+		return nil, options{}, address{}, &core.CommandResponse{Err: core.NewError(stanza.ItemNotFound, notIt)}
+	}
+	return s, t.options(), a, nil
 }
 
 // isServer says whether a legacy address is an IRC server's.
