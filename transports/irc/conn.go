@@ -1112,7 +1112,7 @@ func (c *conn) makePollable() bool {
 	var raw syscall.RawConn
 	switch nc := c.nc.(type) {
 	case *net.TCPConn:
-		raw, _ = nc.SyscallConn()
+		c.nc, raw = pollableTCP(nc)
 	case *tls.Conn:
 		if pc, ok := nc.NetConn().(*pollableConn); ok {
 			raw, c.viaTLS = pc.raw, true

@@ -28,3 +28,11 @@ func pollableBase(nc net.Conn) net.Conn { return nc }
 func readNow(raw syscall.RawConn, b []byte) (int, error) { return 0, errSocketEmpty }
 
 func writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) { return 0, nil }
+
+func pollableTCP(tc *net.TCPConn) (net.Conn, syscall.RawConn) {
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return tc, nil
+	}
+	return tc, raw
+}

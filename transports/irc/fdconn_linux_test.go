@@ -1,0 +1,204 @@
+package irc
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/ergochat/irc-go/ircmsg"
+)
+
+// detachedPair is a TCP connection given up by the runtime (detachTCP),
+// with its far end.
+func detachedPair(t *testing.T) (*fdConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { far.Close() })
+	fc, err := detachTCP(nc.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fc.Close() })
+	if _, err := nc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("the dialled conn still writes after detachTCP: %v", err)
+	}
+	return fc, far
+}
+
+// The connection outlives the net.TCPConn it was dialled as: the far end
+// sees no end of it, reads what it writes, and what it sends is read
+// (waiting for it); the addresses are the socket's.
+func TestFdConnDetached(t *testing.T) {
+	fc, far := detachedPair(t)
+	_ = far.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := far.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("far end after detachTCP: read %d, %v; want nothing (no end of connection)", n, err)
+	}
+	_ = far.SetReadDeadline(time.Time{})
+	if _, err := fc.Write([]byte("PING :x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 9)
+	if _, err := io.ReadFull(far, got); err != nil || string(got) != "PING :x\r\n" {
+		t.Fatalf("far end read %q, %v", got, err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		_, _ = far.Write([]byte("PONG :x\r\n"))
+	}()
+	b := make([]byte, 64)
+	n, err := fc.Read(b) // nothing there yet: waits
+	if err != nil || string(b[:n]) != "PONG :x\r\n" {
+		t.Fatalf("read %q, %v", b[:n], err)
+	}
+	if la, ra := fc.LocalAddr(), fc.RemoteAddr(); la.String() != far.RemoteAddr().String() || ra.String() != far.LocalAddr().String() {
+		t.Errorf("addresses %v -> %v, want %v -> %v", la, ra, far.RemoteAddr(), far.LocalAddr())
+	}
+	if _, ok := fc.LocalAddr().(*net.TCPAddr); !ok {
+		t.Errorf("LocalAddr is %T, want *net.TCPAddr (identd reads it)", fc.LocalAddr())
+	}
+	_ = fc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := fc.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read past its deadline: %v", err)
+	}
+	far.Close()
+	_ = fc.SetReadDeadline(time.Time{})
+	if _, err := fc.Read(b); err != io.EOF {
+		t.Errorf("read after the far end closed: %v, want EOF", err)
+	}
+}
+
+// A write to a full socket waits for room up to its deadline; Close ends
+// a write that waits, and the far end then sees the connection end.
+// After Close every use is net.ErrClosed (never another connection that
+// got the descriptor's number).
+func TestFdConnFullAndClose(t *testing.T) {
+	fc, far := detachedPair(t)
+	big := bytes.Repeat([]byte("PRIVMSG #x :flood\r\n"), 1<<20)
+	_ = fc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	start := time.Now()
+	n, err := fc.Write(big)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n >= len(big) {
+		t.Fatalf("write to a full socket: %d of %d, %v; want part of it and a deadline error", n, len(big), err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("the write gave up after %v, before its deadline", d)
+	}
+	_ = fc.SetWriteDeadline(time.Time{})
+	res := make(chan error, 1)
+	go func() {
+		_, err := fc.Write(big)
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		t.Fatalf("a write to a full socket without deadline returned: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := fc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Fatal("the waiting write ended without error when closed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end a waiting write")
+	}
+	_ = far.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, far); err != nil {
+		t.Errorf("far end: %v, want the connection's end", err)
+	}
+	if err := fc.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := fc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v", err)
+	}
+	if err := (*fdRaw)(fc).Control(func(uintptr) { t.Error("Control ran after Close") }); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Control after Close: %v", err)
+	}
+	if fc.LocalAddr() != nil {
+		t.Errorf("LocalAddr after Close: %v", fc.LocalAddr())
+	}
+}
+
+// A plain connection the poller reads is held as its bare socket, and
+// lines go both ways through it.
+func TestPolledConnIsDetached(t *testing.T) {
+	lines := make(chan string, 1)
+	c, far := polledPair(t, func(m ircmsg.Message, _ bool) bool {
+		lines <- m.Command
+		return true
+	}, func(error) {})
+	if _, ok := c.nc.(*fdConn); !ok {
+		t.Fatalf("polled plain connection is a %T, want *fdConn", c.nc)
+	}
+	if _, err := far.Write([]byte(":srv NOTICE * :a\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case cmd := <-lines:
+		if cmd != "NOTICE" {
+			t.Errorf("line %q", cmd)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller never read the line")
+	}
+	if _, err := c.write([]byte("PONG :a\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 9)
+	_ = far.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(far, got); err != nil || string(got) != "PONG :a\r\n" {
+		t.Fatalf("far end read %q, %v", got, err)
+	}
+}
+
+// A write larger than the socket takes waits for the far end to read,
+// as many times as it has to, and ends with all of it written.
+func TestFdConnWaitsForRoom(t *testing.T) {
+	fc, far := detachedPair(t)
+	big := bytes.Repeat([]byte("PRIVMSG #x :flood\r\n"), 1<<18)
+	res := make(chan error, 1)
+	go func() {
+		n, err := fc.Write(big)
+		if err == nil && n != len(big) {
+			err = errors.New("short write")
+		}
+		res <- err
+	}()
+	got := make([]byte, len(big))
+	_ = far.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for off := 0; off < len(got); {
+		time.Sleep(time.Millisecond) // let the socket fill up again
+		n, err := far.Read(got[off:min(off+64<<10, len(got))])
+		if err != nil {
+			t.Fatalf("far end after %d bytes: %v", off, err)
+		}
+		off += n
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, big) {
+		t.Fatal("the far end read other bytes than were written")
+	}
+}
