@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"math/bits"
 	"net"
 	"net/netip"
@@ -1141,9 +1142,22 @@ func (c *conn) readPolled(b []byte) (int, error) {
 
 // clock is the connections' clock: monotonic nanoseconds since epoch,
 // never 0. Eight bytes of every connection where a time.Time is 24.
-func (c *conn) clock() int64 { return int64(time.Since(epoch)) + 1 }
+func (c *conn) clock() int64 { return monoNow() }
 
 var epoch = time.Now()
+
+// monoNow is the connections' clock (clock) where there is no
+// connection.
+func monoNow() int64 { return int64(time.Since(epoch)) + 1 }
+
+// monoSince is how long ago a reading of the clock was: forever for 0
+// (never).
+func monoSince(t int64) time.Duration {
+	if t == 0 {
+		return math.MaxInt64
+	}
+	return time.Duration(monoNow() - t)
+}
 
 // deliver hands a line on; PINGs are answered here.
 func (c *conn) deliver(m ircmsg.Message, wait bool) bool {

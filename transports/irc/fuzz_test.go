@@ -101,8 +101,8 @@ func FuzzIRCToXMPP(f *testing.F) {
 		s, n, rec := fuzzSession(t)
 		// A ban list and pings waiting for their answers.
 		bans := &banReq{reply: make(chan banResult, 1)}
-		n.banLists = map[string]*banListing{"#c": {reqs: []*banReq{bans}, at: time.Now()}}
-		n.ctcpWait = []*ctcpReq{
+		n.rare().banLists = map[string]*banListing{"#c": {reqs: []*banReq{bans}, at: time.Now()}}
+		n.rare().ctcpWait = []*ctcpReq{
 			{cmd: "PING", nick: "x", token: "t1", at: time.Now(), reply: make(chan ctcpResult, 1)},
 			{cmd: "PING", token: "t2", at: time.Now(), reply: make(chan ctcpResult, 1)},
 			{cmd: "VERSION", nick: "x", at: time.Now(), reply: make(chan ctcpResult, 1)},
@@ -110,7 +110,7 @@ func FuzzIRCToXMPP(f *testing.F) {
 		}
 		ctcpReqs := slices.Clone(n.ctcpWait)
 		modes := &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
-		n.modeReqs = []*modeReq{modes}
+		n.rare().modeReqs = []*modeReq{modes}
 		lines := strings.Split(input, "\n")
 		if len(lines) > 30 {
 			lines = lines[:30]

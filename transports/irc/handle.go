@@ -100,7 +100,7 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 	case "CAP":
 		n.handleCap(p)
 	case "ERROR":
-		n.errorMsg = plainText(argOr(p, 0))
+		n.rare().errorMsg = plainText(argOr(p, 0))
 	case "FAIL":
 		if pl := n.matchPending(label, ""); pl != nil {
 			n.fail(pl, plainText(last(p)))
@@ -169,7 +169,10 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 		}
 	case "433", "432", "436", "437": // nick change refused
 		if len(p) >= 2 {
-			room := n.nickRoom
+			room := ""
+			if n.netRare != nil {
+				room = n.nickRoom
+			}
 			n.wantNick = n.me.nick
 			if ch := n.channelOfRoom(room); ch != nil && ch.reported {
 				text := "cannot change your nick to " + plainText(p[1]) + ": " + plainText(last(p))
@@ -392,7 +395,7 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 		n.s.deliver(&core.Message{Contact: n.server, Body: "<" + plainText(src) + "> " + body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)})
 		return
 	}
-	n.lastPrivate = time.Now()
+	n.lastPrivate = monoNow()
 	n.s.deliver(&core.Message{Contact: n.nickAddress(src), Nick: plainText(src), Body: body, LegacyID: id, Time: when, Replayable: n.replayable(msgid)})
 }
 
@@ -439,10 +442,11 @@ func (n *network) answerCTCP(src, cmd, args string) {
 // ctcpAllowed says whether a CTCP request may be answered now: at most
 // 3 at once and one per 2 s after that.
 func (n *network) ctcpAllowed() bool {
-	if n.ctcp == nil {
-		n.ctcp = rate.NewLimiter(rate.Every(2*time.Second), 3)
+	r := n.rare()
+	if r.ctcp == nil {
+		r.ctcp = rate.NewLimiter(rate.Every(2*time.Second), 3)
 	}
-	return n.ctcp.Allow()
+	return r.ctcp.Allow()
 }
 
 func (n *network) fail(pl *pendingLine, text string) {

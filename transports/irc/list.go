@@ -76,8 +76,9 @@ func (s *session) list(server string, req *listReq) {
 		return
 	}
 	n := s.network(server, "")
-	n.lastPrivate = time.Now()
-	n.listWaiting = append(n.listWaiting, req)
+	n.lastPrivate = monoNow()
+	r := n.rare()
+	r.listWaiting = append(r.listWaiting, req)
 	if n.conn != nil {
 		n.startList()
 		return
@@ -87,7 +88,7 @@ func (s *session) list(server string, req *listReq) {
 
 // startList sends LIST for the requests waiting, unless one runs.
 func (n *network) startList() {
-	if n.listing != nil || len(n.listWaiting) == 0 || n.conn == nil {
+	if n.netRare == nil || n.listing != nil || len(n.listWaiting) == 0 || n.conn == nil {
 		return
 	}
 	n.listing = &listing{reqs: n.listWaiting}
@@ -99,6 +100,9 @@ func (n *network) startList() {
 
 // listed takes an RPL_LIST: me channel visible :topic.
 func (n *network) listed(msg ircmsg.Message) {
+	if n.netRare == nil {
+		return
+	}
 	l := n.listing
 	if l == nil || len(msg.Params) < 3 || len(l.rooms) >= maxListed || !n.isChannel(msg.Params[1]) {
 		return
@@ -114,6 +118,9 @@ func (n *network) listed(msg ircmsg.Message) {
 // endList answers the requests of the LIST in progress, then starts the
 // next one.
 func (n *network) endList(err error) {
+	if n.netRare == nil {
+		return
+	}
 	l := n.listing
 	n.listing = nil
 	if l == nil {
@@ -133,6 +140,9 @@ func (n *network) endList(err error) {
 
 // failLists answers every list request of the network with err.
 func (n *network) failLists(err error) {
+	if n.netRare == nil {
+		return
+	}
 	n.failBans(err)
 	n.endModes("", core.RoomConfig{}, err)
 	n.failCTCP("", err)
@@ -194,7 +204,8 @@ func (s *session) askBans(room string, req *banReq) {
 		return
 	}
 	reqs := []*banReq{req}
-	if bl := n.banLists[ch.folded]; bl != nil {
+	r := n.rare()
+	if bl := r.banLists[ch.folded]; bl != nil {
 		if time.Since(bl.at) < banWait {
 			bl.reqs = append(bl.reqs, req)
 			return
@@ -205,15 +216,15 @@ func (s *session) askBans(room string, req *banReq) {
 		req.reply <- banResult{err: core.Temporary(err)}
 		return
 	}
-	if n.banLists == nil {
-		n.banLists = map[string]*banListing{}
+	if r.banLists == nil {
+		r.banLists = map[string]*banListing{}
 	}
-	n.banLists[ch.folded] = &banListing{reqs: reqs, at: time.Now()}
+	r.banLists[ch.folded] = &banListing{reqs: reqs, at: time.Now()}
 }
 
 // banned takes a 367 line: me channel mask [who [time]].
 func (n *network) banned(p []string) {
-	if len(p) < 3 {
+	if len(p) < 3 || n.netRare == nil {
 		return
 	}
 	bl := n.banLists[n.fold(p[1])]
@@ -236,6 +247,9 @@ func (n *network) banned(p []string) {
 // endBans answers the requests for a channel's ban list: with the list
 // (368), or with err (the server refused it).
 func (n *network) endBans(channel string, err error) {
+	if n.netRare == nil {
+		return
+	}
 	key := n.fold(channel)
 	bl := n.banLists[key]
 	if bl == nil {
@@ -252,6 +266,9 @@ func (n *network) endBans(channel string, err error) {
 
 // failBans answers every ban list request of the network with err.
 func (n *network) failBans(err error) {
+	if n.netRare == nil {
+		return
+	}
 	for key := range n.banLists {
 		n.endBans(key, err)
 	}

@@ -56,39 +56,69 @@ type network struct {
 	dialing  bool
 	everUp   bool // registered at least once: failures are retried
 	held     bool // lines queued for the drain's flush (conn.enqueue)
-	failures int  // consecutive failed attempts (backoff)
+	caps     capSet
+	failures int32 // consecutive failed attempts (backoff)
+	labelSeq int32
 	retry    *time.Timer
 	lastErr  string // why the connection was lost, for the user
 	authErr  string // credentials refused: no retry
-	errorMsg string // text of the server's last ERROR line
 
 	me       self
-	wantNick string // nick to register with / asked for
-	nickRoom string // room the last nick change came from
-	caps     capSet
+	wantNick string    // nick to register with / asked for
 	feat     *features // ISUPPORT: shared, read only
 
 	channels chanList
 	batches  map[string]*batch
 	pending  []*pendingLine // sent lines waiting for an echo or an error
-	labelSeq int
 	waiting  []*sendRequest // messages waiting for the connection
-	ctcp     *rate.Limiter  // made at the first CTCP request
 
-	lastPrivate time.Time
+	// lastPrivate is when a private chat or a list last used the
+	// connection (conn.clock; 0: never, or long enough ago).
+	lastPrivate int64
+	// *netRare: what users seldom ask of a network; nil until asked
+	// (rare), so that every user's network stays in the 512-byte size
+	// class (it was 704 with these fields).
+	*netRare
+}
+
+// netRare is a network's state for its lists, ban lists, CTCP requests,
+// mode requests, join histories, nick changes and ERROR lines.
+type netRare struct {
+	errorMsg string        // text of the server's last ERROR line
+	nickRoom string        // room the last nick change came from
+	ctcp     *rate.Limiter // made at the first CTCP request
+
 	// listWaiting wait for a LIST; listing is the LIST in progress.
 	listWaiting []*listReq
+	listing     *listing
 	// banLists are the channels' ban lists being received, by folded
 	// name; nil while none.
 	banLists map[string]*banListing
 	// ctcpWait are CTCP PINGs and VERSIONs waiting for an answer (ping.go).
 	ctcpWait []*ctcpReq
-	listing  *listing
 	// modeReqs wait for their channel's modes (roomconfig.go).
 	modeReqs []*modeReq
 	// joinHist is the history asked for by the joins of rooms not yet
 	// reported, by folded channel name; nil while none (setJoinHistory).
 	joinHist map[string]core.HistoryRequest
+}
+
+// tidyRare drops the network's netRare when it holds nothing.
+func (n *network) tidyRare() {
+	r := n.netRare
+	if r != nil && r.errorMsg == "" && r.nickRoom == "" && r.ctcp == nil && r.listWaiting == nil && r.listing == nil &&
+		r.banLists == nil && r.ctcpWait == nil && r.modeReqs == nil && r.joinHist == nil {
+		n.netRare = nil
+	}
+}
+
+// rare is the network's netRare, made if need be: for writing. Readers
+// check n.netRare for nil.
+func (n *network) rare() *netRare {
+	if n.netRare == nil {
+		n.netRare = &netRare{}
+	}
+	return n.netRare
 }
 
 // chanList is a network's channels. A slice, not a map by folded name:
@@ -440,7 +470,10 @@ func (n *network) connected(c *conn, w *welcome) {
 	c.upAt = time.Now().Unix()
 	n.everUp = true
 	n.failures = 0
-	n.lastErr, n.errorMsg = "", ""
+	n.lastErr = ""
+	if n.netRare != nil {
+		n.errorMsg = ""
+	}
 	old := n.me.nick
 	n.me = self{nick: w.nick, user: w.user, host: w.host}
 	n.caps = w.caps
@@ -556,7 +589,7 @@ func (n *network) closed(err error) {
 	n.conn = nil
 	n.monitorLost()
 	text := errorText(err)
-	if n.errorMsg != "" {
+	if n.netRare != nil && n.errorMsg != "" {
 		text = n.errorMsg
 	}
 	n.lastErr = text
@@ -586,7 +619,7 @@ func (n *network) closed(err error) {
 	n.pending = nil
 	n.batches = nil
 	n.failLists(core.NewError(stanza.RemoteServerTimeout, "the IRC connection was lost: "+text))
-	if len(n.channels) == 0 && !n.s.persistent() && time.Since(n.lastPrivate) > privateIdle {
+	if len(n.channels) == 0 && !n.s.persistent() && monoSince(n.lastPrivate) > privateIdle {
 		n.s.nets.del(n.server)
 		n.gen++
 		n.s.updateState()
@@ -597,7 +630,7 @@ func (n *network) closed(err error) {
 }
 
 func (n *network) scheduleRetry() {
-	d := n.s.backoff(n.failures)
+	d := n.s.backoff(int(n.failures))
 	n.failures++
 	gen, s := n.gen, n.s
 	if n.retry != nil {
@@ -609,7 +642,7 @@ func (n *network) scheduleRetry() {
 
 // maybeQuit disconnects a network the user no longer uses.
 func (n *network) maybeQuit() {
-	if n.s.persistent() || time.Since(n.lastPrivate) < privateIdle || len(n.waiting) > 0 || n.listing != nil || len(n.listWaiting) > 0 {
+	if n.s.persistent() || monoSince(n.lastPrivate) < privateIdle || len(n.waiting) > 0 || (n.netRare != nil && (n.listing != nil || len(n.listWaiting) > 0)) {
 		return
 	}
 	for _, ch := range n.channels {
@@ -653,8 +686,8 @@ func (n *network) tick(now time.Time) {
 	}
 	clear(n.waiting[len(waiting):])
 	n.waiting = waiting
-	if n.conn != nil && !n.lastPrivate.IsZero() && now.Sub(n.lastPrivate) > privateIdle {
-		n.lastPrivate = time.Time{}
+	if n.conn != nil && n.lastPrivate != 0 && monoSince(n.lastPrivate) > privateIdle {
+		n.lastPrivate = 0
 		n.maybeQuit()
 	}
 	n.poll(now)
@@ -718,8 +751,11 @@ func (n *network) reportJoined(ch *channel) {
 		me = &member{nick: intern(n.me.nick)}
 	}
 	n.s.rooms.RoomJoined(ch.room, n.occupant(me), occ, ch.topic)
-	hist := n.joinHist[ch.folded]
-	n.setJoinHistory(ch, core.HistoryRequest{})
+	var hist core.HistoryRequest
+	if n.netRare != nil {
+		hist = n.joinHist[ch.folded]
+		n.setJoinHistory(ch, core.HistoryRequest{})
+	}
 	for _, m := range hist.Filter(ch.backlog) {
 		m.Contact = ch.room
 		n.s.deliver(m)
@@ -752,16 +788,21 @@ func chathistoryLatest(channel string, serverMax int, hist core.HistoryRequest) 
 // is reported (a zero request forgets it).
 func (n *network) setJoinHistory(ch *channel, h core.HistoryRequest) {
 	if !h.Limited() {
+		if n.netRare == nil {
+			return
+		}
 		delete(n.joinHist, ch.folded)
 		if len(n.joinHist) == 0 {
 			n.joinHist = nil
+			n.tidyRare() // most joins ask for history: no netRare left for it
 		}
 		return
 	}
-	if n.joinHist == nil {
-		n.joinHist = map[string]core.HistoryRequest{}
+	r := n.rare()
+	if r.joinHist == nil {
+		r.joinHist = map[string]core.HistoryRequest{}
 	}
-	n.joinHist[ch.folded] = h
+	r.joinHist[ch.folded] = h
 }
 
 func (n *network) hasCap(c string) bool { return n.caps.has(c) }
@@ -869,7 +910,7 @@ func withLabel(line []byte, label string) []byte {
 
 func (n *network) newLabel() string {
 	n.labelSeq++
-	return "t" + strconv.Itoa(n.labelSeq)
+	return "t" + strconv.Itoa(int(n.labelSeq))
 }
 
 // hand gives the lines of one message from the user to the connection,

@@ -95,8 +95,9 @@ func (s *session) ctcp(contact string, req *ctcpReq) {
 		return
 	}
 	now := time.Now()
-	n.ctcpWait = slices.DeleteFunc(n.ctcpWait, func(p *ctcpReq) bool { return now.Sub(p.at) > ctcpKeep })
-	if len(n.ctcpWait) >= maxCTCP {
+	r := n.rare()
+	r.ctcpWait = slices.DeleteFunc(r.ctcpWait, func(p *ctcpReq) bool { return now.Sub(p.at) > ctcpKeep })
+	if len(r.ctcpWait) >= maxCTCP {
 		req.reply <- ctcpResult{err: core.NewError(stanza.ResourceConstraint, "too many requests waiting for an answer on "+server)}
 		return
 	}
@@ -119,7 +120,7 @@ func (s *session) ctcp(contact string, req *ctcpReq) {
 		req.reply <- ctcpResult{err: core.Temporary(err)}
 		return
 	}
-	n.ctcpWait = append(n.ctcpWait, req)
+	r.ctcpWait = append(r.ctcpWait, req)
 }
 
 // ponged takes a CTCP PING answer (a NOTICE) from nick, or the server's
@@ -137,6 +138,9 @@ func (n *network) versioned(nick, text string) {
 
 // answerCTCPReq answers the oldest request to nick that match takes.
 func (n *network) answerCTCPReq(nick string, match func(*ctcpReq) bool, text string) {
+	if n.netRare == nil {
+		return
+	}
 	key := n.fold(nick)
 	for i, r := range n.ctcpWait {
 		if r.nick == key && match(r) {
@@ -166,6 +170,9 @@ func serverVersion(p []string) string {
 
 // failCTCP answers the requests to nick ("" for all) with err.
 func (n *network) failCTCP(nick string, err error) {
+	if n.netRare == nil {
+		return
+	}
 	key := n.fold(nick)
 	n.ctcpWait = slices.DeleteFunc(n.ctcpWait, func(r *ctcpReq) bool {
 		if nick == "" || r.nick == key {

@@ -75,7 +75,8 @@ func (s *session) askModes(room string, req *modeReq) {
 	}
 	req.folded, req.at = ch.folded, time.Now()
 	asked := false
-	for _, r := range n.modeReqs {
+	rare := n.rare()
+	for _, r := range rare.modeReqs {
 		asked = asked || (r.folded == ch.folded && time.Since(r.at) < banWait)
 	}
 	if !asked {
@@ -84,7 +85,7 @@ func (s *session) askModes(room string, req *modeReq) {
 			return
 		}
 	}
-	n.modeReqs = append(n.modeReqs, req)
+	rare.modeReqs = append(rare.modeReqs, req)
 }
 
 // gotModes takes a 324 line: me channel modes [params...].
@@ -98,7 +99,7 @@ func (n *network) gotModes(p []string) {
 // endModes answers the requests for a channel's modes: with rc, or with
 // err (the server refused them).
 func (n *network) endModes(channel string, rc core.RoomConfig, err error) {
-	if len(n.modeReqs) == 0 {
+	if n.netRare == nil || len(n.modeReqs) == 0 {
 		return
 	}
 	key := n.fold(channel)

@@ -409,7 +409,7 @@ func (s *session) armTick() {
 		return
 	}
 	for _, n := range s.nets {
-		if len(n.pending) > 0 || len(n.waiting) > 0 || (n.conn != nil && !n.lastPrivate.IsZero()) || n.polled() {
+		if len(n.pending) > 0 || len(n.waiting) > 0 || (n.conn != nil && n.lastPrivate != 0) || n.polled() {
 			s.ticking = true
 			if s.tick == nil {
 				s.tick = time.AfterFunc(tickEvery, func() { s.post(evTick{}) })
@@ -1008,7 +1008,7 @@ func (s *session) changeNick(room, nick string) {
 		return
 	}
 	n.wantNick = nick
-	n.nickRoom = room
+	n.rare().nickRoom = room
 	if n.conn == nil {
 		return
 	}
@@ -1239,7 +1239,7 @@ func (s *session) send(req *sendRequest) {
 		reply("", core.NewError(stanza.NotAuthorized, n.authErr))
 		return
 	}
-	n.lastPrivate = time.Now()
+	n.lastPrivate = monoNow()
 	if n.conn == nil {
 		n.ensureConnected()
 		n.park(req)

@@ -1076,7 +1076,7 @@ func TestChathistoryLatest(t *testing.T) {
 func TestModeQueryAnswers(t *testing.T) {
 	_, n, _ := fuzzSession(t)
 	req := &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
-	n.modeReqs = []*modeReq{req}
+	n.rare().modeReqs = []*modeReq{req}
 	feed := func(line string) {
 		m, err := parseLine(line)
 		if err != nil {
@@ -1100,12 +1100,12 @@ func TestModeQueryAnswers(t *testing.T) {
 		t.Fatal("the 324 did not answer the mode query")
 	}
 	req = &modeReq{folded: "#c", at: time.Now(), reply: make(chan modeResult, 1)}
-	n.modeReqs = []*modeReq{req}
+	n.rare().modeReqs = []*modeReq{req}
 	feed(":irc 442 me #c :You're not on that channel")
 	if r := <-req.reply; r.err == nil {
 		t.Error("a 442 did not end the mode query")
 	}
-	if n.modeReqs != nil {
+	if n.netRare != nil && n.modeReqs != nil {
 		t.Errorf("requests left: %v", n.modeReqs)
 	}
 }
