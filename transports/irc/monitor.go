@@ -87,11 +87,19 @@ func (n *network) poll(now time.Time) {
 	want := n.s.watch[n.server]
 	n.unwatched(want)
 	n.monitored = append(nameList(nil), want...)
-	for len(want) > 0 {
-		i := min(len(want), 5)
-		_ = n.send(ircmsg.MakeMessage(nil, "", "USERHOST", want[:i]...))
-		n.isons = append(n.isons, want[:i:i])
-		want = want[i:]
+	n.askUserhost(want)
+}
+
+// askUserhost sends USERHOST for nicks, 5 a line (RFC 2812), each line's
+// nicks queued for its answer (userhostReply).
+func (n *network) askUserhost(nicks []string) {
+	for len(nicks) > 0 {
+		i := min(len(nicks), 5)
+		if n.send(ircmsg.MakeMessage(nil, "", "USERHOST", nicks[:i]...)) != nil {
+			return // no answer will come to match
+		}
+		n.isons = append(n.isons, nicks[:i:i])
+		nicks = nicks[i:]
 	}
 }
 
@@ -213,11 +221,14 @@ func (n *network) sendMonitor(op string, nicks []string) {
 }
 
 // monitorReply takes 730 (online: nick!user@host,...) and 731 (offline:
-// nick,...).
+// nick,...). MONITOR does not say whether a contact that comes online is
+// away (extended-monitor tells changes only): USERHOST asks, and its
+// answer (userhostReply) shows the contacts that are away so.
 func (n *network) monitorReply(online bool, targets string) {
 	if n.watchState == nil {
 		return
 	}
+	var ask []string
 	for _, t := range strings.Split(targets, ",") {
 		nick, _, _ := strings.Cut(t, "!")
 		nick = strings.ToLower(nick)
@@ -226,11 +237,14 @@ func (n *network) monitorReply(online bool, targets string) {
 		}
 		if online {
 			n.monOnline = append(n.monOnline, nick)
+			ask = append(ask, nick)
 		} else {
 			n.monOnline.del(nick)
+			n.monAway.del(nick)
 		}
 		n.s.contactPresence(nick+"%"+n.server, core.ContactStatus{Online: online})
 	}
+	n.askUserhost(ask)
 }
 
 // monitorAway takes an AWAY of a monitored contact (away-notify, and
@@ -246,6 +260,11 @@ func (n *network) monitorAway(nick string, away bool, text string) {
 	st := core.ContactStatus{Online: true, Away: away}
 	if away {
 		st.Status = plainText(text)
+		if !n.monAway.has(nick) {
+			n.monAway = append(n.monAway, nick)
+		}
+	} else {
+		n.monAway.del(nick)
 	}
 	n.s.contactPresence(nick+"%"+n.server, st)
 }

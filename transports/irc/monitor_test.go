@@ -95,4 +95,11 @@ func contactPresence(t *testing.T, e ircEnv, server, user string, monitor bool) 
 	if p.Get("type") != "" || p.Child("", "show") != nil {
 		t.Errorf("first presence of buddy after the new subscription: %s (an away one means it was still watched)", p)
 	}
+	if monitor {
+		// MONITOR tells online only: the gateway asks (USERHOST) and
+		// shows the contact away, as it is.
+		if p := c.Expect(xwait, "buddy away, as USERHOST tells", xmpptest.IsFrom("presence", buddy, "")); p.ChildText("", "show") != "away" {
+			t.Errorf("buddy after the new subscription: %s, want away", p)
+		}
+	}
 }
