@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,4 +202,69 @@ func TestFdConnWaitsForRoom(t *testing.T) {
 	if !bytes.Equal(got, big) {
 		t.Fatal("the far end read other bytes than were written")
 	}
+}
+
+// gatewaySockets counts this process's sockets from local address
+// 127.0.0.3 (the gateway's outgoing_bind in TestSocketsClosed; test
+// clients leave from 127.0.0.1).
+func gatewaySockets(t *testing.T) int {
+	t.Helper()
+	mine := map[string]bool{}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:[") {
+			mine[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 9 && strings.HasPrefix(f[1], "0300007F:") && mine[f[9]] {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSocketsClosed: a user's connection, held as a bare socket
+// (fdConn, which the runtime no longer closes when it is collected), is
+// closed when the user leaves and when the gateway stops: none is left
+// open.
+func TestSocketsClosed(t *testing.T) {
+	e := testIRCEnv(t)
+	g := startGW(t, e.xmpp, port(e.irc), map[string]string{"outgoing_bind": "127.0.0.3"})
+	wantSockets := func(what string, want int) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for gatewaySockets(t) != want && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got := gatewaySockets(t); got != want {
+			t.Fatalf("%s: %d sockets to IRC open, want %d", what, got, want)
+		}
+	}
+	const room1, room2 = "#it-fd1%127.0.0.1@" + gwJID, "#it-fd2%127.0.0.1@" + gwJID
+	c := onlineUser(t, e, "user12@b.test")
+	for _, room := range []string{room1, room2} {
+		if self := joinRoom(t, c, room, "fdwatch"); self.Get("type") == "error" {
+			t.Fatalf("join %s: %s", room, self)
+		}
+	}
+	wantSockets("two rooms joined", 1)
+	c.Close() // the user goes offline: the gateway quits IRC
+	wantSockets("the user offline", 0)
+	c = onlineUser(t, e, "user12@b.test")
+	if self := joinRoom(t, c, room1, "fdwatch"); self.Get("type") == "error" {
+		t.Fatalf("join again: %s", self)
+	}
+	wantSockets("joined again", 1)
+	g.stop()
+	wantSockets("the gateway stopped", 0)
 }
