@@ -321,7 +321,7 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 		}
 	}
 	if cfg.tls {
-		tc := tls.Client(pollableBase(nc), tlsConfig(cfg))
+		tc := tls.Client(pollableBase(nc), sharedTLSConfig(cfg))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			delIdent(ik)
@@ -368,16 +368,50 @@ func dialAndRegister(parent context.Context, cfg dialConfig, done func(*conn, *w
 	done(c, w, nil)
 }
 
+// tlsConfigs are the TLS configurations made, by server, checking and
+// trusted certificate: a connection keeps its tls.Config (some 470
+// bytes), the same for every user of a server but those who trust a
+// certificate of their own. Emptied when it holds maxTLSConfigs.
+var tlsConfigs struct {
+	sync.Mutex
+	m map[tlsConfigKey]*tls.Config
+}
+
+type tlsConfigKey struct {
+	server, trusted  string
+	pinned, insecure bool
+}
+
+const maxTLSConfigs = 256
+
+// sharedTLSConfig is tlsConfig(cfg), made once for all the connections
+// that would get the same.
+func sharedTLSConfig(cfg dialConfig) *tls.Config {
+	k := tlsConfigKey{server: cfg.server, trusted: string(cfg.tlsTrusted), pinned: cfg.tlsTrusted != nil, insecure: cfg.tlsInsecure}
+	tlsConfigs.Lock()
+	defer tlsConfigs.Unlock()
+	if c := tlsConfigs.m[k]; c != nil {
+		return c
+	}
+	if tlsConfigs.m == nil || len(tlsConfigs.m) >= maxTLSConfigs {
+		tlsConfigs.m = map[tlsConfigKey]*tls.Config{}
+	}
+	c := tlsConfig(cfg.server, cfg.tlsInsecure, bytes.Clone(cfg.tlsTrusted))
+	tlsConfigs.m[k] = c
+	return c
+}
+
 // tlsConfig checks the server's certificate as crypto/tls would, and
 // accepts one that fails the check if its SHA-256 fingerprint is the one
 // the user trusts. A certificate that is refused is reported with its
 // fingerprint, for the user to compare and trust (untrustedError).
-func tlsConfig(cfg dialConfig) *tls.Config {
-	if cfg.tlsInsecure {
-		return &tls.Config{ServerName: cfg.server, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+// trusted is nil when the user trusts no certificate of their own.
+func tlsConfig(server string, insecure bool, trusted []byte) *tls.Config {
+	if insecure {
+		return &tls.Config{ServerName: server, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
 	}
 	return &tls.Config{
-		ServerName:         cfg.server,
+		ServerName:         server,
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // verified below, as crypto/tls does, with the exception
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -394,10 +428,10 @@ func tlsConfig(cfg dialConfig) *tls.Config {
 				return nil
 			}
 			fp := sha256.Sum256(leaf.Raw)
-			if cfg.tlsTrusted != nil && bytes.Equal(fp[:], cfg.tlsTrusted) {
+			if trusted != nil && bytes.Equal(fp[:], trusted) {
 				return nil
 			}
-			return &untrustedError{server: cfg.server, fingerprint: fp[:], why: err, pinned: cfg.tlsTrusted != nil}
+			return &untrustedError{server: server, fingerprint: fp[:], why: err, pinned: trusted != nil}
 		},
 	}
 }

@@ -268,3 +268,29 @@ func TestSocketsClosed(t *testing.T) {
 	g.stop()
 	wantSockets("the gateway stopped", 0)
 }
+
+// The users of a server share its TLS configuration, unless they trust a
+// certificate of their own or skip the check.
+func TestSharedTLSConfig(t *testing.T) {
+	a := sharedTLSConfig(dialConfig{server: "irc.shared.example", nick: "a"})
+	if b := sharedTLSConfig(dialConfig{server: "irc.shared.example", nick: "b"}); b != a {
+		t.Error("two users of a server got different TLS configurations")
+	}
+	fp := bytes.Repeat([]byte{1}, 32)
+	pinned := sharedTLSConfig(dialConfig{server: "irc.shared.example", tlsTrusted: fp})
+	for name, c := range map[string]any{
+		"a trusted certificate": pinned,
+		"no check":              sharedTLSConfig(dialConfig{server: "irc.shared.example", tlsInsecure: true}),
+		"another server":        sharedTLSConfig(dialConfig{server: "irc.other.example"}),
+	} {
+		if c == a {
+			t.Errorf("%s: the shared configuration", name)
+		}
+	}
+	if p2 := sharedTLSConfig(dialConfig{server: "irc.shared.example", tlsTrusted: bytes.Clone(fp)}); p2 != pinned {
+		t.Error("two users trusting the same certificate got different configurations")
+	}
+	if a.ServerName != "irc.shared.example" || pinned.ServerName != "irc.shared.example" {
+		t.Errorf("server names %q, %q", a.ServerName, pinned.ServerName)
+	}
+}
