@@ -17,19 +17,7 @@ import (
 // with its far end.
 func detachedPair(t *testing.T) (*fdConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	far, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, far := tcpPair(t)
 	t.Cleanup(func() { far.Close() })
 	fc, err := detachTCP(nc.(*net.TCPConn))
 	if err != nil {
