@@ -1584,6 +1584,9 @@ func (c *conn) writeBatch(batch []outLine) (int, error) {
 		}
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if bw, ok := c.nc.(interface{ WriteBuffers([][]byte) (int, error) }); ok {
+		return bw.WriteBuffers(bufs) // fdConn: one writev
+	}
 	n, err := bufs.WriteTo(c.nc)
 	return int(n), err
 }

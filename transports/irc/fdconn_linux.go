@@ -140,6 +140,45 @@ func (c *fdConn) Write(b []byte) (int, error) {
 	return done, nil
 }
 
+// WriteBuffers writes bufs with writev (one system call when the socket
+// takes them), waiting for room as Write does; it consumes bufs.
+// net.Buffers.WriteTo would write an fdConn one Write, so one system
+// call, per line: net's writev is for its own connections.
+func (c *fdConn) WriteBuffers(bufs [][]byte) (int, error) {
+	total := 0
+	for len(bufs) > 0 {
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+			continue
+		}
+		var n int
+		var werr error
+		if err := c.use(func(fd int) { n, werr = unix.Writev(fd, bufs) }); err != nil {
+			return total, err
+		}
+		switch {
+		case werr == unix.EINTR:
+			continue
+		case werr == unix.EAGAIN:
+			if err := c.waitReady(true); err != nil {
+				return total, err
+			}
+			continue
+		case werr != nil:
+			return total, os.NewSyscallError("writev", werr)
+		}
+		total += n
+		for len(bufs) > 0 && n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+		if n > 0 {
+			bufs[0] = bufs[0][n:]
+		}
+	}
+	return total, nil
+}
+
 // waitReady waits until the socket can be written (or read), up to the
 // deadline: through a duplicate of the descriptor that the runtime's
 // poller watches (net.FileConn), closed after. A Close meanwhile shuts

@@ -282,3 +282,38 @@ func TestSharedTLSConfig(t *testing.T) {
 		t.Errorf("server names %q, %q", a.ServerName, pinned.ServerName)
 	}
 }
+
+// WriteBuffers writes lines with writev, waiting for room as Write does,
+// empty ones skipped and a part written carried on from.
+func TestFdConnWriteBuffers(t *testing.T) {
+	fc, far := detachedPair(t)
+	var bufs [][]byte
+	var want []byte
+	for i := range 64 {
+		b := bytes.Repeat([]byte{byte('a' + i%26)}, 64<<10+i)
+		if i == 10 {
+			b = nil
+		}
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	res := make(chan error, 1)
+	go func() {
+		n, err := fc.WriteBuffers(bufs)
+		if err == nil && n != len(want) {
+			err = errors.New("short write")
+		}
+		res <- err
+	}()
+	got := make([]byte, len(want))
+	_ = far.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(far, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the far end read other bytes than were written")
+	}
+}
