@@ -116,29 +116,8 @@ func (c *fdConn) Read(b []byte) (int, error) {
 	}
 }
 
-func (c *fdConn) Write(b []byte) (int, error) {
-	done := 0
-	for done < len(b) {
-		var n int
-		var werr error
-		if err := c.use(func(fd int) { n, werr = unix.Write(fd, b[done:]) }); err != nil {
-			return done, err
-		}
-		switch {
-		case werr == unix.EINTR:
-			continue
-		case werr == unix.EAGAIN:
-			if err := c.waitReady(true); err != nil {
-				return done, err
-			}
-			continue
-		case werr != nil:
-			return done, os.NewSyscallError("write", werr)
-		}
-		done += n
-	}
-	return done, nil
-}
+// Write is WriteBuffers of one buffer.
+func (c *fdConn) Write(b []byte) (int, error) { return c.WriteBuffers([][]byte{b}) }
 
 // WriteBuffers writes bufs with writev (one system call when the socket
 // takes them), waiting for room as Write does; it consumes bufs.
