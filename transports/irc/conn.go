@@ -1134,7 +1134,7 @@ func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func
 	c.onLine, c.onClose = onLine, onClose
 	if p := thePoller(); p != nil && (c.polled || c.makePollable()) {
 		c.rbuf = nil // src may still hold lines read into it
-		c.readAt.Store(c.clock())
+		c.readAt.Store(monoNow())
 		go c.catchUp(p) // what registration read, then the poller
 		return
 	}
@@ -1174,14 +1174,11 @@ func (c *conn) readPolled(b []byte) (int, error) {
 	return readNow(c.raw, b)
 }
 
-// clock is the connections' clock: monotonic nanoseconds since epoch,
-// never 0. Eight bytes of every connection where a time.Time is 24.
-func (c *conn) clock() int64 { return monoNow() }
-
 var epoch = time.Now()
 
-// monoNow is the connections' clock (clock) where there is no
-// connection.
+// monoNow is the connections' and networks' clock: monotonic nanoseconds
+// since epoch, never 0. Eight bytes of every connection where a
+// time.Time is 24.
 func monoNow() int64 { return int64(time.Since(epoch)) + 1 }
 
 // monoSince is how long ago a reading of the clock was: forever for 0
@@ -1255,7 +1252,7 @@ func (c *conn) drainTLS(pump func() (stop bool, err error)) (stopped bool, err e
 	for {
 		n, err := c.readPolled(buf)
 		if n > 0 {
-			c.readAt.Store(c.clock())
+			c.readAt.Store(monoNow())
 			c.src = buf[:n]
 			stop, perr := pump()
 			if stop {
@@ -1301,7 +1298,7 @@ func (c *conn) pingCheck() {
 	if c.isClosed() || c.pingEvery <= 0 || c.registering.Load() {
 		return // registration has its own deadline
 	}
-	now, last := c.clock(), c.readAt.Load()
+	now, last := monoNow(), c.readAt.Load()
 	if at := c.pingAt.Load(); at != 0 {
 		if last < at {
 			if time.Duration(now-at) >= c.pingWait {

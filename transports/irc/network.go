@@ -73,7 +73,7 @@ type network struct {
 	waiting  []*sendRequest // messages waiting for the connection
 
 	// lastPrivate is when a private chat or a list last used the
-	// connection (conn.clock; 0: never, or long enough ago).
+	// connection (monoNow; 0: never, or long enough ago).
 	lastPrivate int64
 	// *netRare: what users seldom ask of a network; nil until asked
 	// (rare), so that every user's network stays in the 512-byte size

@@ -230,7 +230,7 @@ func (p *poller) readable(c *conn, events uint32) {
 	for first := true; ; first = false {
 		n, rerr := c.readPolled(p.buf)
 		if n > 0 {
-			c.readAt.Store(c.clock())
+			c.readAt.Store(monoNow())
 			c.src = p.buf[:n]
 			if !p.handOn(c) {
 				return
