@@ -206,7 +206,7 @@ type conn struct {
 	src     []byte
 	token   int32
 	stalled *ircmsg.Message // a line the session could not take at once
-	// Keepalive of a polled connection: times on c.clock's scale.
+	// Keepalive of a polled connection: times on monoNow's scale.
 	readAt atomic.Int64 // last read
 	upAt   int64        // unix seconds registration ended (the session's drain)
 	pingAt atomic.Int64 // our PING waiting for an answer, or 0
