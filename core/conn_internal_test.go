@@ -229,3 +229,109 @@ func FuzzRoomStanza(f *testing.F) {
 		}
 	})
 }
+
+// occupantElement builds as an element tree what occupantPresence writes
+// (as roomPresence did before it wrote without a tree).
+func occupantElement(p *occupantPresence) *Element {
+	from := p.room
+	if p.nick != "" {
+		from += "/" + p.nick
+	}
+	el := NewElement("", "presence", "from", from, "to", p.to)
+	if p.typ != "" {
+		el.SetAttr("type", p.typ)
+	}
+	if p.show != "" {
+		el.AddText("", "show", p.show)
+	}
+	if p.status != "" {
+		el.AddText("", "status", p.status)
+	}
+	it := NewElement("", "item", "affiliation", p.affiliation, "role", p.role)
+	if p.jid != "" {
+		it.SetAttr("jid", p.jid)
+	}
+	if p.newNick != "" {
+		it.SetAttr("nick", p.newNick)
+	}
+	if p.reason != "" {
+		it.AddText("", "reason", p.reason)
+	}
+	x := NewElement(nsMUCUser, "x").Add(it)
+	for _, c := range p.codes {
+		x.Add(NewElement("", "status", "code", c))
+	}
+	el.Add(x)
+	if p.reason != "" {
+		el.AddText("", "status", p.reason)
+	}
+	return el
+}
+
+// An occupant's presence written without its element tree is, byte for
+// byte, what the encoder writes for the tree.
+func TestOccupantPresenceWrittenAsElement(t *testing.T) {
+	room := "#c%irc.example.org@irc.a.test"
+	for _, p := range []occupantPresence{
+		{room: room, nick: "alice", to: "u@a.test/res", affiliation: "none", role: "participant", jid: "alice%irc.example.org@irc.a.test"},
+		{room: room, nick: "n<&>\"'", to: "u@a.test/r\né", show: "away", status: "gone <for> \"lunch\" & 😀 \xff\r\n", affiliation: "admin", role: "moderator"},
+		{room: room, nick: "me", to: "u@a.test/r", affiliation: "none", role: "participant", jid: "u@a.test/r", codes: []string{"110", "210"}},
+		{room: room, nick: "bob", to: "u@a.test/r", typ: "unavailable", affiliation: "none", role: "none", reason: "flooding <spam>\n", codes: []string{"307"}},
+		{room: room, nick: "old", to: "u@a.test/r", typ: "unavailable", affiliation: "member", role: "none", newNick: "new&", codes: []string{"303", "110"}},
+		{room: room, to: "u@a.test/r", affiliation: "none", role: "participant"},
+	} {
+		want := encoded(t, occupantElement(&p))
+		gotb, ok := p.appendTo(nil)
+		got := sameID(string(gotb), want)
+		if !ok || got != want {
+			t.Errorf("occupantPresence:\n%s\nencoder:\n%s", got, want)
+		}
+		if name, from, to := p.stanzaHeader(); name != "presence" || from != room || to != p.to {
+			t.Errorf("stanzaHeader = %q %q %q", name, from, to)
+		}
+	}
+}
+
+func FuzzOccupantPresence(f *testing.F) {
+	f.Add("#c%irc.example.org@irc.a.test", "nick", "u@a.test/r", "", "away", "status <&>", "admin", "moderator", "j@irc.a.test", "", "", "110")
+	f.Add("a", "\x00", "b", "unavailable", "", "", "", "", "", "new\xff", "reason\r\n", "")
+	f.Fuzz(func(t *testing.T, room, nick, to, typ, show, status, aff, role, jid, newNick, reason, code string) {
+		p := occupantPresence{room: room, nick: nick, to: to, typ: typ, show: show, status: status, affiliation: aff, role: role, jid: jid, newNick: newNick, reason: reason}
+		if code != "" {
+			p.codes = []string{code}
+		}
+		var b strings.Builder
+		if err := writeStanza(xml.NewEncoder(&b), occupantElement(&p)); err != nil {
+			return
+		}
+		gotb, ok := p.appendTo(nil)
+		if got := sameID(string(gotb), b.String()); !ok || got != b.String() {
+			t.Errorf("occupantPresence:\n%q\nencoder:\n%q", got, b.String())
+		}
+	})
+}
+
+// sameID gives got with its stanza's id attribute replaced by want's
+// (each side makes its own random one), or got unchanged if either has
+// none where a stanza's attributes end.
+func sameID(got, want string) string {
+	idOf := func(s string) (int, int) {
+		end := strings.IndexByte(s, '>')
+		i := strings.Index(s[:max(end, 0)], ` id="`)
+		if i < 0 {
+			return -1, -1
+		}
+		j := strings.IndexByte(s[i+5:], '"')
+		if j < 0 {
+			return -1, -1
+		}
+		return i + 5, i + 5 + j
+	}
+	gi, gj := idOf(got)
+	wi, wj := idOf(want)
+	if gi < 0 || wi < 0 || gj-gi != 24 {
+		return got
+	}
+	return got[:gi] + want[wi:wj] + got[gj:]
+}
+

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	xmppcomponent "mellium.im/xmpp/component"
 	"mellium.im/xmpp/disco"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/ping"
@@ -807,7 +808,7 @@ func (u *user) handleRoom(ev userEvent) {
 			return
 		}
 		r.occupants.set(ev.o)
-		u.broadcastRoom(r, func(res string) *Element {
+		u.broadcastRoom(r, func(res string) outgoing {
 			codes := []string(nil)
 			if ev.o.Nick == r.nick {
 				codes = []string{"110"}
@@ -823,7 +824,7 @@ func (u *user) handleRoom(ev userEvent) {
 		o.Nick, o.Role = ev.nick, "none"
 		r.occupants.del(ev.nick)
 		self := ev.nick == r.nick
-		u.broadcastRoom(r, func(res string) *Element {
+		u.broadcastRoom(r, func(res string) outgoing {
 			var codes []string
 			if ev.kicked {
 				codes = append(codes, "307")
@@ -832,12 +833,7 @@ func (u *user) handleRoom(ev userEvent) {
 				codes = append(codes, "110")
 			}
 			p := u.roomPresence(r, ev.nick, res, "unavailable", o, codes...)
-			if ev.reason != "" {
-				if x := p.Child(nsMUCUser, "x"); x != nil {
-					x.FirstChild().AddText("", "reason", ev.reason)
-				}
-				p.AddText("", "status", ev.reason)
-			}
+			p.reason = ev.reason
 			return p
 		})
 		if self {
@@ -856,13 +852,13 @@ func (u *user) handleRoom(ev userEvent) {
 		}
 		r.occupants.del(ev.oldNick)
 		self := ev.oldNick == r.nick
-		u.broadcastRoom(r, func(res string) *Element {
+		u.broadcastRoom(r, func(res string) outgoing {
 			codes := []string{"303"}
 			if self {
 				codes = append(codes, "110")
 			}
 			p := u.roomPresence(r, ev.oldNick, res, "unavailable", o, codes...)
-			p.Child(nsMUCUser, "x").FirstChild().SetAttr("nick", ev.newNic)
+			p.newNick = ev.newNic
 			return p
 		})
 		o.Nick = ev.newNic
@@ -870,7 +866,7 @@ func (u *user) handleRoom(ev userEvent) {
 		if self {
 			r.nick = ev.newNic
 		}
-		u.broadcastRoom(r, func(res string) *Element {
+		u.broadcastRoom(r, func(res string) outgoing {
 			var codes []string
 			if self {
 				codes = []string{"110"}
@@ -883,7 +879,7 @@ func (u *user) handleRoom(ev userEvent) {
 			return
 		}
 		r.subject = ev.subject
-		u.broadcastRoom(r, func(res string) *Element { return u.subjectMessage(r, res, ev.by) })
+		u.broadcastRoom(r, func(res string) outgoing { return u.subjectMessage(r, res, ev.by) })
 	}
 }
 
@@ -917,36 +913,110 @@ func (u *user) sendRoomError(room, nick, resource string, err error) {
 }
 
 // roomPresence renders an occupant's presence for one resource.
-func (u *user) roomPresence(r *room, nick, resource, typ string, o Occupant, codes ...string) *Element {
-	p := u.c.stanza("presence", u.c.local(u.label, r.address), nick, u.bare+"/"+resource, typ)
-	if typ == "" {
-		if o.Show != "" {
-			p.AddText("", "show", o.Show)
-		}
-		if o.Status != "" {
-			p.AddText("", "status", o.Status)
-		}
+func (u *user) roomPresence(r *room, nick, resource, typ string, o Occupant, codes ...string) *occupantPresence {
+	p := &occupantPresence{room: u.roomJID(r.address, ""), to: u.bare + "/" + resource, typ: typ, codes: codes}
+	u.setOccupant(p, r, nick, o)
+	return p
+}
+
+// setOccupant fills p with the occupant's nick, show, status, role,
+// affiliation and item jid: the user's own resource for its own
+// presence (status 110), else the occupant's contact, if the transport
+// names one.
+func (u *user) setOccupant(p *occupantPresence, r *room, nick string, o Occupant) {
+	p.nick, p.show, p.status = nick, "", ""
+	if p.typ == "" {
+		p.show, p.status = o.Show, o.Status
 	}
-	role, aff := o.Role, o.Affiliation
-	if role == "" {
-		role = "participant"
+	p.role, p.affiliation = o.Role, o.Affiliation
+	if p.role == "" {
+		p.role = "participant"
 	}
-	if aff == "" {
-		aff = "none"
+	if p.affiliation == "" {
+		p.affiliation = "none"
 	}
-	it := NewElement("", "item", "affiliation", aff, "role", role)
-	if slices.Contains(codes, "110") {
-		it.SetAttr("jid", u.bare+"/"+resource)
+	p.jid = ""
+	if slices.Contains(p.codes, "110") {
+		p.jid = p.to
 	} else if oc, ok := u.c.t.(OccupantContacts); ok {
 		if addr := oc.OccupantContact(r.address, nick); addr != "" {
-			it.SetAttr("jid", u.c.local(u.label, addr)+"@"+u.c.jid.Domainpart())
+			p.jid = u.c.local(u.label, addr) + "@" + u.c.jid.Domainpart()
 		}
 	}
-	x := NewElement(nsMUCUser, "x").Add(it)
-	for _, c := range codes {
-		x.Add(NewElement("", "status", "code", c))
+}
+
+// occupantPresence is an occupant's presence to one resource, written
+// without an element tree (see outgoing): joining a channel sends one
+// for every member, and their trees (four elements, their attributes and
+// the from) were most of what joining a busy channel allocated.
+type occupantPresence struct {
+	room, nick, to    string // from is room/nick
+	typ               string // "" (available) or "unavailable"
+	show, status      string // available only
+	affiliation, role string
+	jid               string   // the item's jid, if known
+	newNick           string   // the item's nick: the new one (303)
+	reason            string   // the item's reason, and the presence's status (a kick's, a part's)
+	codes             []string // status codes
+}
+
+// stanzaHeader gives the room's bare JID as the from: link.send checks
+// its domain, and room/nick would be made for that alone.
+func (p *occupantPresence) stanzaHeader() (name, from, to string) { return "presence", p.room, p.to }
+
+// appendTo writes what appendStanza writes for the same presence built as
+// an element (TestOccupantPresenceWrittenAsElement holds them together).
+func (p *occupantPresence) appendTo(b []byte) ([]byte, bool) {
+	b = append(b, `<presence xmlns="`+xmppcomponent.NSAccept+`" from="`...)
+	b = appendEscaped(b, p.room, true)
+	if p.nick != "" {
+		b = append(b, '/')
+		b = appendEscaped(b, p.nick, true)
 	}
-	return p.Add(x)
+	b = append(b, '"')
+	b = appendAttr(b, "to", p.to)
+	b = appendAttr(b, "type", p.typ)
+	b = append(b, ` id="`...)
+	b = appendRandomID(b) // as the encoder adds to a stanza without one
+	b = append(b, `">`...)
+	if p.show != "" {
+		b = appendTextElement(b, "show", p.show)
+	}
+	if p.status != "" {
+		b = appendTextElement(b, "status", p.status)
+	}
+	b = append(b, `<x xmlns="`+nsMUCUser+`"><item`...)
+	b = appendAttr(b, "affiliation", p.affiliation)
+	b = appendAttr(b, "role", p.role)
+	b = appendAttr(b, "jid", p.jid)
+	b = appendAttr(b, "nick", p.newNick)
+	b = append(b, '>')
+	if p.reason != "" {
+		b = appendTextElement(b, "reason", p.reason)
+	}
+	b = append(b, "</item>"...)
+	for _, c := range p.codes {
+		b = append(b, `<status`...)
+		b = appendAttr(b, "code", c)
+		b = append(b, "></status>"...)
+	}
+	b = append(b, "</x>"...)
+	if p.reason != "" {
+		b = appendTextElement(b, "status", p.reason)
+	}
+	return append(b, "</presence>"...), true
+}
+
+// appendTextElement appends <name>text</name> (a name of the parent's
+// namespace).
+func appendTextElement(b []byte, name, text string) []byte {
+	b = append(b, '<')
+	b = append(b, name...)
+	b = append(b, '>')
+	b = appendEscaped(b, text, false)
+	b = append(b, "</"...)
+	b = append(b, name...)
+	return append(b, '>')
 }
 
 func (u *user) subjectMessage(r *room, resource, by string) *Element {
@@ -969,8 +1039,12 @@ func (u *user) sendRoomState(r *room, resource string, renamed bool, h HistoryRe
 		}
 	}
 	slices.SortFunc(others, func(a, b Occupant) int { return strings.Compare(a.Nick, b.Nick) })
+	// One presence, refilled for each occupant: send has written it
+	// when it returns.
+	p := u.roomPresence(r, "", resource, "", Occupant{})
 	for _, o := range others {
-		_ = u.c.send(u.roomPresence(r, o.Nick, resource, "", o))
+		u.setOccupant(p, r, o.Nick, o)
+		_ = u.c.send(p)
 	}
 	codes := []string{"110"}
 	if renamed {
@@ -982,7 +1056,7 @@ func (u *user) sendRoomState(r *room, resource string, renamed bool, h HistoryRe
 	_ = u.c.send(u.subjectMessage(r, resource, ""))
 }
 
-func (u *user) broadcastRoom(r *room, render func(resource string) *Element) {
+func (u *user) broadcastRoom(r *room, render func(resource string) outgoing) {
 	for _, res := range r.resources {
 		_ = u.c.send(render(res))
 	}

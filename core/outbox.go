@@ -85,6 +85,13 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// appendRandomID appends what randomID returns.
+func appendRandomID(b []byte) []byte {
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	return hex.AppendEncode(b, r[:])
+}
+
 func (o *outbox) enqueueToLegacy(ctx context.Context, u *user, m Message) error {
 	key := legacyIdemKey(m)
 	if key == "" {
