@@ -201,12 +201,11 @@ type linkWriter struct {
 	conn net.Conn // deadlineConn: each write has its deadline
 	logf func(msg string, args ...any)
 
-	mu    sync.Mutex
-	room  sync.Cond // signalled when the buffer was taken or err set
-	buf   byteSink  // encoded, not yet taken by the writer
-	spare []byte
-	enc   *xml.Encoder // into buf
-	err   error        // the connection failed or is closing
+	mu   sync.Mutex
+	room sync.Cond    // signalled when the buffer was taken or err set
+	buf  chunks       // encoded, not yet taken by the writer
+	enc  *xml.Encoder // into buf
+	err  error        // the connection failed or is closing
 
 	kick     chan struct{}
 	stop     chan struct{}
@@ -214,12 +213,75 @@ type linkWriter struct {
 	done     chan struct{} // closed when the writer goroutine ended
 }
 
-// byteSink is the encoder's target: the bytes waiting for the writer.
-type byteSink struct{ b []byte }
+// chunks holds the encoded bytes waiting for the writer in chunks of
+// chunkSize from chunkPool: a burst (the occupants of a channel joined,
+// some 300 bytes each) once grew one buffer by copying, up to the
+// backlog's megabyte, and dropped it once written, which was a third of
+// what joining a busy channel allocated. Stanzas may straddle chunks:
+// the writer writes them in order, and takes them only between stanzas.
+type chunks struct {
+	full []*[]byte // filled, in order
+	cur  *[]byte   // being filled
+	n    int       // bytes in full and cur
+}
 
-func (s *byteSink) Write(p []byte) (int, error) {
-	s.b = append(s.b, p...)
-	return len(p), nil
+const chunkSize = 32 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+
+// room gives the chunk to append a stanza to: a new one when the
+// current has less than a small stanza's room left (a larger stanza
+// grows it, and that chunk is not pooled again).
+func (c *chunks) room() []byte {
+	if c.cur != nil && cap(*c.cur)-len(*c.cur) < 2048 {
+		c.full = append(c.full, c.cur)
+		c.cur = nil
+	}
+	if c.cur == nil {
+		c.cur = chunkPool.Get().(*[]byte)
+	}
+	return *c.cur
+}
+
+// appended records the current chunk after an append to what room gave.
+func (c *chunks) appended(b []byte) {
+	c.n += len(b) - len(*c.cur)
+	*c.cur = b
+}
+
+// Write is the encoder's target; what it writes straddles chunks rather
+// than grow one.
+func (c *chunks) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		b := c.room()
+		k := min(cap(b)-len(b), len(p))
+		c.appended(append(b, p[:k]...))
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// take gives what waits, in order, and empties c.
+func (c *chunks) take() []*[]byte {
+	out := c.full
+	if c.cur != nil {
+		out = append(out, c.cur)
+		c.cur = nil
+	}
+	c.full, c.n = nil, 0
+	return out
+}
+
+// release gives written chunks back to the pool.
+func release(bufs []*[]byte) {
+	for i, b := range bufs {
+		if cap(*b) == chunkSize {
+			*b = (*b)[:0]
+			chunkPool.Put(b)
+		}
+		bufs[i] = nil
+	}
 }
 
 // maxWriteBacklog bounds the bytes waiting for the writer: a sender waits
@@ -237,7 +299,7 @@ func newLinkWriter(conn net.Conn, logf func(msg string, args ...any)) *linkWrite
 
 func (w *linkWriter) send(el outgoing) error {
 	w.mu.Lock()
-	for w.err == nil && len(w.buf.b) > maxWriteBacklog {
+	for w.err == nil && w.buf.n > maxWriteBacklog {
 		w.room.Wait()
 	}
 	if w.err != nil {
@@ -245,8 +307,8 @@ func (w *linkWriter) send(el outgoing) error {
 		return Temporary(fmt.Errorf("send: %w", w.err))
 	}
 	var err error
-	if b, ok := el.appendTo(w.buf.b); ok {
-		w.buf.b = b
+	if b, ok := el.appendTo(w.buf.room()); ok {
+		w.buf.appended(b)
 	} else if e, isElement := el.(*Element); isElement {
 		err = writeStanza(w.enc, e)
 	} else {
@@ -291,24 +353,27 @@ func (w *linkWriter) run() {
 		}
 		for {
 			w.mu.Lock()
-			if len(w.buf.b) == 0 || w.err != nil && !errors.Is(w.err, errLinkClosing) {
+			if w.buf.n == 0 || w.err != nil && !errors.Is(w.err, errLinkClosing) {
 				w.mu.Unlock()
 				break
 			}
-			b := w.buf.b
-			w.buf.b, w.spare = w.spare[:0], nil
+			bufs := w.buf.take()
 			w.room.Broadcast()
 			w.mu.Unlock()
-			_, err := w.conn.Write(b)
-			w.mu.Lock()
+			var err error
+			for _, b := range bufs {
+				if len(*b) == 0 {
+					continue
+				}
+				if _, err = w.conn.Write(*b); err != nil {
+					break
+				}
+			}
+			release(bufs)
 			if err != nil {
+				w.mu.Lock()
 				w.failLocked(err)
-			}
-			if cap(b) <= 64<<10 {
-				w.spare = b[:0]
-			}
-			w.mu.Unlock()
-			if err != nil {
+				w.mu.Unlock()
 				return
 			}
 		}

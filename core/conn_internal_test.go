@@ -3,8 +3,12 @@ package core
 import (
 	"encoding/xml"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeStanza writes what a server accepts whatever the element carries:
@@ -335,3 +339,60 @@ func sameID(got, want string) string {
 	return got[:gi] + want[wi:wj] + got[gj:]
 }
 
+// The link writer writes every stanza whole and in order, small ones,
+// ones larger than a chunk and ones the encoder writes, however the
+// writer's takes fall between them, and then holds no chunk.
+func TestLinkWriterChunks(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	var got strings.Builder
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		_, _ = io.Copy(&got, server)
+	}()
+	w := newLinkWriter(client, t.Logf)
+	var want strings.Builder
+	for i := 0; i < 3000; i++ {
+		var el outgoing
+		switch {
+		case i%500 == 7:
+			// Larger than a chunk: grows one.
+			el = &roomStanza{from: "r@irc.a.test/n", to: "u@a.test/r", id: fmt.Sprint("big", i), body: strings.Repeat("é<", chunkSize/2+i)}
+		case i%3 == 0:
+			// Through the encoder (a prefixed attribute).
+			e := NewElement("", "message", "from", "r@irc.a.test", "to", "u@a.test/r", "id", fmt.Sprint("e", i))
+			e.Attr = append(e.Attr, xml.Attr{Name: xml.Name{Space: "xml", Local: "lang"}, Value: "en"})
+			e.AddText("", "body", strings.Repeat("x", i))
+			el = e
+		default:
+			el = &roomStanza{from: "r@irc.a.test/n", to: "u@a.test/r", id: fmt.Sprint("s", i), body: fmt.Sprint("message ", i)}
+		}
+		if e, ok := el.(*Element); ok {
+			want.WriteString(encoded(t, e))
+		} else {
+			b, _ := el.appendTo(nil)
+			want.Write(b)
+		}
+		if err := w.send(el); err != nil {
+			t.Fatal(err)
+		}
+		if i%700 == 0 {
+			time.Sleep(time.Millisecond) // let the writer take some
+		}
+	}
+	w.close()
+	client.Close()
+	<-read
+	if got.String() != want.String() {
+		g, wn := got.String(), want.String()
+		i := 0
+		for i < len(g) && i < len(wn) && g[i] == wn[i] {
+			i++
+		}
+		t.Fatalf("written %d bytes, want %d; first difference at %d: %q", len(g), len(wn), i, g[i:min(len(g), i+80)])
+	}
+	if w.buf.n != 0 || w.buf.cur != nil || len(w.buf.full) != 0 {
+		t.Errorf("the writer holds %d bytes, chunk %v, %d full chunks after close", w.buf.n, w.buf.cur != nil, len(w.buf.full))
+	}
+}
