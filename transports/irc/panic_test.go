@@ -115,3 +115,51 @@ func TestPollerPanicEndsOneConnectionAndIsReported(t *testing.T) {
 		t.Fatal("the poller stopped reading other connections after a panic")
 	}
 }
+
+// A connection whose last lines and end arrive together, while the
+// poller is busy with another, is seen to end: a read that took all the
+// data leaves the end of the stream to read, and no new wake comes for
+// it.
+func TestPollerSeesEndSentWithData(t *testing.T) {
+	busy, release := make(chan struct{}), make(chan struct{})
+	_, slowFar := polledPair(t, func(ircmsg.Message, bool) bool {
+		close(busy)
+		<-release
+		return true
+	}, func(error) {})
+	lines, closed := make(chan string, 4), make(chan error, 1)
+	_, far := polledPair(t, func(m ircmsg.Message, _ bool) bool { lines <- last(m.Params); return true }, func(err error) { closed <- err })
+
+	if _, err := slowFar.Write([]byte("PRIVMSG #c :hold the poller\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-busy:
+	case <-time.After(wait):
+		t.Fatal("the poller never read the first connection")
+	}
+	// The poller is inside the first connection's line: the second's
+	// line and end are both waiting when it gets to it.
+	if _, err := far.Write([]byte("PRIVMSG #c :last words\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	far.Close()
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	select {
+	case got := <-lines:
+		if got != "last words" {
+			t.Fatalf("line %q", got)
+		}
+	case <-time.After(wait):
+		t.Fatal("the line sent before the end was never read")
+	}
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Fatal("closed without an error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection's end was never seen")
+	}
+}

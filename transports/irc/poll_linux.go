@@ -147,13 +147,23 @@ func (p *poller) run() {
 					// say the set is readable again.
 					return false
 				}
+				more := n == len(evs)
 				for _, ev := range evs[:n] {
 					p.mu.Lock()
 					c := p.conns[ev.Fd]
 					p.mu.Unlock()
-					if c != nil {
-						p.readable(c, ev.Events)
+					if c != nil && p.readable(c, ev.Events) {
+						more = true
 					}
+				}
+				if !more {
+					// Every connection reported was read empty: asking the
+					// set again would find nothing, at a system call a
+					// wake (one a relayed message). What arrives from now
+					// on wakes the set's waiters, the runtime's poller
+					// among them, even for a connection the
+					// level-triggered set still lists as ready.
+					return false
 				}
 			}
 		})
@@ -217,8 +227,10 @@ func (p *poller) remove(c *conn) {
 // readable reads what one connection has and hands its lines on. When
 // the session cannot take a line without waiting, the connection leaves
 // the set and a goroutine waits for the session, then puts it back: one
-// slow session never holds up the others.
-func (p *poller) readable(c *conn, events uint32) {
+// slow session never holds up the others. more tells that the
+// connection may hold more than was read: a read filled the buffer, or
+// the peer's end or an error was reported with the data.
+func (p *poller) readable(c *conn, events uint32) (more bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			// The connection ends; its close reports the panic to core
@@ -240,7 +252,11 @@ func (p *poller) readable(c *conn, events uint32) {
 		case rerr == nil && c.viaTLS:
 			continue // see readPolled
 		case rerr == nil:
-			return // level-triggered: more is reported again
+			// Level-triggered: more is reported again. A read short of
+			// the buffer took all there was, but not the end of the
+			// stream the peer sent with it (reported, and no wake to
+			// come): it is read next.
+			return n == len(p.buf) || events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 		case errors.Is(rerr, errSocketEmpty):
 			if !first || n > 0 || events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 				return
