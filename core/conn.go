@@ -229,10 +229,10 @@ const chunkSize = 32 << 10
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
 
-// room gives the chunk to append a stanza to: a new one when the
+// free gives the chunk to append a stanza to: a new one when the
 // current has less than a small stanza's room left (a larger stanza
 // grows it, and that chunk is not pooled again).
-func (c *chunks) room() []byte {
+func (c *chunks) free() []byte {
 	if c.cur != nil && cap(*c.cur)-len(*c.cur) < 2048 {
 		c.full = append(c.full, c.cur)
 		c.cur = nil
@@ -243,7 +243,7 @@ func (c *chunks) room() []byte {
 	return *c.cur
 }
 
-// appended records the current chunk after an append to what room gave.
+// appended records the current chunk after an append to what free gave.
 func (c *chunks) appended(b []byte) {
 	c.n += len(b) - len(*c.cur)
 	*c.cur = b
@@ -254,7 +254,7 @@ func (c *chunks) appended(b []byte) {
 func (c *chunks) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		b := c.room()
+		b := c.free()
 		k := min(cap(b)-len(b), len(p))
 		c.appended(append(b, p[:k]...))
 		p = p[k:]
@@ -307,7 +307,7 @@ func (w *linkWriter) send(el outgoing) error {
 		return Temporary(fmt.Errorf("send: %w", w.err))
 	}
 	var err error
-	if b, ok := el.appendTo(w.buf.room()); ok {
+	if b, ok := el.appendTo(w.buf.free()); ok {
 		w.buf.appended(b)
 	} else if e, isElement := el.(*Element); isElement {
 		err = writeStanza(w.enc, e)

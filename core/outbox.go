@@ -79,13 +79,9 @@ func (o *outbox) wake() {
 	}
 }
 
-func randomID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func randomID() string { return string(appendRandomID(make([]byte, 0, 24))) }
 
-// appendRandomID appends what randomID returns.
+// appendRandomID appends 24 random hex digits.
 func appendRandomID(b []byte) []byte {
 	var r [12]byte
 	_, _ = rand.Read(r[:])
