@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -221,5 +222,82 @@ func TestFullSocketKeepsLines(t *testing.T) {
 		case <-time.After(wait):
 			t.Fatalf("%d of %d messages answered", i, n)
 		}
+	}
+}
+
+// SendAsync keeps core.AsyncSender's contract when it writes a message
+// itself (sendNow, from core's stanza reader): it never calls done before
+// it returns (core holds its relay lock meanwhile, which done takes), and
+// every message is answered once, an empty body's (answered at once)
+// too. Every written line reaches IRC, in order.
+func TestSendAsyncAnswersAfterReturning(t *testing.T) {
+	srv := newFakeServer(t, allCaps...)
+	s, rec := startSession(t, srv, nil, nil)
+	room := "#later%127.0.0.1"
+	_ = s.JoinRoom(context.Background(), room, "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+
+	bodies := []string{"one", "", "two", "three\nfour", "", "five"}
+	var relayMu sync.Mutex // as core's relay lock
+	answers := make(chan int, len(bodies))
+	errs := make(chan error, len(bodies))
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i, body := range bodies {
+			relayMu.Lock()
+			s.SendAsync(&core.Message{Contact: room, Groupchat: true, Body: body, XMPPID: fmt.Sprint("later", i)},
+				func(_ string, err error) {
+					// As core, which would wait for good; given up after
+					// a while here, so that the test ends.
+					for deadline := time.Now().Add(wait); !relayMu.TryLock(); time.Sleep(time.Millisecond) {
+						if time.Now().After(deadline) {
+							answers <- i
+							errs <- errors.New("done called inside SendAsync, with core's relay lock held")
+							return
+						}
+					}
+					answers <- i
+					errs <- err
+					relayMu.Unlock()
+				})
+			relayMu.Unlock()
+			if i%2 == 1 {
+				time.Sleep(5 * time.Millisecond) // idle between some: the reader writes those itself
+			}
+		}
+	}()
+	select {
+	case <-sent:
+	case <-time.After(2 * wait):
+		t.Fatal("SendAsync did not return")
+	}
+	// An empty body is answered at once, which may be before a message
+	// ahead of it is written (as it was when drains did all the writing):
+	// the order is that of the messages that had lines.
+	var order []int
+	for k := range bodies {
+		select {
+		case got := <-answers:
+			if err := <-errs; err != nil {
+				t.Errorf("message %d answered %v", got, err)
+			}
+			if bodies[got] != "" {
+				order = append(order, got)
+			}
+		case <-time.After(wait):
+			t.Fatalf("%d of %d messages answered", k, len(bodies))
+		}
+	}
+	if fmt.Sprint(order) != "[0 2 3 5]" {
+		t.Errorf("messages with lines answered in the order %v", order)
+	}
+	var got []string
+	for range 5 {
+		got = append(got, last(c.expect(t, "PRIVMSG").Params))
+	}
+	if strings.Join(got, "|") != "one|two|three|four|five" {
+		t.Errorf("IRC got %q", got)
 	}
 }
