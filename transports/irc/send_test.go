@@ -238,7 +238,16 @@ func TestSendAsyncAnswersAfterReturning(t *testing.T) {
 	c := srv.nextConn()
 	rec.next(t, "joined", isJoined(room))
 
-	bodies := []string{"one", "", "two", "three\nfour", "", "five"}
+	bodies := []string{"one", "", "two", "three\nfour", "", "five", "pm", "six"}
+	to := func(i int) (contact, nick string) {
+		switch i {
+		case 6:
+			return "friend%127.0.0.1", "" // a private message
+		case 7:
+			return room, "friend" // to an occupant, privately
+		}
+		return room, ""
+	}
 	var relayMu sync.Mutex // as core's relay lock
 	answers := make(chan int, len(bodies))
 	errs := make(chan error, len(bodies))
@@ -247,7 +256,8 @@ func TestSendAsyncAnswersAfterReturning(t *testing.T) {
 		defer close(sent)
 		for i, body := range bodies {
 			relayMu.Lock()
-			s.SendAsync(&core.Message{Contact: room, Groupchat: true, Body: body, XMPPID: fmt.Sprint("later", i)},
+			contact, nick := to(i)
+			s.SendAsync(&core.Message{Contact: contact, Groupchat: contact == room && nick == "", Nick: nick, Body: body, XMPPID: fmt.Sprint("later", i)},
 				func(_ string, err error) {
 					// As core, which would wait for good; given up after
 					// a while here, so that the test ends.
@@ -290,14 +300,15 @@ func TestSendAsyncAnswersAfterReturning(t *testing.T) {
 			t.Fatalf("%d of %d messages answered", k, len(bodies))
 		}
 	}
-	if fmt.Sprint(order) != "[0 2 3 5]" {
+	if fmt.Sprint(order) != "[0 2 3 5 6 7]" {
 		t.Errorf("messages with lines answered in the order %v", order)
 	}
 	var got []string
-	for range 5 {
-		got = append(got, last(c.expect(t, "PRIVMSG").Params))
+	for range 7 {
+		m := c.expect(t, "PRIVMSG")
+		got = append(got, m.Params[0]+" "+last(m.Params))
 	}
-	if strings.Join(got, "|") != "one|two|three|four|five" {
+	if strings.Join(got, "|") != "#later one|#later two|#later three|#later four|#later five|friend pm|friend six" {
 		t.Errorf("IRC got %q", got)
 	}
 }

@@ -775,7 +775,7 @@ func (s *session) SendAsync(m *core.Message, done func(string, error)) {
 		}
 		done(id, err)
 	}
-	owned, err := s.postCtlOrOwn(evSend{req: req}, m.Groupchat)
+	owned, err := s.postCtlOrOwn(evSend{req: req})
 	if err != nil {
 		// The session ended: no drain answers any more.
 		go done("", core.Temporary(errNotWritten{err}))
@@ -794,17 +794,17 @@ type evAnswer struct {
 	err  error
 }
 
-// postCtlOrOwn is postCtl, except that a group chat message to a session
-// nothing else owns, with none of core's requests ahead of it, is not
-// queued: the caller then owns the session (true) and sends it itself.
-func (s *session) postCtlOrOwn(ev evSend, groupchat bool) (owned bool, err error) {
+// postCtlOrOwn is postCtl, except that a message to a session nothing
+// else owns, with none of core's requests ahead of it, is not queued: the
+// caller then owns the session (true) and sends it itself.
+func (s *session) postCtlOrOwn(ev evSend) (owned bool, err error) {
 	s.ctlMu.Lock()
 	if s.ctlClosed {
 		s.ctlMu.Unlock()
 		return false, core.Temporary(errClosed)
 	}
 	// Under ctlMu: a request of core queued after this one is behind it.
-	if groupchat && len(s.ctl) == 0 && s.active.CompareAndSwap(false, true) {
+	if len(s.ctl) == 0 && s.active.CompareAndSwap(false, true) {
 		s.ctlMu.Unlock()
 		return true, nil
 	}
@@ -814,9 +814,10 @@ func (s *session) postCtlOrOwn(ev evSend, groupchat bool) (owned bool, err error
 	return false, nil
 }
 
-// sendNow writes a group chat message from core's stanza reader, which
-// owns the session (postCtlOrOwn): only the write, when the channel is
-// joined and the socket takes it at once. The rest (Send's answer once
+// sendNow writes a message from core's stanza reader, which owns the
+// session (postCtlOrOwn): only the write, when the channel is joined (or
+// the network connected, for a private message) and the socket takes it
+// at once. The rest (Send's answer once
 // written, a reflection, what was posted meanwhile) goes to a drain,
 // started here if there is any. Relaying toward IRC went from the reader
 // to a drain's goroutine and then to the socket: the hand-over, a wake of
@@ -853,23 +854,33 @@ func (s *session) sendNow(req *sendRequest) {
 	workers.Go(s.drainEvents)
 }
 
-// writable says whether m, a group chat message, can be written without
-// anything but the write: the session runs, nothing is held, and the
-// channel is joined on a connection.
+// writable says whether m can be written without anything but the
+// write: the session runs, nothing is held, and m goes to a channel
+// joined on a connection or privately to a nick on one (not raw
+// commands to the server).
 func (s *session) writable(m *core.Message) bool {
 	if !s.started || s.stopped || s.relayHeld || m.FromOutbox {
 		return false
 	}
 	a, server, err := s.resolve(m.Contact)
-	if err != nil || a.kind != kindChannel {
+	if err != nil {
 		return false
 	}
 	n := s.nets.get(server)
 	if n == nil || n.conn == nil {
 		return false
 	}
-	ch := n.channels.get(n.fold(a.name))
-	return ch != nil && ch.xmpp && ch.joined
+	switch {
+	case m.Groupchat:
+		if a.kind != kindChannel {
+			return false
+		}
+		ch := n.channels.get(n.fold(a.name))
+		return ch != nil && ch.xmpp && ch.joined
+	case a.kind == kindNick, a.kind == kindChannel && m.Nick != "":
+		return n.authErr == ""
+	}
+	return false
 }
 
 func (s *session) send1(ctx context.Context, m *core.Message) (string, error) {
