@@ -109,7 +109,7 @@ func serveFake(t testing.TB, ln net.Listener, caps []string) *fakeServer {
 	return s
 }
 
-// set changes the server's settings (names, topic, banned, taken) while
+// set changes the server's settings (names, topic, banned, taken, sasl) while
 // connections may read them.
 func (s *fakeServer) set(f func()) {
 	s.mu.Lock()
@@ -150,7 +150,7 @@ type fakeConn struct {
 	lines chan ircmsg.Message
 	caps  map[string]bool
 	nick  string
-	quiet bool // do not answer PING (ping timeout tests)
+	quiet bool // do not answer PING (ping timeout tests); set through fakeServer.set
 	raw   []string
 	rawMu sync.Mutex
 }
@@ -214,7 +214,10 @@ func (c *fakeConn) serve() {
 			}
 			dec, _ := base64.StdEncoding.DecodeString(p[0])
 			parts := strings.Split(string(dec), "\x00")
-			if len(parts) == 3 && parts[2] == c.s.sasl {
+			c.s.mu.Lock()
+			sasl := c.s.sasl
+			c.s.mu.Unlock()
+			if len(parts) == 3 && parts[2] == sasl {
 				c.send(":irc.fake 900 * x!x@x %s :You are now logged in", parts[1])
 				c.send(":irc.fake 903 * :SASL authentication successful")
 			} else {
@@ -236,14 +239,20 @@ func (c *fakeConn) serve() {
 		case "USER":
 			user = true
 		case "PING":
-			if !c.quiet {
+			c.s.mu.Lock()
+			quiet := c.quiet
+			c.s.mu.Unlock()
+			if !quiet {
 				c.send(":irc.fake PONG irc.fake :%s", p[0])
 			}
 		}
 		_ = pass
 		if !c.registered() && user && c.nick != "" && capEnd {
-			if h := c.s.holdWelcome; h != nil {
-				c.s.held <- c
+			c.s.mu.Lock()
+			h, held := c.s.holdWelcome, c.s.held
+			c.s.mu.Unlock()
+			if h != nil {
+				held <- c
 				<-h
 			}
 			c.markRegistered()

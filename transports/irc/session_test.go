@@ -166,7 +166,7 @@ func TestJoinTalkAndEvents(t *testing.T) {
 	if err := s.ChangeNick(ctx, room, "bad nick"); err == nil {
 		t.Error("a nick with a space was accepted")
 	}
-	srv.taken["busy"] = true
+	srv.set(func() { srv.taken["busy"] = true })
 	_ = s.ChangeNick(ctx, room, "busy")
 	ne := rec.next(t, "refused nick change", func(ev any) bool { _, ok := ev.(recError); return ok }).(recError)
 	var nce *core.Error
@@ -188,7 +188,7 @@ func TestJoinTalkAndEvents(t *testing.T) {
 
 func TestNickInUseFallsBack(t *testing.T) {
 	srv := newFakeServer(t)
-	srv.taken["taken"] = true
+	srv.set(func() { srv.taken["taken"] = true })
 	s, rec := startSession(t, srv, nil, nil)
 	if err := s.JoinRoom(context.Background(), "#x%127.0.0.1", "taken", ""); err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func TestNickInUseFallsBack(t *testing.T) {
 	// All fallbacks taken: a conflict.
 	srv2 := newFakeServer(t)
 	for _, n := range []string{"busy", "busy_", "busy__", "busy___", "busy____"} {
-		srv2.taken[n] = true
+		srv2.set(func() { srv2.taken[n] = true })
 	}
 	s2, rec2 := startSession(t, srv2, nil, nil)
 	_ = s2.JoinRoom(context.Background(), "#x%127.0.0.1", "busy", "")
@@ -214,7 +214,7 @@ func TestNickInUseFallsBack(t *testing.T) {
 
 func TestSASL(t *testing.T) {
 	srv := newFakeServer(t, append([]string{"sasl=PLAIN"}, allCaps...)...)
-	srv.sasl = "s3cret"
+	srv.set(func() { srv.sasl = "s3cret" })
 	values := map[string]string{fNetwork: "127.0.0.1", fAuth: authSASL, fPassword: "s3cret", fNick: "acct"}
 	s, rec := startSession(t, srv, values, nil)
 	_ = s.JoinRoom(context.Background(), "#x%127.0.0.1", "acct", "")
@@ -232,7 +232,7 @@ func TestSASL(t *testing.T) {
 	// A wrong password: the join fails with not-authorized, the session
 	// shows bad credentials, and nothing is retried.
 	srv2 := newFakeServer(t, "sasl")
-	srv2.sasl = "right"
+	srv2.set(func() { srv2.sasl = "right" })
 	values2 := map[string]string{fNetwork: "127.0.0.1", fAuth: authSASL, fPassword: "wrong"}
 	s2, rec2 := startSession(t, srv2, values2, nil)
 	_ = s2.JoinRoom(context.Background(), "#x%127.0.0.1", "acct", "")
@@ -424,7 +424,7 @@ func TestPingTimeout(t *testing.T) {
 	s, rec := startSession(t, srv, nil, map[string]string{dPingInterval: "150ms", dPingTimeout: "150ms"})
 	_ = s.JoinRoom(context.Background(), "#p%127.0.0.1", "me", "")
 	c := srv.nextConn()
-	c.quiet = true
+	srv.set(func() { c.quiet = true })
 	rec.next(t, "joined", isJoined("#p%127.0.0.1"))
 	start := time.Now()
 	c.expect(t, "PING")
@@ -502,7 +502,7 @@ func submit(vals map[string]string) *registration.Submission {
 // connection to that network uses them.
 func TestConfigureNetwork(t *testing.T) {
 	srv := newFakeServer(t, "sasl", "echo-message")
-	srv.sasl = "netpass"
+	srv.set(func() { srv.sasl = "netpass" })
 	rec := newRecorder(t)
 	sr := secretRecorder{recorder: rec, secrets: &memStore{m: map[string]string{}}}
 	tr := New()
@@ -680,7 +680,7 @@ func startKeepsNoGoroutine(t *testing.T, srv *fakeServer, defaults map[string]st
 // end).
 func holdWelcomes(t *testing.T, srv *fakeServer) (release func()) {
 	hold := make(chan struct{})
-	srv.holdWelcome, srv.held = hold, make(chan *fakeConn, 16)
+	srv.set(func() { srv.holdWelcome, srv.held = hold, make(chan *fakeConn, 16) })
 	var once sync.Once
 	release = func() { once.Do(func() { close(hold) }) }
 	t.Cleanup(release)
