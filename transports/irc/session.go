@@ -329,14 +329,19 @@ func (s *session) drainLoop() {
 		if s.flushHeld() {
 			continue // what was written may have reports to handle
 		}
-		s.active.Store(false)
-		// An event posted after the receive above and before the store
-		// found active still true: this drain takes it, unless its poster
-		// started a new one meanwhile.
-		if (s.events.Len() == 0 && s.ctlLen() == 0) || !s.active.CompareAndSwap(false, true) {
+		if !s.keepOwning() {
 			return
 		}
 	}
+}
+
+// keepOwning gives the session up, unless an event was posted meanwhile
+// (its poster found active still true and started no drain): then the
+// caller owns the session again (true) and handles it, unless that
+// poster started a new drain after all.
+func (s *session) keepOwning() bool {
+	s.active.Store(false)
+	return (s.events.Len() > 0 || s.ctlLen() > 0) && s.active.CompareAndSwap(false, true)
 }
 
 // flushHeld writes what the drain queued on its connections (see
@@ -848,12 +853,10 @@ func (s *session) sendNow(req *sendRequest) {
 		s.ctl = append(s.ctl, evSend{req: req})
 		s.ctlMu.Unlock()
 	}
-	// As drainLoop's end: a drain for whatever is queued.
-	s.active.Store(false)
-	if (s.events.Len() == 0 && s.ctlLen() == 0) || !s.active.CompareAndSwap(false, true) {
-		return
+	// A drain for whatever is queued.
+	if s.keepOwning() {
+		workers.Go(s.drainEvents)
 	}
-	workers.Go(s.drainEvents)
 }
 
 // writable says whether m can be written without anything but the
