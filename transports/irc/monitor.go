@@ -16,7 +16,7 @@ import (
 // user's roster (core.ContactWatcher); each connection asks its server to
 // tell when those of its nicks come online (730) and go offline (731),
 // and core shows them as the contacts' presence. A server without
-// MONITOR (ngIRCd) is asked with USERHOST every isonEvery instead, while
+// MONITOR (ngIRCd) is asked with USERHOST every timing.ison instead, while
 // the connection is up and has contacts to watch: its answer says who is
 // online and who of them is away (ISON says only the first).
 
@@ -59,10 +59,6 @@ func (s *session) setWatch(addrs []string) {
 	}
 }
 
-// isonEvery is how often a server without MONITOR is asked which of the
-// contacts are online (a variable for tests).
-var isonEvery = time.Minute
-
 // polled says whether the contacts of this network are watched with
 // USERHOST: connected, contacts to watch, and no MONITOR.
 func (n *network) polled() bool {
@@ -80,7 +76,7 @@ func (n *network) poll(now time.Time) {
 	if n.watchState == nil {
 		n.watchState = &watchState{}
 	}
-	if now.Sub(n.polledAt) < isonEvery {
+	if now.Sub(n.polledAt) < n.s.t.timing.ison {
 		return
 	}
 	n.polledAt = now

@@ -20,9 +20,10 @@ func TestContactPresence(t *testing.T) {
 	if e.ngircd == "" {
 		xmpptest.Missing(t, "ngIRCd not running")
 	}
-	oldTick, oldISON := tickEvery, isonEvery
-	tickEvery, isonEvery = 100*time.Millisecond, 200*time.Millisecond
-	defer func() { tickEvery, isonEvery = oldTick, oldISON }()
+	// (The gateway's transport takes defaultTiming when it starts.)
+	old := defaultTiming
+	defaultTiming.tick, defaultTiming.ison = 100*time.Millisecond, 200*time.Millisecond
+	defer func() { defaultTiming = old }()
 	t.Run("ngIRCd", func(t *testing.T) { contactPresence(t, e, e.ngircd, "user6@b.test", false) })
 }
 

@@ -238,10 +238,6 @@ const (
 	parkTTL       = 30 * time.Second
 )
 
-// privateIdle: a connection used for private chats only is closed after
-// this long without one (a variable for tests).
-var privateIdle = 10 * time.Minute
-
 func newNetwork(s *session, server string, cfg netConfig) *network {
 	n := &network{
 		s:        s,
@@ -619,7 +615,7 @@ func (n *network) closed(err error) {
 	n.pending = nil
 	n.batches = nil
 	n.failLists(core.NewError(stanza.RemoteServerTimeout, "the IRC connection was lost: "+text))
-	if len(n.channels) == 0 && !n.s.persistent() && monoSince(n.lastPrivate) > privateIdle {
+	if len(n.channels) == 0 && !n.s.persistent() && monoSince(n.lastPrivate) > n.s.t.timing.privateIdle {
 		n.s.nets.del(n.server)
 		n.gen++
 		n.s.updateState()
@@ -642,7 +638,7 @@ func (n *network) scheduleRetry() {
 
 // maybeQuit disconnects a network the user no longer uses.
 func (n *network) maybeQuit() {
-	if n.s.persistent() || monoSince(n.lastPrivate) < privateIdle || len(n.waiting) > 0 || (n.netRare != nil && (n.listing != nil || len(n.listWaiting) > 0)) {
+	if n.s.persistent() || monoSince(n.lastPrivate) < n.s.t.timing.privateIdle || len(n.waiting) > 0 || (n.netRare != nil && (n.listing != nil || len(n.listWaiting) > 0)) {
 		return
 	}
 	for _, ch := range n.channels {
@@ -686,7 +682,7 @@ func (n *network) tick(now time.Time) {
 	}
 	clear(n.waiting[len(waiting):])
 	n.waiting = waiting
-	if n.conn != nil && n.lastPrivate != 0 && monoSince(n.lastPrivate) > privateIdle {
+	if n.conn != nil && n.lastPrivate != 0 && monoSince(n.lastPrivate) > n.s.t.timing.privateIdle {
 		n.lastPrivate = 0
 		n.maybeQuit()
 	}

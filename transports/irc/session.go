@@ -73,7 +73,7 @@ type session struct {
 	netPass   map[string]string // per-network passwords and commands, by sealed-state key
 	state     core.State
 	stateText string
-	tick      *time.Timer // evTick, tickEvery after armTick
+	tick      *time.Timer // evTick, timing.tick after armTick
 	started   bool
 	stopped   bool // shut down: events are only answered
 	ticking   bool // tick is set
@@ -243,10 +243,6 @@ const (
 	// sends). core's requests do not wait here (ctl).
 	eventQueue = 32
 )
-
-// tickEvery is how often a session with something waiting expires what
-// waited too long (a variable for tests).
-var tickEvery = 5 * time.Second
 
 // post hands an event to the session, starting a drain if none runs; it
 // gives up (false) once Run has returned.
@@ -429,9 +425,9 @@ func (s *session) armTick() {
 		if len(n.pending) > 0 || len(n.waiting) > 0 || (n.conn != nil && n.lastPrivate != 0) || n.polled() {
 			s.ticking = true
 			if s.tick == nil {
-				s.tick = time.AfterFunc(tickEvery, func() { s.post(evTick{}) })
+				s.tick = time.AfterFunc(s.t.timing.tick, func() { s.post(evTick{}) })
 			} else {
-				s.tick.Reset(tickEvery)
+				s.tick.Reset(s.t.timing.tick)
 			}
 			return
 		}

@@ -887,15 +887,14 @@ func slowSessionHoldsUpNoOther(t *testing.T, srv *fakeServer, defaults map[strin
 }
 
 // TestPrivateIdleQuits: a connection used only for private chats says
-// QUIT once no private message went either way for privateIdle; the
+// QUIT once no private message went either way for timing.privateIdle; the
 // session's tick, which is set only while something waits to expire,
 // does it.
 func TestPrivateIdleQuits(t *testing.T) {
-	oldIdle, oldTick := privateIdle, tickEvery
-	privateIdle, tickEvery = 300*time.Millisecond, 50*time.Millisecond
-	defer func() { privateIdle, tickEvery = oldIdle, oldTick }()
+	tr := New()
+	tr.timing.privateIdle, tr.timing.tick = 300*time.Millisecond, 50*time.Millisecond
 	srv := newFakeServer(t)
-	s, _ := startSession(t, srv, nil, nil)
+	s, _ := startSessionOn(t, tr, newRecorder(t), nil, fakeDefaults(srv, nil))
 	start := time.Now()
 	if _, err := s.Send(context.Background(), &core.Message{Contact: "plain%127.0.0.1", Body: "hi"}); err != nil {
 		t.Fatal(err)
@@ -905,8 +904,8 @@ func TestPrivateIdleQuits(t *testing.T) {
 		t.Errorf("PRIVMSG %v", m.Params)
 	}
 	c.expect(t, "QUIT")
-	if d := time.Since(start); d < privateIdle {
-		t.Errorf("QUIT after %v, before the %v of idleness", d, privateIdle)
+	if d := time.Since(start); d < tr.timing.privateIdle {
+		t.Errorf("QUIT after %v, before the %v of idleness", d, tr.timing.privateIdle)
 	}
 }
 

@@ -35,7 +35,29 @@ type Transport struct {
 
 	// dial replaces net.Dialer in tests; nil in production.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// timing is defaultTiming as New found it; its sessions read it.
+	timing timing
 }
+
+// timing holds the intervals of a transport's sessions. They are fields
+// rather than package variables so that a test shortening them for its
+// own transport does not change them under the sessions of another
+// (the race detector saw that).
+type timing struct {
+	// tick: how often a session with something waiting expires what
+	// waited too long.
+	tick time.Duration
+	// ison: how often a server without MONITOR is asked which of the
+	// contacts are online.
+	ison time.Duration
+	// privateIdle: a connection used for private chats only is closed
+	// after this long without one.
+	privateIdle time.Duration
+}
+
+// defaultTiming is what New gives a transport; tests that start a whole
+// gateway change it before, and put it back after.
+var defaultTiming = timing{tick: 5 * time.Second, ison: time.Minute, privateIdle: 10 * time.Minute}
 
 type sharedOptions struct {
 	defaults map[string]string // a copy
@@ -65,7 +87,7 @@ func (t *Transport) sessionOptions(defaults map[string]string) *options {
 
 // New returns an IRC transport; core.Register calls it per component.
 func New() *Transport {
-	return &Transport{sessions: map[int64]*session{}}
+	return &Transport{sessions: map[int64]*session{}, timing: defaultTiming}
 }
 
 var (
