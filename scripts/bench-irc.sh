@@ -38,6 +38,15 @@
 #     TRANSPORTD_BENCH_ONLY=JoinedUsers scripts/bench-irc.sh 1x
 # (the idle figure is then taken at the largest; the table's columns stay
 # those of 1/50/200: read the benchmark lines above it.)
+#
+# One run of each gateway varies from the next by more than the gateways
+# differ on some figures (p50 by some 50 µs, throughput by a fifth).
+# TRANSPORTD_BENCH_ROUNDS=N runs the four N times, taking turns, and the
+# table gives each figure's median over the N, then its lowest and
+# highest; the runs themselves are printed above it. The relay alone, five
+# rounds (some 20 minutes):
+#   TRANSPORTD_BENCH_ROUNDS=5 TRANSPORTD_BENCH_ONLY=Relay \
+#     TRANSPORTD_BENCH_SETTLE=0 scripts/bench-irc.sh 300x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.26.9}
@@ -47,6 +56,7 @@ export TESTENV_PROSODY_C2S_PORT=45222 TESTENV_PROSODY_COMPONENT_PORT=45347 TESTE
 export TESTENV_INSPIRCD_PORT=6667 TESTENV_INSPIRCD_TLS_PORT=46697 TESTENV_INSPIRCD_PASS_PORT=46670 TESTENV_INSPIRCD_IDENT_PORT=46671
 export TESTENV_USER_COUNT=${TESTENV_USER_COUNT:-100}
 export TRANSPORTD_BENCH_SETTLE=${TRANSPORTD_BENCH_SETTLE:-130s}
+rounds=${TRANSPORTD_BENCH_ROUNDS:-1}
 COMPONENT_JID=irc.a.test
 RUN=$TESTENV_DIR/bench-irc
 pids=()
@@ -73,28 +83,49 @@ bench() {
 		grep -E '^(Benchmark|ok|FAIL|---)|bench_test' | tee -a "$RUN/all.txt" || true
 }
 
-# table: one row per gateway from $RUN/all.txt.
+# table: one row per gateway from $RUN/all.txt; with several rounds, each
+# figure's median over them, then a row of the lowest and highest.
 table() {
 	echo
-	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, bursts of 200; CPU from /proc schedstat)"
+	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, bursts of ${TRANSPORTD_BENCH_BURSTS:-200}, $rounds round(s); CPU from /proc schedstat)"
 	echo
 	echo "| gateway | XMPP→IRC p50 / p99 ms | msgs/s | CPU ms/msg | IRC→XMPP p50 / p99 ms | msgs/s | CPU ms/msg | RSS MiB, 1 / 50 / 200 users | idle KiB/user |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 	awk '
-	function v(name, unit,   i) { for (i = 3; i < NF; i++) if ($(i + 1) == unit) return $i; return "–" }
-	function row() {
-		if (gw == "") return
-		printf "| %s | %s / %s | %s | %s | %s / %s | %s | %s | %s / %s / %s | %s |\n", gw, m["x2i","p50-ms"], m["x2i","p99-ms"], m["x2i","burst-msgs/s"], m["x2i","cpu-ms/msg"], m["i2x","p50-ms"], m["i2x","p99-ms"], m["i2x","burst-msgs/s"], m["i2x","cpu-ms/msg"], m["u1","rss-MiB"], m["u50","rss-MiB"], m["u200","rss-MiB"], m["u200","settled-rss-KiB/user"]
+	function v(name, unit,   i) { for (i = 3; i < NF; i++) if ($(i + 1) == unit) return $i; return "" }
+	# stat(k, what): the median ("med"), lowest ("lo") or highest ("hi")
+	# of the values m[gw, k, 1..n[gw, k]], as the table prints them.
+	function stat(k, what,   c, i, j, t, a, x) {
+		c = n[cur, k] + 0
+		if (c == 0) return "–"
+		for (i = 1; i <= c; i++) a[i] = m[cur, k, i] + 0
+		for (i = 2; i <= c; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+		x = what == "lo" ? a[1] : what == "hi" ? a[c] : (c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2)
+		return x >= 1000 ? sprintf("%d", x + 0.5) : sprintf("%.4g", x)
 	}
-	/^== / { row(); gw = substr($0, 4); delete m; next }
+	function cells(what) {
+		return sprintf("%s / %s | %s | %s | %s / %s | %s | %s | %s / %s / %s | %s", stat("x2i p50-ms", what), stat("x2i p99-ms", what), stat("x2i burst-msgs/s", what), stat("x2i cpu-ms/msg", what), stat("i2x p50-ms", what), stat("i2x p99-ms", what), stat("i2x burst-msgs/s", what), stat("i2x cpu-ms/msg", what), stat("u1 rss-MiB", what), stat("u50 rss-MiB", what), stat("u200 rss-MiB", what), stat("u200 settled-rss-KiB/user", what))
+	}
+	/^== / { gw = substr($0, 4); if (!(gw in seen)) { seen[gw] = 1; order[++ngw] = gw }; rounds[gw]++; next }
 	/^Benchmark/ {
-		n = $1; sub(/-[0-9]+$/, "", n)
-		key = n ~ /xmpp-to-irc/ ? "x2i" : n ~ /irc-to-xmpp/ ? "i2x" : n ~ /users-1$/ ? "u1" : n ~ /users-50$/ ? "u50" : n ~ /users-200$/ ? "u200" : ""
+		name = $1; sub(/-[0-9]+$/, "", name)
+		key = name ~ /xmpp-to-irc/ ? "x2i" : name ~ /irc-to-xmpp/ ? "i2x" : name ~ /users-1$/ ? "u1" : name ~ /users-50$/ ? "u50" : name ~ /users-200$/ ? "u200" : ""
 		if (key == "") next
 		split("p50-ms p99-ms burst-msgs/s cpu-ms/msg rss-MiB settled-rss-KiB/user", us, " ")
-		for (j in us) { x = v(n, us[j]); m[key, us[j]] = (x == "–") ? "–" : sprintf("%.4g", x + 0) }
+		for (j in us) { x = v(name, us[j]); if (x != "") { k = key " " us[j]; m[gw, k, ++n[gw, k]] = x } }
 	}
-	END { row() }
+	END {
+		for (g = 1; g <= ngw; g++) {
+			cur = order[g]
+			if (rounds[cur] > 1) {
+				printf "| %s, median of %d | %s |\n", cur, rounds[cur], cells("med")
+				printf "| (lowest) | %s |\n", cells("lo")
+				printf "| (highest) | %s |\n", cells("hi")
+			} else {
+				printf "| %s | %s |\n", cur, cells("med")
+			}
+		}
+	}
 	' "$RUN/all.txt"
 }
 
@@ -138,8 +169,6 @@ TOML
 	wait "$tpid" 2>/dev/null || true
 	sleep 2 # Prosody frees the component JID
 }
-run_transportd "transportd (rooms archived, the default)" 7
-run_transportd "transportd (room_archive_days = 0)" 0
 
 # biboumi, with a fresh database per run.
 command -v biboumi >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends biboumi >"$RUN/apt.log" 2>&1
@@ -169,6 +198,11 @@ CFG
 	wait "$bpid" 2>/dev/null || true
 	sleep 2 # Prosody frees the component JID
 }
-run_biboumi "biboumi (channel history recorded, the default)"
-run_biboumi "biboumi (record_history off)" TRANSPORTD_BENCH_BIBOUMI_HISTORY=off
+for ((round = 1; round <= rounds; round++)); do
+	[ "$rounds" -gt 1 ] && echo "== round $round of $rounds" | tee -a "$RUN/round.log"
+	run_transportd "transportd (rooms archived, the default)" 7
+	run_transportd "transportd (room_archive_days = 0)" 0
+	run_biboumi "biboumi (channel history recorded, the default)"
+	run_biboumi "biboumi (record_history off)" TRANSPORTD_BENCH_BIBOUMI_HISTORY=off
+done
 table
