@@ -87,7 +87,7 @@ bench() {
 # figure's median over them, then a row of the lowest and highest.
 table() {
 	echo
-	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, bursts of ${TRANSPORTD_BENCH_BURSTS:-200}, $rounds round(s); CPU from /proc schedstat)"
+	echo "IRC gateways side by side ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $benchtime one at a time, ${TRANSPORTD_BENCH_BURSTS:-10} bursts of 200, $rounds round(s); CPU from /proc schedstat)"
 	echo
 	echo "| gateway | XMPP→IRC p50 / p99 ms | msgs/s | CPU ms/msg | IRC→XMPP p50 / p99 ms | msgs/s | CPU ms/msg | RSS MiB, 1 / 50 / 200 users | idle KiB/user |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
