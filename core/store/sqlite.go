@@ -93,6 +93,20 @@ func (s *SQLite) prepare(ctx context.Context) error {
 
 var _ Store = (*SQLite)(nil)
 
+// sqliteConnIdle is how long a connection may sit unused before the pool
+// closes it. Each SQLite connection holds its own copy of the schema, of
+// the prepared statements and a page cache, in the C heap. A quiet
+// gateway uses one; a burst of concurrent queries (200 IRC users joining
+// at once) opens a second, which database/sql then kept idle for good:
+// 160 to 200 KB more of the C heap in use (glibc's mallinfo2), most of a
+// KiB for each of those 200 users sitting idle; closing it, the heap's
+// resident pages were 115 KB fewer (one run each). The pool hands out the
+// connection used last, so the one the steady traffic uses stays open
+// and a burst's extra closes a minute after the burst; a gateway quiet
+// for a minute closes its last too, and opens one again (reading the
+// schema anew) at its next query.
+var sqliteConnIdle = time.Minute // a variable for tests
+
 // Open opens (creating if needed) the SQLite database at path and upgrades
 // its schema. ":memory:" gives a private in-memory database, for tests. It
 // refuses a database whose schema is newer than this code (ErrSchemaTooNew).
@@ -108,6 +122,8 @@ func Open(path string) (*SQLite, error) {
 	if memory {
 		// Each connection to ":memory:" is a different database: keep one.
 		db.SetMaxOpenConns(1)
+	} else {
+		db.SetConnMaxIdleTime(sqliteConnIdle)
 	}
 	s := &SQLite{db: db, now: time.Now,
 		writes: make(chan *writeOp), closing: make(chan struct{}), writerDone: make(chan struct{})}

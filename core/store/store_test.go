@@ -1054,3 +1054,45 @@ func TestRecordDelivered(t *testing.T) {
 		t.Errorf("PruneDelivered = %d, %v; want the 700 recorded once each", n, err)
 	}
 }
+
+// TestBurstConnectionsClose: the connections a burst of concurrent
+// queries opened are closed once they sat unused for sqliteConnIdle
+// (each holds its own schema, statements and page cache), and the store
+// works on after, on a connection it opens again when needed.
+func TestBurstConnectionsClose(t *testing.T) {
+	defer func(d time.Duration) { sqliteConnIdle = d }(sqliteConnIdle)
+	sqliteConnIdle = 200 * time.Millisecond
+	s := openFile(t, filepath.Join(t.TempDir(), "t.db"))
+	defer s.Close()
+	a := putAccount(t, s, "bob@example.net")
+	// Three queries at once, each on its own connection.
+	var conns []*sql.Conn
+	for range 3 {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		var n int
+		if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM account").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("count: %d, %v", n, err)
+		}
+		c.Close()
+	}
+	if got := s.db.Stats().OpenConnections; got < 2 {
+		t.Fatalf("after the burst: %d connections open, want the pool's idle ones (2)", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.db.Stats().OpenConnections > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open %v after the burst (idle limit %v)", s.db.Stats().OpenConnections, 5*time.Second, sqliteConnIdle)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := s.GetAccountByID(ctx, a.ID)
+	if err != nil || got.JID != "bob@example.net" {
+		t.Fatalf("GetAccountByID after the connections closed: %+v, %v", got, err)
+	}
+}
