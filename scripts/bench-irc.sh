@@ -28,7 +28,11 @@
 # joins). The resident set is also taken once the 200 users sat idle for
 # TRANSPORTD_BENCH_SETTLE (130s unless set; 0 skips it: past a Go
 # process's periodic collection), from a baseline taken after the same
-# idle wait before the first user: the "idle KiB/user" column. One user
+# idle wait before the first user: the "idle KiB/user" column. Both ends
+# are the mean of a sample each second over the wait's last minute (a
+# gateway's keepalives come every minute or two and what they allocate
+# stays resident a while: one sample fell in or out of that by chance);
+# the benchmark lines give the lowest and highest too. One user
 # joins and leaves before that baseline, so that what a gateway loads once
 # (its code for the IRC path) is not counted per user.
 #

@@ -405,10 +405,10 @@ func measureJoins(b *testing.B, tg benchTarget, join func(b *testing.B, n int) (
 	// With TRANSPORTD_BENCH_SETTLE, the process first sits that long too,
 	// so that both ends of the idle figure are taken alike.
 	settle, _ := time.ParseDuration(os.Getenv("TRANSPORTD_BENCH_SETTLE"))
-	if settle > 0 {
-		time.Sleep(settle)
-	}
 	_, rss0 := procStat(tg.pid)
+	if settle > 0 {
+		rss0 = settledRSS(tg.pid, settle).mean
+	}
 	counts := benchUserCounts(b)
 	for _, n := range counts {
 		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
@@ -423,13 +423,53 @@ func measureJoins(b *testing.B, tg benchTarget, join func(b *testing.B, n int) (
 			// collection (at the latest two minutes later) and the return
 			// of freed pages; users sit in channels for hours.
 			if settle > 0 && n == counts[len(counts)-1] {
-				time.Sleep(settle)
-				_, rss2 := procStat(tg.pid)
-				b.ReportMetric(float64(rss2)/(1<<20), "settled-rss-MiB")
-				b.ReportMetric(float64(rss2-rss0)/float64(n)/1024, "settled-rss-KiB/user")
+				st := settledRSS(tg.pid, settle)
+				b.ReportMetric(float64(st.mean)/(1<<20), "settled-rss-MiB")
+				b.ReportMetric(float64(st.mean-rss0)/float64(n)/1024, "settled-rss-KiB/user")
+				b.ReportMetric(float64(st.min-rss0)/float64(n)/1024, "settled-min-KiB/user")
+				b.ReportMetric(float64(st.max-rss0)/float64(n)/1024, "settled-max-KiB/user")
 			}
 		})
 	}
+}
+
+// rssWindow is the resident set of a process over some time: its mean,
+// lowest and highest, sampled each second.
+type rssWindow struct{ mean, min, max int64 }
+
+// settledRSS waits settle and returns the resident set of pid over its
+// last minute (its second half when shorter than two). One sample was
+// not enough: both gateways do something every minute or two while
+// their users sit idle (transportd PINGs a silent server after a minute,
+// the servers PING too), and what that allocates stays resident until
+// collected and returned, some 2 KiB a user for transportd for ten to
+// twenty seconds of each minute. A sample at the end of the wait fell in
+// or out of that by chance: the idle figure of one build moved by 2 KiB
+// a user from run to run. The mean over a minute is what the machine
+// gives the gateway, taken alike for both.
+func settledRSS(pid int, settle time.Duration) rssWindow {
+	window := time.Minute
+	if settle < 2*window {
+		window = settle / 2
+	}
+	time.Sleep(settle - window)
+	var w rssWindow
+	var sum, k int64
+	for end := time.Now().Add(window); ; {
+		_, rss := procStat(pid)
+		if k == 0 || rss < w.min {
+			w.min = rss
+		}
+		w.max = max(w.max, rss)
+		sum += rss
+		k++
+		if !time.Now().Before(end) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	w.mean = sum / k
+	return w
 }
 
 // BenchmarkJoinedBigChannel is JoinedUsers with every user in one busy
