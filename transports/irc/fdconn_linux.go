@@ -313,3 +313,33 @@ func (r *fdRaw) Read(f func(fd uintptr) bool) error {
 func (r *fdRaw) Write(f func(fd uintptr) bool) error {
 	return (*fdConn)(r).use(func(fd int) { f(uintptr(fd)) })
 }
+
+// read is Read with unix.Read as f, without a callback: err is
+// net.ErrClosed once closed, rerr the system call's.
+func (r *fdRaw) read(b []byte) (n int, rerr, err error) {
+	c := (*fdConn)(r)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return 0, nil, net.ErrClosed
+	}
+	n, rerr = unix.Read(c.fd, b)
+	return n, rerr, nil
+}
+
+// writev is Write with unix.Writev as f (again on EINTR), without a
+// callback.
+func (r *fdRaw) writev(bufs [][]byte) (n int, werr, err error) {
+	c := (*fdConn)(r)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return 0, nil, net.ErrClosed
+	}
+	for {
+		n, werr = unix.Writev(c.fd, bufs)
+		if werr != unix.EINTR {
+			return n, werr, nil
+		}
+	}
+}

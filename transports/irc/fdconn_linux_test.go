@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -315,5 +316,109 @@ func TestFdConnWriteBuffers(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("the far end read other bytes than were written")
+	}
+}
+
+// readNow and writeNow, on a bare socket (fdRaw, called directly) and on
+// one the runtime holds (its RawConn, through callbacks), never wait:
+// nothing to read is errSocketEmpty, a full socket takes 0 bytes; the
+// far end's close is EOF, and our own close net.ErrClosed. On a bare
+// socket they allocate nothing (they run for every line relayed).
+func TestReadWriteNow(t *testing.T) {
+	bare := func(t *testing.T) (syscall.RawConn, func() error, net.Conn) {
+		fc, far := detachedPair(t)
+		return (*fdRaw)(fc), fc.Close, far
+	}
+	runtimes := func(t *testing.T) (syscall.RawConn, func() error, net.Conn) {
+		nc, far := tcpPair(t)
+		t.Cleanup(func() { nc.Close(); far.Close() })
+		raw, err := nc.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw, nc.Close, far
+	}
+	for name, pair := range map[string]func(*testing.T) (syscall.RawConn, func() error, net.Conn){"bare": bare, "runtime's": runtimes} {
+		t.Run(name, func(t *testing.T) {
+			raw, closeNear, far := pair(t)
+			b := make([]byte, 64)
+			if n, err := readNow(raw, b); n != 0 || !errors.Is(err, errSocketEmpty) {
+				t.Fatalf("readNow on an empty socket: %d, %v; want errSocketEmpty", n, err)
+			}
+			if n, err := writeNow(raw, [][]byte{[]byte("PING"), []byte(" :x\r\n")}); n != 9 || err != nil {
+				t.Fatalf("writeNow: %d, %v", n, err)
+			}
+			got := make([]byte, 9)
+			if _, err := io.ReadFull(far, got); err != nil || string(got) != "PING :x\r\n" {
+				t.Fatalf("far end read %q, %v", got, err)
+			}
+			if _, err := far.Write([]byte("PONG :x\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			var err error
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if n, err = readNow(raw, b); !errors.Is(err, errSocketEmpty) {
+					break
+				}
+			}
+			if err != nil || string(b[:n]) != "PONG :x\r\n" {
+				t.Fatalf("readNow: %q, %v", b[:n], err)
+			}
+			if name == "bare" {
+				line := [][]byte{[]byte("PRIVMSG #c :hi\r\n")}
+				rbuf := make([]byte, 4096)
+				if a := testing.AllocsPerRun(100, func() {
+					var arr [maxWriteLines][]byte
+					bufs := append(arr[:0], line...)
+					if _, err := writeNow(raw, bufs); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := readNow(raw, rbuf); !errors.Is(err, errSocketEmpty) {
+						t.Fatal(err)
+					}
+				}); a != 0 {
+					t.Errorf("writeNow and readNow on a bare socket: %v allocations, want none", a)
+				}
+				go io.Copy(io.Discard, far)
+			}
+			// Fill the socket: writeNow then takes nothing, without waiting.
+			if name == "runtime's" {
+				big := [][]byte{make([]byte, 1<<20)}
+				full := false
+				for range 256 {
+					if n, err := writeNow(raw, big); err != nil {
+						t.Fatal(err)
+					} else if n == 0 {
+						full = true
+						break
+					}
+				}
+				if !full {
+					t.Fatal("writeNow never found the socket full (256 MB unread)")
+				}
+			}
+			if err := closeNear(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := readNow(raw, b); !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("readNow after close: %v, want net.ErrClosed", err)
+			}
+			if _, err := writeNow(raw, [][]byte{[]byte("x")}); !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("writeNow after close: %v, want net.ErrClosed", err)
+			}
+		})
+	}
+	// The far end's close: EOF.
+	raw, _, far := bare(t)
+	far.Close()
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err = readNow(raw, make([]byte, 8)); !errors.Is(err, errSocketEmpty) {
+			break
+		}
+	}
+	if err != io.EOF {
+		t.Errorf("readNow after the far end closed: %v, want EOF", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -305,11 +306,13 @@ func (p *poller) handOn(c *conn) bool {
 // nothing.
 func readNow(raw syscall.RawConn, b []byte) (int, error) {
 	var n int
-	var rerr error
-	if err := raw.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), b)
-		return true
-	}); err != nil {
+	var rerr, err error
+	if fr, ok := raw.(*fdRaw); ok {
+		n, rerr, err = fr.read(b)
+	} else {
+		n, rerr, err = readRaw(raw, b)
+	}
+	if err != nil {
 		return 0, err // closed here meanwhile
 	}
 	switch {
@@ -327,15 +330,15 @@ func readNow(raw syscall.RawConn, b []byte) (int, error) {
 // n is 0 when it is full.
 func writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) {
 	var n int
-	var werr error
-	if err := raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = unix.Writev(int(fd), bufs)
-			if !errors.Is(werr, unix.EINTR) {
-				return true
-			}
-		}
-	}); err != nil {
+	var werr, err error
+	if fr, ok := raw.(*fdRaw); ok {
+		n, werr, err = fr.writev(bufs)
+	} else {
+		// A copy: bufs itself (the caller's array on its stack) would
+		// escape with the callback, for every write.
+		n, werr, err = writeRaw(raw, slices.Clone(bufs))
+	}
+	if err != nil {
 		return 0, err // closed meanwhile
 	}
 	if errors.Is(werr, unix.EAGAIN) {
@@ -345,6 +348,31 @@ func writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) {
 		return max(n, 0), werr
 	}
 	return n, nil
+}
+
+// readRaw and writeRaw are readNow's and writeNow's system calls through
+// a RawConn the runtime made (a TLS connection's socket). An fdRaw is
+// called directly (fdRaw.read, fdRaw.writev): through its RawConn
+// methods, each read and write allocated the callback and its results
+// (four or five small objects a message relayed).
+func readRaw(raw syscall.RawConn, b []byte) (n int, rerr, err error) {
+	err = raw.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), b)
+		return true
+	})
+	return n, rerr, err
+}
+
+func writeRaw(raw syscall.RawConn, bufs [][]byte) (n int, werr, err error) {
+	err = raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Writev(int(fd), bufs)
+			if !errors.Is(werr, unix.EINTR) {
+				return true
+			}
+		}
+	})
+	return n, werr, err
 }
 
 // pollableConn is the TCP connection under a TLS one, so that the poller
