@@ -95,7 +95,21 @@ table() {
 	echo
 	echo "| gateway | XMPP→IRC p50 / p99 ms | msgs/s | CPU ms/msg | IRC→XMPP p50 / p99 ms | msgs/s | CPU ms/msg | RSS MiB, 1 / 50 / 200 users | idle KiB/user |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-	awk '
+	rows room
+	if grep -q '^BenchmarkRelay/private-' "$RUN/all.txt"; then
+		echo
+		echo "Private messages (between the same two, on the same connections):"
+		echo
+		echo "| gateway | XMPP→IRC p50 / p99 ms | msgs/s | CPU ms/msg | IRC→XMPP p50 / p99 ms | msgs/s | CPU ms/msg |"
+		echo "|---|---:|---:|---:|---:|---:|---:|"
+		rows private
+	fi
+}
+
+# rows room|private: the table's rows, for room messages (with the memory
+# columns) or private ones.
+rows() {
+	awk -v mode="$1" '
 	function v(name, unit,   i) { for (i = 3; i < NF; i++) if ($(i + 1) == unit) return $i; return "" }
 	# stat(k, what): the median ("med"), lowest ("lo") or highest ("hi")
 	# of the values m[gw, k, 1..n[gw, k]], as the table prints them.
@@ -107,13 +121,16 @@ table() {
 		x = what == "lo" ? a[1] : what == "hi" ? a[c] : (c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2)
 		return x >= 1000 ? sprintf("%d", x + 0.5) : sprintf("%.4g", x)
 	}
-	function cells(what) {
-		return sprintf("%s / %s | %s | %s | %s / %s | %s | %s | %s / %s / %s | %s", stat("x2i p50-ms", what), stat("x2i p99-ms", what), stat("x2i burst-msgs/s", what), stat("x2i cpu-ms/msg", what), stat("i2x p50-ms", what), stat("i2x p99-ms", what), stat("i2x burst-msgs/s", what), stat("i2x cpu-ms/msg", what), stat("u1 rss-MiB", what), stat("u50 rss-MiB", what), stat("u200 rss-MiB", what), stat("u200 settled-rss-KiB/user", what))
+	function cells(what,   r) {
+		r = sprintf("%s / %s | %s | %s | %s / %s | %s | %s", stat("x2i p50-ms", what), stat("x2i p99-ms", what), stat("x2i burst-msgs/s", what), stat("x2i cpu-ms/msg", what), stat("i2x p50-ms", what), stat("i2x p99-ms", what), stat("i2x burst-msgs/s", what), stat("i2x cpu-ms/msg", what))
+		if (mode == "room") r = r sprintf(" | %s / %s / %s | %s", stat("u1 rss-MiB", what), stat("u50 rss-MiB", what), stat("u200 rss-MiB", what), stat("u200 settled-rss-KiB/user", what))
+		return r
 	}
 	/^== / { gw = substr($0, 4); if (!(gw in seen)) { seen[gw] = 1; order[++ngw] = gw }; rounds[gw]++; next }
 	/^Benchmark/ {
 		name = $1; sub(/-[0-9]+$/, "", name)
-		key = name ~ /xmpp-to-irc/ ? "x2i" : name ~ /irc-to-xmpp/ ? "i2x" : name ~ /users-1$/ ? "u1" : name ~ /users-50$/ ? "u50" : name ~ /users-200$/ ? "u200" : ""
+		if (mode == "private") key = name ~ /private-to-irc$/ ? "x2i" : name ~ /private-to-xmpp$/ ? "i2x" : ""
+		else key = name ~ /xmpp-to-irc$/ ? "x2i" : name ~ /irc-to-xmpp$/ ? "i2x" : name ~ /users-1$/ ? "u1" : name ~ /users-50$/ ? "u50" : name ~ /users-200$/ ? "u200" : ""
 		if (key == "") next
 		split("p50-ms p99-ms burst-msgs/s cpu-ms/msg rss-MiB settled-rss-KiB/user", us, " ")
 		for (j in us) { x = v(name, us[j]); if (x != "") { k = key " " us[j]; m[gw, k, ++n[gw, k]] = x } }

@@ -220,6 +220,85 @@ func BenchmarkRelay(b *testing.B) {
 			return err == nil
 		}, nil)
 	})
+
+	// Private messages, between the same two on the same connection.
+	contact := raw.nick + "%" + tg.ircHost + "@" + tg.jid
+	isPrivate := xmpptest.IsFrom("message", contact, "chat")
+	private := func(body string) *core.Element {
+		m := core.NewElement("", "message", "to", contact, "type", "chat", "id", xmpptest.RandomID())
+		m.AddText("", "body", body)
+		return m
+	}
+	toRaw := func(body string) func(m ircmsg.Message) bool {
+		return func(m ircmsg.Message) bool {
+			return m.Command == "PRIVMSG" && len(m.Params) == 2 && strings.EqualFold(m.Params[0], raw.nick) && m.Params[1] == body
+		}
+	}
+	b.Run("private-to-irc", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			body := fmt.Sprintf("px%s-%d", run, i)
+			t0 := time.Now()
+			if err := c.SendErr(private(body)); err != nil {
+				b.Fatal(err)
+			}
+			if _, ok := raw.next(10*time.Second, toRaw(body)); !ok {
+				b.Fatalf("private message %d never reached IRC", i)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		p50, p99 := percentiles(lat)
+		b.ReportMetric(p50, "p50-ms")
+		b.ReportMetric(p99, "p99-ms")
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
+		burst(b, tg, func(i int) string {
+			body := fmt.Sprintf("bpx%s-%d", run, i)
+			if err := c.SendErr(private(body)); err != nil {
+				b.Fatal(err)
+			}
+			return body
+		}, func(body string) bool {
+			_, ok := raw.next(60*time.Second, toRaw(body))
+			return ok
+		}, nil)
+	})
+
+	b.Run("private-to-xmpp", func(b *testing.B) {
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			body := fmt.Sprintf("pi%s-%d", run, i)
+			t0 := time.Now()
+			raw.send("PRIVMSG", nick, body)
+			if _, err := c.Next(10*time.Second, func(el *core.Element) bool {
+				return isPrivate(el) && el.ChildText("", "body") == body
+			}); err != nil {
+				b.Fatalf("private message %d: %v", i, err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		p50, p99 := percentiles(lat)
+		b.ReportMetric(p50, "p50-ms")
+		b.ReportMetric(p99, "p99-ms")
+		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
+		burst(b, tg, func(i int) string {
+			body := fmt.Sprintf("bpi%s-%d", run, i)
+			raw.send("PRIVMSG", nick, body)
+			return body
+		}, func(body string) bool {
+			_, err := c.Next(60*time.Second, func(el *core.Element) bool {
+				return isPrivate(el) && el.ChildText("", "body") == body
+			})
+			return err == nil
+		}, nil)
+	})
 }
 
 // burst sends 200 messages without waiting, then waits for all of them
