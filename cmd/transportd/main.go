@@ -140,10 +140,12 @@ func serve(ctx context.Context, path string, stderr io.Writer, hup <-chan os.Sig
 	}
 	log.Info("transportd starting", "version", core.Version, "config", path, "procs", runtime.GOMAXPROCS(0))
 	// Give the heap's spare room back once traffic is quiet.
-	trim := &memtrim.Trimmer{Trimmed: func(freed uint64) {
-		store.TrimMalloc() // SQLite's heap, quiet too
-		log.Debug("returned free heap to the system", "bytes", freed)
-	}}
+	trim := &memtrim.Trimmer{
+		C: &memtrim.CHeap{Free: store.MallocFree, Trim: store.TrimMalloc}, // SQLite's
+		Trimmed: func(freed uint64) {
+			log.Debug("returned free heap to the system", "bytes", freed)
+		},
+	}
 	go trim.Run(ctx, memtrim.Every)
 	if err := gw.Run(ctx); err != nil {
 		log.Error("stopped", "error", err)

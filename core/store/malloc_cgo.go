@@ -30,6 +30,14 @@ static void trimMalloc(void) {
 	malloc_trim(0);
 #endif
 }
+
+static size_t freeMalloc(void) {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)
+	return mallinfo2().fordblks;
+#else
+	return 0;
+#endif
+}
 */
 import "C"
 
@@ -40,6 +48,11 @@ import "C"
 // top of its heap: after 200 IRC users had joined, 186 KB sat free but
 // resident inside it (mallinfo2 at the end of the JoinedUsers benchmark).
 // cmd/transportd calls it when the process has gone quiet (package
-// memtrim), as seldom as the Go heap is trimmed; it walks the C heap once
-// under malloc's lock.
+// memtrim): with each trim of the Go heap, and when C's heap alone grew
+// free (MallocFree) by some tens of KB, as when the database pool closes
+// an idle connection. It walks the C heap once under malloc's lock.
 func TrimMalloc() { C.trimMalloc() }
+
+// MallocFree returns the bytes free inside C's heap, resident or not
+// (glibc's mallinfo2; 0 with another C library, or a glibc before 2.33).
+func MallocFree() uint64 { return uint64(C.freeMalloc()) }

@@ -61,15 +61,39 @@ const (
 
 // Trimmer decides when to return free heap; see the package comment.
 type Trimmer struct {
-	// Trimmed is called after each trim with the bytes it could return
-	// (an estimate: free and resident, or garbage, before it). Optional.
+	// Trimmed is called after each trim of the Go heap with the bytes it
+	// could return (an estimate: free and resident, or garbage, before
+	// it). Optional.
 	Trimmed func(freed uint64)
+	// C is C's heap (SQLite's), trimmed with the Go heap, and on its own
+	// when it grew free while the process was quiet. Optional.
+	C *CHeap
 
 	samples    []metrics.Sample
 	lastAllocs uint64
 	primed     bool
-	quiet      int // consecutive quiet checks
+	quiet      int    // consecutive quiet checks
+	cFree      uint64 // C's free bytes when last trimmed (or fewer since)
 }
+
+// CHeap is a C heap a Trimmer looks after.
+type CHeap struct {
+	// Free returns the bytes free inside the heap, resident or not
+	// (glibc's mallinfo2 fordblks: a trim returns their pages, but they
+	// stay counted).
+	Free func() uint64
+	// Trim returns the free pages to the system (malloc_trim).
+	Trim func()
+}
+
+// cMinFree is how much C's heap must have grown free since its last trim
+// for a trim of its own. SQLite frees memory when the database pool
+// closes a connection it kept idle, a minute after a burst (store's
+// sqliteConnIdle), some 150 KB each: when the Go heap had been trimmed
+// before, nothing gave those pages back, and the idle figure of 200
+// users (JoinedUsers) varied by 2 KiB a user from run to run, more with
+// the rooms' archive (up to four connections after 200 joins).
+const cMinFree = 64 << 10
 
 // quietChecks is how many checks in a row must find the process quiet:
 // a lull of a few seconds between bursts is no reason to give back room
@@ -114,10 +138,15 @@ func (t *Trimmer) Check() bool {
 		t.quiet = 0
 		return false
 	}
-	if t.quiet++; t.quiet < quietChecks || free < minFree || free < live/16 {
+	if t.quiet++; t.quiet < quietChecks {
+		return false
+	}
+	if free < minFree || free < live/16 {
+		t.trimC(false)
 		return false
 	}
 	debug.FreeOSMemory()
+	t.trimC(true)
 	// FreeOSMemory allocates nothing much itself; the next interval
 	// starts from here.
 	metrics.Read(t.samples)
@@ -126,6 +155,23 @@ func (t *Trimmer) Check() bool {
 		t.Trimmed(free)
 	}
 	return true
+}
+
+// trimC trims C's heap: always with force (the Go heap was trimmed),
+// else when it has grown cMinFree free since it was last trimmed.
+func (t *Trimmer) trimC(force bool) {
+	if t.C == nil {
+		return
+	}
+	f := t.C.Free()
+	if f < t.cFree {
+		t.cFree = f // taken up again since
+	}
+	if !force && f-t.cFree < cMinFree {
+		return
+	}
+	t.C.Trim()
+	t.cFree = f
 }
 
 func value(s metrics.Sample) uint64 {

@@ -110,6 +110,55 @@ func TestBusyProcessKeepsItsHeap(t *testing.T) {
 	runtime.KeepAlive(ballast)
 }
 
+// C's heap is trimmed with the Go heap, and on its own when it grew
+// cMinFree free since its last trim while the process was quiet (the
+// database pool closed a connection); not again for the same free bytes,
+// and not while the process is busy.
+func TestQuietProcessTrimsCHeap(t *testing.T) {
+	var free uint64
+	trims := 0
+	tr := &Trimmer{C: &CHeap{Free: func() uint64 { return free }, Trim: func() { trims++ }}}
+	debug.FreeOSMemory() // nothing for the Go heap's trim
+	check := func(want int, why string) {
+		t.Helper()
+		if tr.Check() {
+			t.Fatalf("%s: the Go heap was trimmed (%d bytes free)", why, freeBytes())
+		}
+		if trims != want {
+			t.Fatalf("%s: C's heap trimmed %d times, want %d", why, trims, want)
+		}
+	}
+	check(0, "first check")
+	check(0, "one quiet interval")
+	check(0, "quiet, nothing free in C's heap")
+	free = 100 << 10
+	check(1, "quiet, 100 KB free in C's heap")
+	check(1, "the same 100 KB again")
+	free += cMinFree / 2
+	check(1, "half of cMinFree more")
+	free = 50 << 10 // taken up again
+	check(1, "less free")
+	free += cMinFree
+	check(2, "cMinFree more than the least since the last trim")
+	// Busy: more than an eighth of the live heap allocated since.
+	live := runtime.MemStats{}
+	runtime.ReadMemStats(&live)
+	for i := uint64(0); i < live.HeapAlloc/(64<<10)/4+4; i++ {
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	free += 4 * cMinFree
+	if tr.Check(); trims != 2 {
+		t.Fatalf("a busy process's C heap was trimmed (%d)", trims)
+	}
+	debug.FreeOSMemory()
+	tr.Check() // quiet once
+	tr.Check() // twice: trimmed now
+	if trims != 3 {
+		t.Fatalf("quiet again with %d KB more free: C's heap trimmed %d times, want 3", 4*cMinFree>>10, trims)
+	}
+}
+
 func TestRunTrimsUntilCancelled(t *testing.T) {
 	ballast := spareHeap()
 	trims := make(chan uint64, 8)
