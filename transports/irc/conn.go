@@ -1689,13 +1689,22 @@ func (c *conn) sendGroup(lines [][]byte, done func(written int)) error {
 	return c.enqueue(false, true, out...)
 }
 
-// sendUrgent queues a line that skips the flood limiter (PONG, PING, QUIT).
+// sendUrgent queues a line that skips the flood limiter (PONG, PING,
+// QUIT) and writes it at once when the socket takes it (flush). A
+// writer goroutine for each used to write it: with 200 users idle,
+// every keepalive round (our PINGs after a silent minute, the answers
+// to the server's) started some 200 writers, whose stacks and garbage
+// stayed resident until the next trim.
 func (c *conn) sendUrgent(m ircmsg.Message) error {
 	b, err := serialize(m)
 	if err != nil {
 		return err
 	}
-	return c.enqueue(true, false, outLine{b: b})
+	if err := c.enqueue(true, true, outLine{b: b}); err != nil {
+		return err
+	}
+	c.flush()
+	return nil
 }
 
 // queued is how many lines wait for the flood limiter.
