@@ -149,72 +149,24 @@ func BenchmarkRelay(b *testing.B) {
 	time.Sleep(500 * time.Millisecond)
 	fromRaw := room + "/" + raw.nick
 
+	toIRC := func(body string, wait time.Duration) bool {
+		_, ok := raw.next(wait, func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && last(m.Params) == body })
+		return ok
+	}
 	b.Run("xmpp-to-irc", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		start := time.Now()
-		for i := 0; i < b.N; i++ {
-			body := fmt.Sprintf("x%s-%d", run, i)
-			t0 := time.Now()
+		relayOneWay(b, tg, "x"+run, func(body string) {
 			if err := c.SendErr(groupchat(room, body)); err != nil {
 				b.Fatal(err)
 			}
-			if _, ok := raw.next(10*time.Second, func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && last(m.Params) == body }); !ok {
-				b.Fatalf("message %d never reached IRC", i)
-			}
-			lat = append(lat, time.Since(t0))
-			// The reflection, so the client's backlog stays short.
-			_, _ = c.Next(10*time.Second, func(el *core.Element) bool { return el.Name.Local == "message" && el.ChildText("", "body") == body })
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
-		p50, p99 := percentiles(lat)
-		b.ReportMetric(p50, "p50-ms")
-		b.ReportMetric(p99, "p99-ms")
-		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
-		burst(b, tg, func(i int) string {
-			body := fmt.Sprintf("bx%s-%d", run, i)
-			if err := c.SendErr(groupchat(room, body)); err != nil {
-				b.Fatal(err)
-			}
-			return body
-		}, func(body string) bool {
-			_, ok := raw.next(60*time.Second, func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && last(m.Params) == body })
-			return ok
-		}, func(body string) bool {
+		}, toIRC, func(body string, wait time.Duration) bool {
 			// The reflection to the sender is part of relaying it.
-			_, err := c.Next(60*time.Second, func(el *core.Element) bool { return el.Name.Local == "message" && el.ChildText("", "body") == body })
+			_, err := c.Next(wait, func(el *core.Element) bool { return el.Name.Local == "message" && el.ChildText("", "body") == body })
 			return err == nil
 		})
 	})
-
 	b.Run("irc-to-xmpp", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		start := time.Now()
-		for i := 0; i < b.N; i++ {
-			body := fmt.Sprintf("i%s-%d", run, i)
-			t0 := time.Now()
-			raw.send("PRIVMSG", ch, body)
-			if _, err := c.Next(10*time.Second, func(el *core.Element) bool {
-				return el.Name.Local == "message" && el.Get("from") == fromRaw && el.ChildText("", "body") == body
-			}); err != nil {
-				b.Fatalf("message %d: %v", i, err)
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
-		p50, p99 := percentiles(lat)
-		b.ReportMetric(p50, "p50-ms")
-		b.ReportMetric(p99, "p99-ms")
-		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
-		burst(b, tg, func(i int) string {
-			body := fmt.Sprintf("bi%s-%d", run, i)
-			raw.send("PRIVMSG", ch, body)
-			return body
-		}, func(body string) bool {
-			_, err := c.Next(60*time.Second, func(el *core.Element) bool {
+		relayOneWay(b, tg, "i"+run, func(body string) { raw.send("PRIVMSG", ch, body) }, func(body string, wait time.Duration) bool {
+			_, err := c.Next(wait, func(el *core.Element) bool {
 				return el.Name.Local == "message" && el.Get("from") == fromRaw && el.ChildText("", "body") == body
 			})
 			return err == nil
@@ -224,81 +176,64 @@ func BenchmarkRelay(b *testing.B) {
 	// Private messages, between the same two on the same connection.
 	contact := raw.nick + "%" + tg.ircHost + "@" + tg.jid
 	isPrivate := xmpptest.IsFrom("message", contact, "chat")
-	private := func(body string) *core.Element {
-		m := core.NewElement("", "message", "to", contact, "type", "chat", "id", xmpptest.RandomID())
-		m.AddText("", "body", body)
-		return m
-	}
-	toRaw := func(body string) func(m ircmsg.Message) bool {
-		return func(m ircmsg.Message) bool {
-			return m.Command == "PRIVMSG" && len(m.Params) == 2 && strings.EqualFold(m.Params[0], raw.nick) && m.Params[1] == body
-		}
-	}
 	b.Run("private-to-irc", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		start := time.Now()
-		for i := 0; i < b.N; i++ {
-			body := fmt.Sprintf("px%s-%d", run, i)
-			t0 := time.Now()
-			if err := c.SendErr(private(body)); err != nil {
+		relayOneWay(b, tg, "px"+run, func(body string) {
+			m := core.NewElement("", "message", "to", contact, "type", "chat", "id", xmpptest.RandomID())
+			m.AddText("", "body", body)
+			if err := c.SendErr(m); err != nil {
 				b.Fatal(err)
 			}
-			if _, ok := raw.next(10*time.Second, toRaw(body)); !ok {
-				b.Fatalf("private message %d never reached IRC", i)
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
-		p50, p99 := percentiles(lat)
-		b.ReportMetric(p50, "p50-ms")
-		b.ReportMetric(p99, "p99-ms")
-		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
-		burst(b, tg, func(i int) string {
-			body := fmt.Sprintf("bpx%s-%d", run, i)
-			if err := c.SendErr(private(body)); err != nil {
-				b.Fatal(err)
-			}
-			return body
-		}, func(body string) bool {
-			_, ok := raw.next(60*time.Second, toRaw(body))
+		}, func(body string, wait time.Duration) bool {
+			_, ok := raw.next(wait, func(m ircmsg.Message) bool {
+				return m.Command == "PRIVMSG" && len(m.Params) == 2 && strings.EqualFold(m.Params[0], raw.nick) && m.Params[1] == body
+			})
 			return ok
 		}, nil)
 	})
-
 	b.Run("private-to-xmpp", func(b *testing.B) {
-		lat := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		start := time.Now()
-		for i := 0; i < b.N; i++ {
-			body := fmt.Sprintf("pi%s-%d", run, i)
-			t0 := time.Now()
-			raw.send("PRIVMSG", nick, body)
-			if _, err := c.Next(10*time.Second, func(el *core.Element) bool {
-				return isPrivate(el) && el.ChildText("", "body") == body
-			}); err != nil {
-				b.Fatalf("private message %d: %v", i, err)
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		elapsed := time.Since(start)
-		b.StopTimer()
-		p50, p99 := percentiles(lat)
-		b.ReportMetric(p50, "p50-ms")
-		b.ReportMetric(p99, "p99-ms")
-		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
-		burst(b, tg, func(i int) string {
-			body := fmt.Sprintf("bpi%s-%d", run, i)
-			raw.send("PRIVMSG", nick, body)
-			return body
-		}, func(body string) bool {
-			_, err := c.Next(60*time.Second, func(el *core.Element) bool {
-				return isPrivate(el) && el.ChildText("", "body") == body
-			})
+		relayOneWay(b, tg, "pi"+run, func(body string) { raw.send("PRIVMSG", nick, body) }, func(body string, wait time.Duration) bool {
+			_, err := c.Next(wait, func(el *core.Element) bool { return isPrivate(el) && el.ChildText("", "body") == body })
 			return err == nil
 		}, nil)
 	})
+}
+
+// relayOneWay measures one direction of BenchmarkRelay: b.N messages one
+// at a time (send, then wait until arrived: the latency; then for
+// reflected, if not nil, outside it, so that the sender's backlog stays
+// short), then the bursts (reflected then part of settling each). Bodies
+// are tag-i, and btag-i in the bursts.
+func relayOneWay(b *testing.B, tg benchTarget, tag string, send func(body string), arrived, reflected func(body string, wait time.Duration) bool) {
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		body := fmt.Sprintf("%s-%d", tag, i)
+		t0 := time.Now()
+		send(body)
+		if !arrived(body, 10*time.Second) {
+			b.Fatalf("message %d (%s) never arrived", i, body)
+		}
+		lat = append(lat, time.Since(t0))
+		if reflected != nil {
+			reflected(body, 10*time.Second)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	p50, p99 := percentiles(lat)
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "seq-msgs/s")
+	var settle func(string) bool
+	if reflected != nil {
+		settle = func(body string) bool { return reflected(body, 60*time.Second) }
+	}
+	burst(b, tg, func(i int) string {
+		body := fmt.Sprintf("b%s-%d", tag, i)
+		send(body)
+		return body
+	}, func(body string) bool { return arrived(body, 60*time.Second) }, settle)
 }
 
 // burst sends 200 messages without waiting, then waits for all of them
