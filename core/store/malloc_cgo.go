@@ -31,12 +31,15 @@ static void trimMalloc(void) {
 #endif
 }
 
+// Nested: "defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)" in one #if does
+// not preprocess where the macro is missing (musl), whatever the &&.
 static size_t freeMalloc(void) {
-#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)
+#ifdef __GLIBC__
+#if __GLIBC_PREREQ(2, 33)
 	return mallinfo2().fordblks;
-#else
-	return 0;
 #endif
+#endif
+	return 0;
 }
 */
 import "C"
