@@ -76,10 +76,11 @@ func (s *sink) ChatState(m Message, state string) {
 	if m.Nick == "" {
 		return
 	}
-	res, ok := u.lookupView(m.Contact)
-	if !ok {
-		return
+	rv, ok := u.roomView(m.Contact)
+	if !ok || rv.joining {
+		return // not in the room, or a resource is still getting its state
 	}
+	res := rv.res
 	from := u.roomJID(m.Contact, m.Nick)
 	for _, r := range res {
 		_ = u.c.send(msg(from, u.bare+"/"+r, "groupchat"))

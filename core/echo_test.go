@@ -156,8 +156,24 @@ func (s *roomSession) JoinRoom(ctx context.Context, room, nick, password string)
 	s.mu.Unlock()
 	s.rooms.RoomJoined(room, core.Occupant{Nick: nick, Role: "participant"},
 		[]core.Occupant{{Nick: "alice", Role: "participant"}, {Nick: "bob", Role: "moderator", Affiliation: "admin"}}, "Welcome to "+room)
+	if strings.HasPrefix(room, "#busy") {
+		// A busy room: alice talks from the moment the user is in, a line
+		// every few milliseconds, while the room's state is still on its
+		// way to the client.
+		go func() {
+			for i := range busyLines {
+				if s.sink.Deliver(context.Background(), &core.Message{Contact: room, Groupchat: true, Nick: "alice", Body: fmt.Sprintf("chatter %d", i), LegacyID: fmt.Sprintf("%s-chatter-%d", room, i)}) != nil {
+					return
+				}
+				time.Sleep(3 * time.Millisecond)
+			}
+		}()
+	}
 	return nil
 }
+
+// busyLines is how many lines alice says in a #busy room.
+const busyLines = 300
 
 func (s *roomSession) LeaveRoom(ctx context.Context, room string) error { return nil }
 

@@ -621,46 +621,61 @@ func (u *user) groupSession() GroupSession {
 
 // publishRooms updates the snapshot the outbox uses to fan room messages
 // out to joined resources.
-func (u *user) publishRooms() {
+func (u *user) publishRooms() { u.publishView(nil) }
+
+// publishView is publishRooms with one room shown as joining while its
+// new resources get the room's state (settling): its resources may write
+// to it, but the messages for it wait (outbox, relay) until the state is
+// written and the room is published again. A live message written in
+// between would reach a resource before its self-presence, history and
+// subject (XEP-0045 puts live messages after them; a client may drop
+// it), or overtake the history the archive is still reading.
+func (u *user) publishView(settling *room) {
 	view := make([]roomView, 0, len(u.rooms))
 	for _, r := range u.rooms {
 		addr := r.address
 		if !r.joined {
 			if len(r.pending) > 0 {
-				view = append(view, roomView{addr: addr, res: []string{}}) // joining: room messages wait for it
+				view = append(view, roomView{addr: addr, res: []string{}, joining: true}) // room messages wait for it
 			}
 			continue
 		}
 		res := slices.Clone([]string(r.resources))
 		sort.Strings(res)
-		view = append(view, roomView{addr: addr, res: res})
+		view = append(view, roomView{addr: addr, res: res, joining: r == settling})
 	}
 	u.roomsView.Store(&view)
 }
 
 // roomView is a room's entry in user.roomsView.
 type roomView struct {
-	addr string
-	res  []string // joined resources, sorted; empty while joining
+	addr    string
+	res     []string // joined resources, sorted; empty while joining
+	joining bool     // messages for the room wait (see publishView)
 }
 
 // lookupView finds a room in the published view.
 func (u *user) lookupView(room string) (res []string, ok bool) {
+	rv, ok := u.roomView(room)
+	return rv.res, ok
+}
+
+func (u *user) roomView(room string) (roomView, bool) {
 	if v := u.roomsView.Load(); v != nil {
 		for _, rv := range *v {
 			if rv.addr == room {
-				return rv.res, true
+				return rv, true
 			}
 		}
 	}
-	return nil, false
+	return roomView{}, false
 }
 
-// roomJoining reports whether a join of the room is under way (any
-// goroutine).
+// roomJoining reports whether messages for the room wait for a join
+// under way (any goroutine).
 func (u *user) roomJoining(room string) bool {
-	res, ok := u.lookupView(room)
-	return ok && len(res) == 0
+	rv, _ := u.roomView(room)
+	return rv.joining
 }
 
 // roomResources returns the resources joined to a room (any goroutine).
@@ -695,8 +710,9 @@ func (u *user) handleRoom(ev userEvent) {
 		if r.joined {
 			// Another resource joins a room the user is in: show it the room.
 			r.resources.add(ev.resource)
-			u.publishRooms()
+			u.publishView(r)
 			u.sendRoomState(r, ev.resource, ev.nick != r.nick, ev.hist)
+			u.publishRooms()
 			return
 		}
 		r.takeHist(ev.resource)
@@ -783,10 +799,11 @@ func (u *user) handleRoom(ev userEvent) {
 		}
 		pending := r.pending
 		r.pending = nil
-		u.publishRooms()
+		u.publishView(r)
 		for _, res := range pending {
 			u.sendRoomState(r, res, r.nick != r.wanted, r.takeHist(res))
 		}
+		u.publishRooms()
 	case evRoomError:
 		r := u.rooms.get(ev.room)
 		if ev.gen != u.gen || r == nil {

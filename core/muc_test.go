@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -236,4 +237,86 @@ func TestBrowseRoomsWithoutARoom(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestJoinBusyRoom joins a room that is talking (alice says a line every
+// few milliseconds from the moment the network reports the join) from
+// one client, then from a second client of the same user while it talks
+// on. Each client gets the room's state first (XEP-0045: occupants,
+// self-presence, history, subject, then live messages: a client may
+// drop a message from a room it does not know it is in), and from then on
+// every line in order, none twice, none missing. Before the fix, a line
+// written while the state was on its way reached the client ahead of its
+// self-presence, or overtook the history.
+func TestJoinBusyRoom(t *testing.T) {
+	env := xmpptest.Prosody(t)
+	testGatewayWith(t, env, "echoroom", "echo5", "")
+	const room = "#busy@echo5.a.test"
+	join := func(c *xmpptest.Client) {
+		p := core.NewElement("", "presence", "to", room+"/me")
+		p.Add(core.NewElement("http://jabber.org/protocol/muc", "x"))
+		c.Send(p)
+	}
+	// follow reads what the room sends c, in order, and checks it until
+	// the line `until`; it returns the first line number c got. from: the
+	// line c must get next, -1 for c's first join (it gets the room's
+	// state first).
+	follow := func(c *xmpptest.Client, name string, from, until int) int {
+		t.Helper()
+		var (
+			self, subject = from >= 0, from >= 0
+			first, next   = -1, from
+		)
+		for next <= until {
+			el := c.Expect(wait, name+": the room's next stanza (line "+strconv.Itoa(next)+")", func(el *core.Element) bool {
+				from := el.Get("from")
+				return from == room || strings.HasPrefix(from, room+"/")
+			})
+			switch {
+			case el.Name.Local == "presence":
+				if el.Get("from") == room+"/me" && statusCodes(el)["110"] {
+					self = true
+				}
+			case el.Name.Local == "message" && el.Child("", "subject") != nil:
+				if !self {
+					t.Fatalf("%s: the subject before the self-presence: %s", name, el)
+				}
+				subject = true
+			case el.Name.Local == "message" && el.Get("type") == "groupchat":
+				body := el.ChildText("", "body")
+				n, err := strconv.Atoi(strings.TrimPrefix(body, "chatter "))
+				if err != nil {
+					t.Fatalf("%s: unexpected room message %s", name, el)
+				}
+				history := el.Child("urn:xmpp:delay", "delay") != nil
+				switch {
+				case !self:
+					t.Fatalf("%s: %q before the self-presence", name, body)
+				case !history && !subject:
+					t.Fatalf("%s: live %q before the subject", name, body)
+				case history && subject:
+					t.Fatalf("%s: history %q after the subject", name, body)
+				case next >= 0 && n != next:
+					t.Fatalf("%s: %q after line %d (lost, repeated or out of order)", name, body, next-1)
+				}
+				if first < 0 {
+					first = n
+				}
+				next = n + 1
+			}
+		}
+		return first
+	}
+
+	c := xmpptest.Dial(t, env, "user18@a.test", false)
+	waitConnected(t, c, "echo5.a.test")
+	join(c)
+	if first := follow(c, "first client", -1, 40); first != 0 {
+		t.Errorf("first client: the room's lines began at %d, want 0", first)
+	}
+	c2 := xmpptest.Dial(t, env, "user18@a.test", false)
+	join(c2)
+	first2 := follow(c2, "second client", -1, busyLines-1)
+	t.Logf("the second client joined at line %d", first2)
+	follow(c, "first client, on", 41, busyLines-1)
 }

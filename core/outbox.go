@@ -330,11 +330,13 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 	if u == nil {
 		return nil, ""
 	}
-	resources := u.roomResources(m.Contact)
+	rv, _ := u.roomView(m.Contact)
+	if rv.joining {
+		return nil, "" // waits for the join (the caller asks roomJoining)
+	}
+	resources := rv.res
 	if len(resources) == 0 {
-		if !u.roomJoining(m.Contact) {
-			c.archiveRoomMessage(u, &m) // dropped, but archived
-		}
+		c.archiveRoomMessage(u, &m) // dropped, but archived
 		return nil, ""
 	}
 	c.archiveRoomMessage(u, &m)
