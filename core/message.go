@@ -30,9 +30,20 @@ func (c *component) handleMessage(el *Element) {
 	var err error
 	bare := from.Bare().String()
 	local := to.Localpart() // each call makes a string
-	label, _ := splitLabel(local)
+	label, rest := splitLabel(local)
 	u := c.lookupLabel(bare, label)
-	roomAddr, isRoom := c.localRoomAddress(local)
+	// The address, parsed once for all that follows.
+	var (
+		addr, roomAddr string
+		isRoom         bool
+		addrErr        error
+	)
+	if local != "" {
+		addr, isRoom, addrErr = c.addressKind(rest)
+		if addrErr == nil && isRoom {
+			roomAddr = addr
+		}
+	}
 	if u == nil && label != "" {
 		c.replyError(el, NewError(stanza.ItemNotFound, "you have no account named "+quote(label)+" on "+c.jid.String()))
 		return
@@ -94,7 +105,7 @@ func (c *component) handleMessage(el *Element) {
 			case isRoom:
 				m.Nick = to.Resourcepart()
 			default:
-				if _, addr, err := c.address(local); err == nil {
+				if addrErr == nil {
 					m.Contact = addr
 				}
 			}
@@ -120,9 +131,8 @@ func (c *component) handleMessage(el *Element) {
 		c.replyError(el, NewError(stanza.BadRequest, "message body is not valid UTF-8"))
 		return
 	}
-	_, addr, err := c.address(local)
-	if err != nil {
-		c.replyError(el, err)
+	if addrErr != nil {
+		c.replyError(el, addrErr)
 		return
 	}
 	m := Message{

@@ -88,15 +88,29 @@ func (c *component) roomAddress(to jid.JID) (string, bool) {
 
 // localRoomAddress is roomAddress of a JID's localpart.
 func (c *component) localRoomAddress(local string) (string, bool) {
-	gc, ok := c.t.(GroupChats)
-	if !ok || local == "" {
+	if local == "" {
 		return "", false
 	}
-	_, addr, err := c.address(local)
-	if err != nil || !gc.IsRoom(addr) {
+	_, rest := splitLabel(local)
+	addr, room, err := c.addressKind(rest)
+	if err != nil || !room {
 		return "", false
 	}
 	return addr, true
+}
+
+// addressKind is the transport's Address of a localpart without its
+// label, and whether that address is a room (one parse when the
+// transport is a RoomAddresser).
+func (c *component) addressKind(rest string) (addr string, room bool, err error) {
+	if ra, ok := c.t.(RoomAddresser); ok {
+		return ra.RoomAddress(rest)
+	}
+	if addr, err = c.t.Address(rest); err != nil {
+		return "", false, err
+	}
+	gc, ok := c.t.(GroupChats)
+	return addr, ok && gc.IsRoom(addr), nil
 }
 
 // roomPresence handles a user's presence to a room occupant JID: joining,

@@ -266,7 +266,8 @@ func FuzzSerialize(f *testing.F) {
 }
 
 // FuzzAddress: every address that parses becomes a valid JID localpart
-// that comes back as the same address; nothing panics on any localpart.
+// that comes back as the same address; nothing panics on any localpart;
+// RoomAddress agrees with Address and IsRoom.
 func FuzzAddress(f *testing.F) {
 	for _, s := range []string{"#chan%irc.example.org", "&a'b%x.org", "nick%x.org", "irc.example.org", "#50%off%x.org",
 		`\26chan%x.org`, `#a\5cb%x.org`, "[m]%x.org", "#ch@n/x:y%x.org", "#c h%x", "%x.org", "#é%x.org", `a\20b%x.org`} {
@@ -307,7 +308,13 @@ func FuzzAddress(f *testing.F) {
 			if again, err := tr.Address(localpart(addr)); err != nil || again != addr {
 				t.Fatalf("Address(Localpart(Address(%q))) = %q, %v; want %q", s, again, err, addr)
 			}
-			_ = tr.IsRoom(addr)
+			// RoomAddress, the one parse the stanza reader makes, says
+			// what Address and IsRoom say.
+			if raddr, room, err := tr.RoomAddress(s); err != nil || raddr != addr || room != tr.IsRoom(addr) {
+				t.Fatalf("RoomAddress(%q) = %q, %v, %v; want %q, %v", s, raddr, room, err, addr, tr.IsRoom(addr))
+			}
+		} else if _, _, rerr := tr.RoomAddress(s); rerr == nil || rerr.Error() != err.Error() {
+			t.Fatalf("RoomAddress(%q) error %v, Address's %v", s, rerr, err)
 		}
 	})
 }

@@ -263,18 +263,25 @@ func (t *Transport) Localpart(address string) string { return localpart(address)
 
 // Address implements core.Transport.
 func (t *Transport) Address(local string) (string, error) {
+	addr, _, err := t.RoomAddress(local)
+	return addr, err
+}
+
+// RoomAddress implements core.RoomAddresser: Address and IsRoom of it.
+func (t *Transport) RoomAddress(local string) (string, bool, error) {
 	addr := jidesc.Unescape(local)
 	a, err := parseAddress(addr, t.chanTypesOf)
 	if err != nil {
-		return "", addressError(err)
+		return "", false, addressError(err)
 	}
 	if a.server == "" && a.kind != kindServer && t.options().defaultServer == "" {
-		return "", addressError(errNoServer)
+		return "", false, addressError(errNoServer)
 	}
+	room := a.kind == kindChannel
 	if a.is(addr) {
-		return addr, nil
+		return addr, room, nil
 	}
-	return a.String(), nil
+	return a.String(), room, nil
 }
 
 // IsRoom implements core.GroupChats.
