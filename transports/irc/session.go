@@ -838,9 +838,9 @@ func (s *session) sendNow(req *sendRequest) {
 			workers.Go(func() { s.panicked(r, stack) })
 		}
 	}()
-	if s.writable(req.m) {
+	if a, server, ok := s.writable(req.m); ok {
 		s.inline = true
-		s.send(req)
+		s.sendTo(req, a, server)
 		s.flushHeld()
 		s.armTick()
 		s.inline = false
@@ -856,32 +856,33 @@ func (s *session) sendNow(req *sendRequest) {
 }
 
 // writable says whether m can be written without anything but the
-// write: the session runs, nothing is held, and m goes to a channel
-// joined on a connection or privately to a nick on one (not raw
-// commands to the server).
-func (s *session) writable(m *core.Message) bool {
+// write: the session runs, nothing is held (so send's checks before its
+// resolve pass), and m goes to a channel joined on a connection or
+// privately to a nick on one (not raw commands to the server). It
+// returns m's resolved address for sendTo.
+func (s *session) writable(m *core.Message) (a address, server string, ok bool) {
 	if !s.started || s.stopped || s.relayHeld || m.FromOutbox {
-		return false
+		return a, "", false
 	}
 	a, server, err := s.resolve(m.Contact)
 	if err != nil {
-		return false
+		return a, "", false
 	}
 	n := s.nets.get(server)
 	if n == nil || n.conn == nil {
-		return false
+		return a, "", false
 	}
 	switch {
 	case m.Groupchat:
 		if a.kind != kindChannel {
-			return false
+			return a, "", false
 		}
 		ch := n.channels.get(n.fold(a.name))
-		return ch != nil && ch.xmpp && ch.joined
+		ok = ch != nil && ch.xmpp && ch.joined
 	case a.kind == kindNick, a.kind == kindChannel && m.Nick != "":
-		return n.authErr == ""
+		ok = n.authErr == ""
 	}
-	return false
+	return a, server, ok
 }
 
 func (s *session) send1(ctx context.Context, m *core.Message) (string, error) {
@@ -1309,6 +1310,14 @@ func (s *session) send(req *sendRequest) {
 		reply("", err)
 		return
 	}
+	s.sendTo(req, a, server)
+}
+
+// sendTo is send once the message's address is resolved (by send, or by
+// writable for sendNow: one parse of it per message, not two).
+func (s *session) sendTo(req *sendRequest, a address, server string) {
+	m := req.m
+	reply := req.answer
 	n := s.nets.get(server)
 	if m.Groupchat {
 		if a.kind != kindChannel {
