@@ -446,3 +446,46 @@ func FuzzCharset(f *testing.F) {
 		}
 	})
 }
+
+// FuzzKeepaliveLine: what keepaliveLine recognises, ircmsg reads the same
+// way: a PONG whose last parameter is a keepalive token (dropped), or a
+// PING, whose PONG is one line carrying the PING's parameters.
+func FuzzKeepaliveLine(f *testing.F) {
+	for _, s := range []string{"PING :irc.example.org", "@time=2026-12-07T10:00:00.000Z :irc.x PONG irc.x :transportd-17",
+		"PONG transportd-1", ":s PING a b", "PONG :x", "@a PING", "ping x", ":s  PONG x :transportd-1", "PING :a\x00b",
+		"PING :", ":s PONG s :transportd-1 x", "@t=1;u :s PING :with spaces in it", "PING a :", "PONG a  :transportd-2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(line, "\r\n") {
+			return // lines come cut (nextLine)
+		}
+		drop, pong := keepaliveLine([]byte(line))
+		if !drop {
+			if pong != nil {
+				t.Fatalf("%q: a PONG for a line not taken", line)
+			}
+			return
+		}
+		m, err := parseLine(line)
+		if err != nil {
+			t.Fatalf("%q taken as a keepalive; ircmsg: %v", line, err)
+		}
+		switch m.Command {
+		case "PONG":
+			if pong != nil || len(m.Params) == 0 || !strings.HasPrefix(last(m.Params), keepaliveToken) {
+				t.Fatalf("%q dropped; ircmsg reads %q %q", line, m.Command, m.Params)
+			}
+		case "PING":
+			if pong == nil || !bytes.HasSuffix(pong, []byte("\r\n")) || bytes.Count(pong, []byte("\n")) != 1 || bytes.ContainsAny(pong[:len(pong)-2], "\r\x00") {
+				t.Fatalf("%q: PONG line %q", line, pong)
+			}
+			p, err := parseLine(string(pong[:len(pong)-2]))
+			if err != nil || p.Command != "PONG" || p.Source != "" || len(p.AllTags()) > 0 || !slices.Equal(p.Params, m.Params) {
+				t.Fatalf("%q (params %q): PONG %q reads %q %q, %v", line, m.Params, pong, p.Command, p.Params, err)
+			}
+		default:
+			t.Fatalf("%q taken as a keepalive; ircmsg reads %q", line, m.Command)
+		}
+	})
+}

@@ -435,6 +435,46 @@ func TestPingTimeout(t *testing.T) {
 	srv.nextConn() // and back
 }
 
+// TestKeepalive: a silent connection PINGs the server and takes its
+// PONG (with a server-time tag) as the answer, round after round, without
+// showing it to the user; the server's own PING gets a PONG with its
+// parameters; the connection stays up throughout.
+func TestKeepalive(t *testing.T) {
+	srv := newFakeServer(t)
+	s, rec := startSession(t, srv, nil, map[string]string{dPingInterval: "150ms", dPingTimeout: "150ms"})
+	_ = s.JoinRoom(context.Background(), "#k%127.0.0.1", "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined("#k%127.0.0.1"))
+	for i := range 4 {
+		p := c.expect(t, "PING")
+		if len(p.Params) != 1 || !strings.HasPrefix(p.Params[0], keepaliveToken) {
+			t.Fatalf("keepalive PING %d: %v", i, p.Params)
+		}
+		// The fake server answers; with a tag, as InspIRCd does.
+		c.send("@time=2026-12-07T10:00:00.000Z :irc.fake PONG irc.fake :%s", p.Params[0])
+	}
+	c.send("@time=2026-12-07T10:00:00.000Z :irc.fake PING :irc.fake-42")
+	if m := c.expect(t, "PONG"); len(m.Params) != 1 || m.Params[0] != "irc.fake-42" {
+		t.Errorf("PONG to the server's PING: %v", m.Params)
+	}
+	c.send(":irc.fake PING irc.fake two")
+	if m := c.expect(t, "PONG"); len(m.Params) != 2 || m.Params[0] != "irc.fake" || m.Params[1] != "two" {
+		t.Errorf("PONG to a PING of two parameters: %v", m.Params)
+	}
+	c.send(":other!u@h PRIVMSG #k :still here")
+	rec.message(t, "a message after the keepalives", func(m *core.Message) bool { return m.Body == "still here" })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.events {
+		if m, ok := ev.(*core.Message); ok && (strings.Contains(m.Body, "ping timeout") || strings.Contains(m.Body, keepaliveToken) || strings.Contains(m.Body, "PONG")) {
+			t.Errorf("the keepalive reached the user: %+v", *m)
+		}
+		if st, ok := ev.(recState); ok && st.st != core.StateConnected {
+			t.Errorf("the connection went %v during the keepalives", st)
+		}
+	}
+}
+
 func TestFloodControl(t *testing.T) {
 	srv := newFakeServer(t)
 	s, rec := startSession(t, srv, nil, map[string]string{dFloodBurst: "3", dFloodRate: "20"})
