@@ -36,7 +36,9 @@ func fuzzSession(t testing.TB) (*session, *network, *recorder) {
 	n.applyISupport()
 	ch := n.channelFor("#c")
 	ch.room, ch.xmpp, ch.reported, ch.joined = "#c%irc.example.org", true, true, true
-	ch.members = map[string]*member{"me": {nick: intern("me")}, "op": {nick: intern("op"), modes: "o"}, "v": {nick: intern("v"), modes: "v"}}
+	ch.members.set("me", &member{nick: intern("me")})
+	ch.members.set("op", &member{nick: intern("op"), modes: "o"})
+	ch.members.set("v", &member{nick: intern("v"), modes: "v"})
 	// A pending message, for echoes and errors to match.
 	n.pending = append(n.pending, &pendingLine{label: "t1", target: "#c", ps: &pendingSend{room: ch.room, contact: ch.room, xmppID: "x", legacyID: "l", body: "hi", remaining: 1}})
 	return s, n, rec

@@ -261,7 +261,7 @@ func (n *network) channelOfRoom(room string) *channel {
 func (n *network) eachMember(nick string, f func(*channel, *member) bool) {
 	key := n.fold(nick)
 	for _, ch := range n.sortedChannels() {
-		if m := ch.members[key]; m != nil && f(ch, m) && ch.reported {
+		if m := ch.members.get(key); m != nil && f(ch, m) && ch.reported {
 			n.s.rooms.RoomPresence(ch.room, n.occupant(m))
 		}
 	}
@@ -516,7 +516,8 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 		ch.name = name
 		ch.joining = true
 		ch.parting = false
-		ch.next = map[string]*member{n.fold(n.me.nick): {nick: intern(n.me.nick), user: intern(nuh.User), host: intern(nuh.Host)}}
+		ch.next = &memberSet{}
+		ch.next.set(n.fold(n.me.nick), &member{nick: intern(n.me.nick), user: intern(nuh.User), host: intern(nuh.Host)})
 		return
 	}
 	ch := n.channels.get(n.fold(name))
@@ -528,13 +529,10 @@ func (n *network) handleJoin(msg ircmsg.Message) {
 		m.account = intern(msg.Params[1])
 	}
 	if ch.joining && ch.next != nil {
-		ch.next[n.fold(m.nick.String())] = m
+		ch.next.set(n.fold(m.nick.String()), m)
 		return
 	}
-	if ch.members == nil {
-		ch.members = map[string]*member{}
-	}
-	ch.members[n.fold(m.nick.String())] = m
+	ch.members.set(n.fold(m.nick.String()), m)
 	if ch.reported {
 		n.s.rooms.RoomPresence(ch.room, n.occupant(m))
 	}
@@ -546,7 +544,7 @@ func (n *network) handleNames(name, names string) {
 		return
 	}
 	if ch.next == nil {
-		ch.next = map[string]*member{}
+		ch.next = &memberSet{}
 	}
 	for _, entry := range strings.Fields(names) {
 		modes := ""
@@ -562,10 +560,10 @@ func (n *network) handleNames(name, names string) {
 		// changes nothing.
 		nick := intern(nuh.Name)
 		key := n.fold(nick.String())
-		m := ch.next[key]
+		m := ch.next.get(key)
 		if m == nil {
 			m = &member{nick: nick}
-			ch.next[key] = m
+			ch.next.set(key, m)
 		}
 		m.modes = modes
 		if nuh.User != "" {
@@ -585,11 +583,11 @@ func (n *network) endOfNames(name string) {
 		return
 	}
 	old := ch.members
-	ch.members = ch.next
+	ch.members = *ch.next
 	ch.next = nil
-	for k, m := range old {
+	for k, m := range old.all() {
 		// Keep what NAMES does not say (away, account).
-		if nm := ch.members[k]; nm != nil {
+		if nm := ch.members.get(k); nm != nil {
 			nm.away, nm.awayMsg, nm.account = m.away, m.awayMsg, m.account
 		}
 	}
@@ -603,7 +601,7 @@ func (n *network) endOfNames(name string) {
 	}
 	switch {
 	case ch.reported && ch.lost:
-		n.reportRejoin(ch, old)
+		n.reportRejoin(ch, &old)
 	case ch.xmpp:
 		n.reportJoined(ch)
 	}
@@ -612,30 +610,30 @@ func (n *network) endOfNames(name string) {
 }
 
 // reportRejoin shows a room what changed while the gateway was away.
-func (n *network) reportRejoin(ch *channel, old map[string]*member) {
+func (n *network) reportRejoin(ch *channel, old *memberSet) {
 	rooms := n.s.rooms
 	if ch.selfWas != "" && ch.selfWas != n.me.nick {
 		rooms.RoomNick(ch.room, ch.selfWas, n.me.nick)
-		delete(old, n.fold(ch.selfWas))
+		old.del(n.fold(ch.selfWas))
 	}
 	ch.selfWas = ""
 	selfKey := n.fold(n.me.nick)
-	for k, m := range old {
+	for k, m := range old.all() {
 		if k == selfKey {
 			continue
 		}
-		if ch.members[k] == nil {
+		if ch.members.get(k) == nil {
 			rooms.RoomLeft(ch.room, plainText(m.nick.String()), "left while the gateway was disconnected", false)
 		}
 	}
-	keys := make([]string, 0, len(ch.members))
-	for k := range ch.members {
+	keys := make([]string, 0, ch.members.len())
+	for k := range ch.members.all() {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		m := ch.members[k]
-		if o := old[k]; o == nil || o.modes != m.modes {
+		m := ch.members.get(k)
+		if o := old.get(k); o == nil || o.modes != m.modes {
 			rooms.RoomPresence(ch.room, n.occupant(m))
 		}
 	}
@@ -650,7 +648,7 @@ func (n *network) handlePart(src, name, reason string) {
 	if n.isMe(src) {
 		wasParting := ch.parting
 		ch.joined, ch.joining, ch.parting = false, false, false
-		ch.members = nil
+		ch.members = memberSet{}
 		if ch.xmpp && wasParting {
 			n.join(ch) // the user joined the room again meanwhile
 			return
@@ -668,11 +666,11 @@ func (n *network) handlePart(src, name, reason string) {
 
 func (n *network) removeMember(ch *channel, nick, reason string, kicked bool) {
 	key := n.fold(nick)
-	m := ch.members[key]
+	m := ch.members.get(key)
 	if m == nil {
 		return
 	}
-	delete(ch.members, key)
+	ch.members.del(key)
 	if ch.reported {
 		n.s.rooms.RoomLeft(ch.room, plainText(m.nick.String()), plainText(reason), kicked)
 	}
@@ -717,14 +715,14 @@ func (n *network) handleNick(src, nick string) {
 		n.wantNick = nick
 	}
 	for _, ch := range n.sortedChannels() {
-		m := ch.members[oldKey]
+		m := ch.members.get(oldKey)
 		if m == nil {
 			continue
 		}
-		delete(ch.members, oldKey)
+		ch.members.del(oldKey)
 		old := m.nick.String()
 		m.nick = interned
-		ch.members[newKey] = m
+		ch.members.set(newKey, m)
 		if ch.reported {
 			n.s.rooms.RoomNick(ch.room, plainText(old), plainText(nick))
 		}
@@ -746,7 +744,7 @@ func (n *network) handleWho(name, user, host, nick, flags string) {
 	if ch == nil {
 		return
 	}
-	m := ch.members[n.fold(nick)]
+	m := ch.members.get(n.fold(nick))
 	if m == nil {
 		return
 	}
@@ -810,7 +808,7 @@ func (n *network) handleMode(src, name, modes string, args []string) {
 		if !isPrefix {
 			continue
 		}
-		m := ch.members[n.fold(arg)]
+		m := ch.members.get(n.fold(arg))
 		if m == nil {
 			continue
 		}

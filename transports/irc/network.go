@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"slices"
 	"sort"
@@ -162,8 +163,8 @@ type channel struct {
 	lost     bool // the connection was lost while joined: report differences on rejoin
 	selfWas  string
 
-	members map[string]*member // by folded nick; nil while none
-	next    map[string]*member // NAMES being received
+	members memberSet  // by folded nick
+	next    *memberSet // NAMES being received
 	topic   string
 	topicBy string
 	backlog []*core.Message // lines received while the user is not in the room
@@ -736,13 +737,13 @@ func (n *network) reportJoined(ch *channel) {
 	ch.reported = true
 	selfKey := n.fold(n.me.nick)
 	var occ []core.Occupant
-	for k, m := range ch.members {
+	for k, m := range ch.members.all() {
 		if k != selfKey {
 			occ = append(occ, n.occupant(m))
 		}
 	}
 	sort.Slice(occ, func(i, j int) bool { return occ[i].Nick < occ[j].Nick })
-	me := ch.members[selfKey]
+	me := ch.members.get(selfKey)
 	if me == nil {
 		me = &member{nick: intern(n.me.nick)}
 	}
@@ -1133,4 +1134,97 @@ func (n *network) matchPending(label, target string) *pendingLine {
 	pl := n.pending[idx]
 	n.pending = append(n.pending[:idx], n.pending[idx+1:]...)
 	return pl
+}
+
+// memberSet is a channel's members by folded nick: a slice while there
+// are few, a map beyond memberSliceMax. A Go map holds eight slots at
+// least: a channel of one (the user alone in a channel, as in the side
+// by side with biboumi) took some 330 bytes a user in a map, 24 in the
+// slice; looking a nick up among memberSliceMax is a few comparisons.
+type memberSet struct {
+	few  []memberEntry
+	many map[string]*member
+}
+
+type memberEntry struct {
+	key string
+	m   *member
+}
+
+const memberSliceMax = 16
+
+func (s *memberSet) get(key string) *member {
+	if s.many != nil {
+		return s.many[key]
+	}
+	for _, e := range s.few {
+		if e.key == key {
+			return e.m
+		}
+	}
+	return nil
+}
+
+func (s *memberSet) set(key string, m *member) {
+	if s.many != nil {
+		s.many[key] = m
+		return
+	}
+	for i := range s.few {
+		if s.few[i].key == key {
+			s.few[i].m = m
+			return
+		}
+	}
+	if len(s.few) < memberSliceMax {
+		s.few = append(s.few, memberEntry{key, m})
+		return
+	}
+	s.many = make(map[string]*member, len(s.few)+1)
+	for _, e := range s.few {
+		s.many[e.key] = e.m
+	}
+	s.many[key] = m
+	s.few = nil
+}
+
+func (s *memberSet) del(key string) {
+	if s.many != nil {
+		delete(s.many, key)
+		return
+	}
+	for i, e := range s.few {
+		if e.key == key {
+			if s.few = slices.Delete(s.few, i, i+1); len(s.few) == 0 {
+				s.few = nil
+			}
+			return
+		}
+	}
+}
+
+func (s *memberSet) len() int {
+	if s.many != nil {
+		return len(s.many)
+	}
+	return len(s.few)
+}
+
+// all yields the members and their keys, in no particular order.
+func (s *memberSet) all() iter.Seq2[string, *member] {
+	return func(yield func(string, *member) bool) {
+		if s.many != nil {
+			for k, m := range s.many {
+				if !yield(k, m) {
+					return
+				}
+			}
+			return
+		}
+		for _, e := range s.few {
+			if !yield(e.key, e.m) {
+				return
+			}
+		}
+	}
 }

@@ -191,7 +191,7 @@ func (n *network) isOperator(ch *channel) bool {
 	if op < 0 {
 		return true
 	}
-	self := ch.members[n.fold(n.me.nick)]
+	self := ch.members.get(n.fold(n.me.nick))
 	if self == nil {
 		return false
 	}

@@ -1202,7 +1202,7 @@ func (s *session) moderate(room string, items []core.RoomChange) {
 		return
 	}
 	for _, it := range items {
-		for _, m := range moderationLines(ch.name, it, ch.members[n.fold(it.Nick)], n.feat.prefixM) {
+		for _, m := range moderationLines(ch.name, it, ch.members.get(n.fold(it.Nick)), n.feat.prefixM) {
 			_ = n.send(m)
 		}
 	}
