@@ -17,6 +17,7 @@ import (
 
 	"transportd/core/config"
 	"transportd/core/store"
+	"transportd/internal/memtrim"
 )
 
 // component is one transport serving one XMPP domain: its link to the
@@ -176,6 +177,7 @@ func newComponent(g *Gateway, xc config.XMPP, d *config.Domain, tc config.Transp
 // up until ctx is done; then it stops every user.
 func (c *component) run(ctx context.Context) {
 	defer close(c.done)
+	defer memtrim.OnTrim(c.forgetJIDs)()
 	accts, err := c.g.store.ListAccounts(ctx, c.dom().Name, c.info.Name)
 	if err != nil {
 		c.log.Error("listing accounts", "error", err)
@@ -375,6 +377,14 @@ func (c *component) parseJID(s string) (jid.JID, error) {
 	c.jids[s] = j
 	c.jidMu.Unlock()
 	return j, nil
+}
+
+// forgetJIDs drops parseJID's memory (the process went quiet: see
+// memtrim.OnTrim).
+func (c *component) forgetJIDs() {
+	c.jidMu.Lock()
+	c.jids = nil
+	c.jidMu.Unlock()
 }
 
 // replyError answers a stanza with an error, unless it is itself an error or

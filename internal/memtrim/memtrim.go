@@ -145,6 +145,7 @@ func (t *Trimmer) Check() bool {
 		t.trimC(false)
 		return false
 	}
+	dropCaches()
 	debug.FreeOSMemory()
 	t.trimC(true)
 	// FreeOSMemory allocates nothing much itself; the next interval
@@ -172,6 +173,46 @@ func (t *Trimmer) trimC(force bool) {
 	}
 	t.C.Trim()
 	t.cFree = f
+}
+
+// caches are what OnTrim registered.
+var caches struct {
+	mu   sync.Mutex
+	next int
+	fs   map[int]func()
+}
+
+// OnTrim registers drop, called before each trim of the Go heap (on the
+// Trimmer's goroutine), and returns what unregisters it. For caches that
+// save work under load only: the process is quiet when it trims, so
+// what they hold is dropped and given back with the rest. parseJID's
+// addresses in core were 60 KB of the 1 MB 200 idle IRC users kept.
+func OnTrim(drop func()) (remove func()) {
+	caches.mu.Lock()
+	defer caches.mu.Unlock()
+	if caches.fs == nil {
+		caches.fs = map[int]func(){}
+	}
+	id := caches.next
+	caches.next++
+	caches.fs[id] = drop
+	return func() {
+		caches.mu.Lock()
+		delete(caches.fs, id)
+		caches.mu.Unlock()
+	}
+}
+
+func dropCaches() {
+	caches.mu.Lock()
+	fs := make([]func(), 0, len(caches.fs))
+	for _, f := range caches.fs {
+		fs = append(fs, f)
+	}
+	caches.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
 }
 
 func value(s metrics.Sample) uint64 {

@@ -322,3 +322,46 @@ func garbage(n int) {
 	sink = nil
 	time.Sleep(5 * time.Millisecond)
 }
+
+// A cache registered with OnTrim is dropped when a quiet process trims,
+// so its memory goes back with the rest; not while the process is busy,
+// and not once unregistered.
+func TestTrimDropsCaches(t *testing.T) {
+	cache := make([][]byte, 0, 128)
+	for i := 0; i < 128; i++ {
+		cache = append(cache, make([]byte, 64<<10)) // 8 MiB
+	}
+	drops, goneDrops := 0, 0
+	remove := OnTrim(func() { drops++; cache = nil })
+	OnTrim(func() { goneDrops++ })() // registered and removed at once
+	defer remove()
+
+	ballast := spareHeap()
+	tr := &Trimmer{}
+	tr.Check()
+	tr.Check()
+	for i := 0; i < 64; i++ { // busy: 4 MiB allocated since the last check
+		sink = append(sink, make([]byte, 64<<10))
+	}
+	sink = nil
+	if tr.Check() || drops != 0 {
+		t.Fatalf("a busy process trimmed (caches dropped %d times)", drops)
+	}
+	tr.Check()
+	if !tr.Check() {
+		t.Fatal("a quiet process with free heap was not trimmed")
+	}
+	if drops != 1 || cache != nil {
+		t.Fatalf("the cache was dropped %d times by one trim (still held: %v)", drops, cache != nil)
+	}
+	if goneDrops != 0 {
+		t.Fatal("a removed cache was dropped")
+	}
+	// Its 8 MiB went back with the trim: what is live is the ballast.
+	s := []metrics.Sample{{Name: mLive}}
+	metrics.Read(s)
+	if live := value(s[0]); live > 20<<20 {
+		t.Fatalf("after the trim %d bytes are live: the cache's 8 MiB were kept", live)
+	}
+	runtime.KeepAlive(ballast)
+}
