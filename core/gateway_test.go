@@ -96,7 +96,7 @@ func TestSinkCountsSessionPanics(t *testing.T) {
 // drain takes one, and gives up when the user stops, which drops what is
 // posted after.
 func TestUserQueue(t *testing.T) {
-	u := &user{done: make(chan struct{}), queue: queue.Bounded[userEvent]{Max: userQueue}}
+	u := &user{queue: queue.Bounded[userEvent]{Max: userQueue}}
 	u.active.Store(true) // as while a drain runs: post starts none
 	for i := 0; i < userQueue; i++ {
 		u.post(evProbe{})

@@ -295,7 +295,7 @@ func (c *component) roomLister(ctx context.Context, bare, label string) (RoomLis
 		u.post(evBrowse{reply: reply})
 		select {
 		case gs = <-reply:
-		case <-u.done:
+		case <-u.done.Chan():
 		case <-ctx.Done():
 		}
 	} else {

@@ -28,7 +28,7 @@ type user struct {
 	id    int64  // account ID: re-registration updates the row in place
 	// queue holds at most userQueue events; an idle user holds no array.
 	queue queue.Bounded[userEvent]
-	done  chan struct{}
+	done  queue.Done // closed by stop
 	once  sync.Once
 	// active is true while a drain runs; whoever sets it from false to
 	// true starts one.
@@ -112,7 +112,6 @@ func newUser(c *component, a *store.Account) *user {
 		id:    a.ID,
 		acct:  a,
 		queue: queue.Bounded[userEvent]{Max: userQueue},
-		done:  make(chan struct{}),
 	}
 	if c.info.Relay {
 		u.relay = newUserRelay()
@@ -146,7 +145,7 @@ const userQueue = 64
 // blocks while the queue is full (back-pressure on the reader) and drops
 // the event once the user is stopped, reporting false.
 func (u *user) post(ev userEvent) bool {
-	if u.queue.Put(ev, u.done, nil) {
+	if u.queue.Put(ev, &u.done, nil) {
 		u.wake()
 		return true
 	}
@@ -163,19 +162,12 @@ func (u *user) wake() {
 // stop ends the user: a drain stops its legacy session.
 func (u *user) stop() {
 	u.once.Do(func() {
-		close(u.done)
+		u.done.Close()
 		u.wake()
 	})
 }
 
-func (u *user) stopped() bool {
-	select {
-	case <-u.done:
-		return true
-	default:
-		return false
-	}
-}
+func (u *user) stopped() bool { return u.done.Closed() }
 
 // drain owns the user's state: it runs first (if not nil), then handles
 // the queued events, and ends when there are none left. A user keeps no

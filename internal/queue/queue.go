@@ -2,7 +2,10 @@
 // keeps no goroutine while idle.
 package queue
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Bounded is a FIFO of at most Max items whose array is let go when it is
 // empty: an idle owner holds no buffer (a buffered channel keeps its own
@@ -18,16 +21,14 @@ type Bounded[T any] struct {
 }
 
 // Put adds v. While the queue is full it waits for room; it gives up
-// (false, v not added) once stop or cancel is closed, and adds nothing
-// once stop is closed. A nil channel never closes.
-func (q *Bounded[T]) Put(v T, stop, cancel <-chan struct{}) bool {
+// (false, v not added) once stop is closed or cancel is, and adds nothing
+// once stop is closed. A nil stop or cancel never closes.
+func (q *Bounded[T]) Put(v T, stop *Done, cancel <-chan struct{}) bool {
 	for {
 		q.mu.Lock()
-		select {
-		case <-stop:
+		if stop.Closed() {
 			q.mu.Unlock()
 			return false
-		default:
 		}
 		if len(q.items) < q.Max {
 			q.items = append(q.items, v)
@@ -41,7 +42,7 @@ func (q *Bounded[T]) Put(v T, stop, cancel <-chan struct{}) bool {
 		q.mu.Unlock()
 		select {
 		case <-space:
-		case <-stop:
+		case <-stop.Chan():
 			return false
 		case <-cancel:
 			return false
@@ -93,4 +94,49 @@ func (q *Bounded[T]) Empty() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.items == nil
+}
+
+// Done tells that its owner (a user, a session) has stopped, as a done
+// channel does, with the channel made only when something waits on it.
+// A channel is 112 bytes in the heap; a user and its session had one
+// each, for every registered account, though most of their checks only
+// ask whether it is closed (Closed). A Done is one word, as the channel
+// field was. The zero value is open.
+type Done struct {
+	// p is nil while open and unasked, the channel once asked, and
+	// closedMark once closed.
+	p atomic.Pointer[chan struct{}]
+}
+
+// closedMark is the state of a closed Done; its channel is closed.
+var closedMark = func() *chan struct{} { c := make(chan struct{}); close(c); return &c }()
+
+// Closed reports whether Close was called; false for nil.
+func (d *Done) Closed() bool { return d != nil && d.p.Load() == closedMark }
+
+// Chan is closed once Close is called; nil (never closed) for a nil Done.
+func (d *Done) Chan() <-chan struct{} {
+	if d == nil {
+		return nil
+	}
+	for {
+		if p := d.p.Load(); p != nil {
+			return *p
+		}
+		c := make(chan struct{})
+		if d.p.CompareAndSwap(nil, &c) {
+			return c
+		}
+	}
+}
+
+// Close closes d; once only, as with a channel.
+func (d *Done) Close() {
+	p := d.p.Swap(closedMark)
+	if p == closedMark {
+		panic("queue: Done closed twice")
+	}
+	if p != nil {
+		close(*p)
+	}
 }

@@ -43,11 +43,11 @@ func TestBounded(t *testing.T) {
 		for q.Len() < q.Max {
 			q.TryPut(0)
 		}
-		stop, cancel := make(chan struct{}), make(chan struct{})
+		stop, cancel := &Done{}, make(chan struct{})
 		go func() { put <- q.Put(1, stop, cancel) }()
 		time.Sleep(10 * time.Millisecond)
 		if which == "stop" {
-			close(stop)
+			stop.Close()
 		} else {
 			close(cancel)
 		}
@@ -68,4 +68,47 @@ func TestBounded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A Done is open until closed; its channel, made before or after the
+// close, is closed with it; a nil Done never closes.
+func TestDone(t *testing.T) {
+	var d Done
+	if d.Closed() {
+		t.Fatal("a new Done is closed")
+	}
+	early := d.Chan()
+	select {
+	case <-early:
+		t.Fatal("the channel of an open Done is closed")
+	default:
+	}
+	waited := make(chan struct{})
+	go func() { <-early; close(waited) }()
+	d.Close()
+	if !d.Closed() {
+		t.Fatal("Closed false after Close")
+	}
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiter on the channel made before Close was not woken")
+	}
+	var late Done
+	late.Close()
+	select {
+	case <-late.Chan():
+	default:
+		t.Fatal("the channel asked after Close is open")
+	}
+	var none *Done
+	if none.Closed() || none.Chan() != nil {
+		t.Fatal("a nil Done closes")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("a second Close did not panic")
+		}
+	}()
+	d.Close()
 }

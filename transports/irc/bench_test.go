@@ -370,7 +370,7 @@ func sessionMemory(b *testing.B, e ircEnv, n int, shared, overTLS bool) {
 	b.ReportMetric(float64(rss1)/(1<<20), "rss-MiB")
 	cancel()
 	for _, s := range sessions {
-		<-s.done
+		<-s.done.Chan()
 	}
 }
 

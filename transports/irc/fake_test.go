@@ -601,7 +601,7 @@ func startSessionOn(t testing.TB, tr *Transport, rec *recorder, values, d map[st
 	go s.Run(ctx)
 	t.Cleanup(func() {
 		cancel()
-		<-s.done
+		<-s.done.Chan()
 	})
 	return s, rec
 }

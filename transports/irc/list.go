@@ -65,7 +65,7 @@ func await[T any](ctx context.Context, s *session, ev event, reply <-chan T, lat
 		return r, nil
 	case <-ctx.Done():
 		return zero, core.NewError(stanza.RemoteServerTimeout, late)
-	case <-s.done:
+	case <-s.done.Chan():
 		return zero, core.Temporary(errClosed)
 	}
 }

@@ -60,7 +60,7 @@ func TestSASLWithServices(t *testing.T) {
 	go s.Run(sctx)
 	t.Cleanup(func() {
 		cancel()
-		<-s.done
+		<-s.done.Chan()
 	})
 	nick, ch := "nick"+run, "#sasl"+run
 	_ = s.JoinRoom(ctx, ch+"%127.0.0.1", nick, "")

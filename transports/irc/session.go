@@ -59,7 +59,7 @@ type session struct {
 	ctlClosed bool
 	// done is closed when the session ended (shut down, or a drain
 	// panicked); Run returns then, and onEnd (Start's done) is called.
-	done    chan struct{}
+	done    queue.Done
 	onEnd   func()
 	stopCtx func() bool // undoes Start's AfterFunc
 	// active is true while a goroutine owns the state: Start's first
@@ -220,7 +220,6 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 		opts:   t.sessionOptions(a.Defaults),
 		values: a.Values,
 		events: queue.Bounded[event]{Max: eventQueue},
-		done:   make(chan struct{}),
 		state:  -1, // netConf and netPass are made when needed
 	}
 	if s.values == nil {
@@ -247,7 +246,7 @@ const (
 // post hands an event to the session, starting a drain if none runs; it
 // gives up (false) once Run has returned.
 func (s *session) post(ev event) bool {
-	if !s.events.Put(ev, s.done, nil) {
+	if !s.events.Put(ev, &s.done, nil) {
 		return false
 	}
 	s.wake()
@@ -256,10 +255,8 @@ func (s *session) post(ev event) bool {
 
 // tryPost is post that does not wait: false if the queue is full.
 func (s *session) tryPost(ev event) bool {
-	select {
-	case <-s.done:
+	if s.done.Closed() {
 		return true // dropped, as post does
-	default:
 	}
 	if !s.events.TryPut(ev) {
 		return false
@@ -397,7 +394,7 @@ func (s *session) end() {
 	s.ctlMu.Lock()
 	s.ctlClosed = true
 	s.ctlMu.Unlock()
-	close(s.done)
+	s.done.Close()
 	if s.onEnd != nil {
 		s.onEnd()
 	}
@@ -687,16 +684,14 @@ func (s *session) ctlLen() int {
 }
 
 func (s *session) postCtx(ctx context.Context, ev event) error {
-	if s.events.Put(ev, s.done, ctx.Done()) {
+	if s.events.Put(ev, &s.done, ctx.Done()) {
 		s.wake()
 		return nil
 	}
-	select {
-	case <-s.done:
+	if s.done.Closed() {
 		return core.Temporary(errClosed)
-	default:
-		return core.Temporary(ctx.Err())
 	}
+	return core.Temporary(ctx.Err())
 }
 
 // Send implements core.Session. It returns once every line of the
@@ -893,7 +888,7 @@ func (s *session) send1(ctx context.Context, m *core.Message) (string, error) {
 	select {
 	case r := <-req.reply:
 		return r.id, r.err
-	case <-s.done:
+	case <-s.done.Chan():
 	case <-ctx.Done():
 	}
 	if req.state.CompareAndSwap(reqNew, reqAbandoned) {

@@ -549,7 +549,7 @@ func TestConfigureNetwork(t *testing.T) {
 	d := map[string]string{dAllowedServers: "127.0.0.1", dPort: strconv.Itoa(srv.port()), dTLS: "false", dReconnectMin: "50ms"}
 	s := tr.NewSession(&core.Account{ID: 1, JID: "cfg@a.test", Defaults: d}, sr).(*session)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); <-s.done }()
+	defer func() { cancel(); <-s.done.Chan() }()
 	go s.Run(ctx)
 
 	acct := &store.Account{ID: 1, JID: "cfg@a.test"}
@@ -706,7 +706,7 @@ func startKeepsNoGoroutine(t *testing.T, srv *fakeServer, defaults map[string]st
 		t.Fatal("done not called after ctx was done")
 	}
 	select {
-	case <-s.done:
+	case <-s.done.Chan():
 	default:
 		t.Error("done called before the session ended")
 	}
@@ -840,7 +840,7 @@ func TestSessionEndsDuringRegistration(t *testing.T) {
 	fc := nextHeld(t, srv)
 	cancel()
 	select {
-	case <-s.done:
+	case <-s.done.Chan():
 	case <-time.After(wait):
 		t.Fatal("the session did not end")
 	}
