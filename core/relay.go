@@ -57,8 +57,8 @@ type userRelay struct {
 	// the network: new ones then go there too until the store says none
 	// is left. Starts true (the store was not asked yet).
 	legacyQueued bool
-	queue        []Message
 	sending      bool
+	queue        []Message
 	sent         []sentRef // ring of the last relayKept sends
 	// recent holds the keys (legacyIdemKey) of the last relayRecent
 	// messages sent: a client sending one again (a stream resumed

@@ -59,11 +59,9 @@ type user struct {
 	rooms     roomList
 	// online: the contacts the session last said are online
 	// (contactpresence.go); nil while none.
-	online    map[string]ContactStatus
-	state     State
-	stateText string
-	gen       int
-	cancel    context.CancelFunc
+	online map[string]ContactStatus
+	gen    int
+	cancel context.CancelFunc
 	// A room listing keeps the session running until browseUntil (unix
 	// nanoseconds; 0: none): see evBrowse.
 	browseUntil int64
@@ -238,12 +236,11 @@ func (u *user) handle(ev userEvent) {
 		if ev.gen != u.gen {
 			return // a session we already stopped
 		}
-		if ev.state == u.state && ev.text == u.stateText {
+		if now := u.stateNow.Load(); ev.state == now.State && ev.text == now.Text {
 			return
 		}
 		u.logger().Info("legacy session state", "state", ev.state.String(), "text", ev.text)
-		u.state, u.stateText = ev.state, ev.text
-		u.snapshot()
+		u.setState(ev.state, ev.text)
 		u.sendPresence()
 		if ev.state == StateConnected {
 			// What waited for this session goes now, not at its next
@@ -330,16 +327,23 @@ func (u *user) reconcileSession() bool {
 	return false
 }
 
+// setState records the session's state; loop only. The state lives in
+// stateNow alone (a copy in the user was 24 bytes of every account's).
+func (u *user) setState(st State, text string) {
+	u.stateNow.Store(&stateSnapshot{State: st, Text: text, Resources: len(u.resources), Since: time.Now()})
+}
+
+// snapshot records the state again, with the resources now online.
 func (u *user) snapshot() {
-	u.stateNow.Store(&stateSnapshot{State: u.state, Text: u.stateText, Resources: len(u.resources), Since: time.Now()})
+	now := u.stateNow.Load()
+	u.setState(now.State, now.Text)
 }
 
 func (u *user) startSession() {
 	vals, err := u.c.values(u.acct)
 	if err != nil {
 		u.logger().Error("cannot open the stored credentials", "error", err)
-		u.state, u.stateText = StateBadCredentials, "stored credentials cannot be read; register again"
-		u.snapshot()
+		u.setState(StateBadCredentials, "stored credentials cannot be read; register again")
 		return
 	}
 	u.gen++
@@ -349,8 +353,7 @@ func (u *user) startSession() {
 	sc := newSessionCtx()
 	ctx := context.Context(sc)
 	u.cancel = sc.cancel
-	u.state, u.stateText = StateConnecting, "connecting"
-	u.snapshot()
+	u.setState(StateConnecting, "connecting")
 	u.live.Store(&liveSession{s: s, gen: u.gen})
 	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Inc()
 	if st, ok := s.(SessionStarter); ok {
@@ -388,8 +391,7 @@ func (u *user) stopSession() {
 	u.gen++
 	u.live.Store(nil)
 	u.contactsOffline()
-	u.state, u.stateText = StateDisconnected, ""
-	u.snapshot()
+	u.setState(StateDisconnected, "")
 	u.c.g.metrics.sessions.WithLabelValues(u.c.info.Name).Dec()
 }
 
