@@ -172,7 +172,6 @@ type conn struct {
 	rbuf   []byte // what a connection the poller does not read reads into
 	part   []byte // the start of a line the last read cut
 	log    *slog.Logger
-	trace  bool
 	server string
 
 	lim *rate.Limiter
@@ -187,25 +186,26 @@ type conn struct {
 	// reader hands them on first.
 	backlog []ircmsg.Message
 	// reg is the registration in progress, while the poller reads it
-	// (registering is the same, for the keepalive sweep).
-	reg         *registrar
-	registering atomic.Bool
+	// (registering, below, says the same to the keepalive sweep).
+	reg *registrar
 
 	onLine     func(m ircmsg.Message, wait bool) bool
 	onClose    func(error)
 	closedOnce sync.Once // onClose is called once
+	token      int32     // the poller's name for the connection (poll_linux.go)
 
 	// Read by the poller (poll_linux.go) rather than a goroutine: lines
 	// are then cut from src, what the poller read, and a read finding
 	// src empty returns errWouldBlock. Only one of the poller and catchUp
 	// reads at a time (catchUp runs while the connection is out of the
 	// set).
-	raw     syscall.RawConn
-	polled  bool
-	viaTLS  bool // polled through crypto/tls (pollableConn)
-	src     []byte
-	token   int32
-	stalled *ircmsg.Message // a line the session could not take at once
+	raw         syscall.RawConn
+	src         []byte
+	registering atomic.Bool
+	polled      bool
+	viaTLS      bool // polled through crypto/tls (pollableConn)
+	trace       bool
+	stalled     *ircmsg.Message // a line the session could not take at once
 	// Keepalive of a polled connection: times on monoNow's scale.
 	readAt atomic.Int64 // last read
 	upAt   int64        // unix seconds registration ended (the session's drain)

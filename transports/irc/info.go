@@ -83,7 +83,7 @@ func (s *session) infos() []netInfo {
 		in := netInfo{
 			server: n.server, port: n.cfg.port, tls: n.cfg.tls, pinned: n.cfg.fingerprint != nil,
 			charset: n.cfg.charset, chanSets: channelCharsets(n.cfg.chanCharsets), auth: n.cfg.auth, nick: n.me.nick, host: n.me.host,
-			lastErr: n.lastErr, persistent: s.persistent(),
+			lastErr: n.lastError(), persistent: s.persistent(),
 			floodBurst: n.cfg.floodBurst, floodRate: n.cfg.floodRate,
 		}
 		if c := n.conn; c != nil {

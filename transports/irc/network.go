@@ -57,12 +57,10 @@ type network struct {
 	dialing  bool
 	everUp   bool // registered at least once: failures are retried
 	held     bool // lines queued for the drain's flush (conn.enqueue)
+	labelSeq int32
 	caps     capSet
 	failures int32 // consecutive failed attempts (backoff)
-	labelSeq int32
 	retry    *time.Timer
-	lastErr  string // why the connection was lost, for the user
-	authErr  string // credentials refused: no retry
 
 	me       self
 	wantNick string    // nick to register with / asked for
@@ -83,8 +81,10 @@ type network struct {
 }
 
 // netRare is a network's state for its lists, ban lists, CTCP requests,
-// mode requests, join histories, nick changes and ERROR lines.
+// mode requests, join histories, nick changes, ERROR lines and failures.
 type netRare struct {
+	lastErr  string        // why the connection was lost, for the user (lastError)
+	authErr  string        // credentials refused: no retry (authError)
 	errorMsg string        // text of the server's last ERROR line
 	nickRoom string        // room the last nick change came from
 	ctcp     *rate.Limiter // made at the first CTCP request
@@ -107,7 +107,7 @@ type netRare struct {
 // tidyRare drops the network's netRare when it holds nothing.
 func (n *network) tidyRare() {
 	r := n.netRare
-	if r != nil && r.errorMsg == "" && r.nickRoom == "" && r.ctcp == nil && r.listWaiting == nil && r.listing == nil &&
+	if r != nil && r.lastErr == "" && r.authErr == "" && r.errorMsg == "" && r.nickRoom == "" && r.ctcp == nil && r.listWaiting == nil && r.listing == nil &&
 		r.banLists == nil && r.ctcpWait == nil && r.modeReqs == nil && r.joinHist == nil {
 		n.netRare = nil
 	}
@@ -115,6 +115,23 @@ func (n *network) tidyRare() {
 
 // rare is the network's netRare, made if need be: for writing. Readers
 // check n.netRare for nil.
+// lastError is why the connection was lost or refused, for the user; ""
+// while it is up.
+func (n *network) lastError() string {
+	if n.netRare == nil {
+		return ""
+	}
+	return n.netRare.lastErr
+}
+
+// authError is the refusal of the network's credentials; "" if none.
+func (n *network) authError() string {
+	if n.netRare == nil {
+		return ""
+	}
+	return n.netRare.authErr
+}
+
 func (n *network) rare() *netRare {
 	if n.netRare == nil {
 		n.netRare = &netRare{}
@@ -377,7 +394,7 @@ func (n *network) isMe(nick string) bool {
 // Connection life.
 
 func (n *network) ensureConnected() {
-	if n.conn != nil || n.dialing || n.authErr != "" {
+	if n.conn != nil || n.dialing || n.authError() != "" {
 		return
 	}
 	if n.retry != nil {
@@ -467,9 +484,9 @@ func (n *network) connected(c *conn, w *welcome) {
 	c.upAt = time.Now().Unix()
 	n.everUp = true
 	n.failures = 0
-	n.lastErr = ""
 	if n.netRare != nil {
-		n.errorMsg = ""
+		n.lastErr, n.errorMsg = "", ""
+		n.tidyRare()
 	}
 	old := n.me.nick
 	n.me = self{nick: w.nick, user: w.user, host: w.host}
@@ -524,7 +541,7 @@ func (n *network) connectFailed(err error) {
 	s := n.s
 	s.logger().Info("IRC connection failed", "irc_server", n.server, "error", text)
 	if ce != nil && ce.auth {
-		n.authErr = text
+		n.rare().authErr = text
 	}
 	if !n.everUp || (ce != nil && ce.permanent) {
 		// Never connected (or never will with these settings): the rooms
@@ -558,10 +575,10 @@ func (n *network) connectFailed(err error) {
 		}
 		n.waiting = nil
 		n.failLists(roomErr)
-		if n.everUp || n.authErr != "" {
+		if n.everUp || n.authError() != "" {
 			// Kept, so the session shows the refusal and later joins
 			// fail at once.
-			n.lastErr = text
+			n.rare().lastErr = text
 			s.updateState()
 			return
 		}
@@ -570,7 +587,7 @@ func (n *network) connectFailed(err error) {
 		s.updateState()
 		return
 	}
-	n.lastErr = text
+	n.rare().lastErr = text
 	n.scheduleRetry()
 	s.updateState()
 }
@@ -589,7 +606,7 @@ func (n *network) closed(err error) {
 	if n.netRare != nil && n.errorMsg != "" {
 		text = n.errorMsg
 	}
-	n.lastErr = text
+	n.rare().lastErr = text
 	n.s.logger().Info("IRC connection lost", "irc_server", n.server, "error", text)
 	for _, ch := range n.sortedChannels() {
 		if ch.joined || ch.joining {
@@ -634,7 +651,7 @@ func (n *network) scheduleRetry() {
 		n.retry.Stop()
 	}
 	n.retry = time.AfterFunc(d, func() { s.post(evRetry{n: n, gen: gen}) })
-	n.lastErr = strings.TrimSuffix(n.lastErr, ".") + "; retrying in " + d.Round(time.Second).String()
+	n.rare().lastErr = strings.TrimSuffix(n.lastError(), ".") + "; retrying in " + d.Round(time.Second).String()
 }
 
 // maybeQuit disconnects a network the user no longer uses.
@@ -814,8 +831,8 @@ func (n *network) replaysHistory() bool {
 // capabilities changed.
 func (n *network) noteReplays() {
 	s, on := n.s, n.replaysHistory()
-	s.replayMu.Lock()
-	defer s.replayMu.Unlock()
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
 	switch {
 	case on && s.replays == nil:
 		s.replays = map[string]bool{n.server: true}

@@ -34,12 +34,11 @@ import (
 // owns all of it (drain, started while there are events to handle, see
 // post); everything else posts events.
 type session struct {
-	t      *Transport
-	acct   *core.Account
-	sink   core.Sink
-	rooms  core.RoomSink // nopRooms if core's sink has no group chats
-	opts   *options      // shared with other sessions: read only
-	values map[string]string
+	t     *Transport
+	acct  *core.Account
+	sink  core.Sink
+	rooms core.RoomSink // nopRooms if core's sink has no group chats
+	opts  *options      // shared with other sessions: read only
 	// records are the send records (nil without a state store).
 	records *sendRecords
 
@@ -54,9 +53,8 @@ type session struct {
 	// network command) go here too, so that a join made after them uses
 	// them; and SendAsync's messages, so core's stanza reader never waits
 	// either. ctlClosed: the session ended, nothing is taken any more.
-	ctlMu     sync.Mutex
-	ctl       []event
-	ctlClosed bool
+	ctlMu sync.Mutex
+	ctl   []event
 	// done is closed when the session ended (shut down, or a drain
 	// panicked); Run returns then, and onEnd (Start's done) is called.
 	done    queue.Done
@@ -64,7 +62,8 @@ type session struct {
 	stopCtx func() bool // undoes Start's AfterFunc
 	// active is true while a goroutine owns the state: Start's first
 	// drain, then others. Whoever sets it from false to true starts a drain.
-	active atomic.Bool
+	active    atomic.Bool
+	ctlClosed bool // with ctlMu (here, it fills active's word)
 
 	// Owned by the active goroutine.
 	ctx       context.Context
@@ -91,9 +90,9 @@ type session struct {
 
 	// replays holds the servers whose connection replays a channel's
 	// history on join (network.noteReplays), for core's goroutines
-	// (RoomReplaysHistory).
-	replayMu sync.Mutex
-	replays  map[string]bool
+	// (RoomReplaysHistory); guarded by ctlMu (a lock of its own was 8
+	// bytes of every session, for a map read on joins).
+	replays map[string]bool
 }
 
 type event interface{}
@@ -218,12 +217,8 @@ func newSession(t *Transport, a *core.Account, sink core.Sink) *session {
 		acct:   a,
 		sink:   sink,
 		opts:   t.sessionOptions(a.Defaults),
-		values: a.Values,
 		events: queue.Bounded[event]{Max: eventQueue},
 		state:  -1, // netConf and netPass are made when needed
-	}
-	if s.values == nil {
-		s.values = map[string]string{}
 	}
 	s.records = newSendRecords(sink.Store())
 	s.rooms = nopRooms{}
@@ -606,8 +601,8 @@ func (s *session) RoomReplaysHistory(room string) bool {
 	if err != nil {
 		return false
 	}
-	s.replayMu.Lock()
-	defer s.replayMu.Unlock()
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
 	return s.replays[server]
 }
 
@@ -875,7 +870,7 @@ func (s *session) writable(m *core.Message) (a address, server string, ok bool) 
 		ch := n.channels.get(n.fold(a.name))
 		ok = ch != nil && ch.xmpp && ch.joined
 	case a.kind == kindNick, a.kind == kindChannel && m.Nick != "":
-		ok = n.authErr == ""
+		ok = n.authError() == ""
 	}
 	return a, server, ok
 }
@@ -994,13 +989,13 @@ func (s *session) secrets() core.StateStore {
 }
 
 func (s *session) configFor(server string) netConfig {
-	return configFor(s.opts, s.values, server, s.netConf[server], s.netPass[netPasswordKey(server)], s.netPass[netCommandsKey(server)])
+	return configFor(s.opts, s.acct.Values, server, s.netConf[server], s.netPass[netPasswordKey(server)], s.netPass[netCommandsKey(server)])
 }
 
 // autojoin connects to the networks with channels to join on connect.
 func (s *session) autojoin() {
 	servers := map[string]bool{}
-	if h := strings.ToLower(s.values[fNetwork]); h != "" {
+	if h := strings.ToLower(s.acct.Values[fNetwork]); h != "" {
 		servers[h] = true
 	}
 	for h := range s.netConf {
@@ -1070,8 +1065,8 @@ func (s *session) joinRoom(room, nick, password string, hist core.HistoryRequest
 		return
 	}
 	n := s.network(server, nick)
-	if n.authErr != "" {
-		s.roomError(room, core.NewError(stanza.NotAuthorized, n.authErr+" (register again with the right password)"))
+	if n.authError() != "" {
+		s.roomError(room, core.NewError(stanza.NotAuthorized, n.authError()+" (register again with the right password)"))
 		return
 	}
 	ch := n.channelFor(a.name)
@@ -1367,8 +1362,8 @@ func (s *session) sendTo(req *sendRequest, a address, server string) {
 	if n == nil {
 		n = s.network(server, s.defaultNick())
 	}
-	if n.authErr != "" {
-		reply("", core.NewError(stanza.NotAuthorized, n.authErr))
+	if n.authError() != "" {
+		reply("", core.NewError(stanza.NotAuthorized, n.authError()))
 		return
 	}
 	n.lastPrivate = monoNow()
@@ -1386,7 +1381,7 @@ func (s *session) sendTo(req *sendRequest, a address, server string) {
 
 // defaultNick is the nick for connections no join asked for.
 func (s *session) defaultNick() string {
-	if v := s.values[fNick]; validNick(v) {
+	if v := s.acct.Values[fNick]; validNick(v) {
 		return v
 	}
 	local, _, _ := strings.Cut(s.acct.JID, "@")
@@ -1428,7 +1423,7 @@ func (s *session) failed(contact, legacyID string, err error) {
 }
 
 func (s *session) persistent() bool {
-	v, _ := strconv.ParseBool(s.values[fPersistent])
+	v, _ := strconv.ParseBool(s.acct.Values[fPersistent])
 	return v
 }
 
@@ -1460,12 +1455,12 @@ func (s *session) updateState() {
 	slices.SortFunc(nets, func(a, b *network) int { return strings.Compare(a.server, b.server) })
 	for _, n := range nets {
 		switch {
-		case n.authErr != "":
-			auth = append(auth, n.authErr)
+		case n.authError() != "":
+			auth = append(auth, n.authError())
 		case n.conn != nil:
 			up++
-		case n.everUp && n.lastErr != "":
-			failing = append(failing, n.server+": "+n.lastErr)
+		case n.everUp && n.lastError() != "":
+			failing = append(failing, n.server+": "+n.lastError())
 		}
 	}
 	switch {
