@@ -259,8 +259,11 @@ func (c *fakeConn) serve() {
 			welcome := fmt.Sprintf(":irc.fake 001 %s :Welcome to the fake network %s!u@h\r\n", c.nick, c.nick) +
 				fmt.Sprintf(":irc.fake 005 %s %s :are supported\r\n", c.nick, c.s.isupport) +
 				fmt.Sprintf(":irc.fake 376 %s :End of MOTD", c.nick)
-			if c.s.afterWelcome != "" {
-				welcome += "\r\n" + c.s.afterWelcome // in the same write
+			c.s.mu.Lock()
+			after := c.s.afterWelcome
+			c.s.mu.Unlock()
+			if after != "" {
+				welcome += "\r\n" + after // in the same write
 			}
 			c.send("%s", welcome)
 			c.s.conns <- c

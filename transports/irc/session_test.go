@@ -33,8 +33,10 @@ func isJoined(room string) func(any) bool {
 
 func TestJoinTalkAndEvents(t *testing.T) {
 	srv := newFakeServer(t, allCaps...)
-	srv.names["#chan"] = "@op!o@h %+voiced!v@h ~owner!w@h plain!p@h"
-	srv.topic["#chan"] = "the \x02topic\x02"
+	srv.set(func() {
+		srv.names["#chan"] = "@op!o@h %+voiced!v@h ~owner!w@h plain!p@h"
+		srv.topic["#chan"] = "the \x02topic\x02"
+	})
 	s, rec := startSession(t, srv, nil, nil)
 	const room = "#chan%127.0.0.1"
 	ctx := context.Background()
@@ -272,10 +274,12 @@ func TestServerPasswordFirst(t *testing.T) {
 
 func TestChathistoryAndBacklog(t *testing.T) {
 	srv := newFakeServer(t, "batch", "server-time", "message-tags", "draft/chathistory", "echo-message")
-	srv.history["#h"] = []string{
-		"time=2021-05-01T10:00:00.000Z;msgid=h1 :alice!a@h PRIVMSG #h :earlier",
-		"time=2021-05-01T10:01:00.000Z;msgid=h2 :bob!b@h PRIVMSG #h :\x01ACTION later\x01",
-	}
+	srv.set(func() {
+		srv.history["#h"] = []string{
+			"time=2021-05-01T10:00:00.000Z;msgid=h1 :alice!a@h PRIVMSG #h :earlier",
+			"time=2021-05-01T10:01:00.000Z;msgid=h2 :bob!b@h PRIVMSG #h :\x01ACTION later\x01",
+		}
+	})
 	s, rec := startSession(t, srv, nil, nil)
 	_ = s.JoinRoom(context.Background(), "#h%127.0.0.1", "me", "")
 	c := srv.nextConn()
@@ -387,7 +391,7 @@ func TestNoEchoReflectsAtOnce(t *testing.T) {
 
 func TestReconnectRejoins(t *testing.T) {
 	srv := newFakeServer(t, allCaps...)
-	srv.names["#r"] = "stays!s@h goes!g@h"
+	srv.set(func() { srv.names["#r"] = "stays!s@h goes!g@h" })
 	s, rec := startSession(t, srv, nil, nil)
 	const room = "#r%127.0.0.1"
 	_ = s.JoinRoom(context.Background(), room, "me", "")
@@ -861,7 +865,7 @@ func TestTLSLinesReadWithRegistration(t *testing.T) {
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&b, ":op!o@h PRIVMSG tester :early line %d\r\n", i)
 	}
-	srv.afterWelcome = strings.TrimSuffix(b.String(), "\r\n")
+	srv.set(func() { srv.afterWelcome = strings.TrimSuffix(b.String(), "\r\n") })
 	s, rec := startSession(t, srv, nil, fakeTLS)
 	if _, err := s.Send(context.Background(), &core.Message{Contact: "op%127.0.0.1", Body: "hi"}); err != nil {
 		t.Fatal(err)
