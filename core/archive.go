@@ -433,7 +433,9 @@ const (
 	// its client asks for no limit (Prosody's and biboumi's 20), and at
 	// most mamMaxPage.
 	joinHistoryDefault = 20
-	// joinHistoryWait bounds the archive's read for a join.
+	// joinHistoryWait bounds a join's wait for the archive's writes
+	// before its read (the read itself is bounded by SQLite's busy
+	// timeout: store.sqlDB).
 	joinHistoryWait = 5 * time.Second
 )
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
@@ -247,7 +248,8 @@ func BenchmarkArchiveRoomMessages(b *testing.B) {
 
 // BenchmarkJoinHistory is a join's read of the archive: the latest 20
 // messages of a room holding 100 (join) or none (join-empty), and the
-// same read with the count MAM queries add (mam).
+// same read with the count MAM queries add (mam), each under a context
+// that can end, as core's are.
 func BenchmarkJoinHistory(b *testing.B) {
 	s, a := benchStore(b, "irc")
 	ms := make([]ArchivedMessage, 100)
@@ -266,6 +268,9 @@ func BenchmarkJoinHistory(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			q := ArchiveQuery{AccountID: a.ID, Room: c.room + "%irc.example.org", Last: true, Max: 20, NoCount: c.noCount}
+			// Under a context that can end, as core's join reads.
+			ctx, cancel := context.WithTimeout(ctx, time.Hour)
+			defer cancel()
 			cpu0 := cputime.Process()
 			for b.Loop() {
 				if p, err := s.QueryRoomArchive(ctx, q); err != nil || len(p.Messages) != c.want {
@@ -274,5 +279,65 @@ func BenchmarkJoinHistory(b *testing.B) {
 			}
 			b.ReportMetric(float64((cputime.Process()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
+	}
+}
+
+// goroutinesCreated is the count of goroutines the process has started.
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// A room's history read under a context that can end (a join's, bounded in
+// time) runs without goroutines of its own: go-sqlite3 would run each row's
+// step on one and database/sql one more per result set, and a burst of
+// joins would leave their descriptors in the process for good. A context
+// already done still fails the read.
+func TestReadsStartNoGoroutines(t *testing.T) {
+	s := openFile(t, filepath.Join(t.TempDir(), "db"))
+	defer s.Close()
+	a := putAccount(t, s, "alice@example.net")
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var ms []ArchivedMessage
+	for i := range 50 {
+		ms = append(ms, ArchivedMessage{AccountID: a.ID, Room: "#go%irc.example.org", ID: fmt.Sprint("m", i),
+			Time: t0.Add(time.Duration(i) * time.Second), Nick: "carol", Body: fmt.Sprint("line ", i)})
+	}
+	if err := s.ArchiveRoomMessages(context.Background(), ms); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	read := func() {
+		t.Helper()
+		p, err := s.QueryRoomArchive(ctx, ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Last: true, Max: 20, NoCount: true})
+		if err != nil || len(p.Messages) != 20 {
+			t.Fatalf("history: %d messages, %v", len(p.Messages), err)
+		}
+		if _, err := s.GetAccountByID(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ListAccounts(ctx, "", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Pending(ctx, a.ID, ToLegacy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read() // connections and statements made
+	before := goroutinesCreated()
+	const reads = 20
+	for range reads {
+		read()
+	}
+	// Each read above started 30 goroutines before sqlDB; the writer
+	// and the runtime may start a few meanwhile.
+	if n := goroutinesCreated() - before; n > reads {
+		t.Errorf("%d reads started %d goroutines", reads, n)
+	}
+	cancel()
+	if _, err := s.QueryRoomArchive(ctx, ArchiveQuery{AccountID: a.ID, Room: "#go%irc.example.org", Max: 5}); !errors.Is(err, context.Canceled) {
+		t.Errorf("history under a cancelled context: %v, want context.Canceled", err)
 	}
 }

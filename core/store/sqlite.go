@@ -39,9 +39,44 @@ var sqliteMigrations = []string{
 // busy timeout instead of failing on a lock upgrade.
 const sqliteOptions = "_foreign_keys=on&_busy_timeout=5000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"
 
+// sqlDB is the database, its statements run under a context that cannot
+// end (detach). go-sqlite3 runs each step of a statement whose context can
+// end on a goroutine of its own, to interrupt it when the context ends,
+// and database/sql starts one more for each result set to watch the
+// context: two goroutines or more for a query that is, here, an indexed
+// lookup of microseconds. A burst of them (200 IRC users joining their
+// rooms at once, each join reading the room's history) ran ~140 goroutines
+// at once more than the same joins without the archive, and what such a
+// peak leaves stays: Go never frees a goroutine's descriptor, and the heap
+// and stack spans it grew stay resident. A statement is therefore
+// cancelled only before it starts (a context already done); once started
+// it runs to its end, bounded by SQLite's busy timeout (sqliteOptions).
+type sqlDB struct{ *sql.DB }
+
+func (d sqlDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return d.DB.QueryContext(detach(ctx), query, args...)
+}
+
+func (d sqlDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return d.DB.QueryRowContext(detach(ctx), query, args...)
+}
+
+func (d sqlDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return d.DB.ExecContext(detach(ctx), query, args...)
+}
+
+// detach is ctx without its end, unless it has ended: then database/sql
+// fails the statement with ctx's error before it starts (see sqlDB).
+func detach(ctx context.Context) context.Context {
+	if ctx.Err() != nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
+
 // SQLite is the Store on a SQLite database.
 type SQLite struct {
-	db  *sql.DB
+	db  sqlDB
 	now func() time.Time // time source for created/delivered stamps; tests replace it
 	q   sqliteStmts
 
@@ -125,7 +160,7 @@ func Open(path string) (*SQLite, error) {
 	} else {
 		db.SetConnMaxIdleTime(sqliteConnIdle)
 	}
-	s := &SQLite{db: db, now: time.Now,
+	s := &SQLite{db: sqlDB{db}, now: time.Now,
 		writes: make(chan *writeOp), closing: make(chan struct{}), writerDone: make(chan struct{})}
 	ctx := context.Background()
 	if err := s.upgrade(ctx); err != nil {
@@ -179,7 +214,7 @@ func (s *SQLite) migrate(ctx context.Context, stmts string, to int) error {
 // inTx runs f in a transaction (BEGIN IMMEDIATE: it holds the write lock
 // from the start) and commits if f returns nil.
 func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.BeginTx(detach(ctx), nil)
 	if err != nil {
 		return err
 	}
@@ -193,14 +228,16 @@ func (s *SQLite) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 // Ping commits a write to a one-row table, proving the database takes writes
 // (a read-only file, a full disk or a held lock beyond the busy timeout fail).
 func (s *SQLite) Ping(ctx context.Context) error {
-	_, err := s.db.ExecContext(ctx,
+	// Under the caller's context: a health check is bounded by its own
+	// time, not the busy timeout (see sqlDB).
+	_, err := s.db.DB.ExecContext(ctx,
 		`INSERT INTO ping(id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at`,
 		unixNano(s.now()))
 	return wrap("ping", err)
 }
 
 // DB is the database handle, for its statistics (the gateway's metrics).
-func (s *SQLite) DB() *sql.DB { return s.db }
+func (s *SQLite) DB() *sql.DB { return s.db.DB }
 
 // Close closes the database. Writes in progress finish first; later ones
 // fail.

@@ -51,7 +51,7 @@ func (s *SQLite) GetAccountLabel(ctx context.Context, domain, transport, jid, la
 const sqlAccountByID = `SELECT ` + accountColumns + ` FROM account WHERE id = ?`
 
 func (s *SQLite) GetAccountByID(ctx context.Context, id int64) (*Account, error) {
-	row := s.q.accountByID.QueryRowContext(ctx, id)
+	row := s.q.accountByID.QueryRowContext(detach(ctx), id)
 	a, err := scanAccount(row)
 	return a, wrap("get account", err)
 }

@@ -112,7 +112,7 @@ func (s *SQLite) QueryRoomArchive(ctx context.Context, q ArchiveQuery) (ArchiveP
 	var err error
 	if len(where) == 2 && q.Last && q.After == "" && q.Before == "" {
 		// A join's history: every join runs it, prepared once.
-		rows, err = s.q.archiveLast.QueryContext(ctx, q.AccountID, q.Room, max+1)
+		rows, err = s.q.archiveLast.QueryContext(detach(ctx), q.AccountID, q.Room, max+1)
 	} else {
 		rows, err = s.db.QueryContext(ctx, `SELECT id, at, nick, body, xmpp_id FROM room_archive WHERE `+filter+
 			` ORDER BY seq `+order+` LIMIT ?`, append(args, max+1)...)

@@ -94,7 +94,7 @@ func (s *SQLite) Due(ctx context.Context, dir Direction, now time.Time, limit in
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := s.q.due.QueryContext(ctx, dir, unixNano(now), limit)
+	rows, err := s.q.due.QueryContext(detach(ctx), dir, unixNano(now), limit)
 	if err != nil {
 		return nil, wrap("due", err)
 	}
@@ -211,13 +211,13 @@ func (s *SQLite) reschedule(ctx context.Context, st *sql.Stmt, id int64, next ti
 
 func (s *SQLite) Pending(ctx context.Context, accountID int64, dir Direction) (int, error) {
 	var n int
-	err := s.q.pending.QueryRowContext(ctx, accountID, accountID, dir, dir).Scan(&n)
+	err := s.q.pending.QueryRowContext(detach(ctx), accountID, accountID, dir, dir).Scan(&n)
 	return n, wrap("pending", err)
 }
 
 func (s *SQLite) NextDue(ctx context.Context, dir Direction) (time.Time, error) {
 	var next sql.NullInt64
-	err := s.q.nextDue.QueryRowContext(ctx, dir).Scan(&next)
+	err := s.q.nextDue.QueryRowContext(detach(ctx), dir).Scan(&next)
 	if err != nil {
 		return time.Time{}, wrap("next due", err)
 	}
