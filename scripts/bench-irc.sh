@@ -43,6 +43,10 @@
 # (the idle figure is then taken at the largest; the table's columns stay
 # those of 1/50/200: read the benchmark lines above it.)
 #
+# TRANSPORTD_BENCH_SMAPS_DIR=DIR keeps each gateway's /proc/PID/smaps at
+# both ends of the idle figure (DIR/PID-before.smaps, PID-users-200.smaps):
+# which mappings a difference between runs sits in.
+#
 # One run of each gateway varies from the next by more than the gateways
 # differ on some figures (p50 by some 50 µs, throughput by a fifth).
 # TRANSPORTD_BENCH_ROUNDS=N runs the four N times, taking turns, and the

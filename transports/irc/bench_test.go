@@ -423,6 +423,7 @@ func measureJoins(b *testing.B, tg benchTarget, join func(b *testing.B, n int) (
 	if settle > 0 {
 		rss0 = settledRSS(tg.pid, settle).mean
 	}
+	keepSmaps(b, tg.pid, "before")
 	counts := benchUserCounts(b)
 	for _, n := range counts {
 		b.Run(fmt.Sprintf("users-%d", n), func(b *testing.B) {
@@ -438,12 +439,31 @@ func measureJoins(b *testing.B, tg benchTarget, join func(b *testing.B, n int) (
 			// of freed pages; users sit in channels for hours.
 			if settle > 0 && n == counts[len(counts)-1] {
 				st := settledRSS(tg.pid, settle)
+				keepSmaps(b, tg.pid, fmt.Sprintf("users-%d", n))
 				b.ReportMetric(float64(st.mean)/(1<<20), "settled-rss-MiB")
 				b.ReportMetric(float64(st.mean-rss0)/float64(n)/1024, "settled-rss-KiB/user")
 				b.ReportMetric(float64(st.min-rss0)/float64(n)/1024, "settled-min-KiB/user")
 				b.ReportMetric(float64(st.max-rss0)/float64(n)/1024, "settled-max-KiB/user")
 			}
 		})
+	}
+}
+
+// keepSmaps copies the process's memory map with each mapping's resident
+// pages (/proc/PID/smaps) into TRANSPORTD_BENCH_SMAPS_DIR, when set, as
+// PID-when.smaps: which mappings (the Go heap's arena, C's heap, the
+// program's pages) a difference between two runs sits in.
+func keepSmaps(b *testing.B, pid int, when string) {
+	dir := os.Getenv("TRANSPORTD_BENCH_SMAPS_DIR")
+	if dir == "" {
+		return
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err == nil {
+		err = os.WriteFile(fmt.Sprintf("%s/%d-%s.smaps", dir, pid, when), data, 0o644)
+	}
+	if err != nil {
+		b.Logf("keeping smaps: %v", err)
 	}
 }
 
