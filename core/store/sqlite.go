@@ -43,14 +43,14 @@ const sqliteOptions = "_foreign_keys=on&_busy_timeout=5000&_journal_mode=WAL&_sy
 // end (detach). go-sqlite3 runs each step of a statement whose context can
 // end on a goroutine of its own, to interrupt it when the context ends,
 // and database/sql starts one more for each result set to watch the
-// context: two goroutines or more for a query that is, here, an indexed
-// lookup of microseconds. A burst of them (200 IRC users joining their
-// rooms at once, each join reading the room's history) ran ~140 goroutines
-// at once more than the same joins without the archive, and what such a
-// peak leaves stays: Go never frees a goroutine's descriptor, and the heap
-// and stack spans it grew stay resident. A statement is therefore
-// cancelled only before it starts (a context already done); once started
-// it runs to its end, bounded by SQLite's busy timeout (sqliteOptions).
+// context: 30 goroutines for a join's read of 20 messages of a room's
+// history, which is, here, an indexed lookup of microseconds; the read
+// took three times the CPU it does without them (BenchmarkJoinHistory).
+// And a burst of such reads (200 IRC users joining their rooms at once)
+// runs that many goroutines at once, whose descriptors Go never frees. A
+// statement is therefore cancelled only before it starts (a context
+// already done); once started it runs to its end, bounded by SQLite's busy
+// timeout (sqliteOptions).
 type sqlDB struct{ *sql.DB }
 
 func (d sqlDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
