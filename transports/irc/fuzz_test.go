@@ -221,6 +221,11 @@ func FuzzSerialize(f *testing.F) {
 				msgs = append(msgs, m)
 			}
 		}
+		if singleLine(body) {
+			if got := bodyLines(body); len(got) != 1 || got[0] != body {
+				t.Fatalf("singleLine(%q), but bodyLines = %q", body, got)
+			}
+		}
 		if ms, err := textMessages("PRIVMSG", channel, body, me); err == nil {
 			msgs = append(msgs, ms...)
 		}

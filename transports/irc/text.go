@@ -3,6 +3,7 @@ package irc
 import (
 	"bytes"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/ergochat/irc-go/ircfmt"
@@ -325,6 +326,27 @@ func oneLine(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// singleLine says whether bodyLines(body) is body alone: valid UTF-8,
+// one line with nothing cleanOut removes, no blank at its end, not blank.
+func singleLine(body string) bool {
+	if body == "" || !utf8.ValidString(body) {
+		return false
+	}
+	if c := body[len(body)-1]; c == ' ' || c == '\t' {
+		return false
+	}
+	blank := true
+	for _, r := range body {
+		if r != '\t' && !printable(r) {
+			return false
+		}
+		if blank && !unicode.IsSpace(r) {
+			blank = false
+		}
+	}
+	return !blank
 }
 
 // bodyLines splits an XMPP body into the lines of text it holds (CR LF,

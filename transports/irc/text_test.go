@@ -2,6 +2,7 @@ package irc
 
 import (
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -82,6 +83,55 @@ func TestTextMessagesFit(t *testing.T) {
 	}
 	if n := len(texts); n < 5 {
 		t.Errorf("1400 bytes of ü in %d lines", n)
+	}
+}
+
+// TestTextMessagesOneLine: a body of one clean line (the common case,
+// made without bodyLines' slices) gives the lines the general case does.
+func TestTextMessagesOneLine(t *testing.T) {
+	me := self{nick: "somebody", user: "~some", host: "host.example.org"}
+	for body, want := range map[string][]string{
+		"hello world":              {"PRIVMSG #chan :hello world"},
+		"/me waves":                {"PRIVMSG #chan :\x01ACTION waves\x01"},
+		"tab\there":                {"PRIVMSG #chan tab\there"},
+		"trailing ":                {"PRIVMSG #chan trailing"},
+		" :lead":                   {"PRIVMSG #chan : :lead"},
+		"two\nlines":               {"PRIVMSG #chan two", "PRIVMSG #chan lines"},
+		strings.Repeat("ab ", 300): nil, // split: checked by length below
+	} {
+		msgs, err := textMessages("PRIVMSG", "#chan", body, me)
+		if err != nil {
+			t.Fatalf("%q: %v", body, err)
+		}
+		var got []string
+		for _, m := range msgs {
+			b, err := serialize(m)
+			if err != nil {
+				t.Fatalf("%q: serialize: %v", body, err)
+			}
+			got = append(got, strings.TrimSuffix(string(b), "\r\n"))
+		}
+		if want == nil {
+			if len(got) < 2 {
+				t.Errorf("%d bytes in %d line(s)", len(body), len(got))
+			}
+			continue
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%q: lines %q, want %q", body, got, want)
+		}
+	}
+}
+
+// BenchmarkTextMessages: one line of a group chat message to IRC, as
+// relayed (allocs/op is what the relay path pays for it).
+func BenchmarkTextMessages(b *testing.B) {
+	me := self{nick: "somebody", user: "~some", host: "host.example.org"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := textMessages("PRIVMSG", "#chan", "hello there, how are you all doing today?", me); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
