@@ -161,8 +161,9 @@ type sendRequest struct {
 	m     *core.Message
 	reply chan sendResult // buffered: answer never blocks; nil with done
 	// done, if not nil, is called with the answer instead (SendAsync),
-	// once: answered tells.
+	// once: answered tells; through async's answerAsync when set.
 	done     func(id string, err error)
+	async    *session
 	answered atomic.Bool
 	since    time.Time
 	// state is reqNew until the session hands the message to the
@@ -184,7 +185,11 @@ func (r *sendRequest) claim() bool { return r.state.CompareAndSwap(reqNew, reqHa
 func (r *sendRequest) answer(id string, err error) {
 	if r.done != nil {
 		if r.answered.CompareAndSwap(false, true) {
-			r.done(id, err)
+			if r.async != nil {
+				r.async.answerAsync(r.done, id, err)
+			} else {
+				r.done(id, err)
+			}
 		}
 		return
 	}
@@ -751,23 +756,9 @@ var errRelayHeld = errors.New("behind a message that waits to be sent again")
 // sends one from its outbox (relayHeld), so that none overtakes the one
 // that failed.
 func (s *session) SendAsync(m *core.Message, done func(string, error)) {
-	req := &sendRequest{m: m, since: time.Now()}
-	req.done = func(id string, err error) {
-		// Answers come from the session's drains, which own relayHeld.
-		if errors.Is(err, core.ErrTemporary) {
-			s.relayHeld = true
-		}
-		if s.inline {
-			// Answered while SendAsync runs (sendNow), which must not
-			// call done: a drain answers it, after the rest.
-			if s.postCtl(evAnswer{done: done, id: id, err: err}) == nil {
-				return
-			}
-			go done(id, err)
-			return
-		}
-		done(id, err)
-	}
+	// The session in the request rather than a closure over it: one
+	// allocation less a relayed message.
+	req := &sendRequest{m: m, since: time.Now(), done: done, async: s}
 	owned, err := s.postCtlOrOwn(evSend{req: req})
 	if err != nil {
 		// The session ended: no drain answers any more.
@@ -777,6 +768,24 @@ func (s *session) SendAsync(m *core.Message, done func(string, error)) {
 	if owned {
 		s.sendNow(req)
 	}
+}
+
+// answerAsync gives core a SendAsync answer (see sendRequest.answer).
+func (s *session) answerAsync(done func(string, error), id string, err error) {
+	// Answers come from the session's drains, which own relayHeld.
+	if errors.Is(err, core.ErrTemporary) {
+		s.relayHeld = true
+	}
+	if s.inline {
+		// Answered while SendAsync runs (sendNow), which must not
+		// call done: a drain answers it, after the rest.
+		if s.postCtl(evAnswer{done: done, id: id, err: err}) == nil {
+			return
+		}
+		go done(id, err)
+		return
+	}
+	done(id, err)
 }
 
 // evAnswer is a SendAsync answer given while sendNow ran, for a drain to
