@@ -344,15 +344,23 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 	if id == "" {
 		id = randomID()
 	}
-	local := c.local(a.Label, m.Contact)
-	room := local + "@" + c.jid.Domainpart()
-	proto := roomStanza{from: room, id: id, body: m.Body}
-	if local == "" {
-		proto.from = c.jid.Domainpart() // as c.stanza
+	local, domain := c.local(a.Label, m.Contact), c.jid.Domainpart()
+	// The room's JID and the sender's occupant JID from one string: one
+	// allocation a relayed message rather than two.
+	var from, room string
+	switch {
+	case local == "" && m.Nick != "":
+		from, room = domain+"/"+m.Nick, "@"+domain
+	case local == "":
+		from, room = domain, "@"+domain // as c.stanza
+	case m.Nick != "":
+		from = local + "@" + domain + "/" + m.Nick
+		room = from[:len(local)+1+len(domain)]
+	default:
+		from = local + "@" + domain
+		room = from
 	}
-	if m.Nick != "" {
-		proto.from += "/" + m.Nick
-	}
+	proto := roomStanza{from: from, id: id, body: m.Body}
 	if !m.Time.IsZero() {
 		proto.delayFrom, proto.stamp = c.jid.String(), m.Time.UTC().Format(time.RFC3339)
 	}
@@ -360,6 +368,16 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 		proto.sid, proto.sidBy = sid, room
 	}
 	proto.configChanged = m.ConfigChanged && m.Nick == ""
+	if len(resources) == 1 {
+		// The stanza and the slice holding it in one allocation.
+		one := &struct {
+			st  roomStanza
+			out [1]outgoing
+		}{st: proto}
+		one.st.to = a.JID + "/" + resources[0]
+		one.out[0] = &one.st
+		return one.out[:], id
+	}
 	out := make([]outgoing, len(resources))
 	stanzas := make([]roomStanza, len(resources))
 	for i, res := range resources {
