@@ -217,12 +217,15 @@ func cleanText(s string) string {
 func cleanOut(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	return strings.Map(func(r rune) rune {
-		if r == '\t' || printable(r) {
+		if keptOut(r) {
 			return r
 		}
 		return -1
 	}, s)
 }
+
+// keptOut says whether cleanOut keeps r: a tab or a printable character.
+func keptOut(r rune) bool { return r == '\t' || printable(r) }
 
 // plainText is IRC text for places without styling (nicks, reasons,
 // topics): decoded, formatting codes stripped, cleaned.
@@ -339,7 +342,7 @@ func singleLine(body string) bool {
 	}
 	blank := true
 	for _, r := range body {
-		if r != '\t' && !printable(r) {
+		if !keptOut(r) {
 			return false
 		}
 		if blank && !unicode.IsSpace(r) {
