@@ -237,7 +237,7 @@ type conn struct {
 type outLine struct {
 	b      []byte
 	urgent bool
-	paid   bool // the limiter let it through already (flush put it back)
+	paid   bool // owes the limiter nothing: it let it through already (flush put it back), or a fence
 	grp    *lineGroup
 }
 

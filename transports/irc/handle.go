@@ -93,9 +93,17 @@ func (n *network) handle(msg ircmsg.Message, label string) {
 			}
 			n.s.deliver(m)
 		}
-	case "PONG": // server PONG token: an answer to a ping to its JID
+	case "PONG": // server PONG token: an answer to a ping to its JID, or a fence
 		if len(p) > 0 {
+			if t, ok := strings.CutPrefix(last(p), fenceToken); ok {
+				n.fenced(t)
+				break
+			}
 			n.ponged("", last(p))
+		}
+	case "ACK": // labeled-response: a labelled line with no reply (no echo)
+		if label != "" {
+			n.matchPending(label, "")
 		}
 	case "CAP":
 		n.handleCap(p)

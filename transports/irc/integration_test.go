@@ -286,6 +286,37 @@ func TestServerRestart(t *testing.T) {
 	r.expect("message after the restart", func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && m.Params[1] == "still here" })
 }
 
+// TestNgircdRefusal: ngIRCd neither echoes a message nor labels its
+// replies. Its refusal of a message (404: the channel turned +m) goes to
+// that message, not to an earlier one it relayed (the fence behind the
+// user's lines, network.fence).
+func TestNgircdRefusal(t *testing.T) {
+	e := testIRCEnv(t)
+	if e.ngircd == "" {
+		xmpptest.Missing(t, "ngIRCd not running")
+	}
+	startGW(t, e.xmpp, port(e.ngircd), nil)
+	r := dialRaw(t, e.ngircd, "ngmod")
+	r.join("#ngm")
+	c := onlineUser(t, e, "user13@b.test")
+	const room = "#ngm%127.0.0.1@" + gwJID
+	if self := joinRoom(t, c, room, "ngq"); self.Get("type") == "error" {
+		t.Fatalf("join: %s", self)
+	}
+	first := groupchat(room, "first")
+	c.Send(first)
+	r.expect("first", func(m ircmsg.Message) bool { return m.Command == "PRIVMSG" && last(m.Params) == "first" })
+	c.Expect(xwait, "first reflected", isGroupchatFrom(room+"/ngq", "first"))
+	r.send("MODE", "#ngm", "+m")
+	r.expect("+m", func(m ircmsg.Message) bool { return m.Command == "MODE" && len(m.Params) >= 2 && m.Params[1] == "+m" })
+	second := groupchat(room, "second")
+	c.Send(second)
+	refusal := c.Expect(xwait, "refusal", xmpptest.IsFrom("message", room, "error"))
+	if refusal.Get("id") != second.Get("id") || !strings.Contains(xmpptest.ErrorText(refusal), "Cannot send") {
+		t.Errorf("refusal %s, want one for the second message (id %s; the first was %s)", refusal, second.Get("id"), first.Get("id"))
+	}
+}
+
 // TestNgircd: the basics against the plainer server (no echo-message, no
 // tags, CHANTYPES #&+).
 func TestNgircd(t *testing.T) {

@@ -374,6 +374,9 @@ func TestNoEchoReflectsAtOnce(t *testing.T) {
 	_ = s.JoinRoom(ctx, "#n%127.0.0.1", "me", "")
 	c := srv.nextConn()
 	rec.next(t, "joined", isJoined("#n%127.0.0.1"))
+	// The refusal below comes before the PONG to the fence behind the
+	// message, as a server's would (TestNoEchoFence).
+	srv.set(func() { c.quiet = true })
 	if _, err := s.Send(ctx, &core.Message{Contact: "#n%127.0.0.1", Groupchat: true, Body: "hi", XMPPID: "q"}); err != nil {
 		t.Fatal(err)
 	}
@@ -386,6 +389,65 @@ func TestNoEchoReflectsAtOnce(t *testing.T) {
 	f := rec.next(t, "failure", func(ev any) bool { _, ok := ev.(recFailed); return ok }).(recFailed)
 	if f.contact != "#n%127.0.0.1" || !strings.Contains(errorText(f.err), "+m") {
 		t.Errorf("failure %+v", f)
+	}
+}
+
+// TestNoEchoFence: a server that neither echoes nor labels is sent a PING
+// behind the user's lines; once it is answered, a refusal can no longer be
+// about those lines. A refusal then is for a message sent after it, never
+// for one the server relayed long before (it used to go to the oldest
+// message to the same target sent in the last minute).
+func TestNoEchoFence(t *testing.T) {
+	srv := newFakeServer(t) // no CAP at all
+	s, rec := startSession(t, srv, nil, nil)
+	ctx := context.Background()
+	const room = "#n%127.0.0.1"
+	_ = s.JoinRoom(ctx, room, "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+	srv.set(func() { c.quiet = true }) // the test answers the fences
+	send := func(body string) string {
+		t.Helper()
+		id, err := s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: body, XMPPID: "x" + body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := c.expect(t, "PRIVMSG"); m.Params[1] != body {
+			t.Fatalf("IRC got %v, want %q", m.Params, body)
+		}
+		return id
+	}
+	idA := send("a")
+	fenceA := c.expect(t, "PING")
+	if !strings.HasPrefix(last(fenceA.Params), fenceToken) {
+		t.Fatalf("after a message, PING %v, want a fence", fenceA.Params)
+	}
+	idB := send("b") // while a's fence is out: no fence of its own yet
+	c.send(":irc.fake PONG irc.fake :%s", last(fenceA.Params))
+	fenceB := c.expect(t, "PING")
+	if last(fenceB.Params) == last(fenceA.Params) || !strings.HasPrefix(last(fenceB.Params), fenceToken) {
+		t.Fatalf("after a's fence came back, PING %v, want a new fence for b (a's was %v)", fenceB.Params, fenceA.Params)
+	}
+	c.send(":irc.fake 404 me #n :Cannot send to channel (+m)")
+	f := rec.next(t, "failure", func(ev any) bool { _, ok := ev.(recFailed); return ok }).(recFailed)
+	if f.legacyID != idB || f.contact != room {
+		t.Errorf("the refusal went to %+v, want b's message %q (a's is %q)", f, idB, idA)
+	}
+	// b's fence answered too: a refusal now is no message's.
+	c.send(":irc.fake PONG irc.fake :%s", last(fenceB.Params))
+	c.send(":irc.fake 404 me #n :Cannot send to channel (+m)")
+	c.send(":other!o@h PRIVMSG #n :after")
+	rec.message(t, "a message after the refusals", func(m *core.Message) bool { return m.Body == "after" })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	n := 0
+	for _, ev := range rec.events {
+		if _, ok := ev.(recFailed); ok {
+			n++
+		}
+	}
+	if n != 0 { // b's was taken above
+		t.Errorf("%d more failures, want only b's: %s", n, dumpEvents(rec.events))
 	}
 }
 
