@@ -5,17 +5,22 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"mellium.im/xmpp"
 	xmppcomponent "mellium.im/xmpp/component"
 	"mellium.im/xmpp/jid"
+
+	"transportd/internal/rawio"
 )
 
 // errNotConnected is returned by send while the component link is down.
@@ -98,7 +103,7 @@ func (l *link) connectAndServe(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	conn := &deadlineConn{Conn: raw, writeTimeout: sendTimeout}
+	conn := newDeadlineConn(raw, sendTimeout)
 	sr := newStreamReader(conn, l.limits)
 	// mellium applies a context to the connection from a goroutine that
 	// may run after the call returned, if the context ends just then: it
@@ -462,17 +467,126 @@ func fromDomain(s string) string {
 	return s
 }
 
-// deadlineConn gives each write its deadline.
+// deadlineConn gives each write its deadline. On a TCP connection
+// (where package rawio is supported), reads and writes are its raw
+// system calls: see rawio for the CPU that saves a relayed message.
+// Waiting (EAGAIN), deadlines and closing stay the runtime's, through
+// the connection's RawConn.
 type deadlineConn struct {
 	net.Conn
 	writeTimeout time.Duration
+
+	raw syscall.RawConn // nil: the connection's own Read and Write
+	// The raw calls' arguments and results, and the callbacks made
+	// once (a closure per call allocated, for every stanza), under
+	// rmu and wmu.
+	rmu, wmu        sync.Mutex
+	rp, wp          []byte
+	rn, wn          int
+	rerr, werr      rawio.Errno
+	wshort          bool // a write of nothing
+	readFn, writeFn func(fd uintptr) bool
+}
+
+func newDeadlineConn(nc net.Conn, writeTimeout time.Duration) *deadlineConn {
+	c := &deadlineConn{Conn: nc, writeTimeout: writeTimeout}
+	if tc, ok := nc.(*net.TCPConn); ok && rawio.Supported {
+		if rc, err := tc.SyscallConn(); err == nil {
+			c.raw = rc
+			c.readFn, c.writeFn = c.readRaw, c.writeRaw
+		}
+	}
+	return c
 }
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
 	if c.writeTimeout > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
-	return c.Conn.Write(p)
+	if c.raw == nil || len(p) == 0 {
+		return c.Conn.Write(p)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wp, c.wn, c.werr, c.wshort = p, 0, 0, false
+	err := c.raw.Write(c.writeFn)
+	n, errno := c.wn, c.werr
+	c.wp = nil
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("write", errno)
+	}
+	if err == nil && c.wshort {
+		return n, io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	return n, nil
+}
+
+// writeRaw writes c.wp on, until all of it is written (true), the
+// socket is full (false: the runtime waits, then calls it again) or an
+// error.
+func (c *deadlineConn) writeRaw(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		n, e := rawio.Write(int(fd), c.wp[c.wn:])
+		switch e {
+		case 0:
+			if n == 0 {
+				c.wshort = true // io.ErrUnexpectedEOF, as package net says
+				return true
+			}
+			c.wn += n
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	if c.raw == nil || len(p) == 0 {
+		return c.Conn.Read(p)
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rp, c.rn, c.rerr = p, 0, 0
+	err := c.raw.Read(c.readFn)
+	n, errno := c.rn, c.rerr
+	c.rp = nil
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("read", errno)
+	}
+	if err != nil {
+		return n, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// readRaw reads into c.rp: false when there is nothing to read yet (the
+// runtime waits, then calls it again).
+func (c *deadlineConn) readRaw(fd uintptr) bool {
+	for {
+		n, e := rawio.Read(int(fd), c.rp)
+		switch e {
+		case 0:
+			c.rn = n
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = e
+			return true
+		}
+	}
 }
 
 // appendStanza is writeStanza writing the XML itself: the same bytes

@@ -61,6 +61,12 @@ func detachTCP(tc *net.TCPConn) (*fdConn, error) {
 	if derr != nil {
 		return nil, os.NewSyscallError("fcntl", derr)
 	}
+	// Set again, though the runtime set it: the reads and writes are
+	// raw system calls (rawio), which must never block.
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
 	// Closing one of two descriptors of a socket neither shuts it down
 	// nor sends anything: the duplicate keeps the connection.
 	_ = tc.Close()
@@ -96,7 +102,7 @@ func (c *fdConn) Read(b []byte) (int, error) {
 	for {
 		var n int
 		var rerr error
-		if err := c.use(func(fd int) { n, rerr = unix.Read(fd, b) }); err != nil {
+		if err := c.use(func(fd int) { n, rerr = sysRead(fd, b) }); err != nil {
 			return 0, err
 		}
 		switch {
@@ -132,7 +138,7 @@ func (c *fdConn) WriteBuffers(bufs [][]byte) (int, error) {
 		}
 		var n int
 		var werr error
-		if err := c.use(func(fd int) { n, werr = unix.Writev(fd, bufs) }); err != nil {
+		if err := c.use(func(fd int) { n, werr = sysWritev(fd, bufs) }); err != nil {
 			return total, err
 		}
 		switch {
@@ -314,7 +320,7 @@ func (r *fdRaw) Write(f func(fd uintptr) bool) error {
 	return (*fdConn)(r).use(func(fd int) { f(uintptr(fd)) })
 }
 
-// read is Read with unix.Read as f, without a callback: err is
+// read is Read with sysRead as f, without a callback: err is
 // net.ErrClosed once closed, rerr the system call's.
 func (r *fdRaw) read(b []byte) (n int, rerr, err error) {
 	c := (*fdConn)(r)
@@ -323,11 +329,11 @@ func (r *fdRaw) read(b []byte) (n int, rerr, err error) {
 	if c.fd < 0 {
 		return 0, nil, net.ErrClosed
 	}
-	n, rerr = unix.Read(c.fd, b)
+	n, rerr = sysRead(c.fd, b)
 	return n, rerr, nil
 }
 
-// writev is Write with unix.Writev as f (again on EINTR), without a
+// writev is Write with sysWritev as f (again on EINTR), without a
 // callback.
 func (r *fdRaw) writev(bufs [][]byte) (n int, werr, err error) {
 	c := (*fdConn)(r)
@@ -337,7 +343,7 @@ func (r *fdRaw) writev(bufs [][]byte) (n int, werr, err error) {
 		return 0, nil, net.ErrClosed
 	}
 	for {
-		n, werr = unix.Writev(c.fd, bufs)
+		n, werr = sysWritev(c.fd, bufs)
 		if werr != unix.EINTR {
 			return n, werr, nil
 		}

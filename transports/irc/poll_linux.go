@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"transportd/internal/rawio"
 )
 
 // poller reads the plain TCP connections of every session without a
@@ -142,7 +144,7 @@ func (p *poller) run() {
 	for {
 		_ = p.rc.Read(func(fd uintptr) bool {
 			for {
-				n, err := unix.EpollWait(int(fd), evs, 0)
+				n, err := sysEpollPoll(int(fd), evs)
 				if err != nil || n <= 0 {
 					// Nothing ready (or EINTR): wait for the runtime to
 					// say the set is readable again.
@@ -350,6 +352,33 @@ func writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) {
 	return n, nil
 }
 
+// sysRead, sysWritev and sysEpollPoll are unix.Read, unix.Writev and
+// unix.EpollWait (not waiting) made raw: see package rawio, for the CPU
+// they save a relayed message.
+func sysRead(fd int, b []byte) (int, error) {
+	n, e := rawio.Read(fd, b)
+	if e != 0 {
+		return 0, e
+	}
+	return n, nil
+}
+
+func sysWritev(fd int, bufs [][]byte) (int, error) {
+	n, e := rawio.Writev(fd, bufs)
+	if e != 0 {
+		return 0, e
+	}
+	return n, nil
+}
+
+func sysEpollPoll(epfd int, evs []unix.EpollEvent) (int, error) {
+	n, e := rawio.EpollPoll(epfd, evs)
+	if e != 0 {
+		return 0, e
+	}
+	return n, nil
+}
+
 // readRaw and writeRaw are readNow's and writeNow's system calls through
 // a RawConn the runtime made (a TLS connection's socket). An fdRaw is
 // called directly (fdRaw.read, fdRaw.writev): through its RawConn
@@ -357,7 +386,7 @@ func writeNow(raw syscall.RawConn, bufs [][]byte) (int, error) {
 // (four or five small objects a message relayed).
 func readRaw(raw syscall.RawConn, b []byte) (n int, rerr, err error) {
 	err = raw.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), b)
+		n, rerr = sysRead(int(fd), b)
 		return true
 	})
 	return n, rerr, err
@@ -366,7 +395,7 @@ func readRaw(raw syscall.RawConn, b []byte) (n int, rerr, err error) {
 func writeRaw(raw syscall.RawConn, bufs [][]byte) (n int, werr, err error) {
 	err = raw.Write(func(fd uintptr) bool {
 		for {
-			n, werr = unix.Writev(int(fd), bufs)
+			n, werr = sysWritev(int(fd), bufs)
 			if !errors.Is(werr, unix.EINTR) {
 				return true
 			}
