@@ -628,8 +628,10 @@ func (n *network) closed(err error) {
 	for _, pl := range n.pending {
 		// A message whose lines the writer still holds is answered by
 		// session.written instead.
-		if n.echo() && pl.ps.settled && !pl.ps.failed && pl.ps.room != "" && pl.ps.remaining > 0 {
-			// Sent but never echoed: it may not have reached the server.
+		if pl.ps.settled && !pl.ps.failed && pl.ps.room != "" && pl.ps.remaining > 0 {
+			// Sent but never echoed (or, from a server that does not
+			// echo, not behind an answered fence): it may not have
+			// reached the server.
 			pl.ps.failed = true
 			n.s.failed(pl.ps.contact, pl.ps.legacyID, core.NewError(stanza.RecipientUnavailable, "the IRC connection was lost; the message may not have been sent"))
 		}

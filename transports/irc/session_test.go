@@ -451,6 +451,49 @@ func TestNoEchoFence(t *testing.T) {
 	}
 }
 
+// TestNoEchoLostConnection: when the connection to a server that does not
+// echo is lost, a message sent since the last answered fence is reported
+// as perhaps not sent (as one not yet echoed is, where the server
+// echoes); one before the fence is not.
+func TestNoEchoLostConnection(t *testing.T) {
+	srv := newFakeServer(t) // no CAP at all
+	s, rec := startSession(t, srv, nil, nil)
+	ctx := context.Background()
+	const room = "#n%127.0.0.1"
+	_ = s.JoinRoom(ctx, room, "me", "")
+	c := srv.nextConn()
+	rec.next(t, "joined", isJoined(room))
+	srv.set(func() { c.quiet = true })
+	send := func(body string) string {
+		t.Helper()
+		id, err := s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: body, XMPPID: "x" + body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, "PRIVMSG")
+		return id
+	}
+	send("delivered")
+	fence := c.expect(t, "PING")
+	c.send(":irc.fake PONG irc.fake :%s", last(fence.Params))
+	unsure := send("unsure")
+	c.expect(t, "PING") // its fence, never answered
+	rec.message(t, "unsure reflected", func(m *core.Message) bool { return m.Body == "unsure" })
+	c.close()
+	f := rec.next(t, "failure", func(ev any) bool { _, ok := ev.(recFailed); return ok }).(recFailed)
+	if f.legacyID != unsure || !strings.Contains(errorText(f.err), "may not have been sent") {
+		t.Errorf("after the connection was lost: %+v, want the unsure message (%q) reported", f, unsure)
+	}
+	rec.message(t, "disconnected notice", func(m *core.Message) bool { return strings.HasPrefix(m.Body, "Disconnected from IRC") })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.events {
+		if f, ok := ev.(recFailed); ok {
+			t.Errorf("another failure: %+v (the delivered message's fence was answered)", f)
+		}
+	}
+}
+
 func TestReconnectRejoins(t *testing.T) {
 	srv := newFakeServer(t, allCaps...)
 	srv.set(func() { srv.names["#r"] = "stays!s@h goes!g@h" })
