@@ -392,21 +392,19 @@ func TestNoEchoReflectsAtOnce(t *testing.T) {
 	}
 }
 
-// TestNoEchoFence: a server that neither echoes nor labels is sent a PING
-// behind the user's lines; once it is answered, a refusal can no longer be
-// about those lines. A refusal then is for a message sent after it, never
-// for one the server relayed long before (it used to go to the oldest
-// message to the same target sent in the last minute).
-func TestNoEchoFence(t *testing.T) {
-	srv := newFakeServer(t) // no CAP at all
+// noEchoRoom joins room on a fake server without any CAP, which does not
+// answer PINGs (the test answers the fences). send sends a message to the
+// room and waits for its PRIVMSG; it returns Send's id.
+func noEchoRoom(t *testing.T, room string) (rec *recorder, c *fakeConn, send func(body string) string) {
+	t.Helper()
+	srv := newFakeServer(t)
 	s, rec := startSession(t, srv, nil, nil)
 	ctx := context.Background()
-	const room = "#n%127.0.0.1"
 	_ = s.JoinRoom(ctx, room, "me", "")
-	c := srv.nextConn()
+	c = srv.nextConn()
 	rec.next(t, "joined", isJoined(room))
-	srv.set(func() { c.quiet = true }) // the test answers the fences
-	send := func(body string) string {
+	srv.set(func() { c.quiet = true })
+	send = func(body string) string {
 		t.Helper()
 		id, err := s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: body, XMPPID: "x" + body})
 		if err != nil {
@@ -417,6 +415,17 @@ func TestNoEchoFence(t *testing.T) {
 		}
 		return id
 	}
+	return rec, c, send
+}
+
+// TestNoEchoFence: a server that neither echoes nor labels is sent a PING
+// behind the user's lines; once it is answered, a refusal can no longer be
+// about those lines. A refusal then is for a message sent after it, never
+// for one the server relayed long before (it used to go to the oldest
+// message to the same target sent in the last minute).
+func TestNoEchoFence(t *testing.T) {
+	const room = "#n%127.0.0.1"
+	rec, c, send := noEchoRoom(t, room)
 	idA := send("a")
 	fenceA := c.expect(t, "PING")
 	if !strings.HasPrefix(last(fenceA.Params), fenceToken) {
@@ -456,23 +465,8 @@ func TestNoEchoFence(t *testing.T) {
 // as perhaps not sent (as one not yet echoed is, where the server
 // echoes); one before the fence is not.
 func TestNoEchoLostConnection(t *testing.T) {
-	srv := newFakeServer(t) // no CAP at all
-	s, rec := startSession(t, srv, nil, nil)
-	ctx := context.Background()
 	const room = "#n%127.0.0.1"
-	_ = s.JoinRoom(ctx, room, "me", "")
-	c := srv.nextConn()
-	rec.next(t, "joined", isJoined(room))
-	srv.set(func() { c.quiet = true })
-	send := func(body string) string {
-		t.Helper()
-		id, err := s.Send(ctx, &core.Message{Contact: room, Groupchat: true, Body: body, XMPPID: "x" + body})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.expect(t, "PRIVMSG")
-		return id
-	}
+	rec, c, send := noEchoRoom(t, room)
 	send("delivered")
 	fence := c.expect(t, "PING")
 	c.send(":irc.fake PONG irc.fake :%s", last(fence.Params))
