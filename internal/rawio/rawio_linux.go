@@ -12,25 +12,17 @@ import (
 const Supported = true
 
 // Read reads into b from a non-blocking descriptor.
-func Read(fd int, b []byte) (int, Errno) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	r, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), 0
-}
+func Read(fd int, b []byte) (int, Errno) { return rw(unix.SYS_READ, fd, b) }
 
 // Write writes b to a non-blocking descriptor: n may be short of it.
-func Write(fd int, b []byte) (int, Errno) {
+func Write(fd int, b []byte) (int, Errno) { return rw(unix.SYS_WRITE, fd, b) }
+
+func rw(trap uintptr, fd int, b []byte) (int, Errno) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
-	r, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	r, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
 	if e != 0 {
 		return 0, e
 	}
