@@ -1019,7 +1019,7 @@ const fenceToken = "tdfence-"
 // Without it they stayed pending a minute (pendingTTL): a refusal then
 // went to the oldest message to the same target, one delivered long
 // before, and a user sending fast kept a minute of lines in memory
-// (some 20 MiB in the relay benchmark at 5000 messages a second). One
+// (10 to 23 MiB more resident in the relay benchmark). One
 // fence is out at a time; the lines sent meanwhile get the next.
 func (n *network) fence() {
 	if n.fenceAt != 0 || n.conn == nil || n.labelSeq == 0 {
