@@ -10,39 +10,15 @@ import (
 	"time"
 
 	"transportd/internal/rawio"
+	"transportd/internal/tcptest"
 )
-
-// tcpPair is a connected pair of loopback TCP connections.
-func tcpPair(t *testing.T) (a, b net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	a, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-acc
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
 
 // The component connection's raw reads and writes (rawio) behave as the
 // connection's own: everything written arrives, through a full socket
 // (the write waits for the reader), an end is io.EOF, and the write
 // deadline and Close still end a write or a read that waits.
 func TestDeadlineConnRaw(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := tcptest.Pair(t)
 	c := newDeadlineConn(a, 5*time.Second)
 	if rawio.Supported && c.raw == nil {
 		t.Fatal("a TCP connection is not read and written raw")
@@ -78,7 +54,7 @@ func TestDeadlineConnRaw(t *testing.T) {
 }
 
 func TestDeadlineConnRawDeadlines(t *testing.T) {
-	a, _ := tcpPair(t) // the peer never reads
+	a, _ := tcptest.Pair(t) // the peer never reads
 	c := newDeadlineConn(a, 200*time.Millisecond)
 	big := make([]byte, 64<<20)
 	start := time.Now()

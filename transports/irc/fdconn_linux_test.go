@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/ergochat/irc-go/ircmsg"
+
+	"transportd/internal/tcptest"
 )
 
 // detachedPair is a TCP connection given up by the runtime (detachTCP),
 // with its far end.
 func detachedPair(t *testing.T) (*fdConn, net.Conn) {
 	t.Helper()
-	nc, far := tcpPair(t)
+	nc, far := tcptest.Pair(t)
 	t.Cleanup(func() { far.Close() })
 	fc, err := detachTCP(nc.(*net.TCPConn))
 	if err != nil {
@@ -330,7 +332,7 @@ func TestReadWriteNow(t *testing.T) {
 		return (*fdRaw)(fc), fc.Close, far
 	}
 	runtimes := func(t *testing.T) (syscall.RawConn, func() error, net.Conn) {
-		nc, far := tcpPair(t)
+		nc, far := tcptest.Pair(t)
 		t.Cleanup(func() { nc.Close(); far.Close() })
 		raw, err := nc.(*net.TCPConn).SyscallConn()
 		if err != nil {

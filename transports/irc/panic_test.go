@@ -14,6 +14,8 @@ import (
 
 	"github.com/ergochat/irc-go/ircmsg"
 	"golang.org/x/time/rate"
+
+	"transportd/internal/tcptest"
 )
 
 type recPanic struct {
@@ -24,30 +26,10 @@ type recPanic struct {
 
 func (r *recorder) Panicked(where string, v any, stack []byte) { r.add(recPanic{where, v, stack}) }
 
-// tcpPair is a TCP connection on loopback and its far end.
-func tcpPair(t *testing.T) (near, far net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	near, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	far, err = ln.Accept()
-	if err != nil {
-		near.Close()
-		t.Fatal(err)
-	}
-	return near, far
-}
-
 // polledPair is a connection started on the poller, with the far end.
 func polledPair(t *testing.T, onLine func(ircmsg.Message, bool) bool, onClose func(error)) (*conn, net.Conn) {
 	t.Helper()
-	nc, far := tcpPair(t)
+	nc, far := tcptest.Pair(t)
 	c := &conn{nc: nc, server: "test", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		lim:       rate.NewLimiter(rate.Inf, 1),
 		pingEvery: time.Hour, pingWait: time.Hour}
