@@ -503,9 +503,31 @@ func (c *component) renderOne(a *store.Account, env envelope) (*Element, string)
 	if !m.Time.IsZero() {
 		el.Add(NewElement(nsDelay, "delay", "from", c.jid.String(), "stamp", m.Time.UTC().Format(time.RFC3339)))
 	}
-	el.Add(NewElement(nsReceipts, "request"))
-	el.Add(NewElement(nsMarkers, "markable"))
+	if c.readsMarkers(a) {
+		el.Add(NewElement(nsReceipts, "request"))
+		el.Add(NewElement(nsMarkers, "markable"))
+	}
 	return el, id
+}
+
+// readsMarkers says whether the account's session takes the user's
+// receipts and displayed markers (a Marker: e-mail's \Seen). Only then
+// does a message from a contact ask for them: a client answers a
+// request with a stanza of its own for every message, which for IRC
+// and SMS, whose networks have no read state, core would read and drop.
+// While no session runs (the outbox delivering after a restart) the
+// answer is yes, as before this was asked.
+func (c *component) readsMarkers(a *store.Account) bool {
+	u := c.accountUser(a)
+	if u == nil {
+		return true
+	}
+	l := u.live.Load()
+	if l == nil {
+		return true
+	}
+	_, ok := l.s.(Marker)
+	return ok
 }
 
 // confirm sends a ping to the server behind the stanzas just written and

@@ -145,6 +145,11 @@ func TestChannel(t *testing.T) {
 	if pm.ChildText("", "body") != "psst" {
 		t.Errorf("private = %s", pm)
 	}
+	// IRC has no read state: no receipt or marker is asked of the
+	// client, which would answer each message with a stanza of its own.
+	if pm.Child("urn:xmpp:receipts", "request") != nil || pm.Child("urn:xmpp:chat-markers:0", "markable") != nil {
+		t.Errorf("private message asks for a receipt or marker: %s", pm)
+	}
 	reply := core.NewElement("", "message", "to", "rawop%127.0.0.1@"+gwJID, "type", "chat", "id", "pm1")
 	reply.AddText("", "body", "psst back")
 	c.Send(reply)
