@@ -157,6 +157,39 @@ func TestChannel(t *testing.T) {
 		t.Errorf("IRC got %v", got.Params)
 	}
 
+	// A burst in one write from the client, private and room messages
+	// mixed, read by the gateway together: the first written by the
+	// stanza reader itself, the rest queued behind it for the session.
+	// Every line arrives, in order, and each private message asking for a
+	// receipt gets it (once its line was written).
+	var burst strings.Builder
+	for i := 0; i < 20; i++ {
+		if i%2 == 0 {
+			fmt.Fprintf(&burst, `<message to='rawop%%127.0.0.1@%s' type='chat' id='burst%d'><body>burst %d</body><request xmlns='urn:xmpp:receipts'/></message>`, gwJID, i, i)
+		} else {
+			fmt.Fprintf(&burst, `<message to='%s' type='groupchat' id='burst%d'><body>burst %d</body></message>`, room, i, i)
+		}
+	}
+	if err := c.SendRaw(burst.String()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		target := ch
+		if i%2 == 0 {
+			target = "rawop"
+		}
+		if got := op.expect("burst PRIVMSG", cmdFrom("PRIVMSG", "xuser")); got.Params[0] != target || got.Params[1] != fmt.Sprintf("burst %d", i) {
+			t.Errorf("burst line %d: IRC got %v", i, got.Params)
+		}
+	}
+	for i := 0; i < 20; i += 2 {
+		id := fmt.Sprintf("burst%d", i)
+		c.Expect(xwait, "receipt for "+id, func(el *core.Element) bool {
+			r := el.Child("urn:xmpp:receipts", "received")
+			return xmpptest.IsFrom("message", "rawop%127.0.0.1@"+gwJID, "*")(el) && r != nil && r.Get("id") == id
+		})
+	}
+
 	// Injection: CR/LF in a body and a subject never reach the wire raw
 	// (the XML decoder turns &#13; into a real CR).
 	if err := c.SendRaw(`<message to='` + room + `' type='groupchat' id='inj'><body>evil&#13;&#10;QUIT :pwned&#13;PRIVMSG #it-chan :smuggled&#10;KICK #it-chan rawop</body></message>`); err != nil {
