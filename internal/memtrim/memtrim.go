@@ -74,6 +74,9 @@ type Trimmer struct {
 	primed     bool
 	quiet      int    // consecutive quiet checks
 	cFree      uint64 // C's free bytes when last trimmed (or fewer since)
+	// goMinFree is the least free Go heap worth a trim, minFree when 0
+	// (tests of C's heap alone set it out of reach).
+	goMinFree uint64
 }
 
 // CHeap is a C heap a Trimmer looks after.
@@ -141,7 +144,11 @@ func (t *Trimmer) Check() bool {
 	if t.quiet++; t.quiet < quietChecks {
 		return false
 	}
-	if free < minFree || free < live/16 {
+	least := uint64(minFree)
+	if t.goMinFree != 0 {
+		least = t.goMinFree
+	}
+	if free < least || free < live/16 {
 		t.trimC(false)
 		return false
 	}

@@ -69,9 +69,18 @@ func TestQuietProcessGivesBackFreeHeap(t *testing.T) {
 		t.Fatalf("Trimmed reported %d bytes", freed)
 	}
 	// Nothing left to give back: the next quiet check does nothing.
-	quietHeap()
-	if tr.Check() {
-		t.Fatal("trimmed again with nothing free")
+	// The runtime's own work now and then frees a few hundred KB again
+	// between quietHeap and the check (see TestQuietProcessTrimsCHeap):
+	// a trimmer that trims with nothing free trims every time.
+	again := 0
+	for i := 0; i < 3; i++ {
+		quietHeap()
+		if tr.Check() {
+			again++
+		}
+	}
+	if again == 3 {
+		t.Fatal("trimmed again with nothing free, three times out of three")
 	}
 	runtime.KeepAlive(ballast)
 }
@@ -130,10 +139,14 @@ func TestBusyProcessKeepsItsHeap(t *testing.T) {
 func TestQuietProcessTrimsCHeap(t *testing.T) {
 	var free uint64
 	trims := 0
-	tr := &Trimmer{C: &CHeap{Free: func() uint64 { return free }, Trim: func() { trims++ }}}
+	// The Go heap is never worth a trim here: quietHeap leaves it under
+	// minFree, but the runtime's own work freed more again now and then
+	// before the check (278528 bytes once, which trimmed C's heap with
+	// it and failed the count).
+	tr := &Trimmer{C: &CHeap{Free: func() uint64 { return free }, Trim: func() { trims++ }}, goMinFree: 1 << 50}
 	check := func(want int, why string) {
 		t.Helper()
-		quietHeap() // nothing for the Go heap's trim
+		quietHeap()
 		if tr.Check() {
 			t.Fatalf("%s: the Go heap was trimmed (%d bytes free)", why, freeBytes())
 		}
