@@ -77,6 +77,10 @@ type Trimmer struct {
 	// goMinFree is the least free Go heap worth a trim, minFree when 0
 	// (tests of C's heap alone set it out of reach).
 	goMinFree uint64
+	// freeFloor is the free heap the last trim left: pages it could not
+	// return (each processor's page cache holds up to 512 KB), not
+	// counted as worth the next.
+	freeFloor uint64
 }
 
 // CHeap is a C heap a Trimmer looks after.
@@ -148,7 +152,12 @@ func (t *Trimmer) Check() bool {
 	if t.goMinFree != 0 {
 		least = t.goMinFree
 	}
-	if free < least || free < live/16 {
+	// What a trim would return: beyond what the last one could not.
+	// With 16 MB live on two processors, 1 MB stayed free after each
+	// trim, over the sixteenth of the live heap that makes a trim
+	// worth it: every quiet check collected again, for nothing.
+	gain := free - min(free, t.freeFloor)
+	if gain < least || gain < live/16 {
 		t.trimC(false)
 		return false
 	}
@@ -159,6 +168,7 @@ func (t *Trimmer) Check() bool {
 	// starts from here.
 	metrics.Read(t.samples)
 	t.lastAllocs = value(t.samples[0])
+	t.freeFloor = value(t.samples[2])
 	if t.Trimmed != nil {
 		t.Trimmed(free)
 	}
