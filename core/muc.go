@@ -601,7 +601,7 @@ func (s *sink) RoomEcho(ctx context.Context, m Message) error {
 		return c.relayToXMPP(ctx, s.u, envelope{Kind: kindMessage, Msg: m})
 	}
 	if c.link.up.Load() {
-		els, _ := c.renderRoomMessage(&store.Account{ID: s.acctID, JID: s.u.bare, Label: s.u.label}, m)
+		els, _, _ := c.renderRoomMessage(&store.Account{ID: s.acctID, JID: s.u.bare, Label: s.u.label}, m)
 		sent := len(els) > 0
 		for _, el := range els {
 			if err := c.send(el); err != nil {
@@ -678,13 +678,6 @@ func (u *user) roomView(room string) (roomView, bool) {
 		}
 	}
 	return roomView{}, false
-}
-
-// roomJoining reports whether messages for the room wait for a join
-// under way (any goroutine).
-func (u *user) roomJoining(room string) bool {
-	rv, _ := u.roomView(room)
-	return rv.joining
 }
 
 // roomResources returns the resources joined to a room (any goroutine).

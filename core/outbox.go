@@ -247,14 +247,12 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 			// archive keeps it under that time.
 			env.Msg.Time = it.Created
 		}
-		els, xmppID := c.renderToXMPP(a, env)
-		if len(els) == 0 && env.Kind == kindMessage && env.Msg.Groupchat {
-			if u := c.accountUser(a); u != nil && u.roomJoining(env.Msg.Contact) {
-				// Delivered right after RoomJoined, before the user's drain
-				// published the room: wait for it rather than drop.
-				_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(100*time.Millisecond), "room join in progress")
-				continue
-			}
+		els, xmppID, wait := c.renderToXMPP(a, env)
+		if wait {
+			// Delivered right after RoomJoined, before the user's drain
+			// published the room: wait for it rather than drop.
+			_ = o.g.store.Postpone(ctx, it.ID, time.Now().Add(100*time.Millisecond), "room join in progress")
+			continue
 		}
 		if env.Kind == kindMessage && env.Msg.LegacyID != "" && xmppID != "" {
 			mappings = append(mappings, store.Mapping{AccountID: a.ID, XMPPID: xmppID, LegacyID: env.Msg.LegacyID})
@@ -305,39 +303,44 @@ func (o *outbox) toXMPP(ctx context.Context) bool {
 
 // renderToXMPP builds the stanzas for an outbox envelope: one, or one per
 // joined resource for a room message (none if nobody is in the room now).
-func (c *component) renderToXMPP(a *store.Account, env envelope) ([]outgoing, string) {
+// wait: a room message that must wait for a join under way (no stanzas).
+func (c *component) renderToXMPP(a *store.Account, env envelope) (els []outgoing, id string, wait bool) {
 	if env.Msg.Groupchat {
 		return c.renderRoomMessage(a, env.Msg)
 	}
 	if env.Kind == kindSent {
 		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
-		return c.renderSent(a, env.Msg), ""
+		return c.renderSent(a, env.Msg), "", false
 	}
 	if env.Kind == kindMessage {
 		c.noteContact(context.Background(), a, env.Msg.Contact, env.Msg.Nick)
 	}
 	el, id := c.renderOne(a, env)
-	return []outgoing{el}, id
+	return []outgoing{el}, id, false
 }
 
 // nsConference is XEP-0249's direct MUC invitation.
 const nsConference = "jabber:x:conference"
 
 // renderRoomMessage gives a room message to each of the user's resources
-// in the room, and the stanza id they share.
-func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, string) {
+// in the room, and the stanza id they share. wait: the room is joining
+// (see publishView) and the message must wait. It is told from the same
+// look at the room's view as the stanzas: asked again after, the join
+// could have ended in between, and the message was dropped as if nobody
+// were in the room (TestJoinBusyRoom lost its first line under load).
+func (c *component) renderRoomMessage(a *store.Account, m Message) (_ []outgoing, _ string, wait bool) {
 	u := c.accountUser(a)
 	if u == nil {
-		return nil, ""
+		return nil, "", false
 	}
 	rv, _ := u.roomView(m.Contact)
 	if rv.joining {
-		return nil, "" // waits for the join (the caller asks roomJoining)
+		return nil, "", true
 	}
 	resources := rv.res
 	if len(resources) == 0 {
 		c.archiveRoomMessage(u, &m) // dropped, but archived
-		return nil, ""
+		return nil, "", false
 	}
 	c.archiveRoomMessage(u, &m)
 	id := m.XMPPID // the user's own message reflected keeps its id
@@ -376,7 +379,7 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 		}{st: proto}
 		one.st.to = a.JID + "/" + resources[0]
 		one.out[0] = &one.st
-		return one.out[:], id
+		return one.out[:], id, false
 	}
 	out := make([]outgoing, len(resources))
 	stanzas := make([]roomStanza, len(resources))
@@ -385,7 +388,7 @@ func (c *component) renderRoomMessage(a *store.Account, m Message) ([]outgoing, 
 		stanzas[i].to = a.JID + "/" + res
 		out[i] = &stanzas[i]
 	}
-	return out, id
+	return out, id, false
 }
 
 // roomStanza is a group chat message to one resource, written without an

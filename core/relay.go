@@ -285,11 +285,11 @@ func (c *component) relayToXMPP(ctx context.Context, u *user, env envelope) erro
 			a = full
 		}
 	}
-	els, _ := c.renderToXMPP(a, env)
+	els, _, wait := c.renderToXMPP(a, env)
+	if wait {
+		return c.g.outbox.enqueueToXMPP(ctx, u, env) // waits for the join
+	}
 	if len(els) == 0 {
-		if env.Msg.Groupchat && u.roomJoining(env.Msg.Contact) {
-			return c.g.outbox.enqueueToXMPP(ctx, u, env) // waits for the join
-		}
 		return nil // nobody is in the room: dropped, as the outbox does
 	}
 	for _, el := range els {
