@@ -184,12 +184,12 @@ type conn struct {
 
 	// backlog holds lines read during registration after it ended; the
 	// reader hands them on first.
-	backlog []ircmsg.Message
+	backlog []inLine
 	// reg is the registration in progress, while the poller reads it
 	// (registering, below, says the same to the keepalive sweep).
 	reg *registrar
 
-	onLine     func(m ircmsg.Message, wait bool) bool
+	onLine     func(m inLine, wait bool) bool
 	onClose    func(error)
 	closedOnce sync.Once // onClose is called once
 	token      int32     // the poller's name for the connection (poll_linux.go)
@@ -205,7 +205,7 @@ type conn struct {
 	polled      bool
 	viaTLS      bool // polled through crypto/tls (pollableConn)
 	trace       bool
-	stalled     *ircmsg.Message // a line the session could not take at once
+	stalled     *inLine // a line the session could not take at once
 	// Keepalive of a polled connection: times on monoNow's scale.
 	readAt atomic.Int64 // last read
 	upAt   int64        // unix seconds registration ended (the session's drain)
@@ -921,7 +921,7 @@ func unescapeISupport(v string) string {
 
 // readMsg reads and parses one line. A line whose tags do not parse is
 // read again without them rather than dropped.
-func (c *conn) readMsg() (ircmsg.Message, error) {
+func (c *conn) readMsg() (inLine, error) {
 	for {
 		if len(c.backlog) > 0 {
 			m := c.backlog[0]
@@ -933,7 +933,7 @@ func (c *conn) readMsg() (ircmsg.Message, error) {
 		}
 		b, err := c.nextLine()
 		if err != nil {
-			return ircmsg.Message{}, err
+			return inLine{}, err
 		}
 		// Only a polled connection: its keepalive is the arrival of a
 		// line (readAt); the reader goroutine's is the line it reads.
@@ -1131,21 +1131,6 @@ func withoutTags(line string) string {
 	return line
 }
 
-// parseLine parses a line from a server, retrying without the tags when
-// they are malformed (invalid UTF-8 in a tag value, for one).
-func parseLine(line string) (ircmsg.Message, error) {
-	m, err := ircmsg.ParseLine(line)
-	if err != nil && strings.HasPrefix(line, "@") {
-		if i := strings.IndexByte(line, ' '); i > 0 {
-			m, err = ircmsg.ParseLine(line[i+1:])
-		}
-	}
-	if err != nil && !errors.Is(err, ircmsg.ErrorBodyTooLong) {
-		return ircmsg.Message{}, err
-	}
-	return m, nil
-}
-
 // serialize turns a message into a line, refusing anything the server
 // would not read as this one message.
 func serialize(m ircmsg.Message) ([]byte, error) {
@@ -1235,7 +1220,7 @@ func loginText(text string) bool {
 // TCP connections, plain or TLS, are read by the poller, without a
 // goroutine; others (where there is no poller) by a goroutine of their
 // own. Writers come and go with the lines to write.
-func (c *conn) start(onLine func(m ircmsg.Message, wait bool) bool, onClose func(error)) {
+func (c *conn) start(onLine func(m inLine, wait bool) bool, onClose func(error)) {
 	c.onLine, c.onClose = onLine, onClose
 	if p := thePoller(); p != nil && (c.polled || c.makePollable()) {
 		c.rbuf = nil // src may still hold lines read into it
@@ -1296,7 +1281,7 @@ func monoSince(t int64) time.Duration {
 }
 
 // deliver hands a line on; PINGs are answered here.
-func (c *conn) deliver(m ircmsg.Message, wait bool) bool {
+func (c *conn) deliver(m inLine, wait bool) bool {
 	if m.Command == "PING" {
 		_ = c.sendUrgent(ircmsg.MakeMessage(nil, "", "PONG", m.Params...))
 		return true

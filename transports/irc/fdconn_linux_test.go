@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergochat/irc-go/ircmsg"
-
 	"transportd/internal/tcptest"
 )
 
@@ -136,7 +134,7 @@ func TestFdConnFullAndClose(t *testing.T) {
 // lines go both ways through it.
 func TestPolledConnIsDetached(t *testing.T) {
 	lines := make(chan string, 1)
-	c, far := polledPair(t, func(m ircmsg.Message, _ bool) bool {
+	c, far := polledPair(t, func(m inLine, _ bool) bool {
 		lines <- m.Command
 		return true
 	}, func(error) {})

@@ -496,3 +496,24 @@ func FuzzKeepaliveLine(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTags: parseLine reads every line as ircmsg would (tags included:
+// see inLine), and never panics.
+func FuzzTags(f *testing.F) {
+	for _, s := range tagLines {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(line, "\n") {
+			return // lines come cut (nextLine)
+		}
+		sameAsLibrary(t, line)
+		m, err := parseLine(line)
+		if err == nil {
+			m.DeleteTag("batch")
+			if m.HasTag("batch") {
+				t.Fatalf("%q: batch kept after DeleteTag", line)
+			}
+		}
+	})
+}

@@ -16,7 +16,7 @@ import (
 
 // handle turns one line from the server into what the user sees. label is
 // the labeled-response label of the batch the line came in, if any.
-func (n *network) handle(msg ircmsg.Message, label string) {
+func (n *network) handle(msg inLine, label string) {
 	if _, l := msg.GetTag("label"); l != "" {
 		label = l
 	}
@@ -291,7 +291,7 @@ func (n *network) setAway(nick string, away bool, text string) {
 
 // handleText delivers a PRIVMSG or NOTICE; history says it comes from a
 // chathistory batch.
-func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
+func (n *network) handleText(msg inLine, label string, history bool) {
 	target, text := msg.Params[0], msg.Params[1]
 	src := msg.Nick()
 	notice := msg.Command == "NOTICE"
@@ -408,7 +408,7 @@ func (n *network) handleText(msg ircmsg.Message, label string, history bool) {
 }
 
 // serverTime reads the server-time tag.
-func serverTime(msg ircmsg.Message) time.Time {
+func serverTime(msg inLine) time.Time {
 	if ok, v := msg.GetTag("time"); ok {
 		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			return t
@@ -467,7 +467,7 @@ func (n *network) fail(pl *pendingLine, text string) {
 
 // Batches.
 
-func (n *network) handleBatch(msg ircmsg.Message) {
+func (n *network) handleBatch(msg inLine) {
 	p := msg.Params
 	if len(p) < 1 || len(p[0]) < 2 {
 		return
@@ -515,7 +515,7 @@ func (n *network) handleBatch(msg ircmsg.Message) {
 
 // Channel membership.
 
-func (n *network) handleJoin(msg ircmsg.Message) {
+func (n *network) handleJoin(msg inLine) {
 	name := strings.Clone(msg.Params[0])
 	nuh, _ := cloneNUH(msg.NUH())
 	if n.isMe(nuh.Name) {

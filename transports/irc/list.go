@@ -99,7 +99,7 @@ func (n *network) startList() {
 }
 
 // listed takes an RPL_LIST: me channel visible :topic.
-func (n *network) listed(msg ircmsg.Message) {
+func (n *network) listed(msg inLine) {
 	if n.netRare == nil {
 		return
 	}

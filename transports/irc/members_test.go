@@ -16,8 +16,8 @@ func TestMembersShared(t *testing.T) {
 	var nets []*network
 	for range 2 {
 		_, n, _ := fuzzSession(t)
-		n.handle(ircmsg.MakeMessage(nil, "irc.example.org", "353", "me", "=", "#c", "me @Alice!~alice@gateway/web/alice +bob!~b@host.example.org"), "")
-		n.handle(ircmsg.MakeMessage(nil, "irc.example.org", "366", "me", "#c", "End of /NAMES list."), "")
+		n.handle(lineOf(ircmsg.MakeMessage(nil, "irc.example.org", "353", "me", "=", "#c", "me @Alice!~alice@gateway/web/alice +bob!~b@host.example.org")), "")
+		n.handle(lineOf(ircmsg.MakeMessage(nil, "irc.example.org", "366", "me", "#c", "End of /NAMES list.")), "")
 		ch := n.channels.get("#c")
 		if ch == nil || ch.members.get("alice") == nil || ch.members.get("bob") == nil {
 			t.Fatalf("members after NAMES: %v", ch.members)
@@ -39,7 +39,7 @@ func TestMembersShared(t *testing.T) {
 	if a.modes != "o" || views[0].members.get("bob").modes != "v" {
 		t.Errorf("modes %q %q", a.modes, views[0].members.get("bob").modes)
 	}
-	nets[0].handle(ircmsg.MakeMessage(nil, "Alice!~alice@gateway/web/alice", "NICK", "Alicia"), "")
+	nets[0].handle(lineOf(ircmsg.MakeMessage(nil, "Alice!~alice@gateway/web/alice", "NICK", "Alicia")), "")
 	if m := views[0].members.get("alicia"); m == nil || m.nick.String() != "Alicia" || views[0].members.get("alice") != nil {
 		t.Errorf("after NICK: %v", views[0].members)
 	}

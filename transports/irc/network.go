@@ -229,7 +229,7 @@ type batch struct {
 	params []string
 	label  string
 	parent *batch
-	lines  []ircmsg.Message
+	lines  []inLine
 }
 
 // pendingSend is one message from the XMPP user, sent as one or more lines.
@@ -501,7 +501,7 @@ func (n *network) connected(c *conn, w *welcome) {
 	n.batches = nil
 	n.pending, n.fenceAt = nil, 0
 	s, gen := n.s, n.gen
-	c.start(func(m ircmsg.Message, wait bool) bool {
+	c.start(func(m inLine, wait bool) bool {
 		if wait {
 			s.post(evLine{n: n, gen: gen, msg: m})
 			return true

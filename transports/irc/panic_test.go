@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ergochat/irc-go/ircmsg"
 	"golang.org/x/time/rate"
 
 	"transportd/internal/tcptest"
@@ -27,7 +26,7 @@ type recPanic struct {
 func (r *recorder) Panicked(where string, v any, stack []byte) { r.add(recPanic{where, v, stack}) }
 
 // polledPair is a connection started on the poller, with the far end.
-func polledPair(t *testing.T, onLine func(ircmsg.Message, bool) bool, onClose func(error)) (*conn, net.Conn) {
+func polledPair(t *testing.T, onLine func(inLine, bool) bool, onClose func(error)) (*conn, net.Conn) {
 	t.Helper()
 	nc, far := tcptest.Pair(t)
 	c := &conn{nc: nc, server: "test", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -47,9 +46,9 @@ func polledPair(t *testing.T, onLine func(ircmsg.Message, bool) bool, onClose fu
 // reading the other connections.
 func TestPollerPanicEndsOneConnectionAndIsReported(t *testing.T) {
 	closed := make(chan error, 1)
-	bad, badFar := polledPair(t, func(ircmsg.Message, bool) bool { panic("boom in a line handler") }, func(err error) { closed <- err })
+	bad, badFar := polledPair(t, func(inLine, bool) bool { panic("boom in a line handler") }, func(err error) { closed <- err })
 	lines := make(chan string, 1)
-	_, goodFar := polledPair(t, func(m ircmsg.Message, _ bool) bool { lines <- last(m.Params); return true }, func(error) {})
+	_, goodFar := polledPair(t, func(m inLine, _ bool) bool { lines <- last(m.Params); return true }, func(error) {})
 
 	if _, err := badFar.Write([]byte("PRIVMSG #c :hi\r\n")); err != nil {
 		t.Fatal(err)
@@ -104,13 +103,13 @@ func TestPollerPanicEndsOneConnectionAndIsReported(t *testing.T) {
 // it.
 func TestPollerSeesEndSentWithData(t *testing.T) {
 	busy, release := make(chan struct{}), make(chan struct{})
-	_, slowFar := polledPair(t, func(ircmsg.Message, bool) bool {
+	_, slowFar := polledPair(t, func(inLine, bool) bool {
 		close(busy)
 		<-release
 		return true
 	}, func(error) {})
 	lines, closed := make(chan string, 4), make(chan error, 1)
-	_, far := polledPair(t, func(m ircmsg.Message, _ bool) bool { lines <- last(m.Params); return true }, func(err error) { closed <- err })
+	_, far := polledPair(t, func(m inLine, _ bool) bool { lines <- last(m.Params); return true }, func(err error) { closed <- err })
 
 	if _, err := slowFar.Write([]byte("PRIVMSG #c :hold the poller\r\n")); err != nil {
 		t.Fatal(err)

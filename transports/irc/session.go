@@ -133,7 +133,7 @@ type (
 	evLine struct {
 		n   *network
 		gen int
-		msg ircmsg.Message
+		msg inLine
 	}
 	evClosed struct {
 		n   *network

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ergochat/irc-go/ircmsg"
 	"mellium.im/xmpp/stanza"
 
 	"transportd/core"
@@ -227,7 +226,7 @@ func (t *Transport) Verify(ctx context.Context, a *core.Account) error {
 		}
 		return core.WrapError(stanza.RemoteServerNotFound, errorText(err), err)
 	}
-	c.start(func(ircmsg.Message, bool) bool { return true }, func(error) {})
+	c.start(func(inLine, bool) bool { return true }, func(error) {})
 	c.quit("checking credentials", 2*time.Second)
 	return nil
 }

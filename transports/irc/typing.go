@@ -67,7 +67,7 @@ func (s *session) typing(ev evTyping) {
 
 // handleTagmsg shows an IRC user's +typing (or the older +draft/typing)
 // in the room or the private chat it is sent to.
-func (n *network) handleTagmsg(msg ircmsg.Message) {
+func (n *network) handleTagmsg(msg inLine) {
 	ok, v := msg.GetTag("+typing")
 	if !ok {
 		ok, v = msg.GetTag("+draft/typing")
