@@ -678,17 +678,14 @@ func (r *registrar) feed(line string) (*welcome, error) {
 		r.capDone = true
 		return c.writeNow(ircmsg.MakeMessage(nil, "", "CAP", "END"))
 	}
-	// Registration needs no tags: they are not parsed (a map for
-	// every line of the MOTD).
-	msg, err := parseLine(withoutTags(line))
+	// Registration reads no tags; parseLine leaves them unparsed.
+	msg, err := parseLine(line)
 	if err != nil {
 		return nil, nil
 	}
 	if r.registered && !isNumeric(msg.Command) {
 		// A server that sends no MOTD end: registration is over.
-		if m, err := parseLine(line); err == nil {
-			c.backlog = append(c.backlog, m)
-		}
+		c.backlog = append(c.backlog, msg)
 		return w, nil
 	}
 	p := msg.Params
@@ -919,8 +916,8 @@ func unescapeISupport(v string) string {
 	return b.String()
 }
 
-// readMsg reads and parses one line. A line whose tags do not parse is
-// read again without them rather than dropped.
+// readMsg reads and parses one line. A line whose tags do not parse
+// loses them rather than being dropped (parseLine).
 func (c *conn) readMsg() (inLine, error) {
 	for {
 		if len(c.backlog) > 0 {
@@ -1119,16 +1116,6 @@ func (c *conn) nextLine() ([]byte, error) {
 		}
 		c.src = c.rbuf[:n]
 	}
-}
-
-// withoutTags is a line without its IRCv3 tags.
-func withoutTags(line string) string {
-	if strings.HasPrefix(line, "@") {
-		if i := strings.IndexByte(line, ' '); i > 0 {
-			return strings.TrimLeft(line[i+1:], " ")
-		}
-	}
-	return line
 }
 
 // serialize turns a message into a line, refusing anything the server
